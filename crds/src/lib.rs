@@ -1,0 +1,1 @@
+//! toa.dev/v1alpha1 API types (being written).
