@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Runs every test suite of toa-operator, installing what each needs, and prints one summary.
+#
+#   tests/run-all.sh            all suites
+#   tests/run-all.sh rust chart only the named suites (rust fuzz kmod agent chart e2e)
+#
+# Each suite runs even when an earlier one failed, so one run shows every problem.
+# The last line is the total over every suite: `N passed, M failed`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=tests/lib/deps.sh
+source tests/lib/deps.sh
+
+all_suites=(rust fuzz kmod agent chart e2e)
+suites=("$@")
+[ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
+
+log_dir=${TOA_TEST_LOG_DIR:-$(mktemp -d /tmp/toa-tests.XXXXXX)}
+mkdir -p "$log_dir"
+total_pass=0
+total_fail=0
+summary=()
+
+# count_cargo LOG: sums the `test result:` lines of cargo test.
+count_cargo() {
+	awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+	     END { printf "%d %d\n", p, f }' "$1"
+}
+
+# count_plain LOG: the last `N passed, M failed` line a suite printed.
+count_plain() {
+	grep -E '^([A-Za-z-]+: )?[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 |
+		sed -E 's/^([A-Za-z-]+: )?([0-9]+) passed, ([0-9]+) failed.*/\2 \3/'
+}
+
+run_suite() {
+	local name=$1
+	shift
+	local log="$log_dir/$name.log" start rc pass fail counts
+	echo "=== suite $name: $*"
+	start=$(date +%s)
+	"$@" 2>&1 | tee "$log"
+	rc=${PIPESTATUS[0]}
+	if [ "$name" = rust ]; then counts=$(count_cargo "$log"); else counts=$(count_plain "$log"); fi
+	read -r pass fail <<<"${counts:-0 0}"
+	pass=${pass:-0}
+	fail=${fail:-0}
+	# A suite that exits non-zero without reporting a failed test still counts as one failure.
+	if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then fail=1; fi
+	total_pass=$((total_pass + pass))
+	total_fail=$((total_fail + fail))
+	summary+=("$(printf '%-6s %4s passed %3s failed  exit %-3s %5ss' "$name" "$pass" "$fail" "$rc" $(($(date +%s) - start)))")
+}
+
+rust_suite() {
+	need_apt build-essential pkg-config
+	need_rust_components
+	cargo fmt --all --check &&
+		cargo clippy --workspace --all-targets --locked -- -D warnings &&
+		cargo test --workspace --locked
+}
+
+for s in "${suites[@]}"; do
+	case "$s" in
+	rust) run_suite rust rust_suite ;;
+	fuzz) run_suite fuzz bash kmod/fuzz/run.sh 30 ;;
+	kmod) run_suite kmod bash tests/vm/kmod.sh ;;
+	agent) run_suite agent bash tests/vm/agent.sh ;;
+	chart) run_suite chart bash tests/chart/check.sh ;;
+	e2e) run_suite e2e bash tests/e2e/run.sh ;;
+	*)
+		echo "unknown suite '$s': choose from ${all_suites[*]}" >&2
+		exit 2
+		;;
+	esac
+done
+
+echo "=== summary (logs in $log_dir)"
+printf '%s\n' "${summary[@]}"
+echo "${total_pass} passed, ${total_fail} failed"
+[ "$total_fail" -eq 0 ]
