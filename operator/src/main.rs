@@ -1,1 +1,258 @@
-fn main() {}
+//! `toa-operator`: the cluster-side controller of toa-operator (see the crate docs).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, ValueEnum};
+use kube::runtime::events::Reporter;
+use tokio::sync::watch;
+use toa_operator::config::AgentConfig;
+use toa_operator::controller::{self, AgentTarget};
+use toa_operator::lease::{self, LeaseLock, LeaseTiming};
+use toa_operator::metrics::Metrics;
+use toa_operator::server::{self, HttpState};
+use toa_operator::daemonset;
+
+/// Where a pod's own namespace is mounted (fallback when neither flag nor env names it).
+const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Turns ToaPolicies into per-node desired TOA module state (ToaNodeState), labels the nodes
+/// that need the node agent, owns the agent DaemonSet and reports status on each policy.
+#[derive(Debug, Parser)]
+#[command(name = "toa-operator", version, about, long_about = None)]
+struct Args {
+    /// Agent config file (YAML): image, imagePullPolicy, imagePullSecrets, serviceAccountName,
+    /// priorityClassName, tolerations, resources, nodeSelector, hostCachePath, extraHostPaths,
+    /// metricsPort, logFormat, podLabels, podAnnotations. Validated at start-up.
+    #[arg(long, env = "TOA_AGENT_CONFIG", value_name = "FILE")]
+    agent_config: PathBuf,
+
+    /// Namespace of the agent DaemonSet and the leader Lease (the operator's own namespace).
+    /// Default: the pod's service-account namespace.
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Name of the node-agent DaemonSet the operator creates and keeps in shape.
+    #[arg(long, env = "TOA_DAEMONSET_NAME", default_value = "toa-node-agent", value_name = "NAME")]
+    daemonset_name: String,
+
+    /// Name of the coordination.k8s.io Lease used for leader election between replicas.
+    #[arg(long, env = "TOA_LEASE_NAME", default_value = "toa-operator-leader", value_name = "NAME")]
+    lease_name: String,
+
+    /// Listen address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "TOA_METRICS_ADDR", default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    metrics_addr: SocketAddr,
+
+    /// Log format: human-readable text or one JSON object per line. Filter with RUST_LOG.
+    #[arg(long, env = "TOA_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn resolve_namespace(flag: Option<String>) -> anyhow::Result<String> {
+    if let Some(ns) = flag.filter(|n| !n.is_empty()) {
+        return Ok(ns);
+    }
+    match std::fs::read_to_string(SA_NAMESPACE_FILE) {
+        Ok(ns) if !ns.trim().is_empty() => Ok(ns.trim().to_string()),
+        _ => bail!(
+            "no namespace: pass --namespace or set POD_NAMESPACE (the chart sets it from the downward API)"
+        ),
+    }
+}
+
+/// Turns `shutdown` true on SIGTERM or SIGINT.
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+
+    let agent_config = AgentConfig::load(&args.agent_config)?;
+    let namespace = resolve_namespace(args.namespace.clone())?;
+    let desired = daemonset::build(&agent_config, &args.daemonset_name, &namespace);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let signals = tokio::spawn({
+        let shutdown_tx = shutdown_tx.clone();
+        async move {
+            match wait_for_signal().await {
+                Ok(sig) => tracing::info!(signal = sig, "shutting down"),
+                Err(e) => tracing::error!(error = %e, "signal handling failed; shutting down"),
+            }
+            shutdown_tx.send_replace(true);
+        }
+    });
+
+    let identity = lease::default_identity();
+    let (leader_tx, leader) = watch::channel(false);
+    let lock = LeaseLock::new(
+        client.clone(),
+        &namespace,
+        &args.lease_name,
+        &identity,
+        LeaseTiming::default(),
+    );
+    let election = tokio::spawn(lease::run(lock, leader_tx, shutdown.clone()));
+
+    let metrics = Arc::new(Metrics::new());
+    let (synced_tx, synced) = watch::channel(false);
+    let http = tokio::spawn(server::serve(
+        args.metrics_addr,
+        HttpState {
+            metrics: metrics.clone(),
+            leader: leader.clone(),
+            synced,
+        },
+        shutdown.clone(),
+    ));
+    tracing::info!(%identity, %namespace, lease = %args.lease_name, "waiting for leadership");
+
+    let outcome = lead(
+        client,
+        AgentTarget {
+            desired,
+            name: args.daemonset_name.clone(),
+            namespace,
+        },
+        metrics,
+        identity,
+        leader,
+        shutdown.clone(),
+        synced_tx,
+    )
+    .await;
+
+    // Stop everything else and give the lease back before exiting.
+    shutdown_tx.send_replace(true);
+    signals.abort();
+    let grace = Duration::from_secs(10);
+    if tokio::time::timeout(grace, election).await.is_err() {
+        tracing::warn!("leader election did not stop in time");
+    }
+    match tokio::time::timeout(grace, http).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics server failed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "metrics server task failed"),
+        Err(_) => tracing::warn!("metrics server did not stop in time"),
+    }
+    outcome
+}
+
+/// Waits for leadership, runs the controllers while leading. Returns Ok on shutdown and an
+/// error when leadership was lost: the process then exits and restarts with fresh state, the
+/// simplest way to guarantee that a deposed leader stops writing.
+async fn lead(
+    client: kube::Client,
+    agent: AgentTarget,
+    metrics: Arc<Metrics>,
+    identity: String,
+    mut leader: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+    synced: watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        r = leader.wait_for(|l| *l) => { r.context("leader election stopped")?; }
+        _ = shutdown.wait_for(|s| *s) => return Ok(()),
+    }
+    tracing::info!("leading: starting controllers");
+
+    // Controllers stop on shutdown or on loss of leadership.
+    let (stop_tx, stop) = watch::channel(false);
+    let watcher = {
+        let mut leader = leader.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let lost = tokio::select! {
+                _ = leader.wait_for(|l| !*l) => true,
+                _ = shutdown.wait_for(|s| *s) => false,
+            };
+            stop_tx.send_replace(true);
+            lost
+        })
+    };
+    let reporter = Reporter {
+        controller: toa_crds::OPERATOR_FIELD_MANAGER.to_string(),
+        instance: Some(identity),
+    };
+    controller::run(client, agent, metrics, reporter, stop, synced).await;
+    let lost = watcher.await.context("leadership watcher")?;
+    if lost {
+        bail!("lost leadership: exiting so that a restart begins from a clean state");
+    }
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_is_documented_with_its_env() {
+        let cmd = Args::command();
+        cmd.clone().debug_assert();
+        let help = cmd.clone().render_long_help().to_string();
+        for (flag, env) in [
+            ("--agent-config", "TOA_AGENT_CONFIG"),
+            ("--namespace", "POD_NAMESPACE"),
+            ("--daemonset-name", "TOA_DAEMONSET_NAME"),
+            ("--lease-name", "TOA_LEASE_NAME"),
+            ("--metrics-addr", "TOA_METRICS_ADDR"),
+            ("--log-format", "TOA_LOG_FORMAT"),
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+            assert!(help.contains(env), "{env} missing from --help:\n{help}");
+        }
+        for arg in cmd.get_arguments() {
+            if arg.get_id() != "help" && arg.get_id() != "version" {
+                assert!(arg.get_help().is_some(), "flag {} has no doc", arg.get_id());
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let a = Args::try_parse_from(["toa-operator", "--agent-config", "/etc/toa/agent.yaml"])
+            .expect("parse");
+        assert_eq!(a.daemonset_name, "toa-node-agent");
+        assert_eq!(a.lease_name, "toa-operator-leader");
+        assert_eq!(a.metrics_addr.to_string(), "0.0.0.0:8080");
+        assert!(matches!(a.log_format, LogFormat::Text));
+        let e = Args::try_parse_from(["toa-operator", "--agent-config", "x", "--log-format", "xml"])
+            .expect_err("bad format");
+        assert!(e.to_string().contains("xml"));
+    }
+}

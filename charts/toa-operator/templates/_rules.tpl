@@ -1,0 +1,155 @@
+{{/* The alert rule groups, in Prometheus rule-file shape (tests/chart/check.sh feeds this very
+text to promtool). The agent's targets carry `node` (set by the monitors' relabelings). */}}
+{{- define "toa.ruleGroups" -}}
+{{- $r := .Values.prometheusRule -}}
+{{- $a := printf "job=%q" .Values.metrics.agentJobName -}}
+{{- $o := printf "job=%q" .Values.metrics.operatorJobName -}}
+{{- $w := $r.ratioWindow -}}
+{{- $lookups := printf "sum by (node) (rate(toa_getname_toa_ok_total{%s}[%s]) + rate(toa_getname_toa_empty_total{%s}[%s]) + rate(toa_getname_toa_mismatch_total{%s}[%s]))" $a $w $a $w $a $w -}}
+{{- $doc := "https://example.invalid/toa-operator/docs/troubleshooting.md" -}}
+groups:
+  - name: toa-operator.rules
+    rules:
+      - alert: ToaModuleNotLoaded
+        expr: |-
+          max by (node) (toa_module_loaded{ {{- $a -}} }) == 0
+          unless on (node)
+          max by (node) (toa_agent_phase{ {{- $a -}}, phase=~"Unloading|Unloaded"}) == 1
+        for: {{ $r.moduleNotLoadedFor }}
+        labels:
+          severity: warning
+          {{- with $r.alertLabels }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        annotations:
+          summary: TOA module not loaded on node {{`{{ $labels.node }}`}}
+          description: >-
+            The node agent on {{`{{ $labels.node }}`}} reports the toa module unloaded for
+            {{ $r.moduleNotLoadedFor }} while its node is selected by a ToaPolicy: applications there
+            see the balancer's address instead of the client's. See
+            `kubectl get toanodestate {{`{{ $labels.node }}`}} -o yaml` (status.reason, status.message).
+          runbook_url: {{ $doc }}
+      - alert: ToaModuleBuildFailed
+        expr: |-
+          max by (node, reason) (toa_agent_phase{ {{- $a -}}, phase="Failed", reason=~"BuildFailed|BuildTimeout"}) == 1
+        for: 5m
+        labels:
+          severity: warning
+          {{- with $r.alertLabels }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        annotations:
+          summary: TOA module build failed on node {{`{{ $labels.node }}`}} ({{`{{ $labels.reason }}`}})
+          description: >-
+            The toa module could not be compiled for the kernel of {{`{{ $labels.node }}`}}. The
+            compiler's log tail is in `kubectl get toanodestate {{`{{ $labels.node }}`}} -o jsonpath='{.status.build.logTail}'`.
+          runbook_url: {{ $doc }}#buildfailed
+      - alert: ToaKernelHeadersMissing
+        expr: |-
+          max by (node) (toa_agent_phase{ {{- $a -}}, reason="HeadersMissing"}) == 1
+        for: 5m
+        labels:
+          severity: warning
+          {{- with $r.alertLabels }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        annotations:
+          summary: Kernel headers missing on node {{`{{ $labels.node }}`}}
+          description: >-
+            The toa module cannot be built on {{`{{ $labels.node }}`}}: the headers of its running
+            kernel are not installed. status.message names the package that provides them.
+          runbook_url: {{ $doc }}#headersmissing
+      - alert: ToaModuleFailed
+        expr: |-
+          max by (node, reason) (toa_agent_phase{ {{- $a -}}, phase="Failed", reason!~"BuildFailed|BuildTimeout|HeadersMissing"}) == 1
+        for: 10m
+        labels:
+          severity: warning
+          {{- with $r.alertLabels }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        annotations:
+          summary: TOA module failed on node {{`{{ $labels.node }}`}} ({{`{{ $labels.reason }}`}})
+          description: >-
+            The node agent on {{`{{ $labels.node }}`}} is in phase Failed with reason
+            {{`{{ $labels.reason }}`}}; the troubleshooting guide lists the remedy for each reason.
+          runbook_url: {{ $doc }}
+      - alert: ToaGetnameEmptyRatioHigh
+        expr: |-
+          (
+            sum by (node) (rate(toa_getname_toa_empty_total{ {{- $a -}} }[{{ $w }}]))
+            /
+            {{ $lookups }}
+          ) > {{ $r.getnameEmptyRatio }}
+          and on (node)
+          {{ $lookups }} >= {{ $r.minGetnameRate }}
+        for: 15m
+        labels:
+          severity: warning
+          {{- with $r.alertLabels }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        annotations:
+          summary: Most peer-address lookups on {{`{{ $labels.node }}`}} find no TOA address
+          description: >-
+            {{`{{ $value | humanizePercentage }}`}} of getpeername()/accept() calls on
+            {{`{{ $labels.node }}`}} were on connections that carried no TOA option (above
+            {{ $r.getnameEmptyRatio }}). Either the balancer does not insert the option (check with
+            tcpdump, see the FAQ), uses another option kind than the policy's ipv4OptionKinds, or
+            sends from outside trustedSources (see toa_untrusted in /proc/net/toa_stats).
+          runbook_url: {{ $doc }}#toa-empty-ratio
+      - alert: ToaGetnameMismatchRatioHigh
+        expr: |-
+          (
+            sum by (node) (rate(toa_getname_toa_mismatch_total{ {{- $a -}} }[{{ $w }}]))
+            /
+            {{ $lookups }}
+          ) > {{ $r.getnameMismatchRatio }}
+          and on (node)
+          {{ $lookups }} >= {{ $r.minGetnameRate }}
+        for: 15m
+        labels:
+          severity: info
+          {{- with $r.alertLabels }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        annotations:
+          summary: Applications on {{`{{ $labels.node }}`}} call getpeername() on NAT64 connections
+          description: >-
+            {{`{{ $value | humanizePercentage }}`}} of peer-address lookups on {{`{{ $labels.node }}`}}
+            hit connections whose real client is IPv6 (NAT64): getpeername() cannot express that
+            address. The application must ask with getsockopt(IPPROTO_IP, 4096).
+          runbook_url: {{ $doc }}#toa-mismatch-ratio
+      - alert: ToaAgentDown
+        expr: |-
+          up{ {{- $a -}} } == 0
+        for: {{ $r.agentDownFor }}
+        labels:
+          severity: warning
+          {{- with $r.alertLabels }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        annotations:
+          summary: TOA node agent on {{`{{ $labels.node }}`}} is down
+          description: >-
+            Prometheus cannot scrape the node agent on {{`{{ $labels.node }}`}}
+            ({{`{{ $labels.instance }}`}}) for {{ $r.agentDownFor }}. The module stays loaded, but
+            nothing reconciles or watches it. `kubectl -n {{ .Release.Namespace }} get pods -o wide
+            -l app.kubernetes.io/name=toa-node-agent`.
+          runbook_url: {{ $doc }}#agent-down
+      - alert: ToaOperatorDown
+        expr: |-
+          absent(up{ {{- $o -}} } == 1)
+        for: 10m
+        labels:
+          severity: warning
+          {{- with $r.alertLabels }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        annotations:
+          summary: No TOA operator replica is up
+          description: >-
+            No toa-operator target has been up for 10 minutes: ToaPolicy changes and new nodes are
+            not acted on. `kubectl -n {{ .Release.Namespace }} get pods -l app.kubernetes.io/component=operator`.
+          runbook_url: {{ $doc }}#operator-down
+{{- end }}

@@ -1,0 +1,286 @@
+//! `ToaNodeState`: the desired and observed TOA module state of one node.
+//! The operator writes `spec`; only the node's agent writes `status`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::module::ModuleSettings;
+
+/// Desired module state of one node (object name = node name).
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "toa.dev",
+    version = "v1alpha1",
+    kind = "ToaNodeState",
+    plural = "toanodestates",
+    singular = "toanodestate",
+    shortname = "toans",
+    category = "toa",
+    status = "ToaNodeStateStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "ToaNodeState is the TOA module state of one node: spec from the operator, status from the node's agent.",
+    validation = Rule::new("self.metadata.name == self.spec.nodeName").message("metadata.name must equal spec.nodeName: a ToaNodeState is named after its node"),
+    printcolumn(name = "Policy", type_ = "string", json_path = ".spec.policy"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Kernel", type_ = "string", json_path = ".status.kernel.release"),
+    printcolumn(name = "Module", type_ = "string", json_path = ".status.module.srcversion"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ToaNodeStateSpec {
+    /// The node this state is for. Immutable.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("nodeName is immutable: delete and recreate the ToaNodeState"))]
+    pub node_name: String,
+    /// Name of the ToaPolicy that manages this node.
+    #[schemars(length(min = 1, max = 253))]
+    pub policy: String,
+    /// Loaded or Unloaded.
+    pub desired_state: DesiredState,
+    /// Resolved module settings.
+    #[serde(default)]
+    pub module: ModuleSettings,
+    /// Replace another TOA module found loaded (needs reloadAllowed).
+    #[serde(default)]
+    pub replace_foreign_module: bool,
+    /// The operator allows a disruptive reload now (paced by the policy's
+    /// rollout.maxUnavailable). The agent asks for one with status.reloadPending.
+    #[serde(default)]
+    pub reload_allowed: bool,
+}
+
+/// Desired module state.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+pub enum DesiredState {
+    /// The module must be loaded with the given settings.
+    #[default]
+    Loaded,
+    /// The module must be unloaded.
+    Unloaded,
+}
+
+/// Observed state, written by the node's agent only.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ToaNodeStateStatus {
+    /// metadata.generation of the spec the agent acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where the node is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<NodePhase>,
+    /// Why, for Failed (and for a phase that waits on something).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<NodeReason>,
+    /// Human-readable cause and remedy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Running kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelInfo>,
+    /// Loaded module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<ModuleInfo>,
+    /// Last module build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildInfo>,
+    /// The agent wants a disruptive reload (its module source differs from
+    /// the loaded one, or a foreign module is to be replaced). It stays true
+    /// until the reload is done.
+    #[serde(default)]
+    pub reload_pending: bool,
+    /// Version of the agent that wrote this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// Last time the agent wrote this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_time: Option<Time>,
+}
+
+/// Kernel facts reported by the agent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KernelInfo {
+    /// `uname -r`.
+    pub release: String,
+    /// `uname -v`.
+    #[serde(default)]
+    pub version: String,
+    /// /proc/sys/kernel/random/boot_id.
+    #[serde(default)]
+    pub boot_id: String,
+    /// PRETTY_NAME from /etc/os-release.
+    #[serde(default)]
+    pub os_image: String,
+    /// Active lockdown mode: none, integrity or confidentiality.
+    #[serde(default)]
+    pub lockdown: String,
+    /// Secure Boot enabled.
+    #[serde(default)]
+    pub secure_boot: bool,
+}
+
+/// The loaded module.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleInfo {
+    /// /sys/module/toa/srcversion.
+    #[serde(default)]
+    pub srcversion: String,
+    /// Current values under /sys/module/toa/parameters.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Where the loaded module came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ModuleSource>,
+}
+
+/// Where the loaded module came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum ModuleSource {
+    /// Compiled by the agent for this kernel.
+    Built,
+    /// Taken from the host build cache.
+    Cache,
+    /// Already loaded with a matching srcversion (agent restart).
+    Adopted,
+}
+
+/// Last module build.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildInfo {
+    /// Wall time of the build.
+    #[serde(default)]
+    pub duration_seconds: f64,
+    /// Last lines of the build log (on failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
+}
+
+/// Raised by `FromStr` for an unknown phase or reason name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}; expected one of {expected}")]
+pub struct UnknownName {
+    what: &'static str,
+    value: String,
+    expected: String,
+}
+
+// One macro so Display, FromStr, ALL and the serde names can never disagree.
+macro_rules! named_enum {
+    ($(#[$m:meta])* $name:ident, $what:literal { $($(#[$vm:meta])* $v:ident),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+        pub enum $name { $($(#[$vm])* $v),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$v => stringify!($v)),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| UnknownName {
+                    what: $what,
+                    value: s.to_string(),
+                    expected: $name::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", "),
+                })
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// Node phase.
+    NodePhase, "phase" {
+        /// Waiting to start (agent just started, or waiting for reloadAllowed).
+        Pending,
+        /// Compiling the module for this kernel.
+        Building,
+        /// Loading (or reloading) the module.
+        Loading,
+        /// Module loaded with the desired settings.
+        Loaded,
+        /// Unloading the module.
+        Unloading,
+        /// Module not loaded, as desired.
+        Unloaded,
+        /// Stuck: see reason and message.
+        Failed,
+    }
+);
+
+impl NodePhase {
+    /// Phases during which the node's module is changing (counts against
+    /// rollout.maxUnavailable).
+    pub fn is_transitioning(self) -> bool {
+        matches!(
+            self,
+            NodePhase::Building | NodePhase::Loading | NodePhase::Unloading
+        )
+    }
+}
+
+named_enum!(
+    /// Why a node is Failed (or waiting).
+    NodeReason, "reason" {
+        /// Kernel headers for the running kernel are not installed.
+        HeadersMissing,
+        /// The module did not compile (see build.logTail).
+        BuildFailed,
+        /// The build ran past --build-timeout.
+        BuildTimeout,
+        /// Secure Boot / lockdown refuses unsigned modules.
+        SignatureRequired,
+        /// Another TOA module is loaded and replaceForeignModule is false.
+        ForeignModule,
+        /// The kernel lacks a feature the module needs.
+        UnsupportedKernel,
+        /// insmod failed.
+        LoadFailed,
+        /// rmmod failed.
+        UnloadFailed,
+        /// The module is in use and cannot be unloaded now.
+        ModuleBusy,
+        /// The kernel refused a module parameter value.
+        ParametersRejected,
+    }
+);
+
+impl ToaNodeState {
+    /// Current phase, if the agent reported one.
+    pub fn phase(&self) -> Option<NodePhase> {
+        self.status.as_ref().and_then(|s| s.phase)
+    }
+}

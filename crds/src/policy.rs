@@ -1,0 +1,210 @@
+//! `ToaPolicy`: which nodes get the TOA module and with which settings.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::module::ModuleSettings;
+
+/// Lowest accepted `spec.priority`.
+pub const MIN_PRIORITY: i32 = 0;
+/// Highest accepted `spec.priority`.
+pub const MAX_PRIORITY: i32 = 1000;
+/// Default `spec.lifecycle.unloadTimeoutSeconds`.
+pub const DEFAULT_UNLOAD_TIMEOUT_SECONDS: i64 = 600;
+/// At most this many entries in `status.failures`.
+pub const MAX_REPORTED_FAILURES: usize = 20;
+
+/// Desired TOA module on a set of Linux nodes.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "toa.dev",
+    version = "v1alpha1",
+    kind = "ToaPolicy",
+    plural = "toapolicies",
+    singular = "toapolicy",
+    shortname = "toap",
+    category = "toa",
+    status = "ToaPolicyStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "ToaPolicy loads the TOA kernel module on the Linux nodes its nodeSelector matches.",
+    printcolumn(
+        name = "Selected",
+        type_ = "integer",
+        json_path = ".status.selectedNodes"
+    ),
+    printcolumn(name = "Loaded", type_ = "integer", json_path = ".status.loadedNodes"),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failedNodes"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ToaPolicySpec {
+    /// Nodes this policy applies to. Empty selects every Linux node.
+    #[serde(default)]
+    pub node_selector: LabelSelector,
+    /// When several policies select a node, the highest priority wins, then
+    /// the oldest policy, then the name. 0..1000, default 0.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000))]
+    pub priority: i32,
+    /// Module settings for the selected nodes.
+    #[serde(default)]
+    pub module: ModuleSettings,
+    /// What happens when the policy or a node leaves.
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
+    /// Pacing of disruptive module reloads.
+    #[serde(default)]
+    pub rollout: Rollout,
+}
+
+/// What to do with the module when nodes leave the policy.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+pub enum OnDelete {
+    /// Unload the module from nodes that leave (the policy is deleted or a
+    /// node stops matching).
+    #[default]
+    Unload,
+    /// Leave the module loaded and stop managing it.
+    Keep,
+}
+
+impl std::fmt::Display for OnDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OnDelete::Unload => "Unload",
+            OnDelete::Keep => "Keep",
+        })
+    }
+}
+
+fn default_unload_timeout() -> i64 {
+    DEFAULT_UNLOAD_TIMEOUT_SECONDS
+}
+
+/// Lifecycle settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifecycle {
+    /// Unload (default) or Keep the module when the policy is deleted or a
+    /// node stops matching.
+    #[serde(default)]
+    pub on_delete: OnDelete,
+    /// Replace another TOA module found loaded on a node (disruptive, paced by
+    /// rollout.maxUnavailable). Default false: such nodes report ForeignModule.
+    #[serde(default)]
+    pub replace_foreign_module: bool,
+    /// How long a deleted policy waits for its nodes to unload before its
+    /// finalizer is released anyway. 0..86400, default 600.
+    #[serde(default = "default_unload_timeout")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub unload_timeout_seconds: i64,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            on_delete: OnDelete::Unload,
+            replace_foreign_module: false,
+            unload_timeout_seconds: DEFAULT_UNLOAD_TIMEOUT_SECONDS,
+        }
+    }
+}
+
+fn default_max_unavailable() -> i32 {
+    1
+}
+
+/// Rollout pacing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// At most this many nodes of the policy reload their module at once.
+    /// >= 1, default 1.
+    #[serde(default = "default_max_unavailable")]
+    #[schemars(range(min = 1))]
+    pub max_unavailable: i32,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Self { max_unavailable: 1 }
+    }
+}
+
+/// Observed state of a policy, aggregated from its nodes by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ToaPolicyStatus {
+    /// metadata.generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Progressing, Degraded and Conflict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Nodes assigned to this policy.
+    #[serde(default)]
+    pub selected_nodes: i32,
+    /// Assigned nodes whose module is Loaded.
+    #[serde(default)]
+    pub loaded_nodes: i32,
+    /// Nodes of this policy (assigned, or leaving and not yet unloaded) in phase Failed.
+    #[serde(default)]
+    pub failed_nodes: i32,
+    /// Nodes this policy selects that a higher-ranked policy holds.
+    #[serde(default)]
+    pub conflicting_nodes: i32,
+    /// Kernel releases seen on the assigned nodes, sorted by release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<KernelCount>,
+    /// Up to 20 failing nodes, sorted by node name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub failures: Vec<NodeFailure>,
+}
+
+/// Number of nodes running one kernel release.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KernelCount {
+    /// `uname -r`.
+    pub release: String,
+    /// Node count.
+    pub nodes: i32,
+}
+
+/// One failing node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeFailure {
+    /// Node name.
+    pub node: String,
+    /// Machine-readable reason from the node's status (e.g. BuildFailed).
+    pub reason: String,
+    /// What went wrong and how to fix it.
+    pub message: String,
+}

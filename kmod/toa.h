@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Declarations shared by the parts of the toa module. Each part lives in its own file:
+ *   toa_main.c     load/unload order
+ *   toa_params.c   module parameters -> RCU-published configuration
+ *   toa_skb.c      find the TCP options of a segment, parse, trusted-source filter
+ *   toa_pending.c  TOA seen on a SYN, waiting for the handshake to complete
+ *   toa_table.c    per-socket TOA entries
+ *   toa_hooks.c    kprobes/kretprobes
+ *   toa_sockopt.c  NAT64 getsockopt(IPPROTO_IP, 4096)
+ *   toa_stats.c    per-cpu counters
+ *   toa_proc.c     /proc/net/toa_stats and /proc/net/toa_table
+ */
+#ifndef TOA_H
+#define TOA_H
+
+#include <linux/types.h>
+#include <linux/in6.h>
+#include <linux/percpu.h>
+#include <linux/seq_file.h>
+#include "toa_parse.h"
+
+struct sk_buff;
+struct sock;
+
+/* ---- configuration (toa_params.c) ---- */
+#define TOA_MAX_TRUSTED	64
+
+struct toa_cidr {
+	u8 family;		/* AF_INET or AF_INET6 */
+	u8 prefix;
+	struct in6_addr addr;	/* IPv4 in s6_addr32[0], masked to prefix */
+};
+
+struct toa_config {
+	struct toa_kinds kinds;
+	u8 ipv4_list[256];	/* kinds in the order given, for readback */
+	u8 nat64_list[256];
+	u16 n_ipv4;
+	u16 n_nat64;
+	u16 n_trusted;
+	struct toa_cidr trusted[TOA_MAX_TRUSTED];
+};
+
+extern struct toa_config __rcu *toa_cfg;
+bool toa_config_trusted_v4(const struct toa_config *cfg, __be32 saddr);
+
+/* ---- counters (toa_stats.c) ---- */
+enum toa_counter {
+	/* The first seven are a contract: order and names are fixed. */
+	TOA_CNT_SYN_RECV_SOCK_TOA,
+	TOA_CNT_SYN_RECV_SOCK_NO_TOA,
+	TOA_CNT_GETNAME_TOA_OK,
+	TOA_CNT_GETNAME_TOA_MISMATCH,
+	TOA_CNT_GETNAME_TOA_EMPTY,
+	TOA_CNT_IP6_ADDRESS_ALLOC,
+	TOA_CNT_IP6_ADDRESS_FREE,
+	TOA_CNT_IP4_ADDRESS_ALLOC,
+	TOA_CNT_IP4_ADDRESS_FREE,
+	TOA_CNT_TOA_UNTRUSTED,
+	TOA_CNT_TOA_MALFORMED,
+	TOA_CNT_SYN_PENDING_STORED,
+	TOA_CNT_SYN_PENDING_DROPPED,
+	TOA_CNT_GETSOCKOPT_OK,
+	TOA_CNT_GETSOCKOPT_EMPTY,
+	TOA_CNT_MAX
+};
+
+struct toa_cpu_stats {
+	u64 v[TOA_CNT_MAX];
+};
+
+DECLARE_PER_CPU(struct toa_cpu_stats, toa_stats);
+
+static inline void toa_count(enum toa_counter c)
+{
+	this_cpu_inc(toa_stats.v[c]);
+}
+
+static inline void toa_count_n(enum toa_counter c, u64 n)
+{
+	this_cpu_add(toa_stats.v[c], n);
+}
+
+void toa_stats_show(struct seq_file *m);
+
+/* ---- segment decoding (toa_skb.c) ---- */
+
+/* A connection as seen in the segment: remote = the balancer, local = this host. */
+struct toa_tuple {
+	__be32 raddr;
+	__be32 laddr;
+	__be16 rport;
+	__be16 lport;
+};
+
+int toa_skb_find_v4(const struct sk_buff *skb, struct toa_tuple *tuple,
+		    struct toa_addr *toa);
+
+/* ---- SYN pending table (toa_pending.c) ---- */
+int toa_pending_init(void);
+void toa_pending_exit(void);
+void toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa);
+bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa);
+void toa_pending_remove(const struct toa_tuple *t);
+
+/* ---- per-socket table (toa_table.c) ---- */
+void toa_table_init(void);
+int toa_table_store(const struct sock *sk, const struct toa_tuple *t,
+		    const struct toa_addr *toa);
+bool toa_table_lookup(const struct sock *sk, struct toa_addr *toa);
+void toa_table_forget(const struct sock *sk);
+unsigned int toa_table_flush(void);
+void toa_table_show(struct seq_file *m);
+
+/* ---- hooks (toa_hooks.c) ---- */
+int toa_hooks_register(void);
+void toa_hooks_unregister(void);
+
+/* ---- NAT64 getsockopt (toa_sockopt.c) ---- */
+#define TOA_SO_GET_LOOKUP	4096
+
+struct toa_nat64_peer {
+	struct in6_addr saddr;
+	u16 sport;		/* network byte order */
+};
+
+int toa_sockopt_register(void);
+void toa_sockopt_unregister(void);
+
+/* ---- proc files (toa_proc.c) ---- */
+int toa_proc_init(void);
+void toa_proc_exit(void);
+
+#endif /* TOA_H */

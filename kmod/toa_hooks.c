@@ -1,0 +1,285 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Where the module attaches to the TCP stack. Only kprobes and kretprobes: no writes to
+ * kernel text or read-only data, no symbol-address lookups. Arguments and return values
+ * are read with regs_get_kernel_argument()/regs_return_value(), so extra trailing
+ * arguments added by newer kernels (tcp_v4_syn_recv_sock grew a 7th in 2026 stable
+ * kernels) do not matter, and the code is the same on every architecture with
+ * HAVE_REGS_AND_STACK_ACCESS_API (x86_64, arm64, ...).
+ *
+ *  tcp_conn_request (kprobe)          SYN reached a listener: parse its options and keep
+ *                                     a TOA in the pending table (4-tuple key).
+ *  tcp_v4_syn_recv_sock (kretprobe)   the handshake completes and the child socket is
+ *                                     created. Entry: parse the final ACK (its TOA wins
+ *                                     over the SYN's) or take the SYN's pending TOA.
+ *                                     Return: store it for the child socket. Dual-stack
+ *                                     listeners go through here too: tcp_v6_syn_recv_sock
+ *                                     calls it for IPv4 packets.
+ *  inet_getname, inet6_getname        peer address (getpeername, accept): rewrite the
+ *  (kretprobes)                       address in the result when the socket has an IPv4
+ *                                     entry (sockaddr_in, or ::ffff:a.b.c.d for AF_INET6).
+ *  inet_sock_destruct (kprobe)        last reference of any inet socket (v4 and v6 via
+ *                                     inet6_sock_destruct): free its entry.
+ */
+#define pr_fmt(fmt) "toa: " fmt
+
+#include <linux/errno.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/kprobes.h>
+#include <linux/net.h>
+#include <linux/ptrace.h>
+#include <net/ipv6.h>
+#include <net/sock.h>
+#include "toa.h"
+
+/* ---- SYN ---- */
+
+static int toa_conn_request_pre(struct kprobe *p, struct pt_regs *regs)
+{
+	/* int tcp_conn_request(rsk_ops, af_ops, struct sock *sk, struct sk_buff *skb) */
+	const struct sk_buff *skb = (const struct sk_buff *)regs_get_kernel_argument(regs, 3);
+	struct toa_tuple tuple;
+	struct toa_addr toa;
+
+	if (toa_skb_find_v4(skb, &tuple, &toa) == 1) {
+		toa_pending_store(&tuple, &toa);
+		pr_debug("SYN %pI4:%u -> %pI4:%u carries TOA kind %u\n", &tuple.raddr,
+			 ntohs(tuple.rport), &tuple.laddr, ntohs(tuple.lport), toa.kind);
+	}
+	return 0;
+}
+
+static struct kprobe toa_kp_conn_request = {
+	.symbol_name = "tcp_conn_request",
+	.pre_handler = toa_conn_request_pre,
+};
+
+/* ---- final ACK: child socket ---- */
+
+struct toa_syn_recv_data {
+	struct toa_tuple tuple;
+	struct toa_addr toa;
+	bool have_tuple;
+	bool have_toa;
+};
+
+static int toa_syn_recv_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	/* struct sock *tcp_v4_syn_recv_sock(const struct sock *sk, struct sk_buff *skb, ...) */
+	const struct sk_buff *skb = (const struct sk_buff *)regs_get_kernel_argument(regs, 1);
+	struct toa_syn_recv_data *d = (struct toa_syn_recv_data *)ri->data;
+	int ret = toa_skb_find_v4(skb, &d->tuple, &d->toa);
+
+	d->have_tuple = ret >= 0;
+	d->have_toa = ret == 1;
+	/* The final ACK's option wins; otherwise the one the SYN carried. */
+	if (ret == 0)
+		d->have_toa = toa_pending_get(&d->tuple, &d->toa);
+	return 0;
+}
+
+static int toa_syn_recv_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct toa_syn_recv_data *d = (struct toa_syn_recv_data *)ri->data;
+	const struct sock *child = (const struct sock *)regs_return_value(regs);
+
+	/* NULL: no child (e.g. accept queue full); the SYN's entry stays for a retried ACK. */
+	if (!child)
+		return 0;
+	if (d->have_tuple)
+		toa_pending_remove(&d->tuple);
+	if (d->have_toa && !toa_table_store(child, &d->tuple, &d->toa)) {
+		toa_count(TOA_CNT_SYN_RECV_SOCK_TOA);
+		if (d->toa.type == TOA_TYPE_NAT64)
+			pr_debug("socket %p %pI4:%u: NAT64 TOA [%pI6c]:%u\n", child,
+				 &d->tuple.raddr, ntohs(d->tuple.rport), d->toa.addr,
+				 d->toa.port);
+		else
+			pr_debug("socket %p %pI4:%u: IPv4 TOA %pI4:%u\n", child,
+				 &d->tuple.raddr, ntohs(d->tuple.rport), d->toa.addr,
+				 d->toa.port);
+	} else {
+		toa_count(TOA_CNT_SYN_RECV_SOCK_NO_TOA);
+	}
+	return 0;
+}
+
+static struct kretprobe toa_krp_syn_recv = {
+	.kp.symbol_name = "tcp_v4_syn_recv_sock",
+	.entry_handler = toa_syn_recv_entry,
+	.handler = toa_syn_recv_ret,
+	.data_size = sizeof(struct toa_syn_recv_data),
+	.maxactive = 256,
+};
+
+/* ---- getpeername / accept ---- */
+
+struct toa_getname_data {
+	struct socket *sock;
+	struct sockaddr *uaddr;
+};
+
+static int toa_getname_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	/* int inet_getname(struct socket *sock, struct sockaddr *uaddr, int peer) */
+	struct toa_getname_data *d = (struct toa_getname_data *)ri->data;
+
+	if (!(int)regs_get_kernel_argument(regs, 2))
+		return 1;	/* getsockname: nothing to do, skip the return handler */
+	d->sock = (struct socket *)regs_get_kernel_argument(regs, 0);
+	d->uaddr = (struct sockaddr *)regs_get_kernel_argument(regs, 1);
+	return 0;
+}
+
+/* Looks up the socket's entry and counts the outcome; true for an IPv4 entry. */
+static bool toa_getname_lookup(struct kretprobe_instance *ri, struct pt_regs *regs,
+			       struct toa_addr *toa)
+{
+	struct toa_getname_data *d = (struct toa_getname_data *)ri->data;
+	struct sock *sk;
+
+	if ((int)regs_return_value(regs) < 0)
+		return false;	/* failed call (e.g. ENOTCONN): the caller copies nothing */
+	sk = READ_ONCE(d->sock->sk);
+	if (!sk || !toa_table_lookup(sk, toa)) {
+		toa_count(TOA_CNT_GETNAME_TOA_EMPTY);
+		return false;
+	}
+	if (toa->type != TOA_TYPE_IPV4) {
+		/* A NAT64 address cannot be expressed in this socket's address family. */
+		toa_count(TOA_CNT_GETNAME_TOA_MISMATCH);
+		return false;
+	}
+	toa_count(TOA_CNT_GETNAME_TOA_OK);
+	return true;
+}
+
+static int toa_getname_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct toa_getname_data *d = (struct toa_getname_data *)ri->data;
+	struct sockaddr_in *sin = (struct sockaddr_in *)d->uaddr;
+	struct toa_addr toa;
+
+	if (!toa_getname_lookup(ri, regs, &toa) || sin->sin_family != AF_INET)
+		return 0;
+	sin->sin_port = htons(toa.port);
+	memcpy(&sin->sin_addr.s_addr, toa.addr, 4);
+	return 0;
+}
+
+static int toa_getname6_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct toa_getname_data *d = (struct toa_getname_data *)ri->data;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)d->uaddr;
+	struct toa_addr toa;
+	__be32 v4;
+
+	if (!toa_getname_lookup(ri, regs, &toa) || sin6->sin6_family != AF_INET6)
+		return 0;
+	memcpy(&v4, toa.addr, 4);
+	sin6->sin6_port = htons(toa.port);
+	ipv6_addr_set_v4mapped(v4, &sin6->sin6_addr);
+	return 0;
+}
+
+/* getpeername may sleep inside (lock_sock for BPF hooks): allow many in flight. */
+#define TOA_GETNAME_MAXACTIVE	1024
+
+static struct kretprobe toa_krp_getname = {
+	.kp.symbol_name = "inet_getname",
+	.entry_handler = toa_getname_entry,
+	.handler = toa_getname_ret,
+	.data_size = sizeof(struct toa_getname_data),
+	.maxactive = TOA_GETNAME_MAXACTIVE,
+};
+
+static struct kretprobe toa_krp_getname6 = {
+	.kp.symbol_name = "inet6_getname",
+	.entry_handler = toa_getname_entry,
+	.handler = toa_getname6_ret,
+	.data_size = sizeof(struct toa_getname_data),
+	.maxactive = TOA_GETNAME_MAXACTIVE,
+};
+
+/* ---- socket destruction ---- */
+
+static int toa_destruct_pre(struct kprobe *p, struct pt_regs *regs)
+{
+	/* void inet_sock_destruct(struct sock *sk) */
+	toa_table_forget((const struct sock *)regs_get_kernel_argument(regs, 0));
+	return 0;
+}
+
+static struct kprobe toa_kp_destruct = {
+	.symbol_name = "inet_sock_destruct",
+	.pre_handler = toa_destruct_pre,
+};
+
+/* ---- registration ---- */
+
+/*
+ * Registration order: the free path first and the producers last, so an entry is never
+ * created while the hook that frees it is missing. Unregistration runs in reverse.
+ */
+enum { TOA_HOOK_KPROBE, TOA_HOOK_KRETPROBE };
+
+static const struct {
+	int type;
+	void *probe;
+} toa_hooks[] = {
+	{ TOA_HOOK_KPROBE, &toa_kp_destruct },
+	{ TOA_HOOK_KRETPROBE, &toa_krp_getname },
+	{ TOA_HOOK_KRETPROBE, &toa_krp_getname6 },
+	{ TOA_HOOK_KRETPROBE, &toa_krp_syn_recv },
+	{ TOA_HOOK_KPROBE, &toa_kp_conn_request },
+};
+
+static const char *toa_hook_symbol(unsigned int i)
+{
+	if (toa_hooks[i].type == TOA_HOOK_KPROBE)
+		return ((struct kprobe *)toa_hooks[i].probe)->symbol_name;
+	return ((struct kretprobe *)toa_hooks[i].probe)->kp.symbol_name;
+}
+
+static void toa_hooks_unregister_first(unsigned int n)
+{
+	while (n--) {
+		if (toa_hooks[n].type == TOA_HOOK_KPROBE) {
+			unregister_kprobe(toa_hooks[n].probe);
+		} else {
+			struct kretprobe *rp = toa_hooks[n].probe;
+
+			unregister_kretprobe(rp);
+			if (rp->nmissed)
+				pr_info("kretprobe on %s missed %d calls\n", rp->kp.symbol_name,
+					rp->nmissed);
+		}
+	}
+}
+
+int toa_hooks_register(void)
+{
+	unsigned int i;
+	int err;
+
+	for (i = 0; i < ARRAY_SIZE(toa_hooks); i++) {
+		if (toa_hooks[i].type == TOA_HOOK_KPROBE)
+			err = register_kprobe(toa_hooks[i].probe);
+		else
+			err = register_kretprobe(toa_hooks[i].probe);
+		if (err) {
+			pr_err("cannot probe kernel function %s (error %d): this kernel does not allow kprobes there or lacks the function\n",
+			       toa_hook_symbol(i), err);
+			toa_hooks_unregister_first(i);
+			return err;
+		}
+	}
+	return 0;
+}
+
+/* unregister_k(ret)probe waits until no handler of ours runs any more. */
+void toa_hooks_unregister(void)
+{
+	toa_hooks_unregister_first(ARRAY_SIZE(toa_hooks));
+}

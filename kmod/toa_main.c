@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * toa: TCP Option Address.
+ *
+ * A layer-4 balancer that rewrites the client address (SNAT, NAT64) puts the real client
+ * address in a TCP option of the handshake. This module reads it and makes accept() and
+ * getpeername() return the real IPv4 client, and answers getsockopt(IPPROTO_IP, 4096) with
+ * the real IPv6 client of NAT64 connections. See README.md.
+ */
+#define pr_fmt(fmt) "toa: " fmt
+
+#include <linux/init.h>
+#include <linux/module.h>
+#include <linux/rcupdate.h>
+#include "toa.h"
+
+static int __init toa_init(void)
+{
+	int err;
+
+	toa_table_init();
+	err = toa_pending_init();
+	if (err)
+		return err;
+	err = toa_proc_init();
+	if (err)
+		goto out_pending;
+	err = toa_sockopt_register();
+	if (err)
+		goto out_proc;
+	err = toa_hooks_register();
+	if (err)
+		goto out_sockopt;
+	pr_info("toa load success\n");
+	return 0;
+
+out_sockopt:
+	toa_sockopt_unregister();
+out_proc:
+	toa_proc_exit();
+out_pending:
+	toa_pending_exit();
+	return err;
+}
+
+static void __exit toa_exit(void)
+{
+	unsigned int freed;
+
+	/* No handler runs after this, so nothing adds or reads entries from here on. */
+	toa_hooks_unregister();
+	toa_sockopt_unregister();
+	/* Readers that started before (proc files) are done after a grace period. */
+	synchronize_rcu();
+	freed = toa_table_flush();
+	toa_pending_exit();
+	toa_proc_exit();
+	/* Entries go through kfree_rcu: let those finish before the module text goes. */
+	rcu_barrier();
+	pr_info("TOA unloaded (%u entries of live sockets freed)\n", freed);
+}
+
+module_init(toa_init);
+module_exit(toa_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("TCP Option Address: real client address for SNAT and NAT64 balancers");
+MODULE_AUTHOR("toa-operator");
+MODULE_VERSION("0.1.0");

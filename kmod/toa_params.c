@@ -1,0 +1,289 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Module parameters ipv4_kinds, nat64_kinds and trusted_sources.
+ *
+ * All three are writable at runtime through /sys/module/toa/parameters/. A write is parsed
+ * and validated completely before anything changes; invalid input returns -EINVAL with a
+ * log line naming the bad token and the old value stays. The configuration the hooks read
+ * is published with RCU. It lives in two static slots: a writer fills the unused slot,
+ * publishes it and waits for a grace period, after which the previous slot has no readers
+ * and becomes the unused one. Nothing is allocated, so nothing leaks when a later parameter
+ * makes the load fail, and unload has nothing to free.
+ */
+#define pr_fmt(fmt) "toa: " fmt
+
+#include <linux/inet.h>
+#include <linux/kernel.h>
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/mutex.h>
+#include <linux/rcupdate.h>
+#include <linux/slab.h>
+#include <linux/socket.h>
+#include <linux/string.h>
+#include "toa.h"
+
+#define TOA_DEFAULT_IPV4_KIND	200
+#define TOA_DEFAULT_NAT64_KIND	253
+
+static struct toa_config toa_cfg_slots[2] = {
+	[0] = {
+		.kinds = {
+			.ipv4 = { [TOA_DEFAULT_IPV4_KIND >> 5] =
+				  1u << (TOA_DEFAULT_IPV4_KIND & 31) },
+			.nat64 = { [TOA_DEFAULT_NAT64_KIND >> 5] =
+				   1u << (TOA_DEFAULT_NAT64_KIND & 31) },
+		},
+		.ipv4_list = { TOA_DEFAULT_IPV4_KIND },
+		.nat64_list = { TOA_DEFAULT_NAT64_KIND },
+		.n_ipv4 = 1,
+		.n_nat64 = 1,
+	},
+};
+static unsigned int toa_cfg_cur;
+static DEFINE_MUTEX(toa_cfg_lock);
+
+struct toa_config __rcu *toa_cfg = RCU_INITIALIZER(&toa_cfg_slots[0]);
+
+bool toa_config_trusted_v4(const struct toa_config *cfg, __be32 saddr)
+{
+	unsigned int i;
+
+	if (!cfg->n_trusted)
+		return true;
+	for (i = 0; i < cfg->n_trusted; i++) {
+		const struct toa_cidr *c = &cfg->trusted[i];
+		__be32 mask;
+
+		if (c->family != AF_INET)
+			continue;
+		mask = c->prefix ? htonl(~0u << (32 - c->prefix)) : 0;
+		if ((saddr & mask) == c->addr.s6_addr32[0])
+			return true;
+	}
+	return false;
+}
+
+/* Which list a kinds parameter edits; the address is the parameter's arg. */
+static u8 toa_param_ipv4 = TOA_TYPE_IPV4;
+static u8 toa_param_nat64 = TOA_TYPE_NAT64;
+
+static void toa_rebuild_kinds(struct toa_config *c)
+{
+	unsigned int i;
+
+	toa_kinds_clear(&c->kinds);
+	for (i = 0; i < c->n_ipv4; i++)
+		toa_kinds_add(c->kinds.ipv4, c->ipv4_list[i]);
+	for (i = 0; i < c->n_nat64; i++)
+		toa_kinds_add(c->kinds.nat64, c->nat64_list[i]);
+}
+
+/*
+ * Runs parse() on a copy of the current configuration in the unused slot and publishes
+ * it when parse() succeeds. Process context only (sysfs write or module load).
+ */
+static int toa_cfg_update(const char *val, const char *name,
+			  int (*parse)(struct toa_config *next, char *s, const char *name))
+{
+	struct toa_config *next;
+	char *buf;
+	int err;
+
+	buf = kstrdup(val, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+
+	mutex_lock(&toa_cfg_lock);
+	next = &toa_cfg_slots[toa_cfg_cur ^ 1];
+	*next = toa_cfg_slots[toa_cfg_cur];
+	err = parse(next, strim(buf), name);
+	if (!err) {
+		toa_rebuild_kinds(next);
+		rcu_assign_pointer(toa_cfg, next);
+		toa_cfg_cur ^= 1;
+		/* After this nobody reads the previous slot: the next writer may reuse it. */
+		synchronize_rcu();
+	}
+	mutex_unlock(&toa_cfg_lock);
+	kfree(buf);
+	return err;
+}
+
+static int toa_parse_kinds_into(u8 *list, u16 *n, char *s, const char *name)
+{
+	u16 count = 0;
+	char *tok;
+
+	*n = 0;
+	if (!*s)
+		return 0;	/* empty list: this address type is disabled */
+	while ((tok = strsep(&s, ",")) != NULL) {
+		unsigned int kind, i;
+		bool dup = false;
+
+		tok = strim(tok);
+		if (kstrtouint(tok, 10, &kind) || kind < TOA_KIND_MIN || kind > TOA_KIND_MAX) {
+			pr_warn("%s: invalid option kind '%s' (expected a comma list of integers %d..%d)\n",
+				name, tok, TOA_KIND_MIN, TOA_KIND_MAX);
+			return -EINVAL;
+		}
+		for (i = 0; i < count; i++)
+			dup |= list[i] == kind;
+		if (!dup)
+			list[count++] = kind;
+	}
+	*n = count;
+	return 0;
+}
+
+static int toa_parse_ipv4_kinds(struct toa_config *next, char *s, const char *name)
+{
+	return toa_parse_kinds_into(next->ipv4_list, &next->n_ipv4, s, name);
+}
+
+static int toa_parse_nat64_kinds(struct toa_config *next, char *s, const char *name)
+{
+	return toa_parse_kinds_into(next->nat64_list, &next->n_nat64, s, name);
+}
+
+static int toa_kinds_set(const char *val, const struct kernel_param *kp)
+{
+	bool v4 = *(const u8 *)kp->arg == TOA_TYPE_IPV4;
+
+	return toa_cfg_update(val, kp->name, v4 ? toa_parse_ipv4_kinds : toa_parse_nat64_kinds);
+}
+
+static int toa_kinds_get(char *buf, const struct kernel_param *kp)
+{
+	bool v4 = *(const u8 *)kp->arg == TOA_TYPE_IPV4;
+	const struct toa_config *c;
+	const u8 *list;
+	unsigned int i, n;
+	int len = 0;
+
+	mutex_lock(&toa_cfg_lock);
+	c = &toa_cfg_slots[toa_cfg_cur];
+	list = v4 ? c->ipv4_list : c->nat64_list;
+	n = v4 ? c->n_ipv4 : c->n_nat64;
+	for (i = 0; i < n; i++)
+		len += scnprintf(buf + len, PAGE_SIZE - len, "%s%u", i ? "," : "", list[i]);
+	mutex_unlock(&toa_cfg_lock);
+	len += scnprintf(buf + len, PAGE_SIZE - len, "\n");
+	return len;
+}
+
+static const struct kernel_param_ops toa_kinds_ops = {
+	.set = toa_kinds_set,
+	.get = toa_kinds_get,
+};
+
+module_param_cb(ipv4_kinds, &toa_kinds_ops, &toa_param_ipv4, 0644);
+MODULE_PARM_DESC(ipv4_kinds,
+		 "TCP option kinds carrying an IPv4 TOA (length 8), comma list of 2..255 (default 200)");
+module_param_cb(nat64_kinds, &toa_kinds_ops, &toa_param_nat64, 0644);
+MODULE_PARM_DESC(nat64_kinds,
+		 "TCP option kinds carrying a NAT64 TOA (length 20), comma list of 2..255 (default 253)");
+
+/* Parses "a.b.c.d[/n]" or "x:y::z[/n]"; rejects host bits set beyond the prefix. */
+static int toa_parse_cidr(char *tok, struct toa_cidr *out, const char *name)
+{
+	char *slash = strchr(tok, '/');
+	size_t alen = slash ? (size_t)(slash - tok) : strlen(tok);
+	const char *end;
+	unsigned int max, prefix, i;
+	bool v6 = memchr(tok, ':', alen) != NULL;
+
+	memset(out, 0, sizeof(*out));
+	if (v6) {
+		max = 128;
+		if (!alen || in6_pton(tok, alen, out->addr.s6_addr, -1, &end) != 1 ||
+		    end != tok + alen)
+			goto bad_addr;
+	} else {
+		max = 32;
+		if (!alen || in4_pton(tok, alen, out->addr.s6_addr, -1, &end) != 1 ||
+		    end != tok + alen)
+			goto bad_addr;
+	}
+	prefix = max;
+	if (slash && (kstrtouint(slash + 1, 10, &prefix) || prefix > max)) {
+		pr_warn("%s: invalid prefix length in '%s' (expected /0../%u)\n", name, tok, max);
+		return -EINVAL;
+	}
+	for (i = prefix; i < max; i++) {
+		if (out->addr.s6_addr[i / 8] & (0x80 >> (i % 8))) {
+			pr_warn("%s: '%s' has address bits set beyond the /%u prefix (write the network address)\n",
+				name, tok, prefix);
+			return -EINVAL;
+		}
+	}
+	out->family = v6 ? AF_INET6 : AF_INET;
+	out->prefix = prefix;
+	return 0;
+
+bad_addr:
+	pr_warn("%s: invalid address in '%s' (expected IPv4 or IPv6 CIDR, e.g. 10.0.0.0/8 or fd00::/64)\n",
+		name, tok);
+	return -EINVAL;
+}
+
+static int toa_parse_trusted(struct toa_config *next, char *s, const char *name)
+{
+	u16 count = 0;
+	char *tok;
+
+	next->n_trusted = 0;
+	if (!*s)
+		return 0;	/* empty: TOA accepted from any source */
+	while ((tok = strsep(&s, ",")) != NULL) {
+		tok = strim(tok);
+		if (count == TOA_MAX_TRUSTED) {
+			pr_warn("%s: too many entries at '%s' (at most %d)\n", name, tok,
+				TOA_MAX_TRUSTED);
+			return -EINVAL;
+		}
+		if (toa_parse_cidr(tok, &next->trusted[count], name))
+			return -EINVAL;
+		count++;
+	}
+	next->n_trusted = count;
+	return 0;
+}
+
+static int toa_trusted_set(const char *val, const struct kernel_param *kp)
+{
+	return toa_cfg_update(val, kp->name, toa_parse_trusted);
+}
+
+static int toa_trusted_get(char *buf, const struct kernel_param *kp)
+{
+	const struct toa_config *c;
+	unsigned int i;
+	int len = 0;
+
+	mutex_lock(&toa_cfg_lock);
+	c = &toa_cfg_slots[toa_cfg_cur];
+	for (i = 0; i < c->n_trusted; i++) {
+		const struct toa_cidr *t = &c->trusted[i];
+
+		if (t->family == AF_INET)
+			len += scnprintf(buf + len, PAGE_SIZE - len, "%s%pI4/%u", i ? "," : "",
+					 &t->addr.s6_addr32[0], t->prefix);
+		else
+			len += scnprintf(buf + len, PAGE_SIZE - len, "%s%pI6c/%u", i ? "," : "",
+					 &t->addr, t->prefix);
+	}
+	mutex_unlock(&toa_cfg_lock);
+	len += scnprintf(buf + len, PAGE_SIZE - len, "\n");
+	return len;
+}
+
+static const struct kernel_param_ops toa_trusted_ops = {
+	.set = toa_trusted_set,
+	.get = toa_trusted_get,
+};
+
+module_param_cb(trusted_sources, &toa_trusted_ops, NULL, 0644);
+MODULE_PARM_DESC(trusted_sources,
+		 "Accept TOA only from these balancer networks: comma list of IPv4/IPv6 CIDRs (empty = any source)");

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * TCP option parser for TOA. Shared verbatim by the module and the userspace fuzzer
+ * (kmod/fuzz/), so it may only use the types from toa_parse_compat.h and no library calls.
+ */
+#include "toa_parse.h"
+
+void toa_kinds_clear(struct toa_kinds *k)
+{
+	unsigned int i;
+
+	for (i = 0; i < 8; i++) {
+		k->ipv4[i] = 0;
+		k->nat64[i] = 0;
+	}
+}
+
+void toa_kinds_add(uint32_t *set, uint8_t kind)
+{
+	set[kind >> 5] |= (uint32_t)1 << (kind & 31);
+}
+
+int toa_kinds_has(const uint32_t *set, uint8_t kind)
+{
+	return (set[kind >> 5] >> (kind & 31)) & 1;
+}
+
+static void toa_decode(const uint8_t *o, uint8_t type, struct toa_addr *out)
+{
+	unsigned int n = type == TOA_TYPE_IPV4 ? 4 : 16;
+	unsigned int i;
+
+	out->type = type;
+	out->kind = o[0];
+	out->port = (uint16_t)((o[2] << 8) | o[3]);
+	for (i = 0; i < 16; i++)
+		out->addr[i] = i < n ? o[4 + i] : 0;
+}
+
+int toa_parse_options(const uint8_t *opt, size_t len, const struct toa_kinds *kinds,
+		      struct toa_parse_result *res)
+{
+	size_t i = 0;
+	unsigned int j;
+
+	res->toa.type = TOA_TYPE_NONE;
+	res->toa.kind = 0;
+	res->toa.port = 0;
+	for (j = 0; j < 16; j++)
+		res->toa.addr[j] = 0;
+	res->offset = 0;
+	res->malformed = 0;
+	res->duplicates = 0;
+
+	while (i < len) {
+		uint8_t kind = opt[i];
+		uint8_t olen, type;
+		int is4, is6;
+
+		if (kind == TOA_OPT_EOL)
+			break;
+		if (kind == TOA_OPT_NOP) {
+			i++;
+			continue;
+		}
+		/* Every other kind has a length byte that covers kind and length. */
+		if (len - i < 2) {
+			res->malformed++;
+			break;
+		}
+		olen = opt[i + 1];
+		if (olen < 2 || olen > len - i) {
+			res->malformed++;
+			break;
+		}
+
+		is4 = toa_kinds_has(kinds->ipv4, kind);
+		is6 = toa_kinds_has(kinds->nat64, kind);
+		type = TOA_TYPE_NONE;
+		if (is4 && olen == TOA_IPV4_OPT_LEN)
+			type = TOA_TYPE_IPV4;
+		else if (is6 && olen == TOA_NAT64_OPT_LEN)
+			type = TOA_TYPE_NAT64;
+		else if (is4 || is6)
+			res->malformed++;
+
+		if (type != TOA_TYPE_NONE) {
+			if (res->toa.type == TOA_TYPE_NONE) {
+				toa_decode(opt + i, type, &res->toa);
+				res->offset = (uint32_t)i;
+			} else {
+				res->duplicates++;
+			}
+		}
+		i += olen;
+	}
+	return res->toa.type != TOA_TYPE_NONE;
+}

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * TCP option parser for TOA (TCP Option Address).
+ *
+ * Pure function over a byte buffer: no kernel calls, no allocation, only fixed-width
+ * types, so the same source is built into the module and into the userspace fuzzer.
+ */
+#ifndef TOA_PARSE_H
+#define TOA_PARSE_H
+
+#include "toa_parse_compat.h"
+
+#define TOA_OPT_EOL		0
+#define TOA_OPT_NOP		1
+#define TOA_IPV4_OPT_LEN	8	/* kind, len, port(2), IPv4(4) */
+#define TOA_NAT64_OPT_LEN	20	/* kind, len, port(2), IPv6(16) */
+#define TOA_KIND_MIN		2	/* 0 (EOL) and 1 (NOP) carry no length byte */
+#define TOA_KIND_MAX		255
+
+enum toa_addr_type {
+	TOA_TYPE_NONE = 0,
+	TOA_TYPE_IPV4 = 1,
+	TOA_TYPE_NAT64 = 2,
+};
+
+/* Accepted option kinds: one bit per kind, for each address type. */
+struct toa_kinds {
+	uint32_t ipv4[8];
+	uint32_t nat64[8];
+};
+
+/* A decoded TOA option. */
+struct toa_addr {
+	uint8_t type;		/* enum toa_addr_type */
+	uint8_t kind;		/* option kind it came from */
+	uint16_t port;		/* host byte order */
+	uint8_t addr[16];	/* network byte order; IPv4 uses the first 4 bytes */
+};
+
+struct toa_parse_result {
+	struct toa_addr toa;	/* first valid TOA; type NONE when there is none */
+	uint32_t offset;	/* offset of that option in the buffer */
+	uint32_t malformed;	/* malformed options seen (see toa_parse_options) */
+	uint32_t duplicates;	/* further valid TOA options ignored */
+};
+
+void toa_kinds_clear(struct toa_kinds *k);
+void toa_kinds_add(uint32_t *set, uint8_t kind);
+int toa_kinds_has(const uint32_t *set, uint8_t kind);
+
+/*
+ * Walk the TCP option list opt[0..len) and find the first valid TOA option.
+ * Returns 1 when one was found (res->toa filled), 0 otherwise.
+ *
+ * Malformed (counted in res->malformed):
+ *  - a kind byte without a length byte, a length < 2, or a length running past the end:
+ *    the rest of the list cannot be delimited, parsing stops (one count);
+ *  - an option whose kind is a configured TOA kind but whose length is not the one
+ *    for that type (8 for IPv4, 20 for NAT64): skipped, parsing goes on.
+ * EOL ends the list; NOP is skipped; any other option is skipped by its length.
+ */
+int toa_parse_options(const uint8_t *opt, size_t len, const struct toa_kinds *kinds,
+		      struct toa_parse_result *res);
+
+#endif /* TOA_PARSE_H */

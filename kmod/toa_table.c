@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Per-socket TOA entries, keyed by the struct sock pointer.
+ *
+ * An entry is created when the handshake creates the child socket and freed when that
+ * socket is destroyed (inet_sock_destruct) or at unload. Each entry also records the
+ * connection's 4-tuple; a lookup only returns the entry when the socket still has that
+ * 4-tuple, so an entry that somehow outlived its socket is never applied to a new socket
+ * that reuses the same memory. Readers (getname, getsockopt, destruct) use RCU; writers
+ * take a spinlock with interrupts saved (kprobe handlers may run with them disabled).
+ */
+#include <linux/atomic.h>
+#include <linux/hash.h>
+#include <linux/rculist.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <net/sock.h>
+#include "toa.h"
+
+#define TOA_TABLE_BITS	12
+
+struct toa_sock_entry {
+	struct hlist_node node;
+	struct rcu_head rcu;
+	const struct sock *sk;
+	struct toa_tuple tuple;
+	struct toa_addr toa;
+};
+
+static struct hlist_head toa_table_hash[1 << TOA_TABLE_BITS];
+static DEFINE_SPINLOCK(toa_table_lock);
+/* Entries in the table: lets destruct/getname skip the lookup when there are none. */
+static atomic_t toa_table_count = ATOMIC_INIT(0);
+
+static struct hlist_head *toa_table_bucket(const struct sock *sk)
+{
+	return &toa_table_hash[hash_ptr(sk, TOA_TABLE_BITS)];
+}
+
+static void toa_count_alloc(const struct toa_addr *toa)
+{
+	toa_count(toa->type == TOA_TYPE_NAT64 ? TOA_CNT_IP6_ADDRESS_ALLOC :
+						TOA_CNT_IP4_ADDRESS_ALLOC);
+}
+
+static void toa_count_free(const struct toa_addr *toa)
+{
+	toa_count(toa->type == TOA_TYPE_NAT64 ? TOA_CNT_IP6_ADDRESS_FREE :
+						TOA_CNT_IP4_ADDRESS_FREE);
+}
+
+/* Caller holds toa_table_lock. */
+static void toa_table_unlink(struct toa_sock_entry *e)
+{
+	hlist_del_rcu(&e->node);
+	atomic_dec(&toa_table_count);
+	toa_count_free(&e->toa);
+	kfree_rcu(e, rcu);
+}
+
+void toa_table_init(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(toa_table_hash); i++)
+		INIT_HLIST_HEAD(&toa_table_hash[i]);
+}
+
+int toa_table_store(const struct sock *sk, const struct toa_tuple *t,
+		    const struct toa_addr *toa)
+{
+	struct toa_sock_entry *e, *old;
+	struct hlist_node *tmp;
+	struct hlist_head *head = toa_table_bucket(sk);
+	unsigned long flags;
+
+	e = kmalloc(sizeof(*e), GFP_ATOMIC);
+	if (!e)
+		return -ENOMEM;
+	e->sk = sk;
+	e->tuple = *t;
+	e->toa = *toa;
+
+	spin_lock_irqsave(&toa_table_lock, flags);
+	/* A leftover entry for this address belongs to a dead socket: replace it. */
+	hlist_for_each_entry_safe(old, tmp, head, node) {
+		if (old->sk == sk)
+			toa_table_unlink(old);
+	}
+	hlist_add_head_rcu(&e->node, head);
+	atomic_inc(&toa_table_count);
+	toa_count_alloc(toa);
+	spin_unlock_irqrestore(&toa_table_lock, flags);
+	return 0;
+}
+
+/* The socket still has the 4-tuple the entry was created for. */
+static bool toa_sock_matches(const struct sock *sk, const struct toa_tuple *t)
+{
+	return READ_ONCE(sk->sk_daddr) == t->raddr && READ_ONCE(sk->sk_dport) == t->rport &&
+	       READ_ONCE(sk->sk_rcv_saddr) == t->laddr &&
+	       READ_ONCE(sk->sk_num) == ntohs(t->lport);
+}
+
+bool toa_table_lookup(const struct sock *sk, struct toa_addr *toa)
+{
+	struct toa_sock_entry *e;
+	bool found = false;
+
+	if (!atomic_read(&toa_table_count))
+		return false;
+	rcu_read_lock();
+	hlist_for_each_entry_rcu(e, toa_table_bucket(sk), node) {
+		if (e->sk == sk) {
+			if (toa_sock_matches(sk, &e->tuple)) {
+				*toa = e->toa;
+				found = true;
+			}
+			break;
+		}
+	}
+	rcu_read_unlock();
+	return found;
+}
+
+void toa_table_forget(const struct sock *sk)
+{
+	struct toa_sock_entry *e;
+	struct hlist_node *tmp;
+	unsigned long flags;
+	bool present = false;
+
+	if (!atomic_read(&toa_table_count))
+		return;
+	/* Most destroyed sockets have no entry: check without the lock first. */
+	rcu_read_lock();
+	hlist_for_each_entry_rcu(e, toa_table_bucket(sk), node) {
+		if (e->sk == sk) {
+			present = true;
+			break;
+		}
+	}
+	rcu_read_unlock();
+	if (!present)
+		return;
+
+	spin_lock_irqsave(&toa_table_lock, flags);
+	hlist_for_each_entry_safe(e, tmp, toa_table_bucket(sk), node) {
+		if (e->sk == sk) {
+			toa_table_unlink(e);
+			pr_debug("toa: freed entry of socket %p\n", sk);
+			break;
+		}
+	}
+	spin_unlock_irqrestore(&toa_table_lock, flags);
+}
+
+/* Frees every entry (unload, after the hooks are gone). Returns how many. */
+unsigned int toa_table_flush(void)
+{
+	struct toa_sock_entry *e;
+	struct hlist_node *tmp;
+	unsigned long flags;
+	unsigned int i, n = 0;
+
+	spin_lock_irqsave(&toa_table_lock, flags);
+	for (i = 0; i < ARRAY_SIZE(toa_table_hash); i++) {
+		hlist_for_each_entry_safe(e, tmp, &toa_table_hash[i], node) {
+			toa_table_unlink(e);
+			n++;
+		}
+	}
+	spin_unlock_irqrestore(&toa_table_lock, flags);
+	return n;
+}
+
+void toa_table_show(struct seq_file *m)
+{
+	struct toa_sock_entry *e;
+	unsigned int i;
+
+	seq_puts(m, "socket type address port\n");
+	rcu_read_lock();
+	for (i = 0; i < ARRAY_SIZE(toa_table_hash); i++) {
+		hlist_for_each_entry_rcu(e, &toa_table_hash[i], node) {
+			if (e->toa.type == TOA_TYPE_NAT64)
+				seq_printf(m, "%p nat64 %pI6c %u\n", e->sk, e->toa.addr,
+					   e->toa.port);
+			else
+				seq_printf(m, "%p ipv4 %pI4 %u\n", e->sk, e->toa.addr,
+					   e->toa.port);
+		}
+	}
+	rcu_read_unlock();
+}

@@ -1,0 +1,221 @@
+//! Compiles the module against the host's build tree in a private work directory.
+
+use crate::host::{CommandOutcome, CommandSpec, Host};
+use crate::modinfo::{self, ModInfo};
+use crate::source::ModuleSource;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Lines of build output kept for the node status on failure.
+pub const LOG_TAIL_LINES: usize = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot prepare the build directory {dir}: {err}")]
+    Setup { dir: PathBuf, err: std::io::Error },
+    #[error("cannot run make (is make installed in the agent image?): {0}")]
+    Spawn(std::io::Error),
+    #[error("module build failed (exit code {code:?}); last lines of the build log are in the status")]
+    Failed { code: Option<i32>, log_tail: String },
+    #[error("module build did not finish within {}s (raise --build-timeout on slow nodes)", .after.as_secs())]
+    TimedOut { after: Duration, log_tail: String },
+    #[error("make succeeded but produced no usable toa.ko: {reason}")]
+    NoModule { reason: String, log_tail: String },
+}
+
+impl BuildError {
+    pub fn log_tail(&self) -> Option<&str> {
+        match self {
+            BuildError::Failed { log_tail, .. }
+            | BuildError::TimedOut { log_tail, .. }
+            | BuildError::NoModule { log_tail, .. } => Some(log_tail),
+            _ => None,
+        }
+    }
+}
+
+/// A freshly built module.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub image: Vec<u8>,
+    pub info: ModInfo,
+    pub duration: Duration,
+}
+
+/// Removes the work directory however the build ends.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        // Best effort: a leftover directory is only disk space, reused names never collide.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+static BUILD_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Keeps the last `n` lines of `log`.
+pub fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..].join("\n")
+}
+
+/// Builds `toa.ko` with `make -C KDIR M=WORK modules`.
+pub fn build(
+    host: &dyn Host,
+    kdir: &Path,
+    source: &ModuleSource,
+    work_root: &Path,
+    timeout: Duration,
+) -> Result<Built, BuildError> {
+    let seq = BUILD_SEQ.fetch_add(1, Ordering::Relaxed);
+    let dir = work_root.join(format!("build-{}-{seq}", std::process::id()));
+    let setup = |err| BuildError::Setup {
+        dir: dir.clone(),
+        err,
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(setup)?;
+    }
+    std::fs::create_dir_all(&dir).map_err(setup)?;
+    let guard = WorkDir(dir.clone());
+    source.copy_to(&guard.0).map_err(setup)?;
+
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cmd = CommandSpec {
+        program: "make".into(),
+        args: vec![
+            format!("-j{jobs}"),
+            "-C".into(),
+            host.local_path(kdir).display().to_string(),
+            format!("M={}", guard.0.display()),
+            "modules".into(),
+        ],
+        cwd: guard.0.clone(),
+        timeout,
+    };
+    let started = Instant::now();
+    let outcome = host.run(&cmd).map_err(BuildError::Spawn)?;
+    let duration = started.elapsed();
+    let output = match outcome {
+        CommandOutcome::TimedOut { output } => {
+            return Err(BuildError::TimedOut {
+                after: timeout,
+                log_tail: tail(&output, LOG_TAIL_LINES),
+            })
+        }
+        CommandOutcome::Exited { code, output } if code != Some(0) => {
+            return Err(BuildError::Failed {
+                code,
+                log_tail: tail(&output, LOG_TAIL_LINES),
+            })
+        }
+        CommandOutcome::Exited { output, .. } => output,
+    };
+    let no_module = |reason: String| BuildError::NoModule {
+        reason,
+        log_tail: tail(&output, LOG_TAIL_LINES),
+    };
+    let image = std::fs::read(guard.0.join("toa.ko"))
+        .map_err(|e| no_module(format!("reading toa.ko: {e}")))?;
+    let info = modinfo::parse(&image).map_err(|e| no_module(e.to_string()))?;
+    if info.srcversion.is_none() {
+        return Err(no_module(
+            "toa.ko has no srcversion (the module source must declare MODULE_VERSION)".into(),
+        ));
+    }
+    Ok(Built {
+        image,
+        info,
+        duration,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::{FakeBuild, FakeHost};
+
+    fn source() -> (tempfile::TempDir, ModuleSource) {
+        let d = tempfile::tempdir().expect("t");
+        std::fs::write(d.path().join("Makefile"), "obj-m += toa.o\n").expect("w");
+        std::fs::write(d.path().join("toa.c"), "int x;\n").expect("w");
+        let s = ModuleSource::scan(d.path()).expect("scan");
+        (d, s)
+    }
+
+    #[test]
+    fn successful_build_returns_the_module_and_cleans_up() {
+        let (_d, src) = source();
+        let work = tempfile::tempdir().expect("t");
+        let host = FakeHost::debian();
+        host.lock().build = Some(FakeBuild::Succeed {
+            srcversion: "ABC".into(),
+        });
+        let kdir = Path::new("/lib/modules/6.1.0-56-amd64/build");
+        let built = build(&host, kdir, &src, work.path(), Duration::from_secs(5)).expect("build");
+        assert_eq!(built.info.srcversion.as_deref(), Some("ABC"));
+        let runs = host.lock().runs.clone();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].program, "make");
+        assert!(runs[0].args.contains(&"-C".to_string()));
+        assert!(runs[0].args.contains(&kdir.display().to_string()));
+        assert!(runs[0].args.iter().any(|a| a.starts_with("M=")));
+        assert_eq!(runs[0].args.last().map(String::as_str), Some("modules"));
+        // The private directory is gone afterwards.
+        assert_eq!(std::fs::read_dir(work.path()).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn failure_keeps_the_last_fifty_lines() {
+        let (_d, src) = source();
+        let work = tempfile::tempdir().expect("t");
+        let host = FakeHost::debian();
+        let log: Vec<String> = (0..120).map(|i| format!("line {i}")).collect();
+        host.lock().build = Some(FakeBuild::Fail {
+            code: 2,
+            output: log.join("\n"),
+        });
+        let err = build(&host, Path::new("/k"), &src, work.path(), Duration::from_secs(5))
+            .expect_err("fails");
+        let tail = err.log_tail().expect("tail").to_string();
+        assert_eq!(tail.lines().count(), LOG_TAIL_LINES);
+        assert!(tail.starts_with("line 70") && tail.ends_with("line 119"));
+        assert!(matches!(err, BuildError::Failed { code: Some(2), .. }));
+    }
+
+    #[test]
+    fn timeout_is_reported() {
+        let (_d, src) = source();
+        let work = tempfile::tempdir().expect("t");
+        let host = FakeHost::debian();
+        host.lock().build = Some(FakeBuild::Hang {
+            output: "CC toa.o".into(),
+        });
+        let err = build(&host, Path::new("/k"), &src, work.path(), Duration::from_secs(7))
+            .expect_err("times out");
+        assert!(err.to_string().contains("7s"), "{err}");
+        assert!(matches!(err, BuildError::TimedOut { .. }));
+    }
+
+    #[test]
+    fn missing_make_is_explained() {
+        let (_d, src) = source();
+        let work = tempfile::tempdir().expect("t");
+        let host = FakeHost::debian();
+        let err = build(&host, Path::new("/k"), &src, work.path(), Duration::from_secs(1))
+            .expect_err("no make");
+        assert!(err.to_string().contains("make"));
+    }
+
+    #[test]
+    fn tail_of_short_logs() {
+        assert_eq!(tail("a\nb", 50), "a\nb");
+        assert_eq!(tail("", 50), "");
+        assert_eq!(tail("a\nb\nc", 2), "b\nc");
+    }
+}

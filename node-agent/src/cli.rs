@@ -1,0 +1,111 @@
+//! Command line. Every flag can also be set through the environment variable shown.
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// toa-node-agent: builds the TOA kernel module for this node's kernel, loads it, keeps it
+/// loaded across agent restarts, changes its parameters at runtime, unloads it only when
+/// the desired state says Unloaded, and exports its counters to Prometheus.
+///
+/// Two modes: with --desired FILE the agent runs standalone (no Kubernetes) and writes its
+/// status to --status-file; without it, it watches the ToaNodeState named after the node and
+/// writes the status there (server-side apply, field manager toa-node-agent) on every change
+/// and at least every --heartbeat-interval.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "toa-node-agent", version)]
+pub struct Cli {
+    /// Name of this node (= name of its ToaNodeState). Required in Kubernetes mode.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Standalone mode: YAML or JSON file with a ToaNodeState (or just its spec). Polled for
+    /// changes; an invalid edit is logged and ignored (the previous desired state stays).
+    #[arg(long, env = "TOA_DESIRED", value_name = "FILE")]
+    pub desired: Option<PathBuf>,
+
+    /// Standalone mode: where to write the node status as JSON (atomically replaced).
+    #[arg(long, env = "TOA_STATUS_FILE", value_name = "FILE", requires = "desired")]
+    pub status_file: Option<PathBuf>,
+
+    /// Where the host's filesystem is mounted (/etc/os-release, /lib/modules, /usr/src,
+    /// /proc are read below it). sysfs is always read at /sys.
+    #[arg(long, env = "TOA_HOST_ROOT", default_value = "/", value_name = "DIR")]
+    pub host_root: PathBuf,
+
+    /// Directory with the toa module sources (Kbuild/Makefile and .c/.h files).
+    #[arg(long, env = "TOA_MODULE_SRC", default_value = "/usr/share/toa-node-agent/kmod", value_name = "DIR")]
+    pub module_src: PathBuf,
+
+    /// Host directory for built modules (keyed by kernel release, kernel version and module
+    /// source digest) and build work directories. Must survive agent restarts.
+    #[arg(long, env = "TOA_CACHE_DIR", default_value = "/var/lib/toa-operator/cache", value_name = "DIR")]
+    pub cache_dir: PathBuf,
+
+    /// Listen address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "TOA_METRICS_ADDR", default_value = "0.0.0.0:9101")]
+    pub metrics_addr: SocketAddr,
+
+    /// Export the toa counters per CPU (label cpu) instead of summed over CPUs.
+    #[arg(long, env = "TOA_PER_CPU_METRICS")]
+    pub per_cpu_metrics: bool,
+
+    /// Seconds a module build may take before it is killed (reason BuildTimeout).
+    #[arg(long, env = "TOA_BUILD_TIMEOUT", default_value_t = 600, value_name = "SECONDS")]
+    pub build_timeout: u64,
+
+    /// Seconds between status writes when nothing changes (the status is also written on
+    /// every change). 300 s = at most 12 heartbeat writes per node per hour.
+    #[arg(long, env = "TOA_HEARTBEAT_INTERVAL", default_value_t = 300, value_name = "SECONDS")]
+    pub heartbeat_interval: u64,
+
+    /// Seconds to keep retrying an unload of a busy module before reporting ModuleBusy
+    /// (retries continue with backoff afterwards).
+    #[arg(long, env = "TOA_UNLOAD_TIMEOUT", default_value_t = 600, value_name = "SECONDS")]
+    pub unload_timeout: u64,
+
+    /// Standalone mode: seconds between checks of the --desired file.
+    #[arg(long, env = "TOA_POLL_INTERVAL", default_value_t = 2, value_name = "SECONDS")]
+    pub poll_interval: u64,
+
+    /// Log format.
+    #[arg(long, env = "TOA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_is_documented() {
+        let cmd = Cli::command();
+        for arg in cmd.get_arguments() {
+            if matches!(arg.get_id().as_str(), "help" | "version") {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "flag {} has no help", arg.get_id());
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = Cli::try_parse_from(["toa-node-agent"]).expect("parse");
+        assert_eq!(c.host_root, PathBuf::from("/"));
+        assert_eq!(c.metrics_addr.port(), 9101);
+        assert_eq!(c.cache_dir, PathBuf::from("/var/lib/toa-operator/cache"));
+        assert!(Cli::try_parse_from(["toa-node-agent", "--status-file", "x"]).is_err());
+    }
+}

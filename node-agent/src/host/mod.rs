@@ -1,0 +1,80 @@
+//! The seam between the agent's decisions and the machine.
+//!
+//! Paths given to a [`Host`] are absolute paths *as the host sees them* (`/lib/modules/..`,
+//! `/etc/os-release`, `/sys/module/toa/..`). The real implementation maps them under the
+//! configured host root (e.g. `/host` inside the DaemonSet); the fake keeps an in-memory tree.
+//! Files the agent owns itself (module sources, cache, work dirs) are plain local paths and are
+//! handled with `std::fs`, because tests can use temporary directories for those.
+
+#[cfg(test)]
+pub mod fake;
+pub mod real;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What `uname(2)` says about the running kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uname {
+    /// `uname -r`, e.g. `6.1.0-56-amd64`.
+    pub release: String,
+    /// `uname -v`, e.g. `#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-01-10)`.
+    pub version: String,
+}
+
+/// A command to run on behalf of the agent (the module build).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Local working directory.
+    pub cwd: PathBuf,
+    pub timeout: Duration,
+}
+
+/// How a command ended. `output` is stdout and stderr interleaved as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutcome {
+    Exited { code: Option<i32>, output: String },
+    TimedOut { output: String },
+}
+
+/// A raw errno from a module syscall, kept numeric so that [`crate::module`] can explain it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", io::Error::from_raw_os_error(self.0))
+    }
+}
+
+/// Everything the agent does to or reads from the host.
+pub trait Host: Send + Sync {
+    /// Reads a host file.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Reads a host file as UTF-8 text.
+    fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        let bytes = self.read(path)?;
+        String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+    /// Whether a host path exists (following symlinks inside the host root).
+    fn exists(&self, path: &Path) -> bool;
+    /// Names of the entries of a host directory.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Resolves symlinks of a host path *within the host root*, returning a host path.
+    fn resolve(&self, path: &Path) -> io::Result<PathBuf>;
+    /// The local path through which a host path is reachable from the agent's process.
+    fn local_path(&self, path: &Path) -> PathBuf;
+    /// Writes a sysfs attribute (module parameters); the kernel may refuse with EINVAL.
+    fn write_sysfs(&self, path: &Path, value: &str) -> io::Result<()>;
+    /// `uname(2)`.
+    fn uname(&self) -> io::Result<Uname>;
+    /// `finit_module(2)` of a local `.ko` file with a parameter string.
+    fn load_module(&self, image: &Path, params: &str) -> Result<(), Errno>;
+    /// `delete_module(2)` with `O_NONBLOCK` (never waits inside the kernel).
+    fn unload_module(&self, name: &str) -> Result<(), Errno>;
+    /// Runs a command to completion or until its timeout (then kills its process group).
+    fn run(&self, cmd: &CommandSpec) -> io::Result<CommandOutcome>;
+}

@@ -1,0 +1,319 @@
+//! The real host: files under a host root, raw syscalls for modules, processes for builds.
+
+use super::{CommandOutcome, CommandSpec, Errno, Host, Uname};
+use std::ffi::{CStr, CString};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Symlink hops allowed while resolving one path (the kernel's own limit is 40).
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// The machine the agent runs on. Host files live under `root` (`/` on a plain host, `/host`
+/// in the DaemonSet), except sysfs: it is global and the DaemonSet mounts it at `/sys`.
+#[derive(Debug, Clone)]
+pub struct RealHost {
+    root: PathBuf,
+}
+
+impl RealHost {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn map(&self, path: &Path) -> PathBuf {
+        if path.starts_with("/sys") {
+            return path.to_path_buf();
+        }
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        self.root.join(rel)
+    }
+}
+
+impl Host for RealHost {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(self.map(&self.resolve(path)?))
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        match self.resolve(path) {
+            Ok(p) => self.map(&p).exists(),
+            Err(_) => false,
+        }
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(self.map(&self.resolve(path)?))? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        if path.starts_with("/sys") || self.root == Path::new("/") {
+            // The local view is the host view: let the kernel resolve links.
+            return Ok(path.to_path_buf());
+        }
+        // Absolute symlinks (e.g. /lib/modules/REL/build -> /usr/src/linux-headers-REL)
+        // must resolve inside the host root, not in the agent's container.
+        let mut pending: Vec<PathBuf> = vec![path.to_path_buf()];
+        let mut hops = 0;
+        let mut resolved = PathBuf::from("/");
+        while let Some(next) = pending.pop() {
+            let mut comps: Vec<Component> = next.components().collect();
+            comps.reverse();
+            while let Some(c) = comps.pop() {
+                match c {
+                    Component::RootDir => resolved = PathBuf::from("/"),
+                    Component::CurDir | Component::Prefix(_) => {}
+                    Component::ParentDir => {
+                        resolved.pop();
+                    }
+                    Component::Normal(name) => {
+                        let candidate = resolved.join(name);
+                        match std::fs::symlink_metadata(self.map(&candidate)) {
+                            Ok(meta) if meta.file_type().is_symlink() => {
+                                hops += 1;
+                                if hops > MAX_SYMLINK_HOPS {
+                                    return Err(io::Error::other(format!(
+                                        "too many symlinks resolving {}",
+                                        path.display()
+                                    )));
+                                }
+                                let target = std::fs::read_link(self.map(&candidate))?;
+                                let rest: PathBuf = comps.iter().rev().collect();
+                                let joined = if target.is_absolute() {
+                                    resolved = PathBuf::from("/");
+                                    target.join(rest)
+                                } else {
+                                    target.join(rest)
+                                };
+                                pending.push(joined);
+                                comps.clear();
+                            }
+                            _ => resolved = candidate,
+                        }
+                    }
+                }
+            }
+        }
+        Ok(resolved)
+    }
+
+    fn local_path(&self, path: &Path) -> PathBuf {
+        match self.resolve(path) {
+            Ok(p) => self.map(&p),
+            Err(_) => self.map(path),
+        }
+    }
+
+    fn write_sysfs(&self, path: &Path, value: &str) -> io::Result<()> {
+        // One write(2) call: sysfs store handlers see exactly this buffer.
+        std::fs::write(self.map(path), value.as_bytes())
+    }
+
+    fn uname(&self) -> io::Result<Uname> {
+        // SAFETY: utsname is plain old data; uname fills it and NUL-terminates every field.
+        let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer to a properly sized struct.
+        if unsafe { libc::uname(&mut uts) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel NUL-terminates these fixed-size arrays.
+        let field = |f: &[libc::c_char]| unsafe { CStr::from_ptr(f.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        Ok(Uname {
+            release: field(&uts.release),
+            version: field(&uts.version),
+        })
+    }
+
+    fn load_module(&self, image: &Path, params: &str) -> Result<(), Errno> {
+        let file = std::fs::File::open(image)
+            .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::ENOENT)))?;
+        let params = CString::new(params).map_err(|_| Errno(libc::EINVAL))?;
+        // SAFETY: finit_module(fd, const char *params, int flags) with a live fd and a
+        // NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_finit_module,
+                file.as_raw_fd(),
+                params.as_ptr(),
+                0 as libc::c_int,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(Errno(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)))
+        }
+    }
+
+    fn unload_module(&self, name: &str) -> Result<(), Errno> {
+        let name = CString::new(name).map_err(|_| Errno(libc::EINVAL))?;
+        // SAFETY: delete_module(const char *name, unsigned flags) with a NUL-terminated name.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_delete_module,
+                name.as_ptr(),
+                libc::O_NONBLOCK as libc::c_uint,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(Errno(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)))
+        }
+    }
+
+    fn run(&self, cmd: &CommandSpec) -> io::Result<CommandOutcome> {
+        let (mut reader, writer) = io::pipe()?;
+        let mut child = Command::new(&cmd.program)
+            .args(&cmd.args)
+            .current_dir(&cmd.cwd)
+            .stdin(Stdio::null())
+            .stdout(writer.try_clone()?)
+            .stderr(writer)
+            // Own process group, so that a timeout kills make and every compiler it started.
+            .process_group(0)
+            .spawn()?;
+        let collector = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            // Read errors only truncate the log; the exit status still decides.
+            let _ = reader.read_to_end(&mut out);
+            out
+        });
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if started.elapsed() >= cmd.timeout {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if status.is_none() {
+            let pgid = child.id() as libc::pid_t;
+            // SAFETY: signalling our own child's process group.
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+            child.wait()?;
+        }
+        let output = match collector.join() {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(_) => String::from("(build output collector failed)"),
+        };
+        Ok(match status {
+            Some(s) => CommandOutcome::Exited {
+                code: s.code(),
+                output,
+            },
+            None => CommandOutcome::TimedOut { output },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_absolute_symlinks_inside_the_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/src/linux-headers-X")).expect("mkdir");
+        std::fs::write(root.join("usr/src/linux-headers-X/Makefile"), "all:\n").expect("write");
+        std::fs::create_dir_all(root.join("lib/modules/X")).expect("mkdir");
+        std::os::unix::fs::symlink("/usr/src/linux-headers-X", root.join("lib/modules/X/build"))
+            .expect("symlink");
+        let host = RealHost::new(root);
+        let resolved = host
+            .resolve(Path::new("/lib/modules/X/build/Makefile"))
+            .expect("resolve");
+        assert_eq!(resolved, Path::new("/usr/src/linux-headers-X/Makefile"));
+        assert!(host.exists(Path::new("/lib/modules/X/build/Makefile")));
+        assert_eq!(
+            host.local_path(Path::new("/lib/modules/X/build")),
+            root.join("usr/src/linux-headers-X")
+        );
+    }
+
+    #[test]
+    fn relative_symlinks_and_parent_dirs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/lib/kbuild/scripts")).expect("mkdir");
+        std::fs::create_dir_all(root.join("usr/src/h")).expect("mkdir");
+        std::os::unix::fs::symlink("../../lib/kbuild/scripts", root.join("usr/src/h/scripts"))
+            .expect("symlink");
+        let host = RealHost::new(root);
+        assert_eq!(
+            host.resolve(Path::new("/usr/src/h/scripts")).expect("resolve"),
+            Path::new("/usr/lib/kbuild/scripts")
+        );
+    }
+
+    #[test]
+    fn symlink_loops_are_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::os::unix::fs::symlink("/b", root.join("a")).expect("symlink");
+        std::os::unix::fs::symlink("/a", root.join("b")).expect("symlink");
+        let host = RealHost::new(root);
+        assert!(host.resolve(Path::new("/a")).is_err());
+    }
+
+    #[test]
+    fn run_captures_output_and_exit_code() {
+        let host = RealHost::new("/");
+        let out = host
+            .run(&CommandSpec {
+                program: "sh".into(),
+                args: vec!["-c".into(), "echo out; echo err >&2; exit 3".into()],
+                cwd: std::env::temp_dir(),
+                timeout: Duration::from_secs(10),
+            })
+            .expect("run");
+        match out {
+            CommandOutcome::Exited { code, output } => {
+                assert_eq!(code, Some(3));
+                assert!(output.contains("out") && output.contains("err"), "{output}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_kills_the_whole_group_on_timeout() {
+        let host = RealHost::new("/");
+        let started = Instant::now();
+        let out = host
+            .run(&CommandSpec {
+                program: "sh".into(),
+                args: vec!["-c".into(), "echo begin; sleep 30 & sleep 30; echo never".into()],
+                cwd: std::env::temp_dir(),
+                timeout: Duration::from_millis(300),
+            })
+            .expect("run");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        match out {
+            CommandOutcome::TimedOut { output } => {
+                assert!(output.contains("begin"));
+                assert!(!output.contains("never"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn uname_reports_the_running_kernel() {
+        let u = RealHost::new("/").uname().expect("uname");
+        assert!(!u.release.is_empty() && !u.version.is_empty());
+    }
+}

@@ -1,0 +1,411 @@
+//! Prometheus metrics. The toa counters are read from the host's toa_stats at scrape time
+//! (no polling loop, no stale values); agent-side outcomes are ordinary registered metrics.
+
+use crate::desired::DesiredState;
+use crate::host::Host;
+use crate::stats::{self, CORE_COUNTERS};
+use crate::status::{ModuleSource, Phase, Reason};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// toa_stats of the host's initial network namespace (through the host's /proc).
+pub const STATS_PATH: &str = "/proc/1/net/toa_stats";
+
+type Labels = Vec<(String, String)>;
+
+/// What the reconcile loop last decided; read by /metrics and /readyz.
+#[derive(Debug, Clone, Default)]
+pub struct AgentView {
+    pub desired: Option<DesiredState>,
+    pub phase: Phase,
+    pub reason: Option<Reason>,
+    pub kernel_release: String,
+    pub srcversion: String,
+}
+
+impl AgentView {
+    /// Ready when the module is as desired.
+    pub fn ready(&self) -> bool {
+        matches!(
+            (self.desired, self.phase),
+            (Some(DesiredState::Loaded), Phase::Loaded)
+                | (Some(DesiredState::Unloaded), Phase::Unloaded)
+        )
+    }
+}
+
+pub type SharedView = Arc<RwLock<AgentView>>;
+
+pub fn read_view(view: &SharedView) -> AgentView {
+    match view.read() {
+        Ok(v) => v.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    builds: Family<Labels, Counter>,
+    build_duration: Histogram,
+    loads: Family<Labels, Counter>,
+    load_duration: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Outcome label values of toa_module_builds_total.
+#[derive(Debug, Clone, Copy)]
+pub enum BuildOutcome {
+    Success,
+    Failure,
+    Timeout,
+}
+
+impl Metrics {
+    pub fn new(host: Arc<dyn Host>, view: SharedView, per_cpu: bool) -> Self {
+        let mut registry = Registry::default();
+        let builds = Family::<Labels, Counter>::default();
+        registry.register(
+            "toa_module_builds",
+            "Module builds by outcome (success, failure, timeout)",
+            builds.clone(),
+        );
+        // Builds take seconds to minutes (TCG guests, small nodes).
+        let build_duration = Histogram::new([1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]);
+        registry.register(
+            "toa_module_build_duration_seconds",
+            "Duration of module builds",
+            build_duration.clone(),
+        );
+        let loads = Family::<Labels, Counter>::default();
+        registry.register(
+            "toa_module_loads",
+            "Module loads and adoptions by outcome (success, failure) and source (Built, Cache, Adopted)",
+            loads.clone(),
+        );
+        let load_duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        registry.register(
+            "toa_module_load_duration_seconds",
+            "Duration of finit_module plus verification",
+            load_duration.clone(),
+        );
+        registry.register_collector(Box::new(ToaCollector {
+            host,
+            view,
+            per_cpu,
+            last_error: Mutex::new(None),
+        }));
+        Self {
+            registry,
+            builds,
+            build_duration,
+            loads,
+            load_duration,
+        }
+    }
+
+    pub fn record_build(&self, outcome: BuildOutcome, seconds: f64) {
+        let o = match outcome {
+            BuildOutcome::Success => "success",
+            BuildOutcome::Failure => "failure",
+            BuildOutcome::Timeout => "timeout",
+        };
+        self.builds
+            .get_or_create(&vec![("outcome".to_string(), o.to_string())])
+            .inc();
+        self.build_duration.observe(seconds);
+    }
+
+    pub fn record_load(&self, success: bool, source: ModuleSource, seconds: Option<f64>) {
+        let labels = vec![
+            (
+                "outcome".to_string(),
+                if success { "success" } else { "failure" }.to_string(),
+            ),
+            ("source".to_string(), source.as_str().to_string()),
+        ];
+        self.loads.get_or_create(&labels).inc();
+        if let Some(s) = seconds {
+            self.load_duration.observe(s);
+        }
+    }
+
+    /// The exposition in Prometheus text format 0.0.4.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+fn help_for(name: &str) -> &'static str {
+    match name {
+        "syn_recv_sock_toa" => "Child sockets created with a stored TOA address",
+        "syn_recv_sock_no_toa" => "Child sockets created without a TOA address",
+        "getname_toa_ok" => "Peer getname calls answered with the real client address",
+        "getname_toa_mismatch" => "Peer getname calls on NAT64 entries (address left unchanged)",
+        "getname_toa_empty" => "Peer getname calls on sockets without a TOA entry",
+        "ip6_address_alloc" => "NAT64 address entries allocated",
+        "ip6_address_free" => "NAT64 address entries freed",
+        _ => "toa counter",
+    }
+}
+
+/// Reads toa_stats and module state on every scrape.
+struct ToaCollector {
+    host: Arc<dyn Host>,
+    view: SharedView,
+    per_cpu: bool,
+    /// Last stats error logged, so that a broken file logs once, not once per scrape.
+    last_error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for ToaCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToaCollector")
+            .field("per_cpu", &self.per_cpu)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ToaCollector {
+    fn note_error(&self, e: Option<String>) {
+        let mut last = match self.last_error.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if *last != e {
+            if let Some(msg) = &e {
+                tracing::warn!(error = %msg, path = STATS_PATH, "cannot read toa counters; counters omitted from /metrics");
+            }
+            *last = e;
+        }
+    }
+
+    fn read_stats(&self) -> Option<stats::Stats> {
+        match self.host.read_to_string(Path::new(STATS_PATH)) {
+            Ok(text) => match stats::parse(&text) {
+                Ok(s) => {
+                    self.note_error(None);
+                    Some(s)
+                }
+                Err(e) => {
+                    self.note_error(Some(e.to_string()));
+                    None
+                }
+            },
+            // No module loaded: no counters, and nothing to complain about.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.note_error(None);
+                None
+            }
+            Err(e) => {
+                self.note_error(Some(e.to_string()));
+                None
+            }
+        }
+    }
+}
+
+impl Collector for ToaCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.read_stats();
+        if let Some(stats) = &stats {
+            for name in CORE_COUNTERS {
+                let Some(counter) = stats.get(name) else {
+                    continue;
+                };
+                let metric = format!("toa_{name}");
+                let mut me = encoder.encode_descriptor(
+                    &metric,
+                    help_for(name),
+                    None,
+                    MetricType::Counter,
+                )?;
+                if self.per_cpu {
+                    for (cpu, v) in stats.cpus.iter().zip(&counter.per_cpu) {
+                        let labels = [("cpu", cpu.to_string())];
+                        ConstCounter::new(*v).encode(me.encode_family(&labels)?)?;
+                    }
+                } else {
+                    ConstCounter::new(counter.total()).encode(me)?;
+                }
+            }
+        }
+        let loaded = self
+            .host
+            .read_to_string(Path::new("/sys/module/toa/initstate"))
+            .map(|s| s.trim() == "live")
+            .unwrap_or(false);
+        ConstGauge::new(i64::from(loaded)).encode(encoder.encode_descriptor(
+            "toa_module_loaded",
+            "1 when a toa module is loaded and live",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        if let Some(stats) = &stats {
+            let alloc = stats.total("ip6_address_alloc").unwrap_or(0);
+            let free = stats.total("ip6_address_free").unwrap_or(0);
+            let in_use = i64::try_from(alloc.saturating_sub(free)).unwrap_or(i64::MAX);
+            ConstGauge::new(in_use).encode(encoder.encode_descriptor(
+                "toa_ip6_addresses_in_use",
+                "NAT64 address entries currently stored (alloc - free)",
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        let view = read_view(&self.view);
+        let mut me = encoder.encode_descriptor(
+            "toa_agent_phase",
+            "1 for the agent's current phase (with its reason), 0 for the others",
+            None,
+            MetricType::Gauge,
+        )?;
+        for phase in Phase::ALL {
+            let current = phase == view.phase;
+            let reason = if current {
+                view.reason.map(Reason::as_str).unwrap_or("")
+            } else {
+                ""
+            };
+            let labels = [("phase", phase.as_str()), ("reason", reason)];
+            ConstGauge::new(i64::from(current)).encode(me.encode_family(&labels)?)?;
+        }
+        let labels = [
+            ("kernel_release", view.kernel_release.as_str()),
+            ("srcversion", view.srcversion.as_str()),
+            ("agent_version", crate::AGENT_VERSION),
+        ];
+        let mut me = encoder.encode_descriptor(
+            "toa_node_info",
+            "Kernel release, loaded module srcversion and agent version (always 1)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(1i64).encode(me.encode_family(&labels)?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+
+    fn stats_text(cpus: usize) -> String {
+        let mut s: String = (0..cpus).map(|c| format!("CPU{c} ")).collect();
+        s.push('\n');
+        for (i, n) in CORE_COUNTERS.iter().enumerate() {
+            s.push_str(&format!("{n}:"));
+            for _ in 0..cpus {
+                s.push_str(&format!(" {}", i + 1));
+            }
+            s.push('\n');
+        }
+        s.push_str("ip4_address_alloc:");
+        for _ in 0..cpus {
+            s.push_str(" 9");
+        }
+        s.push('\n');
+        s
+    }
+
+    fn setup(per_cpu: bool) -> (Arc<FakeHost>, SharedView, Metrics) {
+        let host = Arc::new(FakeHost::debian());
+        let view: SharedView = Arc::default();
+        let m = Metrics::new(host.clone(), view.clone(), per_cpu);
+        (host, view, m)
+    }
+
+    #[test]
+    fn counters_summed_at_scrape_time() {
+        let (host, view, m) = setup(false);
+        host.insert_module(Some("SV"), &[]);
+        host.put(STATS_PATH, stats_text(4));
+        {
+            let mut v = view.write().expect("lock");
+            v.phase = Phase::Loaded;
+            v.kernel_release = "6.1.0-56-amd64".into();
+            v.srcversion = "SV".into();
+        }
+        let out = m.render().expect("render");
+        assert!(out.contains("\ntoa_syn_recv_sock_toa_total 4\n"), "{out}");
+        assert!(out.contains("\ntoa_ip6_address_free_total 28\n"), "{out}");
+        assert!(out.contains("# TYPE toa_getname_toa_ok_total counter"), "{out}");
+        assert!(out.contains("\ntoa_module_loaded 1\n"));
+        // alloc (6*4=24) - free (7*4=28) saturates at 0.
+        assert!(out.contains("\ntoa_ip6_addresses_in_use 0\n"));
+        assert!(out.contains("toa_agent_phase{phase=\"Loaded\",reason=\"\"} 1"));
+        assert!(out.contains("toa_agent_phase{phase=\"Failed\",reason=\"\"} 0"));
+        assert!(out.contains("toa_node_info{kernel_release=\"6.1.0-56-amd64\",srcversion=\"SV\",agent_version=\""));
+        // Extra rows are not exported under invented names.
+        assert!(!out.contains("ip4_address_alloc"));
+        // Values follow the file, not a cache.
+        host.put(STATS_PATH, stats_text(8));
+        assert!(m.render().expect("render").contains("\ntoa_syn_recv_sock_toa_total 8\n"));
+    }
+
+    #[test]
+    fn per_cpu_labels_on_request() {
+        let (host, _view, m) = setup(true);
+        host.put(STATS_PATH, stats_text(2));
+        let out = m.render().expect("render");
+        assert!(out.contains("toa_syn_recv_sock_toa_total{cpu=\"0\"} 1"), "{out}");
+        assert!(out.contains("toa_syn_recv_sock_toa_total{cpu=\"1\"} 1"), "{out}");
+    }
+
+    #[test]
+    fn no_module_no_counters_and_garbage_is_skipped() {
+        let (host, view, m) = setup(false);
+        view.write().expect("lock").reason = Some(Reason::HeadersMissing);
+        view.write().expect("lock").phase = Phase::Failed;
+        let out = m.render().expect("render");
+        assert!(!out.contains("toa_syn_recv_sock_toa_total"));
+        assert!(out.contains("toa_module_loaded 0"));
+        assert!(out.contains("toa_agent_phase{phase=\"Failed\",reason=\"HeadersMissing\"} 1"));
+        host.put(STATS_PATH, "garbage\n");
+        let out = m.render().expect("render");
+        assert!(!out.contains("toa_syn_recv_sock_toa_total"));
+    }
+
+    #[test]
+    fn outcomes_are_counted() {
+        let (_host, _view, m) = setup(false);
+        m.record_build(BuildOutcome::Success, 3.0);
+        m.record_build(BuildOutcome::Failure, 1.0);
+        m.record_load(true, ModuleSource::Cache, Some(0.2));
+        m.record_load(true, ModuleSource::Adopted, None);
+        let out = m.render().expect("render");
+        assert!(out.contains("toa_module_builds_total{outcome=\"success\"} 1"), "{out}");
+        assert!(out.contains("toa_module_builds_total{outcome=\"failure\"} 1"));
+        assert!(out.contains("toa_module_build_duration_seconds_count 2"));
+        assert!(out.contains("toa_module_loads_total{outcome=\"success\",source=\"Cache\"} 1"));
+        assert!(out.contains("toa_module_load_duration_seconds_count 1"));
+    }
+
+    #[test]
+    fn readiness() {
+        let mut v = AgentView::default();
+        assert!(!v.ready());
+        v.desired = Some(DesiredState::Loaded);
+        v.phase = Phase::Loaded;
+        assert!(v.ready());
+        v.phase = Phase::Failed;
+        assert!(!v.ready());
+        v.desired = Some(DesiredState::Unloaded);
+        v.phase = Phase::Unloaded;
+        assert!(v.ready());
+    }
+}

@@ -1,0 +1,209 @@
+//! Module parameters: the load-time argument string, the sysfs view of a loaded module, and
+//! runtime changes through `/sys/module/toa/parameters/` (no reload: reloading would drop
+//! the stored addresses of live connections).
+
+use crate::desired::{canonical_cidr, ModuleSettings};
+use crate::host::Host;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const PARAM_IPV4_KINDS: &str = "ipv4_kinds";
+pub const PARAM_NAT64_KINDS: &str = "nat64_kinds";
+pub const PARAM_TRUSTED_SOURCES: &str = "trusted_sources";
+
+fn param_path(name: &str) -> PathBuf {
+    Path::new("/sys/module")
+        .join(crate::MODULE_NAME)
+        .join("parameters")
+        .join(name)
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The parameters in the module's own syntax (comma lists), by name.
+pub fn desired_values(m: &ModuleSettings) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (PARAM_IPV4_KINDS.to_string(), join(&m.ipv4_option_kinds)),
+        (PARAM_NAT64_KINDS.to_string(), join(&m.nat64_option_kinds)),
+        (PARAM_TRUSTED_SOURCES.to_string(), join(&m.trusted_sources)),
+    ])
+}
+
+/// The `finit_module` argument string. Empty lists are left out: an empty value is the
+/// module's default, and `name=` with nothing after it is not parsed the same way by every
+/// kernel.
+pub fn load_args(m: &ModuleSettings) -> String {
+    desired_values(m)
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Reads the parameters of the loaded module (missing ones are left out).
+pub fn read_loaded(host: &dyn Host) -> BTreeMap<String, String> {
+    [PARAM_IPV4_KINDS, PARAM_NAT64_KINDS, PARAM_TRUSTED_SOURCES]
+        .into_iter()
+        .filter_map(|name| {
+            host.read_to_string(&param_path(name))
+                .ok()
+                .map(|v| (name.to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Canonical comparable form: order and spacing do not matter, CIDRs compare by value.
+fn normalize(name: &str, value: &str) -> Vec<String> {
+    let mut tokens: Vec<String> = value
+        .split([',', ' ', '\n', '\t'])
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            if name == PARAM_TRUSTED_SOURCES {
+                canonical_cidr(t).unwrap_or_else(|_| t.to_string())
+            } else {
+                t.parse::<u32>().map(|n| n.to_string()).unwrap_or_else(|_| t.to_string())
+            }
+        })
+        .collect();
+    tokens.sort();
+    tokens.dedup();
+    tokens
+}
+
+pub fn same_value(name: &str, a: &str, b: &str) -> bool {
+    normalize(name, a) == normalize(name, b)
+}
+
+/// Parameters whose loaded value differs from the desired one.
+pub fn differences(
+    desired: &BTreeMap<String, String>,
+    loaded: &BTreeMap<String, String>,
+) -> Vec<String> {
+    desired
+        .iter()
+        .filter(|(k, v)| match loaded.get(*k) {
+            Some(l) => !same_value(k, v, l),
+            None => true,
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParamError {
+    #[error("the module has no parameter {name} (/sys/module/toa/parameters/{name} missing): the loaded module is older than this agent; it needs a reload")]
+    Missing { name: String },
+    #[error("the kernel rejected {name}={value:?}: {err} (see the kernel log for the bad token)")]
+    Rejected {
+        name: String,
+        value: String,
+        err: std::io::Error,
+    },
+}
+
+/// Writes every differing parameter; returns the names changed.
+pub fn apply(host: &dyn Host, m: &ModuleSettings) -> Result<Vec<String>, ParamError> {
+    let desired = desired_values(m);
+    let loaded = read_loaded(host);
+    let mut changed = Vec::new();
+    for name in differences(&desired, &loaded) {
+        let value = desired.get(&name).cloned().unwrap_or_default();
+        if !loaded.contains_key(&name) {
+            return Err(ParamError::Missing { name });
+        }
+        // Trailing newline as `echo` writes it; it also makes an empty value a non-empty
+        // write (sysfs ignores zero-length writes).
+        host.write_sysfs(&param_path(&name), &format!("{value}\n"))
+            .map_err(|err| ParamError::Rejected {
+                name: name.clone(),
+                value: value.clone(),
+                err,
+            })?;
+        changed.push(name);
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+
+    fn settings(v4: &[u32], nat64: &[u32], trusted: &[&str]) -> ModuleSettings {
+        ModuleSettings {
+            ipv4_option_kinds: v4.to_vec(),
+            nat64_option_kinds: nat64.to_vec(),
+            trusted_sources: trusted.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn load_args_syntax() {
+        assert_eq!(
+            load_args(&settings(&[200, 254], &[253], &[])),
+            "ipv4_kinds=200,254 nat64_kinds=253"
+        );
+        assert_eq!(
+            load_args(&settings(&[200], &[], &["10.0.0.0/8", "192.0.2.1/32"])),
+            "ipv4_kinds=200 trusted_sources=10.0.0.0/8,192.0.2.1/32"
+        );
+    }
+
+    #[test]
+    fn comparison_ignores_order_spacing_and_cidr_spelling() {
+        assert!(same_value(PARAM_IPV4_KINDS, "200,254", "254, 200\n"));
+        assert!(!same_value(PARAM_IPV4_KINDS, "200", "200,254"));
+        assert!(same_value(PARAM_TRUSTED_SOURCES, "192.0.2.1", "192.0.2.1/32"));
+        assert!(same_value(PARAM_TRUSTED_SOURCES, "2001:DB8::/32", "2001:db8::/32"));
+        assert!(same_value(PARAM_TRUSTED_SOURCES, "", "\n"));
+    }
+
+    #[test]
+    fn apply_writes_only_what_differs() {
+        let host = FakeHost::debian();
+        host.insert_module(Some("SV"), &[]);
+        let changed = apply(&host, &settings(&[200], &[253], &["10.0.0.0/8"])).expect("apply");
+        assert_eq!(changed, [PARAM_TRUSTED_SOURCES]);
+        assert_eq!(
+            host.get("/sys/module/toa/parameters/trusted_sources").as_deref(),
+            Some("10.0.0.0/8\n")
+        );
+        // Second pass: nothing to do.
+        assert!(apply(&host, &settings(&[200], &[253], &["10.0.0.0/8"]))
+            .expect("apply")
+            .is_empty());
+        // Clearing writes a newline, not an empty buffer.
+        apply(&host, &settings(&[200], &[253], &[])).expect("clear");
+        let writes = host.lock().sysfs_writes.clone();
+        assert_eq!(writes.last().map(|w| w.1.as_str()), Some("\n"));
+    }
+
+    #[test]
+    fn rejection_names_parameter_and_value() {
+        let host = FakeHost::debian();
+        host.insert_module(Some("SV"), &[]);
+        host.lock()
+            .rejected_params
+            .push((PARAM_IPV4_KINDS.into(), "200,254\n".into()));
+        let err = apply(&host, &settings(&[200, 254], &[253], &[])).expect_err("rejected");
+        let text = err.to_string();
+        assert!(text.contains("ipv4_kinds") && text.contains("200,254"), "{text}");
+    }
+
+    #[test]
+    fn missing_parameter_means_reload() {
+        let host = FakeHost::debian();
+        host.insert_module(Some("SV"), &[]);
+        host.remove_prefix("/sys/module/toa/parameters/trusted_sources");
+        let err = apply(&host, &settings(&[200], &[253], &["10.0.0.0/8"])).expect_err("missing");
+        assert!(matches!(err, ParamError::Missing { .. }));
+    }
+}

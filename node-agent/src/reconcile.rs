@@ -1,0 +1,518 @@
+//! One reconcile pass: compare the desired state with the kernel and act (adopt, load from
+//! cache, build and load, change parameters, unload), returning the observed status.
+//!
+//! Invariants: the module is only removed when the desired state says Unloaded (or the
+//! operator explicitly allowed a reload / replacing a foreign module); a module whose
+//! srcversion matches our build is adopted, never reloaded.
+
+use crate::build::{self, BuildError};
+use crate::cache::{Cache, CacheKey, Miss};
+use crate::desired::{Desired, DesiredState};
+use crate::headers::{self, Headers};
+use crate::host::Host;
+use crate::kernel::{self, KernelFacts};
+use crate::metrics::{BuildOutcome, Metrics};
+use crate::module::{self, Loaded};
+use crate::params;
+use crate::source::ModuleSource as Sources;
+use crate::status::{
+    BuildStatus, KernelStatus, ModuleSource, ModuleStatus, NodeStatus, Phase, Reason,
+};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Re-check interval when everything is as desired (detects an external rmmod).
+pub const RESYNC: Duration = Duration::from_secs(30);
+/// Re-check interval after a failure.
+pub const FAILURE_RETRY: Duration = Duration::from_secs(60);
+/// A failed build for the same key is not retried before this (it would fail the same way).
+pub const BUILD_RETRY: Duration = Duration::from_secs(600);
+const UNLOAD_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub module_src: PathBuf,
+    pub cache_dir: PathBuf,
+    pub build_timeout: Duration,
+    pub unload_timeout: Duration,
+}
+
+/// The result of one pass.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    pub status: NodeStatus,
+    /// When to run the next pass if nothing changes before.
+    pub requeue: Duration,
+}
+
+pub struct Reconciler {
+    host: Arc<dyn Host>,
+    cfg: AgentConfig,
+    cache: Cache,
+    metrics: Arc<Metrics>,
+    /// srcversion and origin of the module this process loaded or adopted.
+    current: Option<(String, ModuleSource)>,
+    last_build: Option<BuildStatus>,
+    build_failure: Option<(CacheKey, Instant, NodeStatus)>,
+    unload_started: Option<Instant>,
+    unload_attempts: u32,
+}
+
+/// Intermediate results inside a pass: a terminal status, or a value to continue with.
+type Step<T> = Result<T, Pass>;
+
+fn fail(reason: Reason, message: impl Into<String>) -> Pass {
+    Pass {
+        status: NodeStatus {
+            phase: Phase::Failed,
+            reason: Some(reason),
+            message: Some(message.into()),
+            ..Default::default()
+        },
+        requeue: FAILURE_RETRY,
+    }
+}
+
+fn kernel_status(f: &KernelFacts) -> KernelStatus {
+    KernelStatus {
+        release: f.release.clone(),
+        version: f.version.clone(),
+        boot_id: f.boot_id.clone(),
+        os_image: f.os.pretty_name.clone(),
+        lockdown: f.lockdown.clone(),
+        secure_boot: f.secure_boot,
+    }
+}
+
+impl Reconciler {
+    pub fn new(host: Arc<dyn Host>, cfg: AgentConfig, metrics: Arc<Metrics>) -> Self {
+        let cache = Cache::new(&cfg.cache_dir);
+        Self {
+            host,
+            cfg,
+            cache,
+            metrics,
+            current: None,
+            last_build: None,
+            build_failure: None,
+            unload_started: None,
+            unload_attempts: 0,
+        }
+    }
+
+    /// Runs one pass. `progress` receives intermediate statuses (Building, Loading, Unloading).
+    pub fn reconcile(&mut self, desired: &Desired, progress: &mut dyn FnMut(&NodeStatus)) -> Pass {
+        let facts = match kernel::gather(self.host.as_ref()) {
+            Ok(f) => f,
+            Err(e) => return self.finish(fail(Reason::UnsupportedKernel, e.to_string()), None, desired),
+        };
+        let mut pass = match desired.spec.desired_state {
+            DesiredState::Unloaded => self.unload_pass(desired, &facts, progress),
+            DesiredState::Loaded => {
+                self.unload_started = None;
+                self.unload_attempts = 0;
+                match self.load_pass(desired, &facts, progress) {
+                    Ok(p) | Err(p) => p,
+                }
+            }
+        };
+        // Keep srcversion and parameters visible whenever a module is loaded.
+        if pass.status.module.is_none() {
+            pass.status.module = self.loaded_module_status();
+        }
+        self.finish(pass, Some(&facts), desired)
+    }
+
+    fn finish(&self, mut pass: Pass, facts: Option<&KernelFacts>, desired: &Desired) -> Pass {
+        pass.status.kernel = facts.map(kernel_status);
+        pass.status.observed_generation = Some(desired.generation);
+        pass.status.agent_version = crate::AGENT_VERSION.to_string();
+        if pass.status.build.is_none() {
+            pass.status.build = self.last_build.clone();
+        }
+        pass
+    }
+
+    fn loaded_module_status(&self) -> Option<ModuleStatus> {
+        let l = module::loaded(self.host.as_ref())?;
+        let srcversion = l.srcversion.unwrap_or_default();
+        let source = match &self.current {
+            Some((sv, src)) if *sv == srcversion => *src,
+            _ => ModuleSource::Adopted,
+        };
+        Some(ModuleStatus {
+            srcversion,
+            parameters: params::read_loaded(self.host.as_ref()),
+            source,
+        })
+    }
+
+    fn status_with(&self, phase: Phase, message: impl Into<String>) -> NodeStatus {
+        NodeStatus {
+            phase,
+            message: Some(message.into()),
+            ..Default::default()
+        }
+    }
+
+    // ---- Unloaded -------------------------------------------------------------------
+
+    fn unload_pass(
+        &mut self,
+        desired: &Desired,
+        facts: &KernelFacts,
+        progress: &mut dyn FnMut(&NodeStatus),
+    ) -> Pass {
+        let Some(loaded) = module::loaded(self.host.as_ref()) else {
+            self.unload_started = None;
+            self.unload_attempts = 0;
+            self.current = None;
+            return Pass {
+                status: self.status_with(Phase::Unloaded, "no toa module is loaded"),
+                requeue: RESYNC,
+            };
+        };
+        if !self.is_ours(&loaded) && !desired.spec.replace_foreign_module {
+            let mut status = self.status_with(
+                Phase::Unloaded,
+                format!(
+                    "a toa module not built by this agent (srcversion {}) is loaded and left untouched; set replaceForeignModule to remove it",
+                    loaded.srcversion.as_deref().unwrap_or("none")
+                ),
+            );
+            status.reason = Some(Reason::ForeignModule);
+            return Pass {
+                status,
+                requeue: RESYNC,
+            };
+        }
+        let started = *self.unload_started.get_or_insert_with(Instant::now);
+        if self.unload_attempts == 0 {
+            progress(&self.status_with(Phase::Unloading, "unloading the toa module"));
+        }
+        self.unload_attempts += 1;
+        match module::unload_once(self.host.as_ref()) {
+            Ok(()) => {
+                tracing::info!(attempts = self.unload_attempts, "toa module unloaded");
+                self.unload_started = None;
+                self.unload_attempts = 0;
+                self.current = None;
+                Pass {
+                    status: self.status_with(Phase::Unloaded, "toa module unloaded"),
+                    requeue: RESYNC,
+                }
+            }
+            Err(e) if module::unload_retryable(e) => {
+                let users = loaded
+                    .refcnt
+                    .map(|r| format!(" ({r} users)"))
+                    .unwrap_or_default();
+                let backoff = Duration::from_secs(1u64 << self.unload_attempts.min(5))
+                    .min(UNLOAD_BACKOFF_MAX);
+                if started.elapsed() >= self.cfg.unload_timeout {
+                    let mut p = fail(
+                        Reason::ModuleBusy,
+                        format!(
+                            "the toa module is still in use{users} after {}s ({e}); close the connections or processes using it; retrying",
+                            self.cfg.unload_timeout.as_secs()
+                        ),
+                    );
+                    p.requeue = UNLOAD_BACKOFF_MAX;
+                    return p;
+                }
+                let mut status = self.status_with(
+                    Phase::Unloading,
+                    format!("the toa module is in use{users} ({e}); retrying in {}s", backoff.as_secs()),
+                );
+                status.reason = Some(Reason::ModuleBusy);
+                Pass {
+                    status,
+                    requeue: backoff,
+                }
+            }
+            Err(e) => fail(
+                Reason::UnloadFailed,
+                format!("delete_module(toa) failed: {e}"),
+            ),
+        }
+    }
+
+    /// Whether a loaded toa came from this agent (this process, or any build in the cache).
+    fn is_ours(&self, loaded: &Loaded) -> bool {
+        let Some(sv) = &loaded.srcversion else {
+            return false;
+        };
+        matches!(&self.current, Some((cur, _)) if cur == sv)
+            || self.cache.known_srcversions().contains(sv)
+    }
+
+    // ---- Loaded ---------------------------------------------------------------------
+
+    fn load_pass(
+        &mut self,
+        desired: &Desired,
+        facts: &KernelFacts,
+        progress: &mut dyn FnMut(&NodeStatus),
+    ) -> Step<Pass> {
+        let sources = Sources::scan(&self.cfg.module_src)
+            .map_err(|e| fail(Reason::BuildFailed, e.to_string()))?;
+        let key = CacheKey {
+            release: facts.release.clone(),
+            version: facts.version.clone(),
+            source_digest: sources.digest.clone(),
+        };
+        let loaded = module::loaded(self.host.as_ref());
+        if let Some(l) = &loaded {
+            if l.initstate != "live" {
+                return Ok(Pass {
+                    status: self.status_with(
+                        Phase::Loading,
+                        format!("the toa module is in state {:?}; waiting", l.initstate),
+                    ),
+                    requeue: Duration::from_secs(2),
+                });
+            }
+        }
+        // Adoption needs only the expected srcversion: from the cache, without compiling.
+        let cached = self.cached(&key);
+        if let (Some(l), Some(entry)) = (&loaded, &cached) {
+            if l.srcversion.as_deref() == Some(entry.meta.srcversion.as_str()) {
+                return Ok(self.keep_loaded(desired, &entry.meta.srcversion, false));
+            }
+        }
+        if let Some(l) = &loaded {
+            let ours = self.is_ours(l);
+            if !ours && !desired.spec.replace_foreign_module {
+                return Err(fail(
+                    Reason::ForeignModule,
+                    format!(
+                        "a toa module not built by this agent is loaded (srcversion {}); it is left untouched. Remove it, or set replaceForeignModule to let the agent replace it",
+                        l.srcversion.as_deref().unwrap_or("none")
+                    ),
+                ));
+            }
+            if ours && cached.is_some() && !desired.spec.reload_allowed {
+                // An older build of ours: keep serving, ask the operator for a reload.
+                let sv = l.srcversion.clone().unwrap_or_default();
+                let mut pass = self.keep_loaded(desired, &sv, true);
+                if pass.status.phase == Phase::Loaded {
+                    pass.status.message = Some(format!(
+                        "loaded module (srcversion {sv}) is an older build; reload pending until the operator allows it"
+                    ));
+                }
+                return Ok(pass);
+            }
+        }
+        // We need our own image: from the cache, or built now.
+        let (image, srcversion, source) = match cached {
+            Some(entry) => (entry.path, entry.meta.srcversion, ModuleSource::Cache),
+            None => self.build_and_store(&key, &sources, facts, progress)?,
+        };
+        if let Some(l) = &loaded {
+            if l.srcversion.as_deref() == Some(srcversion.as_str()) {
+                // Learned our srcversion by building (cache was empty): adopt.
+                return Ok(self.keep_loaded(desired, &srcversion, false));
+            }
+            if self.is_ours(l) && !desired.spec.reload_allowed {
+                return Ok(self.keep_loaded(desired, l.srcversion.as_deref().unwrap_or(""), true));
+            }
+            // Replace (foreign allowed) or reload (operator allowed).
+            progress(&self.status_with(Phase::Unloading, "unloading the loaded toa module to replace it"));
+            if let Err(e) = module::unload_once(self.host.as_ref()) {
+                let mut p = fail(
+                    if module::unload_retryable(e) { Reason::ModuleBusy } else { Reason::UnloadFailed },
+                    format!("cannot unload the loaded toa module to replace it: {e}; retrying"),
+                );
+                p.requeue = UNLOAD_BACKOFF_MAX;
+                return Err(p);
+            }
+        }
+        progress(&self.status_with(Phase::Loading, format!("loading toa.ko from {}", source.as_str())));
+        Ok(self.load_image(desired, facts, &image, &srcversion, source))
+    }
+
+    fn cached(&self, key: &CacheKey) -> Option<crate::cache::CacheEntry> {
+        match self.cache.lookup(key) {
+            Ok(e) => Some(e),
+            Err(Miss::Absent) => None,
+            Err(Miss::Corrupt(why)) => {
+                tracing::warn!(reason = %why, "cached module failed verification; removed, will rebuild");
+                None
+            }
+        }
+    }
+
+    /// Builds the module and stores it in the cache; returns (path, srcversion, Built).
+    fn build_and_store(
+        &mut self,
+        key: &CacheKey,
+        sources: &Sources,
+        facts: &KernelFacts,
+        progress: &mut dyn FnMut(&NodeStatus),
+    ) -> Step<(PathBuf, String, ModuleSource)> {
+        if let Some((k, when, status)) = &self.build_failure {
+            if k == key && when.elapsed() < BUILD_RETRY {
+                return Err(Pass {
+                    status: status.clone(),
+                    requeue: FAILURE_RETRY,
+                });
+            }
+        }
+        let kdir = match headers::discover(self.host.as_ref(), &facts.release, &facts.os) {
+            Headers::Found(dir) => dir,
+            Headers::Missing { searched, package } => {
+                return Err(fail(
+                    Reason::HeadersMissing,
+                    headers::missing_message(&facts.release, &searched, &package),
+                ))
+            }
+        };
+        progress(&self.status_with(
+            Phase::Building,
+            format!("building toa.ko for {} against {}", facts.release, kdir.display()),
+        ));
+        tracing::info!(release = %facts.release, kdir = %kdir.display(), "building the toa module");
+        let work = self.cfg.cache_dir.join("work");
+        let started = Instant::now();
+        let result = build::build(
+            self.host.as_ref(),
+            &kdir,
+            sources,
+            &work,
+            self.cfg.build_timeout,
+        );
+        let secs = started.elapsed().as_secs_f64();
+        let built = match result {
+            Ok(b) => b,
+            Err(e) => {
+                let (reason, outcome) = match e {
+                    BuildError::TimedOut { .. } => (Reason::BuildTimeout, BuildOutcome::Timeout),
+                    _ => (Reason::BuildFailed, BuildOutcome::Failure),
+                };
+                self.metrics.record_build(outcome, secs);
+                let log_tail = e.log_tail().map(str::to_string);
+                if let Some(t) = &log_tail {
+                    tracing::warn!(error = %e, log_tail = %t, "module build failed");
+                }
+                let mut p = fail(reason, e.to_string());
+                self.last_build = Some(BuildStatus {
+                    duration_seconds: round_ms(secs),
+                    log_tail,
+                });
+                p.status.build = self.last_build.clone();
+                self.build_failure = Some((key.clone(), Instant::now(), p.status.clone()));
+                return Err(p);
+            }
+        };
+        self.metrics.record_build(BuildOutcome::Success, secs);
+        self.build_failure = None;
+        self.last_build = Some(BuildStatus {
+            duration_seconds: round_ms(secs),
+            log_tail: None,
+        });
+        let srcversion = built.info.srcversion.clone().unwrap_or_default();
+        tracing::info!(seconds = secs, srcversion = %srcversion, "module built");
+        match self.cache.store(key, &built.image) {
+            Ok(entry) => Ok((entry.path, srcversion, ModuleSource::Built)),
+            Err(e) => {
+                // A broken cache must not keep the node without TOA: load from the work dir.
+                tracing::warn!(error = %e, "cannot cache the built module; loading it uncached");
+                let fallback = self.cfg.cache_dir.join("work").join("toa-uncached.ko");
+                std::fs::create_dir_all(self.cfg.cache_dir.join("work"))
+                    .and_then(|_| std::fs::write(&fallback, &built.image))
+                    .map_err(|e2| {
+                        fail(
+                            Reason::LoadFailed,
+                            format!("cannot store the built module anywhere: {e}; {e2}"),
+                        )
+                    })?;
+                Ok((fallback, srcversion, ModuleSource::Built))
+            }
+        }
+    }
+
+    fn load_image(
+        &mut self,
+        desired: &Desired,
+        facts: &KernelFacts,
+        image: &std::path::Path,
+        srcversion: &str,
+        source: ModuleSource,
+    ) -> Pass {
+        let args = params::load_args(&desired.spec.module);
+        let started = Instant::now();
+        if let Err(e) = module::load(self.host.as_ref(), image, &args) {
+            self.metrics
+                .record_load(false, source, Some(started.elapsed().as_secs_f64()));
+            let r = module::explain_load(e, facts.locked_down(), facts.secure_boot);
+            tracing::warn!(errno = e.0, reason = r.reason.as_str(), message = %r.message, "finit_module refused");
+            return fail(r.reason, r.message);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        // Verify that the kernel now runs exactly the module we built.
+        let now = module::loaded(self.host.as_ref());
+        let got = now.as_ref().and_then(|l| l.srcversion.clone());
+        if got.as_deref() != Some(srcversion) {
+            self.metrics.record_load(false, source, Some(seconds));
+            return fail(
+                Reason::LoadFailed,
+                format!(
+                    "finit_module succeeded but /sys/module/toa/srcversion is {:?}, expected {srcversion:?}",
+                    got
+                ),
+            );
+        }
+        self.metrics.record_load(true, source, Some(seconds));
+        tracing::info!(source = source.as_str(), seconds, srcversion, "toa module loaded");
+        self.current = Some((srcversion.to_string(), source));
+        self.keep_loaded(desired, srcversion, false)
+    }
+
+    /// The module is ours and loaded: bring parameters in line and report Loaded.
+    fn keep_loaded(&mut self, desired: &Desired, srcversion: &str, reload_pending: bool) -> Pass {
+        let source = match &self.current {
+            Some((sv, src)) if sv == srcversion => *src,
+            _ => {
+                tracing::info!(srcversion, "adopting the loaded toa module (no reload)");
+                self.metrics.record_load(true, ModuleSource::Adopted, None);
+                self.current = Some((srcversion.to_string(), ModuleSource::Adopted));
+                ModuleSource::Adopted
+            }
+        };
+        let mut status = NodeStatus {
+            phase: Phase::Loaded,
+            reload_pending,
+            ..Default::default()
+        };
+        match params::apply(self.host.as_ref(), &desired.spec.module) {
+            Ok(changed) if !changed.is_empty() => {
+                tracing::info!(?changed, "module parameters changed at runtime (no reload)");
+                status.message = Some(format!("parameters changed without reload: {}", changed.join(", ")));
+            }
+            Ok(_) => {}
+            Err(e @ params::ParamError::Missing { .. }) => {
+                status.phase = Phase::Failed;
+                status.reason = Some(Reason::ParametersRejected);
+                status.message = Some(e.to_string());
+                status.reload_pending = true;
+            }
+            Err(e) => {
+                status.phase = Phase::Failed;
+                status.reason = Some(Reason::ParametersRejected);
+                status.message = Some(e.to_string());
+            }
+        }
+        status.module = Some(ModuleStatus {
+            srcversion: srcversion.to_string(),
+            parameters: params::read_loaded(self.host.as_ref()),
+            source,
+        });
+        let requeue = if status.phase == Phase::Loaded { RESYNC } else { FAILURE_RETRY };
+        Pass { status, requeue }
+    }
+}
+
+fn round_ms(secs: f64) -> f64 {
+    (secs * 1000.0).round() / 1000.0
+}

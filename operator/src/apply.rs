@@ -1,0 +1,437 @@
+//! Turns a [`Plan`] into API requests, writing only what differs from the reflector stores.
+//!
+//! Every write is idempotent (server-side apply under the field manager `toa-operator`, deletes
+//! guarded by uid), so a store that lags behind our own writes costs at most a repeated no-op
+//! request, never a wrong one.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{json, Value};
+use toa_crds::{ToaNodeState, ToaPolicy, ToaPolicyStatus, AGENT_LABEL, AGENT_LABEL_VALUE};
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::plan::{DesiredNodeState, Plan};
+
+/// Field manager of every operator write (the CRD contract's name).
+pub const FIELD_MANAGER: &str = toa_crds::OPERATOR_FIELD_MANAGER;
+/// Label on each ToaNodeState naming its policy (`kubectl get toans -l toa.dev/policy=NAME`).
+pub const POLICY_LABEL: &str = "toa.dev/policy";
+
+/// `fieldManager=toa-operator&force=true`: the operator is the only writer of what it applies
+/// and takes those fields back from anyone who edited them by hand.
+pub fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// The ToaNodeState the operator applies for `node`. The ownerReference to the Node makes the
+/// garbage collector delete it with its Node. `controller: false`: the Node is the lifetime
+/// owner, not a controller of the object (the operator is), and `blockOwnerDeletion` is left
+/// unset because it would need `update` on nodes/finalizers, which the operator does not have.
+pub fn node_state_object(node: &str, desired: &DesiredNodeState) -> Result<Value, Error> {
+    let spec = serde_json::to_value(&desired.spec).map_err(|source| Error::Encode {
+        kind: "ToaNodeState",
+        name: node.to_string(),
+        source,
+    })?;
+    let mut metadata = json!({ "name": node });
+    if is_label_value(&desired.spec.policy) {
+        metadata["labels"] = json!({ POLICY_LABEL: desired.spec.policy });
+    }
+    // A Node without a uid cannot be referenced; the object then lives until the plan deletes
+    // it (never reached with a real API server, which always sets uids).
+    if !desired.node_uid.is_empty() {
+        metadata["ownerReferences"] = json!([{
+            "apiVersion": "v1",
+            "kind": "Node",
+            "name": node,
+            "uid": desired.node_uid,
+            "controller": false,
+        }]);
+    }
+    Ok(json!({
+        "apiVersion": toa_crds::API_VERSION,
+        "kind": "ToaNodeState",
+        "metadata": metadata,
+        "spec": spec,
+    }))
+}
+
+/// Label values: at most 63 characters of [A-Za-z0-9._-], alphanumeric at both ends.
+fn is_label_value(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && v.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
+        && v.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// Whether the live ToaNodeState differs from what we would apply.
+pub fn node_state_needs_apply(live: Option<&ToaNodeState>, desired: &DesiredNodeState) -> bool {
+    let Some(live) = live else { return true };
+    if live.spec != desired.spec {
+        return true;
+    }
+    let owned = desired.node_uid.is_empty()
+        || live
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "Node" && o.uid == desired.node_uid);
+    let labelled = !is_label_value(&desired.spec.policy)
+        || live.labels().get(POLICY_LABEL) == Some(&desired.spec.policy);
+    !(owned && labelled)
+}
+
+/// What one pass of [`sync_cluster`] wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub node_states_applied: usize,
+    pub node_states_deleted: usize,
+    pub nodes_labelled: usize,
+    pub nodes_unlabelled: usize,
+    pub daemonset_applied: bool,
+}
+
+/// The parts of the context the cluster-wide sync needs.
+pub struct ClusterTarget<'a> {
+    pub client: &'a Client,
+    pub node_states: &'a Store<ToaNodeState>,
+    pub daemonsets: &'a Store<DaemonSet>,
+    pub agent: &'a DaemonSet,
+    pub metrics: &'a Metrics,
+}
+
+/// Applies the cluster-wide part of `plan`: the agent DaemonSet, every ToaNodeState spec,
+/// deletions and node labels. Keeps going after a failed request (one broken node must not
+/// starve the others), counts each failure, and returns the first.
+pub async fn sync_cluster(t: &ClusterTarget<'_>, plan: &Plan) -> Result<SyncReport, Error> {
+    let mut report = SyncReport::default();
+    let mut first_error: Option<Error> = None;
+    let mut fail = |e: Error| {
+        t.metrics.error(e.kind(), &e.reason());
+        tracing::warn!(error = %e, "write failed");
+        if first_error.is_none() {
+            first_error = Some(e);
+        }
+    };
+
+    match ensure_daemonset(t).await {
+        Ok(applied) => report.daemonset_applied = applied,
+        Err(e) => fail(e),
+    }
+
+    let states_api: Api<ToaNodeState> = Api::all(t.client.clone());
+    for (node, desired) in &plan.node_states {
+        let live = t.node_states.get(&ObjectRef::new(node));
+        if !node_state_needs_apply(live.as_deref(), desired) {
+            continue;
+        }
+        let result = match node_state_object(node, desired) {
+            Ok(body) => states_api
+                .patch(node, &apply_params(), &Patch::Apply(&body))
+                .await
+                .map(|_| ())
+                .map_err(Error::api("ToaNodeState", "apply", node)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => report.node_states_applied += 1,
+            Err(e) => fail(e),
+        }
+    }
+
+    for name in &plan.deletions {
+        let Some(live) = t.node_states.get(&ObjectRef::new(name)) else {
+            continue;
+        };
+        match delete_node_state(&states_api, name, live.uid()).await {
+            Ok(()) => report.node_states_deleted += 1,
+            Err(e) => fail(e),
+        }
+    }
+
+    let nodes_api: Api<Node> = Api::all(t.client.clone());
+    for node in &plan.label_nodes {
+        match label_node(&nodes_api, node).await {
+            Ok(()) => report.nodes_labelled += 1,
+            Err(e) => fail(e),
+        }
+    }
+    for node in &plan.unlabel_nodes {
+        match unlabel_node(&nodes_api, node).await {
+            Ok(()) => report.nodes_unlabelled += 1,
+            Err(e) => fail(e),
+        }
+    }
+
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// Applies the agent DaemonSet when it is missing or someone changed what we set.
+async fn ensure_daemonset(t: &ClusterTarget<'_>) -> Result<bool, Error> {
+    let name = t.agent.name_any();
+    let ns = t.agent.namespace().unwrap_or_default();
+    let live = t
+        .daemonsets
+        .get(&ObjectRef::new(&name).within(&ns));
+    if !crate::daemonset::drifted(live.as_deref(), t.agent) {
+        return Ok(false);
+    }
+    if live.is_none() {
+        tracing::info!(daemonset = %name, namespace = %ns, "agent DaemonSet missing: creating it");
+    } else {
+        tracing::info!(daemonset = %name, namespace = %ns, "agent DaemonSet drifted: re-applying it");
+    }
+    let api: Api<DaemonSet> = Api::namespaced(t.client.clone(), &ns);
+    let mut body = t.agent.clone();
+    // SSA bodies must name their type.
+    body.metadata.managed_fields = None;
+    let value = serde_json::to_value(&body).map_err(|source| Error::Encode {
+        kind: "DaemonSet",
+        name: name.clone(),
+        source,
+    })?;
+    let mut value = value;
+    value["apiVersion"] = json!("apps/v1");
+    value["kind"] = json!("DaemonSet");
+    api.patch(&name, &apply_params(), &Patch::Apply(&value))
+        .await
+        .map_err(Error::api("DaemonSet", "apply", &name))?;
+    Ok(true)
+}
+
+/// Deletes a ToaNodeState, only if it is still the object we saw (uid precondition): a
+/// recreated object of the same name is left alone.
+async fn delete_node_state(
+    api: &Api<ToaNodeState>,
+    name: &str,
+    uid: Option<String>,
+) -> Result<(), Error> {
+    let params = DeleteParams {
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        // Already gone, or replaced by a new object: nothing to do.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(Error::api("ToaNodeState", "delete", name)(e)),
+    }
+}
+
+fn node_label_body(node: &str, labelled: bool) -> Value {
+    let mut metadata = json!({ "name": node });
+    if labelled {
+        metadata["labels"] = json!({ AGENT_LABEL: AGENT_LABEL_VALUE });
+    }
+    json!({ "apiVersion": "v1", "kind": "Node", "metadata": metadata })
+}
+
+/// Sets `toa.dev/agent=true` with SSA: the body holds only that label, so the operator owns
+/// nothing else on the Node.
+async fn label_node(api: &Api<Node>, node: &str) -> Result<(), Error> {
+    api.patch(node, &apply_params(), &Patch::Apply(&node_label_body(node, true)))
+        .await
+        .map(|_| ())
+        .map_err(Error::api("Node", "label", node))
+}
+
+/// Removes `toa.dev/agent`. Applying a body without the label gives up our ownership, which
+/// deletes the label when we were its only owner; if someone else also set it (kubectl label),
+/// it survives that, and a merge patch removes it: the agent must go from nodes that need none.
+async fn unlabel_node(api: &Api<Node>, node: &str) -> Result<(), Error> {
+    let after = api
+        .patch(node, &apply_params(), &Patch::Apply(&node_label_body(node, false)))
+        .await
+        .map_err(Error::api("Node", "unlabel", node))?;
+    if after.labels().contains_key(AGENT_LABEL) {
+        let remove = json!({ "metadata": { "labels": { AGENT_LABEL: null } } });
+        api.patch(node, &PatchParams::default(), &Patch::Merge(&remove))
+            .await
+            .map_err(Error::api("Node", "unlabel", node))?;
+    }
+    Ok(())
+}
+
+/// Writes `status` on the policy's status subresource with SSA.
+pub async fn apply_policy_status(
+    client: &Client,
+    policy: &str,
+    status: &ToaPolicyStatus,
+) -> Result<(), Error> {
+    let api: Api<ToaPolicy> = Api::all(client.clone());
+    let body = json!({
+        "apiVersion": toa_crds::API_VERSION,
+        "kind": "ToaPolicy",
+        "status": status,
+    });
+    api.patch_status(policy, &apply_params(), &Patch::Apply(&body))
+        .await
+        .map(|_| ())
+        .map_err(Error::api("ToaPolicy", "apply status", policy))
+}
+
+/// JSON patch adding the finalizer, guarded by a `test` of the list we saw so that a concurrent
+/// change of the finalizers fails (and is retried) instead of being overwritten.
+pub fn add_finalizer_patch(
+    current: Option<&[String]>,
+    finalizer: &str,
+) -> Result<json_patch::Patch, serde_json::Error> {
+    let ops = match current {
+        None => json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [finalizer] },
+        ]),
+        Some(list) => json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": list },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": finalizer },
+        ]),
+    };
+    serde_json::from_value(ops)
+}
+
+/// JSON patch removing the finalizer at `index`, guarded by a `test` of that entry.
+pub fn remove_finalizer_patch(
+    index: usize,
+    finalizer: &str,
+) -> Result<json_patch::Patch, serde_json::Error> {
+    let ops = json!([
+        { "op": "test", "path": format!("/metadata/finalizers/{index}"), "value": finalizer },
+        { "op": "remove", "path": format!("/metadata/finalizers/{index}") },
+    ]);
+    serde_json::from_value(ops)
+}
+
+/// Adds the `toa.dev/unload` finalizer to `policy` if it lacks it.
+pub async fn add_finalizer(client: &Client, policy: &ToaPolicy) -> Result<bool, Error> {
+    let finalizers = policy.metadata.finalizers.as_deref();
+    if finalizers.is_some_and(|f| f.iter().any(|x| x == toa_crds::POLICY_FINALIZER)) {
+        return Ok(false);
+    }
+    let name = policy.name_any();
+    let api: Api<ToaPolicy> = Api::all(client.clone());
+    let patch = add_finalizer_patch(finalizers, toa_crds::POLICY_FINALIZER).map_err(|source| {
+        Error::Encode {
+            kind: "ToaPolicy",
+            name: name.clone(),
+            source,
+        }
+    })?;
+    api.patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+        .map_err(Error::api("ToaPolicy", "add finalizer", &name))?;
+    Ok(true)
+}
+
+/// Removes the `toa.dev/unload` finalizer from `policy` if it has it.
+pub async fn remove_finalizer(client: &Client, policy: &ToaPolicy) -> Result<bool, Error> {
+    let Some(index) = policy
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .position(|f| f == toa_crds::POLICY_FINALIZER)
+    else {
+        return Ok(false);
+    };
+    let name = policy.name_any();
+    let api: Api<ToaPolicy> = Api::all(client.clone());
+    let patch = remove_finalizer_patch(index, toa_crds::POLICY_FINALIZER).map_err(|source| {
+        Error::Encode {
+            kind: "ToaPolicy",
+            name: name.clone(),
+            source,
+        }
+    })?;
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        // Deleted meanwhile: the finalizer is gone with it.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(Error::api("ToaPolicy", "remove finalizer", &name)(e)),
+    }
+}
+
+/// Node counts by (policy, phase) for the `toa_operator_nodes` gauge. A ToaNodeState the agent
+/// has not reported on yet counts as Pending.
+pub fn node_phase_counts(states: &[std::sync::Arc<ToaNodeState>]) -> BTreeMap<(String, String), i64> {
+    let mut counts = BTreeMap::new();
+    for s in states {
+        let phase = s
+            .status
+            .as_ref()
+            .and_then(|st| st.phase)
+            .map(|p| p.as_str())
+            .unwrap_or("Pending");
+        *counts
+            .entry((s.spec.policy.clone(), phase.to_string()))
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finalizer_patches_are_guarded() {
+        let p = serde_json::to_value(add_finalizer_patch(None, "toa.dev/unload").expect("patch")).expect("json");
+        assert_eq!(
+            p,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": ["toa.dev/unload"]},
+            ])
+        );
+        let existing = vec!["other".to_string()];
+        let p = serde_json::to_value(add_finalizer_patch(Some(&existing), "toa.dev/unload").expect("patch"))
+            .expect("json");
+        assert_eq!(p[0]["value"], json!(["other"]));
+        assert_eq!(p[1], json!({"op": "add", "path": "/metadata/finalizers/-", "value": "toa.dev/unload"}));
+        let p = serde_json::to_value(remove_finalizer_patch(1, "toa.dev/unload").expect("patch")).expect("json");
+        assert_eq!(
+            p,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers/1", "value": "toa.dev/unload"},
+                {"op": "remove", "path": "/metadata/finalizers/1"},
+            ])
+        );
+    }
+
+    #[test]
+    fn label_values() {
+        assert!(is_label_value("edge-pool.v1"));
+        assert!(!is_label_value(""));
+        assert!(!is_label_value("-a"));
+        assert!(!is_label_value(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn node_label_bodies_touch_only_the_label() {
+        assert_eq!(
+            node_label_body("n1", true),
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"toa.dev/agent": "true"}}})
+        );
+        assert_eq!(
+            node_label_body("n1", false),
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})
+        );
+    }
+}

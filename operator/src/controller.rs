@@ -1,0 +1,440 @@
+//! The ToaPolicy controller: watches policies, Nodes, ToaNodeStates and the agent DaemonSet,
+//! and on each reconcile snapshots the reflector stores, asks [`plan`] what the cluster should
+//! look like, and applies the difference.
+//!
+//! Assignment of nodes to policies is global (a node belongs to the best-ranked policy that
+//! selects it), so every reconcile plans the whole cluster. Cluster-wide writes (node states,
+//! labels, deletions, DaemonSet) are diffed against the stores and serialized by a lock, so
+//! reconciles of several policies never race each other's writes; the per-policy part (status,
+//! finalizer, events) is written by that policy's reconcile. A housekeeping pass runs the
+//! cluster-wide part on a timer as well, because with no ToaPolicy left there is no reconcile
+//! to clean up after the last one (or to repair a deleted DaemonSet).
+
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::watch;
+use toa_crds::{ToaNodeState, ToaPolicy};
+
+use crate::apply::{self, ClusterTarget};
+use crate::error::{Backoff, Error};
+use crate::metrics::Metrics;
+use crate::plan::{plan, ClusterSnapshot, Plan};
+
+/// Reconcile `kind` label of the per-policy reconcile.
+pub const KIND_POLICY: &str = "ToaPolicy";
+/// Reconcile `kind` label of the housekeeping pass.
+pub const KIND_CLUSTER: &str = "Cluster";
+/// How often the housekeeping pass runs without being asked.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
+/// Requeue of a healthy policy: a safety net, since watches drive everything else.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
+
+/// The reflector stores a reconcile plans from.
+#[derive(Clone)]
+pub struct Stores {
+    pub policies: Store<ToaPolicy>,
+    pub nodes: Store<Node>,
+    pub node_states: Store<ToaNodeState>,
+    pub daemonsets: Store<DaemonSet>,
+}
+
+impl Stores {
+    /// True once every store holds a complete initial list. Planning from a partial view would
+    /// be dangerous (an empty node store reads as "every ToaNodeState is an orphan").
+    pub fn ready(&self) -> bool {
+        fn ready<K>(s: &Store<K>) -> bool
+        where
+            K: Resource + Clone + 'static,
+            K::DynamicType: Eq + Hash + Clone,
+        {
+            matches!(s.wait_until_ready().now_or_never(), Some(Ok(())))
+        }
+        ready(&self.policies) && ready(&self.nodes) && ready(&self.node_states) && ready(&self.daemonsets)
+    }
+
+    pub fn snapshot(&self) -> ClusterSnapshot {
+        ClusterSnapshot {
+            policies: self.policies.state(),
+            nodes: self.nodes.state(),
+            node_states: self.node_states.state(),
+        }
+    }
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub stores: Stores,
+    /// The agent DaemonSet as rendered from the agent config.
+    pub agent: DaemonSet,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub backoff: Backoff,
+    /// Serializes cluster-wide writes between concurrent reconciles and housekeeping.
+    pub sync_lock: tokio::sync::Mutex<()>,
+    /// Wall clock handed to `plan` (a parameter so tests control time).
+    pub clock: fn() -> Timestamp,
+}
+
+impl Context {
+    pub fn new(client: Client, stores: Stores, agent: DaemonSet, metrics: Arc<Metrics>, reporter: Reporter) -> Self {
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            stores,
+            agent,
+            metrics,
+            backoff: Backoff::default(),
+            sync_lock: tokio::sync::Mutex::new(()),
+            clock: Timestamp::now,
+        }
+    }
+
+    fn count(&self, e: Error) -> Error {
+        self.metrics.error(e.kind(), &e.reason());
+        e
+    }
+}
+
+/// Plans the whole cluster and applies its cluster-wide part. Returns the plan for the caller's
+/// per-policy part.
+pub async fn sync(ctx: &Context) -> Result<Plan, Error> {
+    let _guard = ctx.sync_lock.lock().await;
+    let snapshot = ctx.stores.snapshot();
+    let planned = plan(&snapshot, (ctx.clock)());
+    let counts = apply::node_phase_counts(&snapshot.node_states);
+    ctx.metrics
+        .set_nodes(counts.iter().map(|((p, ph), n)| ((p.as_str(), ph.as_str()), *n)));
+    let target = ClusterTarget {
+        client: &ctx.client,
+        node_states: &ctx.stores.node_states,
+        daemonsets: &ctx.stores.daemonsets,
+        agent: &ctx.agent,
+        metrics: &ctx.metrics,
+    };
+    let report = apply::sync_cluster(&target, &planned).await?;
+    if report != apply::SyncReport::default() {
+        tracing::info!(?report, "applied cluster changes");
+    }
+    Ok(planned)
+}
+
+/// Reconciles one ToaPolicy (see the module docs for what is global and what is per policy).
+pub async fn reconcile(policy: Arc<ToaPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_policy(&policy, &ctx).await;
+    ctx.metrics
+        .reconciled(KIND_POLICY, result.is_ok(), started.elapsed());
+    if result.is_ok() {
+        ctx.backoff.reset(&policy.name_any());
+    }
+    result
+}
+
+async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, Error> {
+    if !ctx.stores.ready() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let name = policy.name_any();
+    let deleting = policy.metadata.deletion_timestamp.is_some();
+
+    if !deleting {
+        // Before any node is touched: a policy must never load modules it could not unload.
+        apply::add_finalizer(&ctx.client, policy)
+            .await
+            .map_err(|e| ctx.count(e))?;
+    }
+
+    let planned = sync(ctx).await?;
+
+    let old = policy.status.clone().unwrap_or_default();
+    if let Some(new) = planned.policy_status.get(&name) {
+        if *new != old {
+            apply::apply_policy_status(&ctx.client, &name, new)
+                .await
+                .map_err(|e| ctx.count(e))?;
+            publish_transitions(ctx, policy, &old.conditions, &new.conditions).await;
+        }
+    }
+
+    if deleting {
+        if let Some(release) = planned.finalizer_releases.get(&name) {
+            if apply::remove_finalizer(&ctx.client, policy)
+                .await
+                .map_err(|e| ctx.count(e))?
+            {
+                let text = format!("{release:?}");
+                let kind = if text.contains("TimedOut") {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                publish(
+                    ctx,
+                    policy,
+                    Event {
+                        type_: kind,
+                        reason: "FinalizerReleased".to_string(),
+                        note: Some(format!("released {}: {text}", toa_crds::POLICY_FINALIZER)),
+                        action: "Delete".to_string(),
+                        secondary: None,
+                    },
+                )
+                .await;
+            }
+            return Ok(Action::await_change());
+        }
+    }
+
+    let requeue = planned
+        .requeue_after
+        .map_or(RESYNC_INTERVAL, |d| d.min(RESYNC_INTERVAL));
+    Ok(Action::requeue(requeue))
+}
+
+/// Retries a failed reconcile after a jittered exponential backoff.
+pub fn error_policy(policy: Arc<ToaPolicy>, err: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.next_delay(&policy.name_any());
+    tracing::warn!(policy = %policy.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Events for the conditions whose status changed.
+pub fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<Event> {
+    new.iter()
+        .filter(|c| {
+            !old
+                .iter()
+                .any(|o| o.type_ == c.type_ && o.status == c.status)
+        })
+        .map(|c| {
+            let bad = match c.type_.as_str() {
+                "Ready" => c.status == "False",
+                "Degraded" | "Conflict" => c.status == "True",
+                _ => false,
+            };
+            Event {
+                type_: if bad { EventType::Warning } else { EventType::Normal },
+                reason: if c.reason.is_empty() {
+                    c.type_.clone()
+                } else {
+                    c.reason.clone()
+                },
+                note: Some(format!("{}={}: {}", c.type_, c.status, c.message)),
+                action: "Reconcile".to_string(),
+                secondary: None,
+            }
+        })
+        .collect()
+}
+
+async fn publish_transitions(ctx: &Context, policy: &ToaPolicy, old: &[Condition], new: &[Condition]) {
+    for ev in transition_events(old, new) {
+        publish(ctx, policy, ev).await;
+    }
+}
+
+/// Events are best effort: a failure is logged and counted, never fails the reconcile.
+async fn publish(ctx: &Context, policy: &ToaPolicy, ev: Event) {
+    let reference = policy.object_ref(&());
+    if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+        let e = ctx.count(Error::api("Event", "publish", &policy.name_any())(e));
+        tracing::warn!(error = %e, "could not publish event");
+    }
+}
+
+/// One housekeeping pass (cluster-wide part only), counted like a reconcile.
+pub async fn housekeeping_pass(ctx: &Context) -> Result<(), Error> {
+    if !ctx.stores.ready() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let result = sync(ctx).await.map(|_| ());
+    ctx.metrics
+        .reconciled(KIND_CLUSTER, result.is_ok(), started.elapsed());
+    result
+}
+
+/// Nodes trigger reconciles only when what planning reads changes (identity and labels), not
+/// on every kubelet status update.
+fn node_trigger_hash(node: &Node) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    node.metadata.uid.hash(&mut h);
+    node.metadata.labels.hash(&mut h);
+    Some(h.finish())
+}
+
+/// Drops what planning never reads from a Node before it is stored (at 5,000 nodes the image
+/// lists and managed fields dominate memory).
+fn slim_node(node: &mut Node) {
+    node.metadata.managed_fields = None;
+    node.metadata.annotations = None;
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+    }
+}
+
+fn all_policies(store: &Store<ToaPolicy>) -> Vec<ObjectRef<ToaPolicy>> {
+    store.state().iter().map(|p| ObjectRef::from_obj(p.as_ref())).collect()
+}
+
+/// Where the agent DaemonSet lives.
+pub struct AgentTarget {
+    pub desired: DaemonSet,
+    pub name: String,
+    pub namespace: String,
+}
+
+/// Runs the controller and the housekeeping loop until `shutdown` turns true. `synced` turns
+/// true once all stores are populated (for /readyz).
+pub async fn run(
+    client: Client,
+    agent: AgentTarget,
+    metrics: Arc<Metrics>,
+    reporter: Reporter,
+    shutdown: watch::Receiver<bool>,
+    synced: watch::Sender<bool>,
+) {
+    let policies_api: Api<ToaPolicy> = Api::all(client.clone());
+    let controller = Controller::new(policies_api, watcher::Config::default().any_semantic());
+    let policy_store = controller.store();
+
+    let (nodes, nodes_writer) = reflector::store::<Node>();
+    let node_stream = reflector::reflector(
+        nodes_writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default().any_semantic())
+            .modify(slim_node),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(node_trigger_hash, Default::default());
+
+    let (node_states, states_writer) = reflector::store::<ToaNodeState>();
+    let states_stream = reflector::reflector(
+        states_writer,
+        watcher(
+            Api::<ToaNodeState>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let (daemonsets, ds_writer) = reflector::store::<DaemonSet>();
+    let ds_stream = reflector::reflector(
+        ds_writer,
+        watcher(
+            Api::<DaemonSet>::namespaced(client.clone(), &agent.namespace),
+            watcher::Config::default().fields(&format!("metadata.name={}", agent.name)),
+        ),
+    )
+    .default_backoff()
+    // Unfiltered: a generation predicate would also swallow the deletion we must repair; the
+    // status churn of a rollout is absorbed by the controller's debounce.
+    .touched_objects();
+
+    let stores = Stores {
+        policies: policy_store.clone(),
+        nodes,
+        node_states,
+        daemonsets,
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        stores.clone(),
+        agent.desired,
+        metrics,
+        reporter,
+    ));
+
+    let by_node = policy_store.clone();
+    let by_state = policy_store.clone();
+    let by_ds = policy_store;
+    let mut stop = shutdown.clone();
+    let controller = controller
+        .with_config(ControllerConfig::default().debounce(Duration::from_secs(1)))
+        .watches_stream(node_stream, move |_node| all_policies(&by_node))
+        .watches_stream(states_stream, move |state: ToaNodeState| {
+            // Its policy's status depends on it; if that policy is gone, any policy's pass
+            // may clean it up.
+            let own = ObjectRef::<ToaPolicy>::new(&state.spec.policy);
+            if by_state.get(&own).is_some() {
+                vec![own]
+            } else {
+                all_policies(&by_state)
+            }
+        })
+        .watches_stream(ds_stream, move |_ds| all_policies(&by_ds))
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(policy = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile trigger failed"),
+            }
+        });
+
+    let housekeeping = housekeeping_loop(ctx, stores, shutdown, synced);
+    futures::join!(controller, housekeeping);
+}
+
+async fn housekeeping_loop(
+    ctx: Arc<Context>,
+    stores: Stores,
+    mut shutdown: watch::Receiver<bool>,
+    synced: watch::Sender<bool>,
+) {
+    // Wait for complete stores (the controller's streams fill them).
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if stores.ready() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    tracing::info!("caches synced");
+    synced.send_replace(true);
+    let mut seen_orphans = BTreeSet::new();
+    loop {
+        if let Err(e) = housekeeping_pass(&ctx).await {
+            tracing::warn!(error = %e, "housekeeping pass failed");
+        }
+        report_orphans(&stores, &mut seen_orphans);
+        tokio::select! {
+            _ = tokio::time::sleep(HOUSEKEEPING_INTERVAL) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Logs (once each) ToaNodeStates whose Node does not exist: the plan deletes them; this makes
+/// the anomaly visible in the operator log as well.
+fn report_orphans(stores: &Stores, seen: &mut BTreeSet<String>) {
+    for state in stores.node_states.state() {
+        let name = state.name_any();
+        if stores.nodes.get(&ObjectRef::new(&name)).is_none() && seen.insert(name.clone()) {
+            tracing::warn!(node_state = %name, "ToaNodeState without a Node");
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! Renders the node-agent DaemonSet from the agent config, and detects drift of the live one.
+//!
+//! The operator applies this object with server-side apply under its field manager; whatever a
+//! user changed in the fields we set (or a deleted DaemonSet) is put back on the next pass.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, HostPathVolumeSource,
+    LocalObjectReference, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ObjectMeta;
+
+use crate::config::AgentConfig;
+
+/// Label the operator puts on nodes that need an agent, and the DaemonSet selects on.
+pub const AGENT_NODE_LABEL: &str = "toa.dev/agent";
+const NAME_LABEL: &str = "app.kubernetes.io/name";
+const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+/// Name of the agent's container (stable: `kubectl logs ds/toa-node-agent -c agent`).
+pub const CONTAINER_NAME: &str = "agent";
+/// Where the host's root-ish trees are mounted inside the agent (agent `--host-root`).
+const HOST_ROOT: &str = "/host";
+
+/// Rollout pacing of the agent pods. An agent restart never unloads the module: the new agent
+/// adopts the loaded module whose srcversion matches, and a disruptive reload happens only when
+/// the operator grants it (ToaNodeState.spec.reloadAllowed, paced by the policy's
+/// maxUnavailable). So replacing agent pods only pauses status reporting and metrics on those
+/// nodes; it never touches traffic, and a fleet-wide upgrade may proceed 10% at a time.
+pub const AGENT_MAX_UNAVAILABLE: &str = "10%";
+
+/// The DaemonSet's (immutable) pod selector. It deliberately leaves out
+/// `app.kubernetes.io/instance`: the chart sets that pod label to its release name, which need
+/// not equal the DaemonSet name, and a selector can never be changed after creation.
+pub fn selector_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_string(), "toa-node-agent".to_string()),
+        (COMPONENT_LABEL.to_string(), "node-agent".to_string()),
+    ])
+}
+
+struct HostMount {
+    name: &'static str,
+    host_path: &'static str,
+    mount_path: &'static str,
+    read_only: bool,
+    /// hostPath type; "" (no check) for trees that only some distributions have.
+    kind: &'static str,
+}
+
+/// The fixed host mounts of the agent contract.
+const HOST_MOUNTS: [HostMount; 6] = [
+    HostMount {
+        name: "host-proc",
+        host_path: "/proc",
+        mount_path: "/host/proc",
+        read_only: true,
+        kind: "Directory",
+    },
+    HostMount {
+        name: "host-sys",
+        host_path: "/sys",
+        mount_path: "/sys",
+        read_only: false,
+        kind: "Directory",
+    },
+    HostMount {
+        name: "host-lib-modules",
+        host_path: "/lib/modules",
+        mount_path: "/host/lib/modules",
+        read_only: true,
+        kind: "Directory",
+    },
+    HostMount {
+        name: "host-usr-src",
+        host_path: "/usr/src",
+        mount_path: "/host/usr/src",
+        read_only: true,
+        kind: "",
+    },
+    HostMount {
+        name: "host-usr-lib-modules",
+        host_path: "/usr/lib/modules",
+        mount_path: "/host/usr/lib/modules",
+        read_only: true,
+        kind: "",
+    },
+    HostMount {
+        name: "host-os-release",
+        host_path: "/etc/os-release",
+        mount_path: "/host/etc/os-release",
+        read_only: true,
+        kind: "File",
+    },
+];
+const CACHE_VOLUME: &str = "host-cache";
+
+/// Volume names the operator uses itself (extra host paths may not reuse them).
+pub fn builtin_volume_names() -> Vec<&'static str> {
+    HOST_MOUNTS
+        .iter()
+        .map(|m| m.name)
+        .chain(std::iter::once(CACHE_VOLUME))
+        .collect()
+}
+
+/// Mount points the operator uses itself (extra host paths may not reuse them).
+pub fn builtin_mount_paths(cfg: &AgentConfig) -> Vec<String> {
+    HOST_MOUNTS
+        .iter()
+        .map(|m| m.mount_path.to_string())
+        .chain(std::iter::once(cfg.host_cache_path.clone()))
+        .collect()
+}
+
+fn object_labels(name: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels();
+    labels.insert(INSTANCE_LABEL.into(), name.into());
+    labels.insert("app.kubernetes.io/part-of".into(), "toa-operator".into());
+    labels.insert("app.kubernetes.io/managed-by".into(), "toa-operator".into());
+    labels
+}
+
+fn host_path_volume(name: &str, path: &str, kind: &str) -> Volume {
+    Volume {
+        name: name.to_string(),
+        host_path: Some(HostPathVolumeSource {
+            path: path.to_string(),
+            type_: Some(kind.to_string()),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_string(),
+        mount_path: path.to_string(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+/// Default requests: enough to schedule; no limits, because building the module runs a compiler
+/// whose peak memory varies with the kernel, and an OOM kill mid-build helps nobody.
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("50m".to_string())),
+            ("memory".to_string(), Quantity("64Mi".to_string())),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Default tolerations: tolerate everything, since a node that carries `toa.dev/agent=true`
+/// needs its agent whatever its taints (otherwise its module could never be unloaded).
+fn default_tolerations() -> Vec<Toleration> {
+    vec![Toleration {
+        operator: Some("Exists".to_string()),
+        ..Toleration::default()
+    }]
+}
+
+/// Builds the agent DaemonSet `name` in `namespace` from `cfg`.
+pub fn build(cfg: &AgentConfig, name: &str, namespace: &str) -> DaemonSet {
+    // The chart's podLabels win over our defaults (its metrics Service and PodMonitor select on
+    // them); config validation guarantees they agree with the selector.
+    let mut pod_labels = object_labels(name);
+    pod_labels.extend(cfg.pod_labels.clone());
+
+    let mut node_selector = cfg.node_selector.clone();
+    node_selector.insert(AGENT_NODE_LABEL.to_string(), "true".to_string());
+    node_selector.insert("kubernetes.io/os".to_string(), "linux".to_string());
+
+    let mut volumes: Vec<Volume> = HOST_MOUNTS
+        .iter()
+        .map(|m| host_path_volume(m.name, m.host_path, m.kind))
+        .collect();
+    let mut mounts: Vec<VolumeMount> = HOST_MOUNTS
+        .iter()
+        .map(|m| mount(m.name, m.mount_path, m.read_only))
+        .collect();
+    volumes.push(host_path_volume(
+        CACHE_VOLUME,
+        &cfg.host_cache_path,
+        "DirectoryOrCreate",
+    ));
+    mounts.push(mount(CACHE_VOLUME, &cfg.host_cache_path, false));
+    for extra in &cfg.extra_host_paths {
+        volumes.push(host_path_volume(&extra.name, &extra.host_path, ""));
+        mounts.push(mount(&extra.name, &extra.mount_path, true));
+    }
+
+    let cache_dir = format!("{}/cache", cfg.host_cache_path.trim_end_matches('/'));
+    let container = Container {
+        name: CONTAINER_NAME.to_string(),
+        image: Some(cfg.image.clone()),
+        image_pull_policy: Some(cfg.image_pull_policy.as_str().to_string()),
+        args: Some(vec![
+            format!("--host-root={HOST_ROOT}"),
+            format!("--cache-dir={cache_dir}"),
+            format!("--metrics-addr=0.0.0.0:{}", cfg.metrics_port),
+            format!("--log-format={}", cfg.log_format.as_str()),
+        ]),
+        env: Some(vec![EnvVar {
+            name: "NODE_NAME".to_string(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "spec.nodeName".to_string(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".to_string()),
+            container_port: i32::from(cfg.metrics_port),
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]),
+        // Readiness only (never liveness): a module build may keep the agent busy for minutes
+        // and restarting it then would only restart the build.
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/metrics".to_string()),
+                port: IntOrString::String("metrics".to_string()),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(10),
+            ..Probe::default()
+        }),
+        resources: Some(cfg.resources.clone().unwrap_or_else(default_resources)),
+        // Loading a kernel module needs CAP_SYS_MODULE on the host kernel; privileged also gives
+        // the writable /sys needed for runtime module parameters.
+        security_context: Some(SecurityContext {
+            privileged: Some(true),
+            run_as_user: Some(0),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+
+    let pull_secrets: Vec<LocalObjectReference> = cfg
+        .image_pull_secrets
+        .iter()
+        .map(|s| LocalObjectReference {
+            name: s.name().to_string(),
+        })
+        .collect();
+
+    let pod_spec = PodSpec {
+        containers: vec![container],
+        service_account_name: Some(cfg.service_account_name.clone()),
+        priority_class_name: cfg.priority_class_name.clone(),
+        host_network: Some(true),
+        host_pid: Some(false),
+        dns_policy: Some("ClusterFirstWithHostNet".to_string()),
+        node_selector: Some(node_selector),
+        tolerations: Some(cfg.tolerations.clone().unwrap_or_else(default_tolerations)),
+        image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
+        termination_grace_period_seconds: Some(30),
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    };
+
+    DaemonSet {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(object_labels(name)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(selector_labels()),
+                ..LabelSelector::default()
+            },
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: Some(RollingUpdateDaemonSet {
+                    max_unavailable: Some(IntOrString::String(AGENT_MAX_UNAVAILABLE.to_string())),
+                    // hostNetwork + a fixed metrics port: two agent pods cannot share a node.
+                    max_surge: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: (!cfg.pod_annotations.is_empty())
+                        .then(|| cfg.pod_annotations.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            ..DaemonSetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// True when every field set in `desired` has the same value in `live` (arrays element by
+/// element). The API server adds defaults to the live object, so equality would always fail;
+/// containment is exactly "nobody changed what we own".
+pub fn contains(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => d
+            .iter()
+            .all(|(k, dv)| l.get(k).is_some_and(|lv| contains(lv, dv)) || dv.is_null()),
+        (Value::Array(l), Value::Array(d)) => {
+            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv))
+        }
+        (l, d) => l == d,
+    }
+}
+
+/// True when the live DaemonSet lacks something we set (or is absent): it must be re-applied.
+pub fn drifted(live: Option<&DaemonSet>, desired: &DaemonSet) -> bool {
+    let Some(live) = live else { return true };
+    let (Ok(l), Ok(d)) = (serde_json::to_value(live), serde_json::to_value(desired)) else {
+        return true;
+    };
+    // Compare metadata labels and the spec only: the rest of the live metadata is the server's.
+    let pick = |v: &serde_json::Value| {
+        serde_json::json!({
+            "labels": v.pointer("/metadata/labels").cloned().unwrap_or_default(),
+            "spec": v.get("spec").cloned().unwrap_or_default(),
+        })
+    };
+    !contains(&pick(&l), &pick(&d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cfg(extra: &str) -> AgentConfig {
+        AgentConfig::parse(
+            &format!("image: reg.example/agent:1\n{extra}"),
+            Path::new("t.yaml"),
+        )
+        .expect("valid config")
+    }
+
+    fn pod(ds: &DaemonSet) -> &PodSpec {
+        ds.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec")
+    }
+
+    #[test]
+    fn renders_the_contract_shape() {
+        let ds = build(&cfg(""), "toa-node-agent", "toa-system");
+        assert_eq!(ds.metadata.name.as_deref(), Some("toa-node-agent"));
+        assert_eq!(ds.metadata.namespace.as_deref(), Some("toa-system"));
+        let p = pod(&ds);
+        assert_eq!(p.host_network, Some(true));
+        assert_eq!(p.host_pid, Some(false));
+        let sel = p.node_selector.as_ref().expect("selector");
+        assert_eq!(sel.get("toa.dev/agent").map(String::as_str), Some("true"));
+        assert_eq!(sel.get("kubernetes.io/os").map(String::as_str), Some("linux"));
+        let c = &p.containers[0];
+        assert_eq!(c.image.as_deref(), Some("reg.example/agent:1"));
+        assert_eq!(
+            c.security_context.as_ref().and_then(|s| s.privileged),
+            Some(true)
+        );
+        let env = &c.env.as_ref().expect("env")[0];
+        assert_eq!(env.name, "NODE_NAME");
+        assert_eq!(
+            env.value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.as_str()),
+            Some("spec.nodeName")
+        );
+        let port = &c.ports.as_ref().expect("ports")[0];
+        assert_eq!((port.name.as_deref(), port.container_port), (Some("metrics"), 9101));
+        let args = c.args.as_ref().expect("args");
+        assert!(args.contains(&"--host-root=/host".to_string()));
+        assert!(args.contains(&"--cache-dir=/var/lib/toa-operator/cache".to_string()));
+        assert!(args.contains(&"--metrics-addr=0.0.0.0:9101".to_string()));
+        // Default: tolerate every taint.
+        let t = p.tolerations.as_ref().expect("tolerations");
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].operator.as_deref(), Some("Exists"));
+        assert!(t[0].key.is_none() && t[0].effect.is_none());
+        assert!(p.priority_class_name.is_none());
+        let strategy = ds
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref())
+            .expect("strategy");
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        let ru = strategy.rolling_update.as_ref().expect("rolling update");
+        assert_eq!(
+            ru.max_unavailable,
+            Some(IntOrString::String("10%".to_string()))
+        );
+        assert_eq!(ru.max_surge, Some(IntOrString::Int(0)));
+    }
+
+    #[test]
+    fn host_mounts_match_the_contract() {
+        let ds = build(&cfg(""), "toa-node-agent", "ns");
+        let p = pod(&ds);
+        let mounts = p.containers[0].volume_mounts.as_ref().expect("mounts");
+        let volumes = p.volumes.as_ref().expect("volumes");
+        let find = |mount_path: &str| -> (String, bool) {
+            let m = mounts
+                .iter()
+                .find(|m| m.mount_path == mount_path)
+                .unwrap_or_else(|| panic!("no mount at {mount_path}"));
+            let v = volumes
+                .iter()
+                .find(|v| v.name == m.name)
+                .and_then(|v| v.host_path.as_ref())
+                .expect("hostPath volume");
+            (v.path.clone(), m.read_only.unwrap_or(false))
+        };
+        assert_eq!(find("/host/proc"), ("/proc".into(), true));
+        assert_eq!(find("/sys"), ("/sys".into(), false));
+        assert_eq!(find("/host/lib/modules"), ("/lib/modules".into(), true));
+        assert_eq!(find("/host/usr/src"), ("/usr/src".into(), true));
+        assert_eq!(find("/host/usr/lib/modules"), ("/usr/lib/modules".into(), true));
+        assert_eq!(find("/host/etc/os-release"), ("/etc/os-release".into(), true));
+        assert_eq!(
+            find("/var/lib/toa-operator"),
+            ("/var/lib/toa-operator".into(), false)
+        );
+        assert_eq!(mounts.len(), volumes.len());
+    }
+
+    #[test]
+    fn config_values_flow_into_the_pod() {
+        let c = cfg(r#"imagePullPolicy: Always
+imagePullSecrets: [regcred]
+serviceAccountName: sa
+priorityClassName: system-node-critical
+tolerations: [{key: a, operator: Exists, effect: NoSchedule}]
+resources: {requests: {cpu: 1}}
+nodeSelector: {pool: edge}
+hostCachePath: /data/toa/
+extraHostPaths: [{name: src, hostPath: /opt/src, mountPath: /host/opt/src}]
+metricsPort: 9200
+logFormat: json
+podLabels: {team: net}
+podAnnotations: {a: b}
+"#);
+        let ds = build(&c, "agent", "ns");
+        let p = pod(&ds);
+        let ctr = &p.containers[0];
+        assert_eq!(ctr.image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(p.image_pull_secrets.as_ref().expect("secrets")[0].name, "regcred");
+        assert_eq!(p.service_account_name.as_deref(), Some("sa"));
+        assert_eq!(p.priority_class_name.as_deref(), Some("system-node-critical"));
+        assert_eq!(p.tolerations.as_ref().expect("t")[0].key.as_deref(), Some("a"));
+        assert_eq!(
+            ctr.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("cpu")),
+            Some(&Quantity("1".into()))
+        );
+        let sel = p.node_selector.as_ref().expect("sel");
+        assert_eq!(sel.len(), 3);
+        assert_eq!(sel.get("pool").map(String::as_str), Some("edge"));
+        let args = ctr.args.as_ref().expect("args");
+        assert!(args.contains(&"--cache-dir=/data/toa/cache".to_string()));
+        assert!(args.contains(&"--metrics-addr=0.0.0.0:9200".to_string()));
+        assert!(args.contains(&"--log-format=json".to_string()));
+        assert_eq!(ctr.ports.as_ref().expect("p")[0].container_port, 9200);
+        let tmeta = ds.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).expect("meta");
+        let labels = tmeta.labels.as_ref().expect("labels");
+        assert_eq!(labels.get("team").map(String::as_str), Some("net"));
+        assert_eq!(
+            labels.get("app.kubernetes.io/instance").map(String::as_str),
+            Some("agent")
+        );
+        // The chart's own instance label wins over the default.
+        let ds = build(&cfg("podLabels: {app.kubernetes.io/instance: rel, app.kubernetes.io/name: toa-node-agent}\n"), "agent", "ns");
+        let labels = ds
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .expect("labels");
+        assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("rel"));
+        assert_eq!(tmeta.annotations.as_ref().and_then(|a| a.get("a")).map(String::as_str), Some("b"));
+        assert!(ctr
+            .volume_mounts
+            .as_ref()
+            .expect("m")
+            .iter()
+            .any(|m| m.mount_path == "/host/opt/src" && m.read_only == Some(true)));
+        // Explicit empty tolerations are respected (no tolerate-all).
+        let ds = build(&cfg("tolerations: []\n"), "agent", "ns");
+        assert_eq!(pod(&ds).tolerations.as_ref().map(Vec::len), Some(0));
+    }
+
+    #[test]
+    fn selector_labels_are_in_the_pod_template() {
+        let ds = build(&cfg(""), "x", "ns");
+        let spec = ds.spec.as_ref().expect("spec");
+        let sel = spec.selector.match_labels.as_ref().expect("labels");
+        let tmpl = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .expect("labels");
+        for (k, v) in sel {
+            assert_eq!(tmpl.get(k), Some(v));
+        }
+    }
+
+    #[test]
+    fn drift_detection() {
+        let desired = build(&cfg(""), "x", "ns");
+        assert!(drifted(None, &desired));
+        // The server adds defaults and status: still in sync.
+        let mut live = serde_json::to_value(&desired).expect("json");
+        live["metadata"]["uid"] = "u1".into();
+        live["metadata"]["labels"]["extra"] = "x".into();
+        live["spec"]["revisionHistoryLimit"] = 10.into();
+        live["spec"]["template"]["spec"]["restartPolicy"] = "Always".into();
+        live["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] =
+            "/dev/termination-log".into();
+        live["status"] = serde_json::json!({"numberReady": 3});
+        let live_ds: DaemonSet = serde_json::from_value(live.clone()).expect("ds");
+        assert!(!drifted(Some(&live_ds), &desired));
+        // Someone edits the image: drift.
+        let mut edited = live.clone();
+        edited["spec"]["template"]["spec"]["containers"][0]["image"] = "other:2".into();
+        let edited: DaemonSet = serde_json::from_value(edited).expect("ds");
+        assert!(drifted(Some(&edited), &desired));
+        // Someone removes a volume: drift.
+        let mut edited = live;
+        if let Some(v) = edited["spec"]["template"]["spec"]["volumes"].as_array_mut() {
+            v.pop();
+        }
+        let edited: DaemonSet = serde_json::from_value(edited).expect("ds");
+        assert!(drifted(Some(&edited), &desired));
+    }
+}

@@ -1,0 +1,1 @@
+//! Pure decision function (owned by the API engineer): placeholder until it lands.

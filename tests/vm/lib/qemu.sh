@@ -1,0 +1,87 @@
+# shellcheck shell=bash
+# QEMU for the guest harness, fetched from Debian without installing it: installing
+# qemu-system-x86 here would remove the machine's newer qemu-utils (Breaks), so the packages
+# and the shared libraries the host lacks are unpacked into $TOA_CACHE_DIR/qemu.
+#
+#   qemu_prepare                 -> exports QEMU_BIN, QEMU_ROOT (fetches on first use)
+#   qemu_run VMLINUX INITRD MEM_MB TIMEOUT_S SERIAL_LOG [APPEND_WORD...]
+#                                -> boots under TCG, serial console into SERIAL_LOG,
+#                                   returns QEMU's status (124 when the timeout hit)
+
+# shellcheck source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+QEMU_CACHE=${QEMU_CACHE:-$TOA_CACHE_DIR/qemu}
+
+_qemu_missing_libs() {
+	LD_LIBRARY_PATH="$QEMU_ROOT/usr/lib/x86_64-linux-gnu:$QEMU_ROOT/lib/x86_64-linux-gnu" \
+		ldd "$QEMU_ROOT/usr/bin/qemu-system-x86_64" | awk '/not found/ { print $1 }'
+}
+
+qemu_prepare() {
+	QEMU_ROOT="$QEMU_CACHE/root"
+	QEMU_BIN="$QEMU_ROOT/usr/bin/qemu-system-x86_64"
+	export QEMU_ROOT QEMU_BIN
+	[ -f "$QEMU_CACHE/.complete" ] && [ -x "$QEMU_BIN" ] && return 0
+
+	need_apt dpkg-dev binutils
+	toa_log "preparing QEMU in $QEMU_CACHE"
+	rm -rf "$QEMU_ROOT"
+	mkdir -p "$QEMU_ROOT" "$QEMU_CACHE/debs"
+	_toa_apt_update_once
+	local deb pkg missing round=0
+	local -a queue=(qemu-system-x86 qemu-system-common qemu-system-data seabios)
+	local -A seen=()
+	for pkg in "${queue[@]}"; do seen[$pkg]=1; done
+	while :; do
+		for deb in $(toa_fetch_debs "$QEMU_CACHE/debs" apt-get "${queue[@]}"); do
+			dpkg -x "$deb" "$QEMU_ROOT"
+		done
+		missing=$(_qemu_missing_libs)
+		[ -z "$missing" ] && break
+		round=$((round + 1))
+		[ "$round" -le 6 ] || toa_die "QEMU still misses shared libraries after $round rounds: $(echo "$missing" | tr '\n' ' ')"
+		# Next round: library dependencies (direct Depends of what we unpacked) that this machine
+		# does not have installed. ldd tells when we are done; the package lists tell what to get.
+		local -a next=()
+		local p d
+		for p in "${queue[@]}"; do
+			for d in $(toa_apt_depends apt-cache "$p"); do
+				case $d in lib*) ;; *) continue ;; esac
+				[ -n "${seen[$d]:-}" ] && continue
+				seen[$d]=1
+				toa_host_installed "$d" && continue
+				next+=("$d")
+			done
+		done
+		[ ${#next[@]} -gt 0 ] || toa_die "QEMU misses $(echo "$missing" | tr '\n' ' ') and no uninstalled library package depends remain to fetch"
+		toa_log "QEMU needs libraries: $(echo "$missing" | tr '\n' ' ') -> fetching ${next[*]}"
+		queue=("${next[@]}")
+	done
+	_qemu_env "$QEMU_BIN" --version >/dev/null || toa_die "unpacked QEMU in $QEMU_ROOT does not run"
+	touch "$QEMU_CACHE/.complete"
+}
+
+_qemu_env() {
+	LD_LIBRARY_PATH="$QEMU_ROOT/usr/lib/x86_64-linux-gnu:$QEMU_ROOT/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"
+}
+
+# qemu_run VMLINUX INITRD MEM_MB TIMEOUT_S SERIAL_LOG [APPEND_WORD...]
+qemu_run() {
+	local vmlinux=$1 initrd=$2 mem=$3 tmo=$4 log=$5
+	shift 5
+	[ -n "${QEMU_BIN:-}" ] || qemu_prepare
+	[ -r "$vmlinux" ] || toa_die "qemu_run: kernel $vmlinux not readable (run kernel_prepare first)"
+	[ -r "$initrd" ] || toa_die "qemu_run: initrd $initrd not readable"
+	local rc=0
+	# thread=single: multi-threaded TCG hit a stale int3 from live code patching (kprobes) about
+	# once in 30 boots on 6.12 (ENVIRONMENT.md). panic=-1 + -no-reboot: a panic ends QEMU at once.
+	_qemu_env timeout -k 5 "$tmo" "$QEMU_BIN" \
+		-L "$QEMU_ROOT/usr/share/qemu" -L "$QEMU_ROOT/usr/share/seabios" \
+		-accel tcg,thread=single -smp 2 -m "$mem" \
+		-nographic -nodefaults -serial stdio -no-reboot -net none \
+		-kernel "$vmlinux" -initrd "$initrd" \
+		-append "console=ttyS0 panic=-1 quiet $*" \
+		</dev/null >"$log" 2>&1 || rc=$?
+	return "$rc"
+}
