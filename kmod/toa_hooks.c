@@ -116,55 +116,50 @@ static struct kretprobe toa_krp_syn_recv = {
 /* ---- getpeername / accept ---- */
 
 struct toa_getname_data {
-	struct socket *sock;
 	struct sockaddr *uaddr;
+	struct toa_addr toa;
 };
 
+/*
+ * Entry of inet_getname/inet6_getname(struct socket *sock, struct sockaddr *uaddr, int peer).
+ * The socket's entry is looked up here, so the return handler (and the kretprobe return
+ * trampoline) only runs for sockets that have an IPv4 entry to write: getsockname and
+ * sockets without TOA pay for one lookup only.
+ */
 static int toa_getname_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
-	/* int inet_getname(struct socket *sock, struct sockaddr *uaddr, int peer) */
 	struct toa_getname_data *d = (struct toa_getname_data *)ri->data;
-
-	if (!(int)regs_get_kernel_argument(regs, 2))
-		return 1;	/* getsockname: nothing to do, skip the return handler */
-	d->sock = (struct socket *)regs_get_kernel_argument(regs, 0);
-	d->uaddr = (struct sockaddr *)regs_get_kernel_argument(regs, 1);
-	return 0;
-}
-
-/* Looks up the socket's entry and counts the outcome; true for an IPv4 entry. */
-static bool toa_getname_lookup(struct kretprobe_instance *ri, struct pt_regs *regs,
-			       struct toa_addr *toa)
-{
-	struct toa_getname_data *d = (struct toa_getname_data *)ri->data;
+	struct socket *sock;
 	struct sock *sk;
 
-	if ((int)regs_return_value(regs) < 0)
-		return false;	/* failed call (e.g. ENOTCONN): the caller copies nothing */
-	sk = READ_ONCE(d->sock->sk);
-	if (!sk || !toa_table_lookup(sk, toa)) {
+	if (!(int)regs_get_kernel_argument(regs, 2))
+		return 1;	/* getsockname: unchanged */
+	sock = (struct socket *)regs_get_kernel_argument(regs, 0);
+	sk = READ_ONCE(sock->sk);
+	if (!sk || !toa_table_lookup(sk, &d->toa)) {
 		toa_count(TOA_CNT_GETNAME_TOA_EMPTY);
-		return false;
+		return 1;
 	}
-	if (toa->type != TOA_TYPE_IPV4) {
+	if (d->toa.type != TOA_TYPE_IPV4) {
 		/* A NAT64 address cannot be expressed in this socket's address family. */
 		toa_count(TOA_CNT_GETNAME_TOA_MISMATCH);
-		return false;
+		return 1;
 	}
-	toa_count(TOA_CNT_GETNAME_TOA_OK);
-	return true;
+	d->uaddr = (struct sockaddr *)regs_get_kernel_argument(regs, 1);
+	return 0;
 }
 
 static int toa_getname_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct toa_getname_data *d = (struct toa_getname_data *)ri->data;
 	struct sockaddr_in *sin = (struct sockaddr_in *)d->uaddr;
-	struct toa_addr toa;
 
-	if (!toa_getname_lookup(ri, regs, &toa) || sin->sin_family != AF_INET)
+	/* A failed call (e.g. ENOTCONN) copies nothing to the caller. */
+	if ((int)regs_return_value(regs) < 0 || sin->sin_family != AF_INET)
 		return 0;
-	sin->sin_port = htons(toa.port);
-	memcpy(&sin->sin_addr.s_addr, toa.addr, 4);
+	sin->sin_port = htons(d->toa.port);
+	memcpy(&sin->sin_addr.s_addr, d->toa.addr, 4);
+	toa_count(TOA_CNT_GETNAME_TOA_OK);
 	return 0;
 }
 
@@ -172,14 +167,14 @@ static int toa_getname6_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct toa_getname_data *d = (struct toa_getname_data *)ri->data;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)d->uaddr;
-	struct toa_addr toa;
 	__be32 v4;
 
-	if (!toa_getname_lookup(ri, regs, &toa) || sin6->sin6_family != AF_INET6)
+	if ((int)regs_return_value(regs) < 0 || sin6->sin6_family != AF_INET6)
 		return 0;
-	memcpy(&v4, toa.addr, 4);
-	sin6->sin6_port = htons(toa.port);
+	memcpy(&v4, d->toa.addr, 4);
+	sin6->sin6_port = htons(d->toa.port);
 	ipv6_addr_set_v4mapped(v4, &sin6->sin6_addr);
+	toa_count(TOA_CNT_GETNAME_TOA_OK);
 	return 0;
 }
 

@@ -18,28 +18,34 @@ static int __init toa_init(void)
 {
 	int err;
 
+	/*
+	 * The sockopt first: when another TOA module is loaded it already owns 4096, and this
+	 * load stops here with -EBUSY before creating anything (its /proc/net/toa_* names
+	 * would collide too).
+	 */
 	toa_table_init();
-	err = toa_pending_init();
+	err = toa_sockopt_register();
 	if (err)
 		return err;
+	err = toa_pending_init();
+	if (err)
+		goto out_sockopt;
 	err = toa_proc_init();
 	if (err)
 		goto out_pending;
-	err = toa_sockopt_register();
-	if (err)
-		goto out_proc;
+	/* Last: from here on connections get entries. */
 	err = toa_hooks_register();
 	if (err)
-		goto out_sockopt;
+		goto out_proc;
 	pr_info("toa load success\n");
 	return 0;
 
-out_sockopt:
-	toa_sockopt_unregister();
 out_proc:
 	toa_proc_exit();
 out_pending:
 	toa_pending_exit();
+out_sockopt:
+	toa_sockopt_unregister();
 	return err;
 }
 

@@ -322,7 +322,7 @@ mod tests {
         for k in [34u8, 69, 172, 174] {
             assert!(is_reserved_option_kind(k));
         }
-        for k in [31u8, 32, 33, 35, 28 + 100, 200, 253, 254, 255] {
+        for k in [31u8, 32, 33, 35, 128, 200, 253, 254, 255] {
             assert!(!is_reserved_option_kind(k), "{k}");
         }
     }
@@ -359,8 +359,10 @@ mod tests {
     #[test]
     fn validate_rules() {
         assert_eq!(ModuleSettings::default().validate(), Ok(()));
-        let mut s = ModuleSettings::default();
-        s.ipv4_option_kinds = vec![200, 253];
+        let mut s = ModuleSettings {
+            ipv4_option_kinds: vec![200, 253],
+            ..ModuleSettings::default()
+        };
         assert_eq!(s.validate(), Err(SettingsError::SharedKind(253)));
         s.ipv4_option_kinds = vec![28];
         assert_eq!(

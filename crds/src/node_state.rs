@@ -26,11 +26,11 @@ use crate::module::ModuleSettings;
     derive = "Default",
     doc = "ToaNodeState is the TOA module state of one node: spec from the operator, status from the node's agent.",
     validation = Rule::new("self.metadata.name == self.spec.nodeName").message("metadata.name must equal spec.nodeName: a ToaNodeState is named after its node"),
-    printcolumn(name = "Policy", type_ = "string", json_path = ".spec.policy"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Kernel", type_ = "string", json_path = ".status.kernel.release"),
-    printcolumn(name = "Module", type_ = "string", json_path = ".status.module.srcversion"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name": "Policy", "type": "string", "jsonPath": ".spec.policy"}"#,
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
+    printcolumn = r#"{"name": "Kernel", "type": "string", "jsonPath": ".status.kernel.release"}"#,
+    printcolumn = r#"{"name": "Module", "type": "string", "jsonPath": ".status.module.srcversion"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ToaNodeStateSpec {

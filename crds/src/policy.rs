@@ -29,23 +29,11 @@ pub const MAX_REPORTED_FAILURES: usize = 20;
     derive = "PartialEq",
     derive = "Default",
     doc = "ToaPolicy loads the TOA kernel module on the Linux nodes its nodeSelector matches.",
-    printcolumn(
-        name = "Selected",
-        type_ = "integer",
-        json_path = ".status.selectedNodes"
-    ),
-    printcolumn(name = "Loaded", type_ = "integer", json_path = ".status.loadedNodes"),
-    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failedNodes"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "Selected", "type": "integer", "jsonPath": ".status.selectedNodes"}"#,
+    printcolumn = r#"{"name": "Loaded", "type": "integer", "jsonPath": ".status.loadedNodes"}"#,
+    printcolumn = r#"{"name": "Failed", "type": "integer", "jsonPath": ".status.failedNodes"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ToaPolicySpec {

@@ -16,7 +16,9 @@ pub enum BuildError {
     Setup { dir: PathBuf, err: std::io::Error },
     #[error("cannot run make (is make installed in the agent image?): {0}")]
     Spawn(std::io::Error),
-    #[error("module build failed (exit code {code:?}); last lines of the build log are in the status")]
+    #[error(
+        "module build failed (exit code {code:?}); last lines of the build log are in the status"
+    )]
     Failed { code: Option<i32>, log_tail: String },
     #[error("module build did not finish within {}s (raise --build-timeout on slow nodes)", .after.as_secs())]
     TimedOut { after: Duration, log_tail: String },
@@ -83,6 +85,10 @@ pub fn build(
     let guard = WorkDir(dir.clone());
     source.copy_to(&guard.0).map_err(setup)?;
 
+    let tree = host.build_tree(kdir).map_err(|err| BuildError::Setup {
+        dir: kdir.to_path_buf(),
+        err,
+    })?;
     let jobs = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -91,7 +97,7 @@ pub fn build(
         args: vec![
             format!("-j{jobs}"),
             "-C".into(),
-            host.local_path(kdir).display().to_string(),
+            tree.display().to_string(),
             format!("M={}", guard.0.display()),
             "modules".into(),
         ],
@@ -180,8 +186,14 @@ mod tests {
             code: 2,
             output: log.join("\n"),
         });
-        let err = build(&host, Path::new("/k"), &src, work.path(), Duration::from_secs(5))
-            .expect_err("fails");
+        let err = build(
+            &host,
+            Path::new("/k"),
+            &src,
+            work.path(),
+            Duration::from_secs(5),
+        )
+        .expect_err("fails");
         let tail = err.log_tail().expect("tail").to_string();
         assert_eq!(tail.lines().count(), LOG_TAIL_LINES);
         assert!(tail.starts_with("line 70") && tail.ends_with("line 119"));
@@ -196,8 +208,14 @@ mod tests {
         host.lock().build = Some(FakeBuild::Hang {
             output: "CC toa.o".into(),
         });
-        let err = build(&host, Path::new("/k"), &src, work.path(), Duration::from_secs(7))
-            .expect_err("times out");
+        let err = build(
+            &host,
+            Path::new("/k"),
+            &src,
+            work.path(),
+            Duration::from_secs(7),
+        )
+        .expect_err("times out");
         assert!(err.to_string().contains("7s"), "{err}");
         assert!(matches!(err, BuildError::TimedOut { .. }));
     }
@@ -207,8 +225,14 @@ mod tests {
         let (_d, src) = source();
         let work = tempfile::tempdir().expect("t");
         let host = FakeHost::debian();
-        let err = build(&host, Path::new("/k"), &src, work.path(), Duration::from_secs(1))
-            .expect_err("no make");
+        let err = build(
+            &host,
+            Path::new("/k"),
+            &src,
+            work.path(),
+            Duration::from_secs(1),
+        )
+        .expect_err("no make");
         assert!(err.to_string().contains("make"));
     }
 

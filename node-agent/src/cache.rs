@@ -193,8 +193,7 @@ impl Cache {
 
 fn verify(dir: &Path) -> Result<CacheMeta, String> {
     let meta_bytes = std::fs::read(dir.join(META_FILE)).map_err(|e| format!("meta: {e}"))?;
-    let meta: CacheMeta =
-        serde_json::from_slice(&meta_bytes).map_err(|e| format!("meta: {e}"))?;
+    let meta: CacheMeta = serde_json::from_slice(&meta_bytes).map_err(|e| format!("meta: {e}"))?;
     let image = std::fs::read(dir.join(MODULE_FILE)).map_err(|e| format!("module: {e}"))?;
     if image.len() as u64 != meta.size || sha256_hex(&image) != meta.sha256 {
         return Err("checksum mismatch".into());

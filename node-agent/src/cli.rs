@@ -31,7 +31,12 @@ pub struct Cli {
     pub desired: Option<PathBuf>,
 
     /// Standalone mode: where to write the node status as JSON (atomically replaced).
-    #[arg(long, env = "TOA_STATUS_FILE", value_name = "FILE", requires = "desired")]
+    #[arg(
+        long,
+        env = "TOA_STATUS_FILE",
+        value_name = "FILE",
+        requires = "desired"
+    )]
     pub status_file: Option<PathBuf>,
 
     /// Where the host's filesystem is mounted (/etc/os-release, /lib/modules, /usr/src,
@@ -40,12 +45,22 @@ pub struct Cli {
     pub host_root: PathBuf,
 
     /// Directory with the toa module sources (Kbuild/Makefile and .c/.h files).
-    #[arg(long, env = "TOA_MODULE_SRC", default_value = "/usr/share/toa-node-agent/kmod", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "TOA_MODULE_SRC",
+        default_value = "/usr/share/toa-node-agent/kmod",
+        value_name = "DIR"
+    )]
     pub module_src: PathBuf,
 
     /// Host directory for built modules (keyed by kernel release, kernel version and module
     /// source digest) and build work directories. Must survive agent restarts.
-    #[arg(long, env = "TOA_CACHE_DIR", default_value = "/var/lib/toa-operator/cache", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "TOA_CACHE_DIR",
+        default_value = "/var/lib/toa-operator/cache",
+        value_name = "DIR"
+    )]
     pub cache_dir: PathBuf,
 
     /// Listen address for /metrics, /healthz and /readyz.
@@ -57,21 +72,41 @@ pub struct Cli {
     pub per_cpu_metrics: bool,
 
     /// Seconds a module build may take before it is killed (reason BuildTimeout).
-    #[arg(long, env = "TOA_BUILD_TIMEOUT", default_value_t = 600, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "TOA_BUILD_TIMEOUT",
+        default_value_t = 600,
+        value_name = "SECONDS"
+    )]
     pub build_timeout: u64,
 
     /// Seconds between status writes when nothing changes (the status is also written on
     /// every change). 300 s = at most 12 heartbeat writes per node per hour.
-    #[arg(long, env = "TOA_HEARTBEAT_INTERVAL", default_value_t = 300, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "TOA_HEARTBEAT_INTERVAL",
+        default_value_t = 300,
+        value_name = "SECONDS"
+    )]
     pub heartbeat_interval: u64,
 
     /// Seconds to keep retrying an unload of a busy module before reporting ModuleBusy
     /// (retries continue with backoff afterwards).
-    #[arg(long, env = "TOA_UNLOAD_TIMEOUT", default_value_t = 600, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "TOA_UNLOAD_TIMEOUT",
+        default_value_t = 600,
+        value_name = "SECONDS"
+    )]
     pub unload_timeout: u64,
 
     /// Standalone mode: seconds between checks of the --desired file.
-    #[arg(long, env = "TOA_POLL_INTERVAL", default_value_t = 2, value_name = "SECONDS")]
+    #[arg(
+        long,
+        env = "TOA_POLL_INTERVAL",
+        default_value_t = 2,
+        value_name = "SECONDS"
+    )]
     pub poll_interval: u64,
 
     /// Log format.
@@ -96,7 +131,11 @@ mod tests {
             if matches!(arg.get_id().as_str(), "help" | "version") {
                 continue;
             }
-            assert!(arg.get_help().is_some(), "flag {} has no help", arg.get_id());
+            assert!(
+                arg.get_help().is_some(),
+                "flag {} has no help",
+                arg.get_id()
+            );
         }
     }
 

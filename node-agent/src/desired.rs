@@ -1,48 +1,13 @@
 //! The desired state of the node: a ToaNodeState spec, from a file (standalone mode) or the
-//! API server (Kubernetes mode), validated before the agent acts on it.
+//! API server (Kubernetes mode), validated with the same rules as the CRD before the agent
+//! acts on it.
 
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
 use std::path::Path;
+pub use toa_crds::{DesiredState, ModuleSettings};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum DesiredState {
-    #[default]
-    Loaded,
-    Unloaded,
-}
-
-fn default_ipv4_kinds() -> Vec<u32> {
-    vec![200]
-}
-
-fn default_nat64_kinds() -> Vec<u32> {
-    vec![253]
-}
-
-/// Module settings resolved by the operator (ToaNodeState.spec.module).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ModuleSettings {
-    #[serde(default = "default_ipv4_kinds")]
-    pub ipv4_option_kinds: Vec<u32>,
-    #[serde(default = "default_nat64_kinds")]
-    pub nat64_option_kinds: Vec<u32>,
-    #[serde(default)]
-    pub trusted_sources: Vec<String>,
-}
-
-impl Default for ModuleSettings {
-    fn default() -> Self {
-        Self {
-            ipv4_option_kinds: default_ipv4_kinds(),
-            nat64_option_kinds: default_nat64_kinds(),
-            trusted_sources: Vec::new(),
-        }
-    }
-}
-
-/// ToaNodeState.spec as the agent needs it.
+/// ToaNodeState.spec as the agent reads it. Unlike the CRD, nodeName and policy may be left
+/// out of a standalone file (there is no operator and no node object to match).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DesiredSpec {
@@ -60,7 +25,21 @@ pub struct DesiredSpec {
     pub reload_allowed: bool,
 }
 
-/// One desired state as received, with the generation it came from (0 in standalone mode).
+impl From<&toa_crds::ToaNodeStateSpec> for DesiredSpec {
+    fn from(s: &toa_crds::ToaNodeStateSpec) -> Self {
+        Self {
+            node_name: s.node_name.clone(),
+            policy: s.policy.clone(),
+            desired_state: s.desired_state,
+            module: s.module.clone(),
+            replace_foreign_module: s.replace_foreign_module,
+            reload_allowed: s.reload_allowed,
+        }
+    }
+}
+
+/// One desired state as received, with the generation it came from (standalone mode counts
+/// the file's valid versions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
     pub spec: DesiredSpec,
@@ -69,63 +48,16 @@ pub struct Desired {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
-    #[error("option kind {0} in {1} is out of range: TCP option kinds 2..255 are valid (0 and 1 are EOL/NOP)")]
-    KindRange(u32, &'static str),
-    #[error("option kind {0} is listed both in ipv4OptionKinds and nat64OptionKinds; a kind is parsed by its length, give each kind one meaning")]
-    KindOverlap(u32),
-    #[error("{0} must list at least one option kind")]
-    NoKinds(&'static str),
-    #[error("trustedSources entry {0:?} is not an IPv4/IPv6 address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)")]
-    BadCidr(String),
+    #[error("module settings: {0}")]
+    Settings(#[from] toa_crds::SettingsError),
     #[error("desired-state file {path}: {reason} (expected a ToaNodeState, or its spec, as YAML or JSON)")]
     File { path: String, reason: String },
 }
 
-/// Validates one CIDR (or bare address) and returns it in canonical text.
-pub fn canonical_cidr(text: &str) -> Result<String, SpecError> {
-    let bad = || SpecError::BadCidr(text.to_string());
-    let (addr, prefix) = match text.trim().split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (text.trim(), None),
-    };
-    let ip: IpAddr = addr.parse().map_err(|_| bad())?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let prefix: u8 = match prefix {
-        Some(p) => p.parse().map_err(|_| bad())?,
-        None => max,
-    };
-    if prefix > max {
-        return Err(bad());
-    }
-    Ok(format!("{ip}/{prefix}"))
-}
-
 impl DesiredSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
-        let m = &self.module;
-        if self.desired_state == DesiredState::Loaded {
-            if m.ipv4_option_kinds.is_empty() && m.nat64_option_kinds.is_empty() {
-                return Err(SpecError::NoKinds("module.ipv4OptionKinds or module.nat64OptionKinds"));
-            }
-        }
-        for (list, name) in [
-            (&m.ipv4_option_kinds, "ipv4OptionKinds"),
-            (&m.nat64_option_kinds, "nat64OptionKinds"),
-        ] {
-            if let Some(k) = list.iter().find(|k| !(2..=255).contains(*k)) {
-                return Err(SpecError::KindRange(*k, name));
-            }
-        }
-        if let Some(k) = m
-            .ipv4_option_kinds
-            .iter()
-            .find(|k| m.nat64_option_kinds.contains(k))
-        {
-            return Err(SpecError::KindOverlap(*k));
-        }
-        for c in &m.trusted_sources {
-            canonical_cidr(c)?;
-        }
+        // Unloaded ignores the settings, but a broken file is still worth refusing early.
+        self.module.validate()?;
         Ok(())
     }
 }
@@ -142,6 +74,9 @@ pub fn parse(text: &str, path: &Path) -> Result<DesiredSpec, SpecError> {
     } else {
         serde_saphyr::from_str(text).map_err(|e| err(e.to_string()))?
     };
+    if !value.is_object() {
+        return Err(err("the document is not a mapping".into()));
+    }
     let spec = match value.get("spec") {
         Some(spec) => serde_json::from_value::<DesiredSpec>(spec.clone()),
         None => serde_json::from_value::<DesiredSpec>(value),
@@ -173,6 +108,7 @@ mod tests {
         let s = p("desiredState: Loaded\n").expect("parse");
         assert_eq!(s.desired_state, DesiredState::Loaded);
         assert_eq!(s.module, ModuleSettings::default());
+        assert_eq!(s.module.ipv4_option_kinds, [200]);
         assert!(!s.replace_foreign_module && !s.reload_allowed);
     }
 
@@ -211,29 +147,41 @@ spec:
     }
 
     #[test]
-    fn bad_values_are_named() {
-        let e = p("module:\n  ipv4OptionKinds: [1]\n").expect_err("range");
-        assert_eq!(e, SpecError::KindRange(1, "ipv4OptionKinds"));
-        let e = p("module:\n  ipv4OptionKinds: [253]\n").expect_err("overlap");
-        assert_eq!(e, SpecError::KindOverlap(253));
-        let e = p("module:\n  trustedSources: [\"10.0.0.0/33\"]\n").expect_err("cidr");
-        assert!(e.to_string().contains("10.0.0.0/33"));
+    fn crd_rules_apply_to_files() {
+        let e = p("module:\n  ipv4OptionKinds: [1]\n").expect_err("reserved");
+        assert!(e.to_string().contains("standard TCP option"), "{e}");
+        let e = p("module:\n  ipv4OptionKinds: [253]\n").expect_err("shared");
+        assert!(e.to_string().contains("253"), "{e}");
+        let e = p("module:\n  trustedSources: [\"10.0.0.1/8\"]\n").expect_err("host bits");
+        assert!(e.to_string().contains("10.0.0.1/8"), "{e}");
+        let e = p("module:\n  ipv4OptionKinds: [300]\n").expect_err("u8");
+        assert!(e.to_string().contains("desired-state file"), "{e}");
+    }
+
+    #[test]
+    fn bad_documents_are_named() {
         let e = p("desiredState: Maybe\n").expect_err("state");
         assert!(e.to_string().contains("desired-state file"), "{e}");
         let e = p("desiredStat: Loaded\n").expect_err("typo");
         assert!(e.to_string().contains("desiredStat"), "{e}");
-        let e = p("module:\n  ipv4OptionKinds: []\n  nat64OptionKinds: []\n").expect_err("none");
-        assert!(matches!(e, SpecError::NoKinds(_)));
+        let e = p("- a\n- b\n").expect_err("list");
+        assert!(e.to_string().contains("not a mapping"), "{e}");
     }
 
     #[test]
-    fn cidr_canonical_form() {
-        assert_eq!(canonical_cidr("10.0.0.0/8").expect("ok"), "10.0.0.0/8");
-        assert_eq!(canonical_cidr("192.0.2.1").expect("ok"), "192.0.2.1/32");
-        assert_eq!(canonical_cidr("2001:DB8::/32").expect("ok"), "2001:db8::/32");
-        assert!(canonical_cidr("10.0.0/8").is_err());
-        assert!(canonical_cidr("::/129").is_err());
-        assert!(canonical_cidr("").is_err());
+    fn converts_the_crd_spec() {
+        let crd = toa_crds::ToaNodeStateSpec {
+            node_name: "n1".into(),
+            policy: "p".into(),
+            desired_state: DesiredState::Unloaded,
+            module: ModuleSettings::default(),
+            replace_foreign_module: true,
+            reload_allowed: false,
+        };
+        let d = DesiredSpec::from(&crd);
+        assert_eq!(d.node_name, "n1");
+        assert_eq!(d.desired_state, DesiredState::Unloaded);
+        assert!(d.replace_foreign_module);
     }
 
     #[test]

@@ -45,9 +45,17 @@ pub fn discover(host: &dyn Host, release: &str, os: &OsRelease) -> Headers {
 pub fn package_for(os: &OsRelease, release: &str) -> String {
     if os.is_like("debian") || os.is_like("ubuntu") {
         format!("linux-headers-{release}")
-    } else if ["rhel", "fedora", "centos", "rocky", "almalinux", "amzn", "ol"]
-        .iter()
-        .any(|f| os.is_like(f))
+    } else if [
+        "rhel",
+        "fedora",
+        "centos",
+        "rocky",
+        "almalinux",
+        "amzn",
+        "ol",
+    ]
+    .iter()
+    .any(|f| os.is_like(f))
     {
         format!("kernel-devel-{release}")
     } else if os.is_like("suse") || os.is_like("sles") || os.is_like("opensuse") {
@@ -89,7 +97,11 @@ mod tests {
         let host = FakeHost::default();
         host.put("/usr/src/kernels/5.14.0-427.el9.x86_64/Makefile", "");
         assert_eq!(
-            discover(&host, "5.14.0-427.el9.x86_64", &os("ID=rocky\nID_LIKE=\"rhel fedora\"")),
+            discover(
+                &host,
+                "5.14.0-427.el9.x86_64",
+                &os("ID=rocky\nID_LIKE=\"rhel fedora\"")
+            ),
             Headers::Found(PathBuf::from("/usr/src/kernels/5.14.0-427.el9.x86_64"))
         );
     }
@@ -110,11 +122,26 @@ mod tests {
     #[test]
     fn package_names_per_distribution() {
         let r = "6.8.0-45-generic";
-        assert_eq!(package_for(&os("ID=ubuntu\nID_LIKE=debian"), r), "linux-headers-6.8.0-45-generic");
-        assert_eq!(package_for(&os("ID=fedora"), r), "kernel-devel-6.8.0-45-generic");
-        assert_eq!(package_for(&os("ID=amzn\nID_LIKE=\"centos rhel fedora\""), r), "kernel-devel-6.8.0-45-generic");
-        assert_eq!(package_for(&os("ID=sles\nID_LIKE=suse"), r), "kernel-default-devel");
-        assert_eq!(package_for(&os("ID=opensuse-leap\nID_LIKE=\"suse opensuse\""), r), "kernel-default-devel");
+        assert_eq!(
+            package_for(&os("ID=ubuntu\nID_LIKE=debian"), r),
+            "linux-headers-6.8.0-45-generic"
+        );
+        assert_eq!(
+            package_for(&os("ID=fedora"), r),
+            "kernel-devel-6.8.0-45-generic"
+        );
+        assert_eq!(
+            package_for(&os("ID=amzn\nID_LIKE=\"centos rhel fedora\""), r),
+            "kernel-devel-6.8.0-45-generic"
+        );
+        assert_eq!(
+            package_for(&os("ID=sles\nID_LIKE=suse"), r),
+            "kernel-default-devel"
+        );
+        assert_eq!(
+            package_for(&os("ID=opensuse-leap\nID_LIKE=\"suse opensuse\""), r),
+            "kernel-default-devel"
+        );
         assert!(package_for(&os("ID=arch"), r).contains("linux-headers-6.8.0-45-generic"));
     }
 

@@ -23,12 +23,14 @@ impl OsRelease {
             let Some((key, value)) = line.trim().split_once('=') else {
                 continue;
             };
-            let value = value.trim().trim_matches('"').trim_matches('\'').to_string();
+            let value = value
+                .trim()
+                .trim_matches('"')
+                .trim_matches('\'')
+                .to_string();
             match key {
                 "ID" => os.id = value.to_lowercase(),
-                "ID_LIKE" => {
-                    os.id_like = value.split_whitespace().map(str::to_lowercase).collect()
-                }
+                "ID_LIKE" => os.id_like = value.split_whitespace().map(str::to_lowercase).collect(),
                 "VERSION_ID" => os.version_id = value,
                 "PRETTY_NAME" => os.pretty_name = value,
                 _ => {}
@@ -58,7 +60,10 @@ pub struct KernelFacts {
 impl KernelFacts {
     /// Whether the kernel refuses unsigned modules for policy reasons.
     pub fn locked_down(&self) -> bool {
-        matches!(self.lockdown.as_deref(), Some("integrity" | "confidentiality"))
+        matches!(
+            self.lockdown.as_deref(),
+            Some("integrity" | "confidentiality")
+        )
     }
 }
 
@@ -138,7 +143,10 @@ mod tests {
     fn secure_boot_from_efivars() {
         let host = FakeHost::debian();
         host.put(SECURE_BOOT_VAR, [6u8, 0, 0, 0, 1]);
-        host.put("/sys/kernel/security/lockdown", "none [integrity] confidentiality\n");
+        host.put(
+            "/sys/kernel/security/lockdown",
+            "none [integrity] confidentiality\n",
+        );
         let f = gather(&host).expect("facts");
         assert_eq!(f.secure_boot, Some(true));
         assert_eq!(f.lockdown.as_deref(), Some("integrity"));
@@ -176,8 +184,14 @@ mod tests {
 
     #[test]
     fn lockdown_parsing() {
-        assert_eq!(parse_lockdown("[none] integrity confidentiality").as_deref(), Some("none"));
-        assert_eq!(parse_lockdown("none integrity [confidentiality]\n").as_deref(), Some("confidentiality"));
+        assert_eq!(
+            parse_lockdown("[none] integrity confidentiality").as_deref(),
+            Some("none")
+        );
+        assert_eq!(
+            parse_lockdown("none integrity [confidentiality]\n").as_deref(),
+            Some("confidentiality")
+        );
         assert_eq!(parse_lockdown("garbage"), None);
     }
 }

@@ -12,7 +12,7 @@ use toa_node_agent::host::Host;
 use toa_node_agent::metrics::{Metrics, SharedView};
 use toa_node_agent::reconcile::{AgentConfig, Reconciler};
 use toa_node_agent::runner::{Runner, StatusSink, Update};
-use toa_node_agent::{server, standalone};
+use toa_node_agent::{kube_mode, server, standalone};
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -70,7 +70,11 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let host: Arc<dyn Host> = Arc::new(RealHost::new(&cli.host_root));
     let view: SharedView = Arc::default();
-    let metrics = Arc::new(Metrics::new(host.clone(), view.clone(), cli.per_cpu_metrics));
+    let metrics = Arc::new(Metrics::new(
+        host.clone(),
+        view.clone(),
+        cli.per_cpu_metrics,
+    ));
     std::fs::create_dir_all(&cli.cache_dir)
         .with_context(|| format!("creating --cache-dir {}", cli.cache_dir.display()))?;
     clean_stale_work(&cli.cache_dir);
@@ -99,7 +103,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let Some(node) = cli.node_name.clone() else {
                 bail!("no desired state: pass --desired FILE (standalone) or set --node-name / NODE_NAME (Kubernetes mode)");
             };
-            bail!("Kubernetes mode for node {node} is not available in this build; use --desired FILE")
+            let client = kube::Client::try_default().await.context(
+                "connecting to the Kubernetes API (in-cluster service account or KUBECONFIG); for a plain host use --desired FILE",
+            )?;
+            let api: kube::Api<toa_crds::ToaNodeState> = kube::Api::all(client);
+            tracing::info!(node = %node, heartbeat_seconds = heartbeat.as_secs(), "Kubernetes mode: watching ToaNodeState {node}");
+            tokio::spawn(kube_mode::watch_desired(api.clone(), node.clone(), tx));
+            Box::new(kube_mode::KubeSink::new(
+                api,
+                node,
+                tokio::runtime::Handle::current(),
+            ))
         }
     };
     let runner_view = view.clone();

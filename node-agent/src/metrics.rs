@@ -22,13 +22,25 @@ pub const STATS_PATH: &str = "/proc/1/net/toa_stats";
 type Labels = Vec<(String, String)>;
 
 /// What the reconcile loop last decided; read by /metrics and /readyz.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AgentView {
     pub desired: Option<DesiredState>,
     pub phase: Phase,
     pub reason: Option<Reason>,
     pub kernel_release: String,
     pub srcversion: String,
+}
+
+impl Default for AgentView {
+    fn default() -> Self {
+        Self {
+            desired: None,
+            phase: Phase::Pending,
+            reason: None,
+            kernel_release: String::new(),
+            srcversion: String::new(),
+        }
+    }
 }
 
 impl AgentView {
@@ -83,7 +95,8 @@ impl Metrics {
             builds.clone(),
         );
         // Builds take seconds to minutes (TCG guests, small nodes).
-        let build_duration = Histogram::new([1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]);
+        let build_duration =
+            Histogram::new([1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0]);
         registry.register(
             "toa_module_build_duration_seconds",
             "Duration of module builds",
@@ -134,7 +147,10 @@ impl Metrics {
                 "outcome".to_string(),
                 if success { "success" } else { "failure" }.to_string(),
             ),
-            ("source".to_string(), source.as_str().to_string()),
+            (
+                "source".to_string(),
+                crate::status::source_name(source).to_string(),
+            ),
         ];
         self.loads.get_or_create(&labels).inc();
         if let Some(s) = seconds {
@@ -273,7 +289,7 @@ impl Collector for ToaCollector {
             None,
             MetricType::Gauge,
         )?;
-        for phase in Phase::ALL {
+        for phase in Phase::ALL.iter().copied() {
             let current = phase == view.phase;
             let reason = if current {
                 view.reason.map(Reason::as_str).unwrap_or("")
@@ -343,18 +359,26 @@ mod tests {
         let out = m.render().expect("render");
         assert!(out.contains("\ntoa_syn_recv_sock_toa_total 4\n"), "{out}");
         assert!(out.contains("\ntoa_ip6_address_free_total 28\n"), "{out}");
-        assert!(out.contains("# TYPE toa_getname_toa_ok_total counter"), "{out}");
+        assert!(
+            out.contains("# TYPE toa_getname_toa_ok_total counter"),
+            "{out}"
+        );
         assert!(out.contains("\ntoa_module_loaded 1\n"));
         // alloc (6*4=24) - free (7*4=28) saturates at 0.
         assert!(out.contains("\ntoa_ip6_addresses_in_use 0\n"));
         assert!(out.contains("toa_agent_phase{phase=\"Loaded\",reason=\"\"} 1"));
         assert!(out.contains("toa_agent_phase{phase=\"Failed\",reason=\"\"} 0"));
-        assert!(out.contains("toa_node_info{kernel_release=\"6.1.0-56-amd64\",srcversion=\"SV\",agent_version=\""));
+        assert!(out.contains(
+            "toa_node_info{kernel_release=\"6.1.0-56-amd64\",srcversion=\"SV\",agent_version=\""
+        ));
         // Extra rows are not exported under invented names.
         assert!(!out.contains("ip4_address_alloc"));
         // Values follow the file, not a cache.
         host.put(STATS_PATH, stats_text(8));
-        assert!(m.render().expect("render").contains("\ntoa_syn_recv_sock_toa_total 8\n"));
+        assert!(m
+            .render()
+            .expect("render")
+            .contains("\ntoa_syn_recv_sock_toa_total 8\n"));
     }
 
     #[test]
@@ -362,8 +386,14 @@ mod tests {
         let (host, _view, m) = setup(true);
         host.put(STATS_PATH, stats_text(2));
         let out = m.render().expect("render");
-        assert!(out.contains("toa_syn_recv_sock_toa_total{cpu=\"0\"} 1"), "{out}");
-        assert!(out.contains("toa_syn_recv_sock_toa_total{cpu=\"1\"} 1"), "{out}");
+        assert!(
+            out.contains("toa_syn_recv_sock_toa_total{cpu=\"0\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("toa_syn_recv_sock_toa_total{cpu=\"1\"} 1"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -388,7 +418,10 @@ mod tests {
         m.record_load(true, ModuleSource::Cache, Some(0.2));
         m.record_load(true, ModuleSource::Adopted, None);
         let out = m.render().expect("render");
-        assert!(out.contains("toa_module_builds_total{outcome=\"success\"} 1"), "{out}");
+        assert!(
+            out.contains("toa_module_builds_total{outcome=\"success\"} 1"),
+            "{out}"
+        );
         assert!(out.contains("toa_module_builds_total{outcome=\"failure\"} 1"));
         assert!(out.contains("toa_module_build_duration_seconds_count 2"));
         assert!(out.contains("toa_module_loads_total{outcome=\"success\",source=\"Cache\"} 1"));

@@ -70,7 +70,10 @@ mod tests {
         assert_eq!(info.srcversion.as_deref(), Some("0123456789ABCDEF0123456"));
         assert_eq!(info.name.as_deref(), Some("toa"));
         assert_eq!(info.version.as_deref(), Some("0.1.0"));
-        assert_eq!(info.vermagic.as_deref(), Some("6.1.0-56-amd64 SMP mod_unload"));
+        assert_eq!(
+            info.vermagic.as_deref(),
+            Some("6.1.0-56-amd64 SMP mod_unload")
+        );
         assert_eq!(info.entries.len(), 5);
     }
 
@@ -82,7 +85,10 @@ mod tests {
 
     #[test]
     fn garbage_is_rejected() {
-        assert!(matches!(parse(b"hello world"), Err(ModinfoError::NotElf(_))));
+        assert!(matches!(
+            parse(b"hello world"),
+            Err(ModinfoError::NotElf(_))
+        ));
         assert!(matches!(parse(&[]), Err(ModinfoError::NotElf(_))));
     }
 

@@ -118,7 +118,7 @@ pub fn unload_once(host: &dyn Host) -> Result<(), Errno> {
 
 /// Whether an unload failure is worth retrying (module in use, or going away).
 pub fn unload_retryable(errno: Errno) -> bool {
-    matches!(errno.0, libc::EBUSY | libc::EAGAIN | libc::EWOULDBLOCK)
+    matches!(errno.0, libc::EBUSY | libc::EAGAIN)
 }
 
 #[cfg(test)]
@@ -149,15 +149,31 @@ mod tests {
         let r = explain_load(Errno(libc::EKEYREJECTED), false, Some(true));
         assert_eq!(r.reason, Reason::SignatureRequired);
         assert!(r.message.contains("Secure Boot") && r.message.contains("sign"));
-        assert_eq!(explain_load(Errno(libc::EPERM), true, None).reason, Reason::SignatureRequired);
+        assert_eq!(
+            explain_load(Errno(libc::EPERM), true, None).reason,
+            Reason::SignatureRequired
+        );
         let r = explain_load(Errno(libc::EPERM), false, None);
         assert_eq!(r.reason, Reason::LoadFailed);
         assert!(r.message.contains("CAP_SYS_MODULE"));
-        assert_eq!(explain_load(Errno(libc::EBUSY), false, None).reason, Reason::ForeignModule);
-        assert_eq!(explain_load(Errno(libc::ENOEXEC), false, None).reason, Reason::UnsupportedKernel);
-        assert_eq!(explain_load(Errno(libc::EINVAL), false, None).reason, Reason::ParametersRejected);
-        assert!(explain_load(Errno(libc::EEXIST), false, None).message.contains("already loaded"));
-        assert!(explain_load(Errno(libc::E2BIG), false, None).message.contains("finit_module"));
+        assert_eq!(
+            explain_load(Errno(libc::EBUSY), false, None).reason,
+            Reason::ForeignModule
+        );
+        assert_eq!(
+            explain_load(Errno(libc::ENOEXEC), false, None).reason,
+            Reason::UnsupportedKernel
+        );
+        assert_eq!(
+            explain_load(Errno(libc::EINVAL), false, None).reason,
+            Reason::ParametersRejected
+        );
+        assert!(explain_load(Errno(libc::EEXIST), false, None)
+            .message
+            .contains("already loaded"));
+        assert!(explain_load(Errno(libc::E2BIG), false, None)
+            .message
+            .contains("finit_module"));
     }
 
     #[test]

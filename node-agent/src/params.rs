@@ -2,9 +2,10 @@
 //! runtime changes through `/sys/module/toa/parameters/` (no reload: reloading would drop
 //! the stored addresses of live connections).
 
-use crate::desired::{canonical_cidr, ModuleSettings};
+use crate::desired::ModuleSettings;
 use crate::host::Host;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 pub const PARAM_IPV4_KINDS: &str = "ipv4_kinds";
@@ -18,33 +19,35 @@ fn param_path(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn join<T: ToString>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// The parameters in the module's own syntax (comma lists), by name.
+/// The parameters in the module's own syntax (comma lists), by name, from the CRD's
+/// canonical form (kinds sorted and deduplicated).
 pub fn desired_values(m: &ModuleSettings) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (PARAM_IPV4_KINDS.to_string(), join(&m.ipv4_option_kinds)),
-        (PARAM_NAT64_KINDS.to_string(), join(&m.nat64_option_kinds)),
-        (PARAM_TRUSTED_SOURCES.to_string(), join(&m.trusted_sources)),
-    ])
+    m.module_parameters()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 /// The `finit_module` argument string. Empty lists are left out: an empty value is the
-/// module's default, and `name=` with nothing after it is not parsed the same way by every
-/// kernel.
+/// module's default.
 pub fn load_args(m: &ModuleSettings) -> String {
-    desired_values(m)
-        .into_iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    m.module_arguments().join(" ")
+}
+
+/// A CIDR (or bare address) in canonical text, for comparing what the kernel prints with
+/// what was asked; None when it does not parse.
+fn canonical_cidr(text: &str) -> Option<String> {
+    let (addr, prefix) = match text.trim().split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text.trim(), None),
+    };
+    let ip: IpAddr = addr.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix: u8 = match prefix {
+        Some(p) => p.parse().ok()?,
+        None => max,
+    };
+    (prefix <= max).then(|| format!("{ip}/{prefix}"))
 }
 
 /// Reads the parameters of the loaded module (missing ones are left out).
@@ -67,9 +70,11 @@ fn normalize(name: &str, value: &str) -> Vec<String> {
         .filter(|t| !t.is_empty())
         .map(|t| {
             if name == PARAM_TRUSTED_SOURCES {
-                canonical_cidr(t).unwrap_or_else(|_| t.to_string())
+                canonical_cidr(t).unwrap_or_else(|| t.to_string())
             } else {
-                t.parse::<u32>().map(|n| n.to_string()).unwrap_or_else(|_| t.to_string())
+                t.parse::<u32>()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|_| t.to_string())
             }
         })
         .collect();
@@ -137,7 +142,7 @@ mod tests {
     use super::*;
     use crate::host::fake::FakeHost;
 
-    fn settings(v4: &[u32], nat64: &[u32], trusted: &[&str]) -> ModuleSettings {
+    fn settings(v4: &[u8], nat64: &[u8], trusted: &[&str]) -> ModuleSettings {
         ModuleSettings {
             ipv4_option_kinds: v4.to_vec(),
             nat64_option_kinds: nat64.to_vec(),
@@ -148,12 +153,12 @@ mod tests {
     #[test]
     fn load_args_syntax() {
         assert_eq!(
-            load_args(&settings(&[200, 254], &[253], &[])),
+            load_args(&settings(&[254, 200, 254], &[253], &[])),
             "ipv4_kinds=200,254 nat64_kinds=253"
         );
         assert_eq!(
-            load_args(&settings(&[200], &[], &["10.0.0.0/8", "192.0.2.1/32"])),
-            "ipv4_kinds=200 trusted_sources=10.0.0.0/8,192.0.2.1/32"
+            load_args(&settings(&[200], &[253], &["10.0.0.0/8", "192.0.2.1/32"])),
+            "ipv4_kinds=200 nat64_kinds=253 trusted_sources=10.0.0.0/8,192.0.2.1/32"
         );
     }
 
@@ -161,8 +166,16 @@ mod tests {
     fn comparison_ignores_order_spacing_and_cidr_spelling() {
         assert!(same_value(PARAM_IPV4_KINDS, "200,254", "254, 200\n"));
         assert!(!same_value(PARAM_IPV4_KINDS, "200", "200,254"));
-        assert!(same_value(PARAM_TRUSTED_SOURCES, "192.0.2.1", "192.0.2.1/32"));
-        assert!(same_value(PARAM_TRUSTED_SOURCES, "2001:DB8::/32", "2001:db8::/32"));
+        assert!(same_value(
+            PARAM_TRUSTED_SOURCES,
+            "192.0.2.1",
+            "192.0.2.1/32"
+        ));
+        assert!(same_value(
+            PARAM_TRUSTED_SOURCES,
+            "2001:DB8::/32",
+            "2001:db8::/32"
+        ));
         assert!(same_value(PARAM_TRUSTED_SOURCES, "", "\n"));
     }
 
@@ -173,7 +186,8 @@ mod tests {
         let changed = apply(&host, &settings(&[200], &[253], &["10.0.0.0/8"])).expect("apply");
         assert_eq!(changed, [PARAM_TRUSTED_SOURCES]);
         assert_eq!(
-            host.get("/sys/module/toa/parameters/trusted_sources").as_deref(),
+            host.get("/sys/module/toa/parameters/trusted_sources")
+                .as_deref(),
             Some("10.0.0.0/8\n")
         );
         // Second pass: nothing to do.
@@ -192,10 +206,13 @@ mod tests {
         host.insert_module(Some("SV"), &[]);
         host.lock()
             .rejected_params
-            .push((PARAM_IPV4_KINDS.into(), "200,254\n".into()));
+            .push((PARAM_IPV4_KINDS.into(), "200,254".into()));
         let err = apply(&host, &settings(&[200, 254], &[253], &[])).expect_err("rejected");
         let text = err.to_string();
-        assert!(text.contains("ipv4_kinds") && text.contains("200,254"), "{text}");
+        assert!(
+            text.contains("ipv4_kinds") && text.contains("200,254"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct Reconciler {
 }
 
 /// Intermediate results inside a pass: a terminal status, or a value to continue with.
+/// Err is not an error but "this pass ends here with this status"; there is one per pass,
+/// so its size does not matter (hence the clippy allowances on the functions using it).
 type Step<T> = Result<T, Pass>;
 
 fn fail(reason: Reason, message: impl Into<String>) -> Pass {
@@ -105,10 +107,16 @@ impl Reconciler {
     pub fn reconcile(&mut self, desired: &Desired, progress: &mut dyn FnMut(&NodeStatus)) -> Pass {
         let facts = match kernel::gather(self.host.as_ref()) {
             Ok(f) => f,
-            Err(e) => return self.finish(fail(Reason::UnsupportedKernel, e.to_string()), None, desired),
+            Err(e) => {
+                return self.finish(
+                    fail(Reason::UnsupportedKernel, e.to_string()),
+                    None,
+                    desired,
+                )
+            }
         };
         let mut pass = match desired.spec.desired_state {
-            DesiredState::Unloaded => self.unload_pass(desired, &facts, progress),
+            DesiredState::Unloaded => self.unload_pass(desired, progress),
             DesiredState::Loaded => {
                 self.unload_started = None;
                 self.unload_attempts = 0;
@@ -158,12 +166,7 @@ impl Reconciler {
 
     // ---- Unloaded -------------------------------------------------------------------
 
-    fn unload_pass(
-        &mut self,
-        desired: &Desired,
-        facts: &KernelFacts,
-        progress: &mut dyn FnMut(&NodeStatus),
-    ) -> Pass {
+    fn unload_pass(&mut self, desired: &Desired, progress: &mut dyn FnMut(&NodeStatus)) -> Pass {
         let Some(loaded) = module::loaded(self.host.as_ref()) else {
             self.unload_started = None;
             self.unload_attempts = 0;
@@ -223,7 +226,10 @@ impl Reconciler {
                 }
                 let mut status = self.status_with(
                     Phase::Unloading,
-                    format!("the toa module is in use{users} ({e}); retrying in {}s", backoff.as_secs()),
+                    format!(
+                        "the toa module is in use{users} ({e}); retrying in {}s",
+                        backoff.as_secs()
+                    ),
                 );
                 status.reason = Some(Reason::ModuleBusy);
                 Pass {
@@ -249,6 +255,7 @@ impl Reconciler {
 
     // ---- Loaded ---------------------------------------------------------------------
 
+    #[allow(clippy::result_large_err)]
     fn load_pass(
         &mut self,
         desired: &Desired,
@@ -282,26 +289,29 @@ impl Reconciler {
             }
         }
         if let Some(l) = &loaded {
-            let ours = self.is_ours(l);
-            if !ours && !desired.spec.replace_foreign_module {
-                return Err(fail(
-                    Reason::ForeignModule,
-                    format!(
-                        "a toa module not built by this agent is loaded (srcversion {}); it is left untouched. Remove it, or set replaceForeignModule to let the agent replace it",
-                        l.srcversion.as_deref().unwrap_or("none")
-                    ),
-                ));
-            }
-            if ours && cached.is_some() && !desired.spec.reload_allowed {
-                // An older build of ours: keep serving, ask the operator for a reload.
-                let sv = l.srcversion.clone().unwrap_or_default();
-                let mut pass = self.keep_loaded(desired, &sv, true);
-                if pass.status.phase == Phase::Loaded {
-                    pass.status.message = Some(format!(
-                        "loaded module (srcversion {sv}) is an older build; reload pending until the operator allows it"
+            let sv = l.srcversion.clone().unwrap_or_default();
+            if !self.is_ours(l) {
+                if !desired.spec.replace_foreign_module {
+                    return Err(fail(
+                        Reason::ForeignModule,
+                        format!(
+                            "a toa module not built by this agent is loaded (srcversion {}); it is left untouched. Remove it, or set replaceForeignModule to let the agent replace it",
+                            l.srcversion.as_deref().unwrap_or("none")
+                        ),
                     ));
                 }
-                return Ok(pass);
+                if !desired.spec.reload_allowed {
+                    // Replacing is a disruptive reload: it waits for the operator's grant.
+                    let mut p = fail(
+                        Reason::ForeignModule,
+                        format!("a foreign toa module (srcversion {sv}) is loaded; replacing it is requested and waits for the operator to allow the reload"),
+                    );
+                    p.status.reload_pending = true;
+                    return Err(p);
+                }
+            } else if cached.is_some() && !desired.spec.reload_allowed {
+                // An older build of ours: keep serving, ask the operator for a reload.
+                return Ok(self.keep_older(desired, &sv));
             }
         }
         // We need our own image: from the cache, or built now.
@@ -314,21 +324,32 @@ impl Reconciler {
                 // Learned our srcversion by building (cache was empty): adopt.
                 return Ok(self.keep_loaded(desired, &srcversion, false));
             }
-            if self.is_ours(l) && !desired.spec.reload_allowed {
-                return Ok(self.keep_loaded(desired, l.srcversion.as_deref().unwrap_or(""), true));
+            if !desired.spec.reload_allowed {
+                // Only an older build of ours reaches here (foreign ones returned above).
+                return Ok(self.keep_older(desired, l.srcversion.as_deref().unwrap_or("")));
             }
             // Replace (foreign allowed) or reload (operator allowed).
-            progress(&self.status_with(Phase::Unloading, "unloading the loaded toa module to replace it"));
+            progress(&self.status_with(
+                Phase::Unloading,
+                "unloading the loaded toa module to replace it",
+            ));
             if let Err(e) = module::unload_once(self.host.as_ref()) {
                 let mut p = fail(
-                    if module::unload_retryable(e) { Reason::ModuleBusy } else { Reason::UnloadFailed },
+                    if module::unload_retryable(e) {
+                        Reason::ModuleBusy
+                    } else {
+                        Reason::UnloadFailed
+                    },
                     format!("cannot unload the loaded toa module to replace it: {e}; retrying"),
                 );
                 p.requeue = UNLOAD_BACKOFF_MAX;
                 return Err(p);
             }
         }
-        progress(&self.status_with(Phase::Loading, format!("loading toa.ko from {}", source.as_str())));
+        progress(&self.status_with(
+            Phase::Loading,
+            format!("loading toa.ko from {}", crate::status::source_name(source)),
+        ));
         Ok(self.load_image(desired, facts, &image, &srcversion, source))
     }
 
@@ -344,6 +365,7 @@ impl Reconciler {
     }
 
     /// Builds the module and stores it in the cache; returns (path, srcversion, Built).
+    #[allow(clippy::result_large_err)]
     fn build_and_store(
         &mut self,
         key: &CacheKey,
@@ -370,7 +392,11 @@ impl Reconciler {
         };
         progress(&self.status_with(
             Phase::Building,
-            format!("building toa.ko for {} against {}", facts.release, kdir.display()),
+            format!(
+                "building toa.ko for {} against {}",
+                facts.release,
+                kdir.display()
+            ),
         ));
         tracing::info!(release = %facts.release, kdir = %kdir.display(), "building the toa module");
         let work = self.cfg.cache_dir.join("work");
@@ -464,9 +490,25 @@ impl Reconciler {
             );
         }
         self.metrics.record_load(true, source, Some(seconds));
-        tracing::info!(source = source.as_str(), seconds, srcversion, "toa module loaded");
+        tracing::info!(
+            source = crate::status::source_name(source),
+            seconds,
+            srcversion,
+            "toa module loaded"
+        );
         self.current = Some((srcversion.to_string(), source));
         self.keep_loaded(desired, srcversion, false)
+    }
+
+    /// An older build of ours is loaded: keep it serving and ask for a reload.
+    fn keep_older(&mut self, desired: &Desired, srcversion: &str) -> Pass {
+        let mut pass = self.keep_loaded(desired, srcversion, true);
+        if pass.status.phase == Phase::Loaded {
+            pass.status.message = Some(format!(
+                "the loaded module (srcversion {srcversion}) is an older build of this agent; reload pending until the operator allows it"
+            ));
+        }
+        pass
     }
 
     /// The module is ours and loaded: bring parameters in line and report Loaded.
@@ -488,7 +530,10 @@ impl Reconciler {
         match params::apply(self.host.as_ref(), &desired.spec.module) {
             Ok(changed) if !changed.is_empty() => {
                 tracing::info!(?changed, "module parameters changed at runtime (no reload)");
-                status.message = Some(format!("parameters changed without reload: {}", changed.join(", ")));
+                status.message = Some(format!(
+                    "parameters changed without reload: {}",
+                    changed.join(", ")
+                ));
             }
             Ok(_) => {}
             Err(e @ params::ParamError::Missing { .. }) => {
@@ -508,7 +553,11 @@ impl Reconciler {
             parameters: params::read_loaded(self.host.as_ref()),
             source,
         });
-        let requeue = if status.phase == Phase::Loaded { RESYNC } else { FAILURE_RETRY };
+        let requeue = if status.phase == Phase::Loaded {
+            RESYNC
+        } else {
+            FAILURE_RETRY
+        };
         Pass { status, requeue }
     }
 }
@@ -516,3 +565,7 @@ impl Reconciler {
 fn round_ms(secs: f64) -> f64 {
     (secs * 1000.0).round() / 1000.0
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;

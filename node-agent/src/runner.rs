@@ -68,12 +68,10 @@ impl<'a> Runner<'a> {
                 update = Some(u);
             }
             match update {
-                Some(Update::Desired(d)) => {
-                    if desired.as_ref() != Some(&d) {
-                        tracing::info!(generation = d.generation, state = ?d.spec.desired_state, "new desired state");
-                        desired = Some(d);
-                        next_pass = Some(Instant::now());
-                    }
+                Some(Update::Desired(d)) if desired.as_ref() != Some(&d) => {
+                    tracing::info!(generation = d.generation, state = ?d.spec.desired_state, "new desired state");
+                    desired = Some(d);
+                    next_pass = Some(Instant::now());
                 }
                 Some(Update::Absent(why)) => {
                     desired = None;
@@ -86,7 +84,7 @@ impl<'a> Runner<'a> {
                     };
                     self.publish(status, None, false);
                 }
-                None => {}
+                Some(Update::Desired(_)) | None => {}
             }
             if let (Some(d), Some(at)) = (&desired, next_pass) {
                 if Instant::now() >= at {
@@ -155,7 +153,11 @@ fn log_status(s: &NodeStatus) {
         phase = s.phase.as_str(),
         reason = s.reason.map(|r| r.as_str()).unwrap_or(""),
         message = s.message.as_deref().unwrap_or(""),
-        source = s.module.as_ref().map(|m| m.source.as_str()).unwrap_or(""),
+        source = s
+            .module
+            .as_ref()
+            .map(|m| crate::status::source_name(m.source))
+            .unwrap_or(""),
         "node status"
     );
 }

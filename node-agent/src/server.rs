@@ -35,9 +35,11 @@ async fn metrics(State(st): State<AppState>) -> Response {
             body,
         )
             .into_response(),
-        Ok(Err(_)) | Err(_) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n").into_response()
-        }
+        Ok(Err(_)) | Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed\n",
+        )
+            .into_response(),
     }
 }
 

@@ -170,7 +170,12 @@ mod tests {
         s.copy_to(&w.path().join("src")).expect("copy");
         assert!(w.path().join("src/lib/parse.c").exists());
         assert!(!w.path().join("src/toa.o").exists());
-        assert_eq!(ModuleSource::scan(&w.path().join("src")).expect("scan").digest, s.digest);
+        assert_eq!(
+            ModuleSource::scan(&w.path().join("src"))
+                .expect("scan")
+                .digest,
+            s.digest
+        );
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl StatusSink for FileSink {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let mut json = serde_json::to_vec_pretty(status).map_err(|e| e.to_string())?;
+        let mut json = serde_json::to_vec_pretty(&status.to_crd()).map_err(|e| e.to_string())?;
         json.push(b'\n');
         write_atomic(path, &json).map_err(|e| format!("status file {}: {e}", path.display()))
     }
@@ -106,12 +106,15 @@ mod tests {
             ..Default::default()
         };
         sink.publish(&status).expect("publish");
-        let back: NodeStatus =
+        let back: toa_crds::ToaNodeStateStatus =
             serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
-        assert_eq!(back.phase, Phase::Loaded);
+        assert_eq!(back.phase, Some(Phase::Loaded));
         assert_eq!(std::fs::read_dir(d.path()).expect("ls").count(), 1);
         let mut bad = FileSink::new(Some(PathBuf::from("/nonexistent/dir/status.json")));
-        assert!(bad.publish(&status).expect_err("fails").contains("/nonexistent/dir"));
+        assert!(bad
+            .publish(&status)
+            .expect_err("fails")
+            .contains("/nonexistent/dir"));
     }
 
     #[test]

@@ -45,7 +45,7 @@ impl Stats {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("toa_stats line {line}: {reason}")]
+#[error("toa_stats{}: {reason}", if *.line == 0 { String::new() } else { format!(" line {}", .line) })]
 pub struct StatsError {
     /// 1-based line number (0: the file as a whole).
     pub line: usize,
@@ -84,9 +84,9 @@ pub fn parse(text: &str) -> Result<Stats, StatsError> {
     }
     let mut counters: Vec<Counter> = Vec::new();
     for (no, line) in lines {
-        let (name, values) = line.split_once(':').ok_or_else(|| {
-            err(no, format!("{line:?} has no `name:` prefix"))
-        })?;
+        let (name, values) = line
+            .split_once(':')
+            .ok_or_else(|| err(no, format!("{line:?} has no `name:` prefix")))?;
         let name = name.trim();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(err(no, format!("counter name {name:?} is not [a-z0-9_]+")));
@@ -94,7 +94,14 @@ pub fn parse(text: &str) -> Result<Stats, StatsError> {
         let mut per_cpu = Vec::with_capacity(cpus.len());
         for tok in values.split_whitespace() {
             let v = tok.parse::<u64>().map_err(|_| {
-                err(no, format!("{name}: value {tok:?} is not a non-negative decimal"))
+                if tok.bytes().all(|b| b.is_ascii_digit()) {
+                    err(no, format!("{name}: value {tok} does not fit in 64 bits"))
+                } else {
+                    err(
+                        no,
+                        format!("{name}: value {tok:?} is not a non-negative decimal"),
+                    )
+                }
             })?;
             per_cpu.push(v);
         }
@@ -124,7 +131,10 @@ pub fn parse(text: &str) -> Result<Stats, StatsError> {
     if !missing.is_empty() {
         return Err(err(
             0,
-            format!("missing counters {} (is this a toa module's toa_stats?)", missing.join(", ")),
+            format!(
+                "missing counters {} (is this a toa module's toa_stats?)",
+                missing.join(", ")
+            ),
         ));
     }
     Ok(Stats { cpus, counters })

@@ -3,88 +3,14 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
-pub enum Phase {
-    #[default]
-    Pending,
-    Building,
-    Loading,
-    Loaded,
-    Unloading,
-    Unloaded,
-    Failed,
-}
+pub use toa_crds::{ModuleSource, NodePhase as Phase, NodeReason as Reason};
 
-impl Phase {
-    pub const ALL: [Phase; 7] = [
-        Phase::Pending,
-        Phase::Building,
-        Phase::Loading,
-        Phase::Loaded,
-        Phase::Unloading,
-        Phase::Unloaded,
-        Phase::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Building => "Building",
-            Phase::Loading => "Loading",
-            Phase::Loaded => "Loaded",
-            Phase::Unloading => "Unloading",
-            Phase::Unloaded => "Unloaded",
-            Phase::Failed => "Failed",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-pub enum Reason {
-    HeadersMissing,
-    BuildFailed,
-    BuildTimeout,
-    SignatureRequired,
-    ForeignModule,
-    UnsupportedKernel,
-    LoadFailed,
-    UnloadFailed,
-    ModuleBusy,
-    ParametersRejected,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::HeadersMissing => "HeadersMissing",
-            Reason::BuildFailed => "BuildFailed",
-            Reason::BuildTimeout => "BuildTimeout",
-            Reason::SignatureRequired => "SignatureRequired",
-            Reason::ForeignModule => "ForeignModule",
-            Reason::UnsupportedKernel => "UnsupportedKernel",
-            Reason::LoadFailed => "LoadFailed",
-            Reason::UnloadFailed => "UnloadFailed",
-            Reason::ModuleBusy => "ModuleBusy",
-            Reason::ParametersRejected => "ParametersRejected",
-        }
-    }
-}
-
-/// Where the loaded module came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ModuleSource {
-    Built,
-    Cache,
-    Adopted,
-}
-
-impl ModuleSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModuleSource::Built => "Built",
-            ModuleSource::Cache => "Cache",
-            ModuleSource::Adopted => "Adopted",
-        }
+/// Wire name of a module source (as in the CRD and the metrics' `source` label).
+pub fn source_name(s: ModuleSource) -> &'static str {
+    match s {
+        ModuleSource::Built => "Built",
+        ModuleSource::Cache => "Cache",
+        ModuleSource::Adopted => "Adopted",
     }
 }
 
@@ -117,7 +43,9 @@ pub struct BuildStatus {
     pub log_tail: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The agent's view of the node; converted with [`NodeStatus::to_crd`] for the API server
+/// and the status file, so both carry exactly the CRD's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,7 +67,58 @@ pub struct NodeStatus {
     pub last_heartbeat_time: Option<String>,
 }
 
+impl Default for NodeStatus {
+    fn default() -> Self {
+        Self {
+            observed_generation: None,
+            phase: Phase::Pending,
+            reason: None,
+            message: None,
+            kernel: None,
+            module: None,
+            build: None,
+            reload_pending: false,
+            agent_version: String::new(),
+            last_heartbeat_time: None,
+        }
+    }
+}
+
 impl NodeStatus {
+    /// The CRD's status object.
+    pub fn to_crd(&self) -> toa_crds::ToaNodeStateStatus {
+        toa_crds::ToaNodeStateStatus {
+            observed_generation: self.observed_generation,
+            phase: Some(self.phase),
+            reason: self.reason,
+            message: self.message.clone(),
+            kernel: self.kernel.as_ref().map(|k| toa_crds::KernelInfo {
+                release: k.release.clone(),
+                version: k.version.clone(),
+                boot_id: k.boot_id.clone(),
+                os_image: k.os_image.clone(),
+                lockdown: k.lockdown.clone().unwrap_or_default(),
+                secure_boot: k.secure_boot.unwrap_or(false),
+            }),
+            module: self.module.as_ref().map(|m| toa_crds::ModuleInfo {
+                srcversion: m.srcversion.clone(),
+                parameters: m.parameters.clone(),
+                source: Some(m.source),
+            }),
+            build: self.build.as_ref().map(|b| toa_crds::BuildInfo {
+                duration_seconds: b.duration_seconds,
+                log_tail: b.log_tail.clone(),
+            }),
+            reload_pending: self.reload_pending,
+            agent_version: Some(self.agent_version.clone()),
+            last_heartbeat_time: self
+                .last_heartbeat_time
+                .as_deref()
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+        }
+    }
+
     /// Equality that ignores the heartbeat: a status is only re-written when this changes
     /// (or when the heartbeat is due).
     pub fn same_content(&self, other: &NodeStatus) -> bool {
@@ -206,13 +185,26 @@ mod tests {
             agent_version: "0.1.0".into(),
             ..Default::default()
         };
-        let v = serde_json::to_value(&s).expect("json");
+        let v = serde_json::to_value(s.to_crd()).expect("json");
         assert_eq!(v["phase"], "Failed");
         assert_eq!(v["reason"], "HeadersMissing");
         assert_eq!(v["module"]["source"], "Cache");
         assert_eq!(v["build"]["durationSeconds"], 1.5);
         assert_eq!(v["reloadPending"], false);
         assert!(v.get("observedGeneration").is_none());
+        let back: toa_crds::ToaNodeStateStatus = serde_json::from_value(v).expect("crd status");
+        assert_eq!(back.reason, Some(Reason::HeadersMissing));
+    }
+
+    #[test]
+    fn heartbeat_time_survives_conversion() {
+        let s = NodeStatus {
+            last_heartbeat_time: Some("2026-11-26T00:30:00Z".into()),
+            ..Default::default()
+        };
+        let crd = s.to_crd();
+        let v = serde_json::to_value(&crd).expect("json");
+        assert_eq!(v["lastHeartbeatTime"], "2026-11-26T00:30:00Z");
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub fn toa_ko(srcversion: &str) -> Vec<u8> {
         ("license", "GPL"),
         ("srcversion", srcversion),
         ("name", "toa"),
-        ("vermagic", "6.1.0-56-amd64 SMP preempt mod_unload modversions "),
+        (
+            "vermagic",
+            "6.1.0-56-amd64 SMP preempt mod_unload modversions ",
+        ),
     ])
 }

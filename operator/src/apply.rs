@@ -4,8 +4,6 @@
 //! guarded by uid), so a store that lags behind our own writes costs at most a repeated no-op
 //! request, never a wrong one.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
@@ -182,9 +180,7 @@ pub async fn sync_cluster(t: &ClusterTarget<'_>, plan: &Plan) -> Result<SyncRepo
 async fn ensure_daemonset(t: &ClusterTarget<'_>) -> Result<bool, Error> {
     let name = t.agent.name_any();
     let ns = t.agent.namespace().unwrap_or_default();
-    let live = t
-        .daemonsets
-        .get(&ObjectRef::new(&name).within(&ns));
+    let live = t.daemonsets.get(&ObjectRef::new(&name).within(&ns));
     if !crate::daemonset::drifted(live.as_deref(), t.agent) {
         return Ok(false);
     }
@@ -244,10 +240,14 @@ fn node_label_body(node: &str, labelled: bool) -> Value {
 /// Sets `toa.dev/agent=true` with SSA: the body holds only that label, so the operator owns
 /// nothing else on the Node.
 async fn label_node(api: &Api<Node>, node: &str) -> Result<(), Error> {
-    api.patch(node, &apply_params(), &Patch::Apply(&node_label_body(node, true)))
-        .await
-        .map(|_| ())
-        .map_err(Error::api("Node", "label", node))
+    api.patch(
+        node,
+        &apply_params(),
+        &Patch::Apply(&node_label_body(node, true)),
+    )
+    .await
+    .map(|_| ())
+    .map_err(Error::api("Node", "label", node))
 }
 
 /// Removes `toa.dev/agent`. Applying a body without the label gives up our ownership, which
@@ -255,7 +255,11 @@ async fn label_node(api: &Api<Node>, node: &str) -> Result<(), Error> {
 /// it survives that, and a merge patch removes it: the agent must go from nodes that need none.
 async fn unlabel_node(api: &Api<Node>, node: &str) -> Result<(), Error> {
     let after = api
-        .patch(node, &apply_params(), &Patch::Apply(&node_label_body(node, false)))
+        .patch(
+            node,
+            &apply_params(),
+            &Patch::Apply(&node_label_body(node, false)),
+        )
         .await
         .map_err(Error::api("Node", "unlabel", node))?;
     if after.labels().contains_key(AGENT_LABEL) {
@@ -368,31 +372,14 @@ pub async fn remove_finalizer(client: &Client, policy: &ToaPolicy) -> Result<boo
     }
 }
 
-/// Node counts by (policy, phase) for the `toa_operator_nodes` gauge. A ToaNodeState the agent
-/// has not reported on yet counts as Pending.
-pub fn node_phase_counts(states: &[std::sync::Arc<ToaNodeState>]) -> BTreeMap<(String, String), i64> {
-    let mut counts = BTreeMap::new();
-    for s in states {
-        let phase = s
-            .status
-            .as_ref()
-            .and_then(|st| st.phase)
-            .map(|p| p.as_str())
-            .unwrap_or("Pending");
-        *counts
-            .entry((s.spec.policy.clone(), phase.to_string()))
-            .or_insert(0) += 1;
-    }
-    counts
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn finalizer_patches_are_guarded() {
-        let p = serde_json::to_value(add_finalizer_patch(None, "toa.dev/unload").expect("patch")).expect("json");
+        let p = serde_json::to_value(add_finalizer_patch(None, "toa.dev/unload").expect("patch"))
+            .expect("json");
         assert_eq!(
             p,
             json!([
@@ -401,11 +388,17 @@ mod tests {
             ])
         );
         let existing = vec!["other".to_string()];
-        let p = serde_json::to_value(add_finalizer_patch(Some(&existing), "toa.dev/unload").expect("patch"))
-            .expect("json");
+        let p = serde_json::to_value(
+            add_finalizer_patch(Some(&existing), "toa.dev/unload").expect("patch"),
+        )
+        .expect("json");
         assert_eq!(p[0]["value"], json!(["other"]));
-        assert_eq!(p[1], json!({"op": "add", "path": "/metadata/finalizers/-", "value": "toa.dev/unload"}));
-        let p = serde_json::to_value(remove_finalizer_patch(1, "toa.dev/unload").expect("patch")).expect("json");
+        assert_eq!(
+            p[1],
+            json!({"op": "add", "path": "/metadata/finalizers/-", "value": "toa.dev/unload"})
+        );
+        let p = serde_json::to_value(remove_finalizer_patch(1, "toa.dev/unload").expect("patch"))
+            .expect("json");
         assert_eq!(
             p,
             json!([

@@ -35,7 +35,11 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(field: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+fn invalid(
+    field: impl Into<String>,
+    problem: impl Into<String>,
+    fix: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
         problem: problem.into(),
@@ -195,7 +199,10 @@ impl AgentConfig {
         if !is_dns1123_subdomain(&self.service_account_name) {
             return Err(invalid(
                 "serviceAccountName",
-                format!("`{}` is not a valid Kubernetes name", self.service_account_name),
+                format!(
+                    "`{}` is not a valid Kubernetes name",
+                    self.service_account_name
+                ),
                 "use lower-case letters, digits, '-' and '.', at most 253 characters",
             ));
         }
@@ -247,9 +254,10 @@ impl AgentConfig {
             }
         }
         let mut names = std::collections::BTreeSet::new();
-        let mut mounts: std::collections::BTreeSet<String> = crate::daemonset::builtin_mount_paths(self)
-            .into_iter()
-            .collect();
+        let mut mounts: std::collections::BTreeSet<String> =
+            crate::daemonset::builtin_mount_paths(self)
+                .into_iter()
+                .collect();
         for (i, extra) in self.extra_host_paths.iter().enumerate() {
             let field = format!("extraHostPaths[{i}]");
             if !is_dns1123_label(&extra.name) {
@@ -273,7 +281,10 @@ impl AgentConfig {
             if !mounts.insert(extra.mount_path.clone()) {
                 return Err(invalid(
                     format!("{field}.mountPath"),
-                    format!("`{}` is already a mount point of the agent", extra.mount_path),
+                    format!(
+                        "`{}` is already a mount point of the agent",
+                        extra.mount_path
+                    ),
                     "mount it somewhere else, e.g. under /host/extra/",
                 ));
             }
@@ -311,7 +322,8 @@ fn validate_host_path(field: &str, path: &str) -> Result<(), ConfigError> {
 pub(crate) fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -384,7 +396,10 @@ podAnnotations: {prometheus.io/scrape: "true"}
         assert_eq!(c.metrics_port, 9200);
         assert_eq!(c.log_format, AgentLogFormat::Json);
         assert_eq!(c.extra_host_paths[0].mount_path, "/host/opt/kernel");
-        assert_eq!(c.node_selector.get("pool").map(String::as_str), Some("edge"));
+        assert_eq!(
+            c.node_selector.get("pool").map(String::as_str),
+            Some("edge")
+        );
     }
 
     #[test]
@@ -408,7 +423,10 @@ podAnnotations: {prometheus.io/scrape: "true"}
     #[test]
     fn bad_enum_value_is_rejected() {
         let e = err("image: a\nimagePullPolicy: Sometimes\n");
-        assert!(e.contains("Sometimes") || e.contains("imagePullPolicy"), "{e}");
+        assert!(
+            e.contains("Sometimes") || e.contains("imagePullPolicy"),
+            "{e}"
+        );
         let e = err("image: a\nlogFormat: xml\n");
         assert!(e.contains("xml") || e.contains("logFormat"), "{e}");
     }
@@ -467,8 +485,13 @@ podAnnotations: {prometheus.io/scrape: "true"}
         let e = err("image: a\nextraHostPaths: [{name: x, hostPath: a, mountPath: /b}]\n");
         assert!(e.contains("extraHostPaths[0].hostPath"), "{e}");
         let e = err("image: a\nextraHostPaths: [{name: x, hostPath: /a, mountPath: /host/proc}]\n");
-        assert!(e.contains("extraHostPaths[0].mountPath") && e.contains("already a mount point"), "{e}");
-        let e = err("image: a\nextraHostPaths: [{name: x, hostPath: /a, mountPath: /b, readOnly: true}]\n");
+        assert!(
+            e.contains("extraHostPaths[0].mountPath") && e.contains("already a mount point"),
+            "{e}"
+        );
+        let e = err(
+            "image: a\nextraHostPaths: [{name: x, hostPath: /a, mountPath: /b, readOnly: true}]\n",
+        );
         assert!(e.contains("readOnly"), "{e}");
     }
 

@@ -26,13 +26,13 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::watch;
 use toa_crds::{ToaNodeState, ToaPolicy};
+use tokio::sync::watch;
 
 use crate::apply::{self, ClusterTarget};
 use crate::error::{Backoff, Error};
 use crate::metrics::Metrics;
-use crate::plan::{plan, ClusterSnapshot, Plan};
+use crate::plan::{plan, ClusterSnapshot, FinalizerRelease, Plan};
 
 /// Reconcile `kind` label of the per-policy reconcile.
 pub const KIND_POLICY: &str = "ToaPolicy";
@@ -63,7 +63,10 @@ impl Stores {
         {
             matches!(s.wait_until_ready().now_or_never(), Some(Ok(())))
         }
-        ready(&self.policies) && ready(&self.nodes) && ready(&self.node_states) && ready(&self.daemonsets)
+        ready(&self.policies)
+            && ready(&self.nodes)
+            && ready(&self.node_states)
+            && ready(&self.daemonsets)
     }
 
     pub fn snapshot(&self) -> ClusterSnapshot {
@@ -91,7 +94,13 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, stores: Stores, agent: DaemonSet, metrics: Arc<Metrics>, reporter: Reporter) -> Self {
+    pub fn new(
+        client: Client,
+        stores: Stores,
+        agent: DaemonSet,
+        metrics: Arc<Metrics>,
+        reporter: Reporter,
+    ) -> Self {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -116,9 +125,12 @@ pub async fn sync(ctx: &Context) -> Result<Plan, Error> {
     let _guard = ctx.sync_lock.lock().await;
     let snapshot = ctx.stores.snapshot();
     let planned = plan(&snapshot, (ctx.clock)());
-    let counts = apply::node_phase_counts(&snapshot.node_states);
     ctx.metrics
-        .set_nodes(counts.iter().map(|((p, ph), n)| ((p.as_str(), ph.as_str()), *n)));
+        .set_nodes(planned.node_phases.iter().flat_map(|(policy, phases)| {
+            phases
+                .iter()
+                .map(move |(phase, n)| ((policy.as_str(), phase.as_str()), i64::from(*n)))
+        }));
     let target = ClusterTarget {
         client: &ctx.client,
         node_states: &ctx.stores.node_states,
@@ -177,19 +189,14 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
                 .await
                 .map_err(|e| ctx.count(e))?
             {
-                let text = format!("{release:?}");
-                let kind = if text.contains("TimedOut") {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                };
+                let (kind, text) = describe_release(release);
                 publish(
                     ctx,
                     policy,
                     Event {
                         type_: kind,
                         reason: "FinalizerReleased".to_string(),
-                        note: Some(format!("released {}: {text}", toa_crds::POLICY_FINALIZER)),
+                        note: Some(text),
                         action: "Delete".to_string(),
                         secondary: None,
                     },
@@ -206,6 +213,28 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
     Ok(Action::requeue(requeue))
 }
 
+/// Event type and text for a finalizer release.
+pub fn describe_release(release: &FinalizerRelease) -> (EventType, String) {
+    let f = toa_crds::POLICY_FINALIZER;
+    match release {
+        FinalizerRelease::Kept => (
+            EventType::Normal,
+            format!("released {f}: lifecycle.onDelete is Keep, modules stay loaded"),
+        ),
+        FinalizerRelease::AllUnloaded => (
+            EventType::Normal,
+            format!("released {f}: every node of the policy unloaded the module"),
+        ),
+        FinalizerRelease::TimedOut { remaining, nodes } => (
+            EventType::Warning,
+            format!(
+                "released {f} after lifecycle.unloadTimeoutSeconds with {remaining} node(s) not unloaded: {}",
+                nodes.join(", ")
+            ),
+        ),
+    }
+}
+
 /// Retries a failed reconcile after a jittered exponential backoff.
 pub fn error_policy(policy: Arc<ToaPolicy>, err: &Error, ctx: Arc<Context>) -> Action {
     let delay = ctx.backoff.next_delay(&policy.name_any());
@@ -217,8 +246,7 @@ pub fn error_policy(policy: Arc<ToaPolicy>, err: &Error, ctx: Arc<Context>) -> A
 pub fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<Event> {
     new.iter()
         .filter(|c| {
-            !old
-                .iter()
+            !old.iter()
                 .any(|o| o.type_ == c.type_ && o.status == c.status)
         })
         .map(|c| {
@@ -228,7 +256,11 @@ pub fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<Event> {
                 _ => false,
             };
             Event {
-                type_: if bad { EventType::Warning } else { EventType::Normal },
+                type_: if bad {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
                 reason: if c.reason.is_empty() {
                     c.type_.clone()
                 } else {
@@ -242,7 +274,12 @@ pub fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<Event> {
         .collect()
 }
 
-async fn publish_transitions(ctx: &Context, policy: &ToaPolicy, old: &[Condition], new: &[Condition]) {
+async fn publish_transitions(
+    ctx: &Context,
+    policy: &ToaPolicy,
+    old: &[Condition],
+    new: &[Condition],
+) {
     for ev in transition_events(old, new) {
         publish(ctx, policy, ev).await;
     }
@@ -289,7 +326,11 @@ fn slim_node(node: &mut Node) {
 }
 
 fn all_policies(store: &Store<ToaPolicy>) -> Vec<ObjectRef<ToaPolicy>> {
-    store.state().iter().map(|p| ObjectRef::from_obj(p.as_ref())).collect()
+    store
+        .state()
+        .iter()
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
 }
 
 /// Where the agent DaemonSet lives.
@@ -316,8 +357,11 @@ pub async fn run(
     let (nodes, nodes_writer) = reflector::store::<Node>();
     let node_stream = reflector::reflector(
         nodes_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default().any_semantic())
-            .modify(slim_node),
+        watcher(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .modify(slim_node),
     )
     .default_backoff()
     .touched_objects()
@@ -386,7 +430,12 @@ pub async fn run(
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => tracing::debug!(policy = %obj.name, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "reconcile trigger failed"),
+                // A failing list/watch (RBAC, missing CRD, API down) keeps the stores unready:
+                // say so loudly, it is the reason nothing happens.
+                Err(kube::runtime::controller::Error::QueueError(e)) => {
+                    tracing::warn!(error = %e, "watch failed (are the toa.dev CRDs installed and RBAC granted?)")
+                }
+                Err(e) => tracing::debug!(error = %e, "reconcile skipped"),
             }
         });
 
@@ -436,5 +485,92 @@ fn report_orphans(stores: &Stores, seen: &mut BTreeSet<String>) {
         if stores.nodes.get(&ObjectRef::new(&name)).is_none() && seen.insert(name.clone()) {
             tracing::warn!(node_state = %name, "ToaNodeState without a Node");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cond(type_: &str, status: &str, reason: &str) -> Condition {
+        serde_json::from_value(json!({
+            "type": type_, "status": status, "reason": reason, "message": "m",
+            "lastTransitionTime": "2026-11-26T00:00:00Z",
+        }))
+        .expect("condition")
+    }
+
+    #[test]
+    fn events_only_for_changed_conditions() {
+        let old = vec![
+            cond("Ready", "False", "Progressing"),
+            cond("Degraded", "False", "AsExpected"),
+        ];
+        let new = vec![
+            cond("Ready", "True", "AllLoaded"),
+            cond("Degraded", "False", "AsExpected"),
+        ];
+        let evs = transition_events(&old, &new);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].reason, "AllLoaded");
+        assert_eq!(evs[0].type_, EventType::Normal);
+        assert_eq!(evs[0].note.as_deref(), Some("Ready=True: m"));
+        let evs = transition_events(&new, &[cond("Degraded", "True", "NodesFailed")]);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].type_, EventType::Warning);
+        assert!(transition_events(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn timed_out_release_is_a_warning_naming_the_nodes() {
+        let (t, text) = describe_release(&FinalizerRelease::TimedOut {
+            remaining: 2,
+            nodes: vec!["n1".into(), "n2".into()],
+        });
+        assert_eq!(t, EventType::Warning);
+        assert!(
+            text.contains("2 node(s)") && text.contains("n1, n2"),
+            "{text}"
+        );
+        assert_eq!(
+            describe_release(&FinalizerRelease::Kept).0,
+            EventType::Normal
+        );
+        assert_eq!(
+            describe_release(&FinalizerRelease::AllUnloaded).0,
+            EventType::Normal
+        );
+    }
+
+    #[test]
+    fn nodes_trigger_on_labels_not_on_status() {
+        let mut n: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1", "uid": "u1", "labels": {"a": "b"},
+                         "managedFields": [{"manager": "kubelet"}], "annotations": {"x": "y"}},
+            "status": {"images": [{"names": ["i"], "sizeBytes": 1}],
+                       "nodeInfo": {"kernelVersion": "6.1", "architecture": "amd64",
+                                    "bootID": "b", "containerRuntimeVersion": "c",
+                                    "kubeProxyVersion": "", "kubeletVersion": "v1.33.0",
+                                    "machineID": "m", "operatingSystem": "linux",
+                                    "osImage": "Debian", "systemUUID": "s"}},
+        }))
+        .expect("node");
+        let h = node_trigger_hash(&n);
+        slim_node(&mut n);
+        assert!(n.metadata.managed_fields.is_none() && n.metadata.annotations.is_none());
+        let status = n.status.as_ref().expect("status kept");
+        assert!(status.images.is_none());
+        assert!(status.node_info.is_some(), "nodeInfo is kept");
+        assert_eq!(
+            node_trigger_hash(&n),
+            h,
+            "stripping does not change the trigger"
+        );
+        n.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("toa.dev/agent".into(), "true".into());
+        assert_ne!(node_trigger_hash(&n), h);
     }
 }

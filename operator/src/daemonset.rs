@@ -371,7 +371,10 @@ mod tests {
         assert_eq!(p.host_pid, Some(false));
         let sel = p.node_selector.as_ref().expect("selector");
         assert_eq!(sel.get("toa.dev/agent").map(String::as_str), Some("true"));
-        assert_eq!(sel.get("kubernetes.io/os").map(String::as_str), Some("linux"));
+        assert_eq!(
+            sel.get("kubernetes.io/os").map(String::as_str),
+            Some("linux")
+        );
         let c = &p.containers[0];
         assert_eq!(c.image.as_deref(), Some("reg.example/agent:1"));
         assert_eq!(
@@ -388,7 +391,10 @@ mod tests {
             Some("spec.nodeName")
         );
         let port = &c.ports.as_ref().expect("ports")[0];
-        assert_eq!((port.name.as_deref(), port.container_port), (Some("metrics"), 9101));
+        assert_eq!(
+            (port.name.as_deref(), port.container_port),
+            (Some("metrics"), 9101)
+        );
         let args = c.args.as_ref().expect("args");
         assert!(args.contains(&"--host-root=/host".to_string()));
         assert!(args.contains(&"--cache-dir=/var/lib/toa-operator/cache".to_string()));
@@ -435,8 +441,14 @@ mod tests {
         assert_eq!(find("/sys"), ("/sys".into(), false));
         assert_eq!(find("/host/lib/modules"), ("/lib/modules".into(), true));
         assert_eq!(find("/host/usr/src"), ("/usr/src".into(), true));
-        assert_eq!(find("/host/usr/lib/modules"), ("/usr/lib/modules".into(), true));
-        assert_eq!(find("/host/etc/os-release"), ("/etc/os-release".into(), true));
+        assert_eq!(
+            find("/host/usr/lib/modules"),
+            ("/usr/lib/modules".into(), true)
+        );
+        assert_eq!(
+            find("/host/etc/os-release"),
+            ("/etc/os-release".into(), true)
+        );
         assert_eq!(
             find("/var/lib/toa-operator"),
             ("/var/lib/toa-operator".into(), false)
@@ -464,12 +476,24 @@ podAnnotations: {a: b}
         let p = pod(&ds);
         let ctr = &p.containers[0];
         assert_eq!(ctr.image_pull_policy.as_deref(), Some("Always"));
-        assert_eq!(p.image_pull_secrets.as_ref().expect("secrets")[0].name, "regcred");
-        assert_eq!(p.service_account_name.as_deref(), Some("sa"));
-        assert_eq!(p.priority_class_name.as_deref(), Some("system-node-critical"));
-        assert_eq!(p.tolerations.as_ref().expect("t")[0].key.as_deref(), Some("a"));
         assert_eq!(
-            ctr.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("cpu")),
+            p.image_pull_secrets.as_ref().expect("secrets")[0].name,
+            "regcred"
+        );
+        assert_eq!(p.service_account_name.as_deref(), Some("sa"));
+        assert_eq!(
+            p.priority_class_name.as_deref(),
+            Some("system-node-critical")
+        );
+        assert_eq!(
+            p.tolerations.as_ref().expect("t")[0].key.as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            ctr.resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("cpu")),
             Some(&Quantity("1".into()))
         );
         let sel = p.node_selector.as_ref().expect("sel");
@@ -480,7 +504,11 @@ podAnnotations: {a: b}
         assert!(args.contains(&"--metrics-addr=0.0.0.0:9200".to_string()));
         assert!(args.contains(&"--log-format=json".to_string()));
         assert_eq!(ctr.ports.as_ref().expect("p")[0].container_port, 9200);
-        let tmeta = ds.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).expect("meta");
+        let tmeta = ds
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .expect("meta");
         let labels = tmeta.labels.as_ref().expect("labels");
         assert_eq!(labels.get("team").map(String::as_str), Some("net"));
         assert_eq!(
@@ -495,8 +523,18 @@ podAnnotations: {a: b}
             .and_then(|s| s.template.metadata.as_ref())
             .and_then(|m| m.labels.clone())
             .expect("labels");
-        assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("rel"));
-        assert_eq!(tmeta.annotations.as_ref().and_then(|a| a.get("a")).map(String::as_str), Some("b"));
+        assert_eq!(
+            labels.get("app.kubernetes.io/instance").map(String::as_str),
+            Some("rel")
+        );
+        assert_eq!(
+            tmeta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("a"))
+                .map(String::as_str),
+            Some("b")
+        );
         assert!(ctr
             .volume_mounts
             .as_ref()

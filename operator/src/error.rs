@@ -141,7 +141,10 @@ mod tests {
     #[test]
     fn reasons_are_bounded_labels() {
         let e = Error::api("ToaNodeState", "apply", "n1")(api_error(409, "Conflict"));
-        assert_eq!((e.kind(), e.reason().as_str()), ("ToaNodeState", "Conflict"));
+        assert_eq!(
+            (e.kind(), e.reason().as_str()),
+            ("ToaNodeState", "Conflict")
+        );
         let e = Error::api("Node", "patch", "n1")(api_error(500, ""));
         assert_eq!(e.reason(), "Http500");
         assert!(e.to_string().contains("patch Node n1"), "{e}");
@@ -151,9 +154,15 @@ mod tests {
     fn backoff_grows_is_capped_jittered_and_resets() {
         let b = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
         let d1 = b.next_delay("p");
-        assert!(d1 >= Duration::from_millis(500) && d1 < Duration::from_millis(1500), "{d1:?}");
+        assert!(
+            d1 >= Duration::from_millis(500) && d1 < Duration::from_millis(1500),
+            "{d1:?}"
+        );
         let d2 = b.next_delay("p");
-        assert!(d2 >= Duration::from_secs(1) && d2 < Duration::from_secs(3), "{d2:?}");
+        assert!(
+            d2 >= Duration::from_secs(1) && d2 < Duration::from_secs(3),
+            "{d2:?}"
+        );
         for _ in 0..10 {
             let d = b.next_delay("p");
             assert!(d < Duration::from_secs(12), "{d:?}");

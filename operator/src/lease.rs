@@ -134,10 +134,7 @@ impl LeaseLock {
         };
         self.observed = Some((record.clone(), seen_at));
 
-        let held_by_other = record
-            .holder
-            .as_deref()
-            .is_some_and(|h| h != self.identity);
+        let held_by_other = record.holder.as_deref().is_some_and(|h| h != self.identity);
         if held_by_other {
             let valid_for = spec
                 .lease_duration_seconds
@@ -294,8 +291,8 @@ pub async fn run(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "leader election step failed");
-                let expired = last_renew
-                    .is_some_and(|t| now.duration_since(t) >= timing.renew_deadline);
+                let expired =
+                    last_renew.is_some_and(|t| now.duration_since(t) >= timing.renew_deadline);
                 if expired && *leader.borrow() {
                     tracing::error!("could not renew the lease in time: stepping down");
                     leader.send_replace(false);
@@ -316,11 +313,14 @@ pub async fn run(
     }
 }
 
-/// A candidate identity unique per process: the pod name (HOSTNAME) plus a random suffix, so
-/// a restarted pod never mistakes the old process's lease for its own.
+/// A candidate identity unique per process: the pod name (POD_NAME from the downward API, else
+/// HOSTNAME) plus a random suffix, so a restarted pod never mistakes the old process's lease
+/// for its own.
 pub fn default_identity() -> String {
     use std::hash::{BuildHasher, Hasher};
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "toa-operator".to_string());
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "toa-operator".to_string());
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
     format!("{host}_{:08x}", h.finish() as u32)

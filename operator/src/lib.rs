@@ -9,8 +9,8 @@
 pub mod apply;
 pub mod config;
 pub mod controller;
-pub mod error;
 pub mod daemonset;
+pub mod error;
 pub mod lease;
 pub mod metrics;
 pub mod plan;

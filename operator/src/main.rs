@@ -8,13 +8,13 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 use kube::runtime::events::Reporter;
-use tokio::sync::watch;
 use toa_operator::config::AgentConfig;
 use toa_operator::controller::{self, AgentTarget};
+use toa_operator::daemonset;
 use toa_operator::lease::{self, LeaseLock, LeaseTiming};
 use toa_operator::metrics::Metrics;
 use toa_operator::server::{self, HttpState};
-use toa_operator::daemonset;
+use tokio::sync::watch;
 
 /// Where a pod's own namespace is mounted (fallback when neither flag nor env names it).
 const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -42,15 +42,30 @@ struct Args {
     namespace: Option<String>,
 
     /// Name of the node-agent DaemonSet the operator creates and keeps in shape.
-    #[arg(long, env = "TOA_DAEMONSET_NAME", default_value = "toa-node-agent", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "TOA_DAEMONSET_NAME",
+        default_value = "toa-node-agent",
+        value_name = "NAME"
+    )]
     daemonset_name: String,
 
     /// Name of the coordination.k8s.io Lease used for leader election between replicas.
-    #[arg(long, env = "TOA_LEASE_NAME", default_value = "toa-operator-leader", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "TOA_LEASE_NAME",
+        default_value = "toa-operator-leader",
+        value_name = "NAME"
+    )]
     lease_name: String,
 
     /// Listen address of the HTTP server for /metrics, /healthz and /readyz.
-    #[arg(long, env = "TOA_METRICS_ADDR", default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "TOA_METRICS_ADDR",
+        default_value = "0.0.0.0:8080",
+        value_name = "ADDR"
+    )]
     metrics_addr: SocketAddr,
 
     /// Log format: human-readable text or one JSON object per line. Filter with RUST_LOG.
@@ -124,7 +139,10 @@ async fn main() -> anyhow::Result<()> {
         &identity,
         LeaseTiming::default(),
     );
-    let election = tokio::spawn(lease::run(lock, leader_tx, shutdown.clone()));
+    // The election stops (and releases the lease) only after the controllers have stopped, so
+    // a successor never overlaps with our last writes.
+    let (release_tx, release) = watch::channel(false);
+    let election = tokio::spawn(lease::run(lock, leader_tx, release));
 
     let metrics = Arc::new(Metrics::new());
     let (synced_tx, synced) = watch::channel(false);
@@ -154,7 +172,8 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
 
-    // Stop everything else and give the lease back before exiting.
+    // Controllers have stopped: give the lease back and stop everything else.
+    release_tx.send_replace(true);
     shutdown_tx.send_replace(true);
     signals.abort();
     let grace = Duration::from_secs(10);
@@ -193,10 +212,13 @@ async fn lead(
     let watcher = {
         let mut leader = leader.clone();
         let mut shutdown = shutdown.clone();
+        let shutdown_now = shutdown.clone();
         tokio::spawn(async move {
+            // A shutdown is never reported as a loss, even if both happen at once.
             let lost = tokio::select! {
-                _ = leader.wait_for(|l| !*l) => true,
+                biased;
                 _ = shutdown.wait_for(|s| *s) => false,
+                _ = leader.wait_for(|l| !*l) => !*shutdown_now.borrow(),
             };
             stop_tx.send_replace(true);
             lost
@@ -251,8 +273,9 @@ mod tests {
         assert_eq!(a.lease_name, "toa-operator-leader");
         assert_eq!(a.metrics_addr.to_string(), "0.0.0.0:8080");
         assert!(matches!(a.log_format, LogFormat::Text));
-        let e = Args::try_parse_from(["toa-operator", "--agent-config", "x", "--log-format", "xml"])
-            .expect_err("bad format");
+        let e =
+            Args::try_parse_from(["toa-operator", "--agent-config", "x", "--log-format", "xml"])
+                .expect_err("bad format");
         assert!(e.to_string().contains("xml"));
     }
 }

@@ -136,7 +136,9 @@ mod tests {
             text.contains(r#"toa_operator_reconciles_total{kind="ToaPolicy",result="ok"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"toa_operator_reconciles_total{kind="ToaPolicy",result="error"} 1"#));
+        assert!(
+            text.contains(r#"toa_operator_reconciles_total{kind="ToaPolicy",result="error"} 1"#)
+        );
         assert!(text.contains(
             r#"toa_operator_reconcile_errors_total{kind="ToaNodeState",reason="Conflict"} 1"#
         ));

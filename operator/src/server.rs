@@ -120,7 +120,9 @@ mod tests {
             leader,
             synced,
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(serve_on(listener, state, stop));
 
@@ -137,7 +139,9 @@ mod tests {
         let (code, body) = get(addr, "/metrics").await;
         assert_eq!(code, 200);
         assert!(
-            body.contains(r#"toa_operator_reconcile_errors_total{kind="Node",reason="Forbidden"} 1"#),
+            body.contains(
+                r#"toa_operator_reconcile_errors_total{kind="Node",reason="Forbidden"} 1"#
+            ),
             "{body}"
         );
         assert_eq!(get(addr, "/nope").await.0, 404);

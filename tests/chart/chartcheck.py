@@ -11,6 +11,8 @@ them. Subcommands:
                                          (--invalid: each document must be rejected)
   rules RENDERED OUT                     writes the PrometheusRule's groups as a Prometheus rule file
   alert-coverage RULES TESTFILE          a firing and a non-firing promtool case for every alert
+  dashboard-tests DASHBOARD SPEC OUT      fills SPEC's `panel:` references with the dashboard's
+                                         queries, for promtool test rules
   queries RENDERED DASHBOARD FIXTURE OPERATOR_SRC
                                          dashboard and alert PromQL parsed; metric and label names
                                          checked against the agent's exposition and the operator
@@ -225,6 +227,16 @@ def validate_cr(crds, cel, doc):
     return errs
 
 
+def markdown_docs(path):
+    """The toa.dev objects in a Markdown file's ```yaml blocks (what a reader copies)."""
+    text = open(path).read()
+    out = []
+    for block in re.findall(r"```ya?ml\n(.*?)```", text, re.S):
+        if "apiVersion: toa.dev/" in block:
+            out += [d for d in yaml.safe_load_all(block) if d]
+    return out
+
+
 def cmd_crs(args):
     crd_dir = args[0]
     expect_invalid = "--invalid" in args
@@ -237,7 +249,7 @@ def cmd_crs(args):
     if not files:
         bad("custom resource files", "no example files given")
     for f in files:
-        for i, doc in enumerate(load_docs(f)):
+        for i, doc in enumerate(markdown_docs(f) if f.endswith(".md") else load_docs(f)):
             name = f"{os.path.relpath(f)}#{i} {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
             errs = validate_cr(crds, cel, doc)
             if expect_invalid:
@@ -534,6 +546,28 @@ def cmd_queries(args):
         check("toa_agent_phase exposes every phase", want <= phases, f"missing {sorted(want - phases)} (has {sorted(phases)})")
 
 
+def cmd_dashboard_tests(args):
+    """Fills tests/chart/dashboard.test.yaml's `panel:` references with the dashboard's queries."""
+    dashboard_path, spec_path, out_path = args
+    with open(dashboard_path) as f:
+        dash = json.load(f)
+    exprs = {f"{p['title']}/{t['refId']}": t["expr"] for p in dash["panels"] for t in p.get("targets", [])}
+    with open(spec_path) as f:
+        spec = yaml.safe_load(f)
+    n = 0
+    for t in spec["tests"]:
+        for case in t.get("promql_expr_test", []):
+            ref = case.pop("panel")
+            if ref not in exprs:
+                bad(f"dashboard test refers to panel {ref}", "no such panel target in the dashboard")
+                continue
+            case["expr"] = substitute_grafana(exprs[ref])
+            n += 1
+    with open(out_path, "w") as f:
+        yaml.safe_dump(spec, f, sort_keys=False)
+    check("dashboard query tests generated", n > 0, "no promql_expr_test")
+
+
 # --- ValidatingAdmissionPolicy CEL ---------------------------------------------------------------
 
 
@@ -649,8 +683,8 @@ def cmd_rbac(args):
     got = rules_set(role) if role else set()
     check("operator Role: daemonsets and leases only",
           role is not None and {r for (_g, r, _v, _n) in got} == {"daemonsets", "leases"}, f"{sorted(got)}")
-    lease_named = [x for x in got if x[1] == "leases" and x[2] in ("get", "update", "patch")]
-    check("operator Role: lease get/update/patch limited by resourceNames",
+    lease_named = [x for x in got if x[1] == "leases" and x[2] in ("get", "update", "patch", "delete")]
+    check("operator Role: lease get/update limited by resourceNames",
           lease_named and all(x[3] for x in lease_named), f"{lease_named}")
     for kind in ("ClusterRoleBinding", "RoleBinding"):
         for d in docs_of(rendered, kind):
@@ -680,6 +714,9 @@ def cmd_wiring(args):
     for flag in OPERATOR_FLAGS:
         check(f"operator gets {flag}", any(a.startswith(flag + "=") for a in argv), f"args {argv}")
     check("operator replicas >= 2 (leader election)", dep["spec"]["replicas"] >= 2, f"{dep['spec']['replicas']}")
+    ru = dep["spec"].get("strategy", {}).get("rollingUpdate", {})
+    check("operator rolls one pod at a time without surge (only the leader is Ready)",
+          ru.get("maxSurge") == 0 and ru.get("maxUnavailable") == 1, f"{ru}")
     sc = c.get("securityContext", {})
     check("operator container: non-root, read-only root fs, no capabilities",
           pod.get("securityContext", {}).get("runAsNonRoot") is True and sc.get("readOnlyRootFilesystem") is True
@@ -726,7 +763,7 @@ def cmd_wiring(args):
 
 def main():
     cmds = {"k8s": cmd_k8s, "crs": cmd_crs, "rules": cmd_rules, "alert-coverage": cmd_alert_coverage,
-            "queries": cmd_queries, "vap": cmd_vap, "rbac": cmd_rbac, "wiring": cmd_wiring}
+            "queries": cmd_queries, "dashboard-tests": cmd_dashboard_tests, "vap": cmd_vap, "rbac": cmd_rbac, "wiring": cmd_wiring}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         print(__doc__, file=sys.stderr)
         sys.exit(2)

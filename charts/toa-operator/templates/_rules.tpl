@@ -6,7 +6,7 @@ text to promtool). The agent's targets carry `node` (set by the monitors' relabe
 {{- $o := printf "job=%q" .Values.metrics.operatorJobName -}}
 {{- $w := $r.ratioWindow -}}
 {{- $lookups := printf "sum by (node) (rate(toa_getname_toa_ok_total{%s}[%s]) + rate(toa_getname_toa_empty_total{%s}[%s]) + rate(toa_getname_toa_mismatch_total{%s}[%s]))" $a $w $a $w $a $w -}}
-{{- $doc := "https://example.invalid/toa-operator/docs/troubleshooting.md" -}}
+{{- $doc := $r.runbookUrl -}}
 groups:
   - name: toa-operator.rules
     rules:

@@ -46,13 +46,22 @@ impl FakeHost {
     /// A Debian 12 host running 6.1.0-56-amd64 with its headers installed.
     pub fn debian() -> Self {
         let host = Self::default();
-        host.set_uname("6.1.0-56-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-01-10)");
+        host.set_uname(
+            "6.1.0-56-amd64",
+            "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-01-10)",
+        );
         host.put(
             "/etc/os-release",
             "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
         );
-        host.put("/proc/sys/kernel/random/boot_id", "0b6e3b7c-2a55-4a1f-9a8e-000000000001\n");
-        host.put("/sys/kernel/security/lockdown", "[none] integrity confidentiality\n");
+        host.put(
+            "/proc/sys/kernel/random/boot_id",
+            "0b6e3b7c-2a55-4a1f-9a8e-000000000001\n",
+        );
+        host.put(
+            "/sys/kernel/security/lockdown",
+            "[none] integrity confidentiality\n",
+        );
         host.put(
             "/lib/modules/6.1.0-56-amd64/build/Makefile",
             "include /usr/src/linux-headers-6.1.0-56-common/Makefile\n",
@@ -162,7 +171,10 @@ impl Host for FakeHost {
             .collect();
         names.dedup();
         if names.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::NotFound, path.display().to_string()));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                path.display().to_string(),
+            ));
         }
         Ok(names)
     }
@@ -171,20 +183,26 @@ impl Host for FakeHost {
         Ok(path.to_path_buf())
     }
 
-    fn local_path(&self, path: &Path) -> PathBuf {
-        path.to_path_buf()
+    fn build_tree(&self, kdir: &Path) -> io::Result<PathBuf> {
+        Ok(kdir.to_path_buf())
     }
 
     fn write_sysfs(&self, path: &Path, value: &str) -> io::Result<()> {
         let mut st = self.lock();
-        st.sysfs_writes.push((path.to_path_buf(), value.to_string()));
+        st.sysfs_writes
+            .push((path.to_path_buf(), value.to_string()));
         if !st.files.contains_key(path) {
-            return Err(io::Error::new(io::ErrorKind::NotFound, path.display().to_string()));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                path.display().to_string(),
+            ));
         }
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // The kernel's param setters see the buffer with echo's newline; compare without it.
+        let value = value.trim_end_matches('\n');
         if st
             .rejected_params
             .iter()
@@ -210,7 +228,10 @@ impl Host for FakeHost {
         if let Some(e) = st.load_errors.pop_front() {
             return Err(e);
         }
-        if st.files.contains_key(Path::new("/sys/module/toa/initstate")) {
+        if st
+            .files
+            .contains_key(Path::new("/sys/module/toa/initstate"))
+        {
             return Err(Errno(libc::EEXIST));
         }
         let bytes = std::fs::read(image).map_err(|_| Errno(libc::ENOENT))?;
@@ -220,7 +241,10 @@ impl Host for FakeHost {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let refs: Vec<(&str, &str)> = parsed.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let refs: Vec<(&str, &str)> = parsed
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         insert_module_locked(&mut st, info.srcversion.as_deref(), &refs);
         Ok(())
     }
@@ -250,10 +274,7 @@ impl Host for FakeHost {
             .ok_or_else(|| io::Error::other("fake make: no M= argument"))?;
         match st.build.clone() {
             Some(FakeBuild::Succeed { srcversion }) => {
-                std::fs::write(
-                    m_dir.join("toa.ko"),
-                    crate::testutil::toa_ko(&srcversion),
-                )?;
+                std::fs::write(m_dir.join("toa.ko"), crate::testutil::toa_ko(&srcversion))?;
                 Ok(CommandOutcome::Exited {
                     code: Some(0),
                     output: "  CC [M]  toa.o\n  LD [M]  toa.ko\n".into(),

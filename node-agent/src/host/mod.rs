@@ -65,8 +65,11 @@ pub trait Host: Send + Sync {
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// Resolves symlinks of a host path *within the host root*, returning a host path.
     fn resolve(&self, path: &Path) -> io::Result<PathBuf>;
-    /// The local path through which a host path is reachable from the agent's process.
-    fn local_path(&self, path: &Path) -> PathBuf;
+    /// Makes a host kernel build tree usable by `make -C` from the agent's process and
+    /// returns the directory to pass. Build trees hold absolute paths (Debian's headers
+    /// Makefile includes `/usr/src/linux-headers-REL-common/Makefile`), so under a host root
+    /// other than `/` they must also be reachable at their real paths.
+    fn build_tree(&self, kdir: &Path) -> io::Result<PathBuf>;
     /// Writes a sysfs attribute (module parameters); the kernel may refuse with EINVAL.
     fn write_sysfs(&self, path: &Path, value: &str) -> io::Result<()>;
     /// `uname(2)`.

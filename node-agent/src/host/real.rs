@@ -24,6 +24,14 @@ impl RealHost {
         Self { root: root.into() }
     }
 
+    /// The local path through which a host path is reachable from the agent's process.
+    pub fn local_path(&self, path: &Path) -> PathBuf {
+        match self.resolve(path) {
+            Ok(p) => self.map(&p),
+            Err(_) => self.map(path),
+        }
+    }
+
     fn map(&self, path: &Path) -> PathBuf {
         if path.starts_with("/sys") {
             return path.to_path_buf();
@@ -105,11 +113,12 @@ impl Host for RealHost {
         Ok(resolved)
     }
 
-    fn local_path(&self, path: &Path) -> PathBuf {
-        match self.resolve(path) {
-            Ok(p) => self.map(&p),
-            Err(_) => self.map(path),
+    fn build_tree(&self, kdir: &Path) -> io::Result<PathBuf> {
+        if self.root == Path::new("/") {
+            return Ok(kdir.to_path_buf());
         }
+        mirror_build_dirs(&self.root, Path::new("/"))?;
+        Ok(kdir.to_path_buf())
     }
 
     fn write_sysfs(&self, path: &Path, value: &str) -> io::Result<()> {
@@ -125,9 +134,11 @@ impl Host for RealHost {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: the kernel NUL-terminates these fixed-size arrays.
-        let field = |f: &[libc::c_char]| unsafe { CStr::from_ptr(f.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
+        let field = |f: &[libc::c_char]| {
+            unsafe { CStr::from_ptr(f.as_ptr()) }
+                .to_string_lossy()
+                .into_owned()
+        };
         Ok(Uname {
             release: field(&uts.release),
             version: field(&uts.version),
@@ -151,7 +162,11 @@ impl Host for RealHost {
         if rc == 0 {
             Ok(())
         } else {
-            Err(Errno(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)))
+            Err(Errno(
+                io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO),
+            ))
         }
     }
 
@@ -168,7 +183,11 @@ impl Host for RealHost {
         if rc == 0 {
             Ok(())
         } else {
-            Err(Errno(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)))
+            Err(Errno(
+                io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO),
+            ))
         }
     }
 
@@ -219,6 +238,37 @@ impl Host for RealHost {
     }
 }
 
+/// Where distributions keep kernel build trees and what they point into (Debian's
+/// `scripts` and `tools` are relative links to /usr/lib/linux-kbuild-X.Y).
+const BUILD_DIRS: &[(&str, &str)] = &[("usr/src", ""), ("usr/lib", "linux-kbuild-")];
+
+/// Symlinks every host build tree (`<root>/usr/src/*`, `<root>/usr/lib/linux-kbuild-*`) to
+/// the same path under `local_root`, so absolute paths inside them resolve. Existing local
+/// entries are left alone (the agent image may ship its own).
+pub fn mirror_build_dirs(root: &Path, local_root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut made = Vec::new();
+    for (dir, prefix) in BUILD_DIRS {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with(prefix) {
+                continue;
+            }
+            let local = local_root.join(dir).join(&name);
+            if std::fs::symlink_metadata(&local).is_ok() {
+                continue;
+            }
+            std::fs::create_dir_all(local_root.join(dir))?;
+            std::os::unix::fs::symlink(entry.path(), &local)?;
+            made.push(local);
+        }
+    }
+    Ok(made)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,9 +304,39 @@ mod tests {
             .expect("symlink");
         let host = RealHost::new(root);
         assert_eq!(
-            host.resolve(Path::new("/usr/src/h/scripts")).expect("resolve"),
+            host.resolve(Path::new("/usr/src/h/scripts"))
+                .expect("resolve"),
             Path::new("/usr/lib/kbuild/scripts")
         );
+    }
+
+    #[test]
+    fn build_dirs_are_mirrored_at_their_real_paths() {
+        let host = tempfile::tempdir().expect("tempdir");
+        let local = tempfile::tempdir().expect("tempdir");
+        let h = host.path();
+        std::fs::create_dir_all(h.join("usr/src/linux-headers-X-common")).expect("mkdir");
+        std::fs::create_dir_all(h.join("usr/src/linux-headers-X")).expect("mkdir");
+        std::fs::create_dir_all(h.join("usr/lib/linux-kbuild-6.1/scripts")).expect("mkdir");
+        std::fs::create_dir_all(h.join("usr/lib/x86_64-linux-gnu")).expect("mkdir");
+        std::fs::write(h.join("usr/src/linux-headers-X-common/Makefile"), "x").expect("w");
+        // The image's own entry wins.
+        std::fs::create_dir_all(local.path().join("usr/src/linux-headers-X")).expect("mkdir");
+        let made = mirror_build_dirs(h, local.path()).expect("mirror");
+        assert_eq!(made.len(), 2, "{made:?}");
+        assert!(local
+            .path()
+            .join("usr/src/linux-headers-X-common/Makefile")
+            .exists());
+        assert!(local
+            .path()
+            .join("usr/lib/linux-kbuild-6.1/scripts")
+            .is_dir());
+        assert!(!local.path().join("usr/lib/x86_64-linux-gnu").exists());
+        // Idempotent.
+        assert!(mirror_build_dirs(h, local.path())
+            .expect("again")
+            .is_empty());
     }
 
     #[test]
@@ -296,7 +376,10 @@ mod tests {
         let out = host
             .run(&CommandSpec {
                 program: "sh".into(),
-                args: vec!["-c".into(), "echo begin; sleep 30 & sleep 30; echo never".into()],
+                args: vec![
+                    "-c".into(),
+                    "echo begin; sleep 30 & sleep 30; echo never".into(),
+                ],
                 cwd: std::env::temp_dir(),
                 timeout: Duration::from_millis(300),
             })

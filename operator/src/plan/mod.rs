@@ -1,1 +1,178 @@
-//! Pure decision function (owned by the API engineer): placeholder until it lands.
+//! The operator's decisions, as pure functions without I/O.
+//!
+//! One call per reconcile: [`plan`] takes everything the operator knows
+//! (policies, nodes, node states) and the current time, and returns
+//! everything it should write. The I/O layer diffs the [`Plan`] against its
+//! caches and sends only the differences. Keeping this pure lets us test it
+//! exhaustively (property tests up to 20,000 nodes) without an apiserver.
+//!
+//! Steps, each in its own module:
+//! 1. [`selector`]: compile each policy's label selector.
+//! 2. [`assign`]: give each Linux node to at most one live policy (highest
+//!    priority, then oldest, then name) and count conflicts.
+//! 3. [`lifecycle`]: nodes that left their policy: unload, keep or forget;
+//!    finalizer decisions for policies being deleted.
+//! 4. [`pacing`]: grant `reloadAllowed` so that at most `maxUnavailable`
+//!    nodes of a policy reload at once.
+//! 5. [`status`]: aggregate node states into each policy's status.
+
+mod assign;
+mod lifecycle;
+mod pacing;
+pub mod selector;
+mod status;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use toa_crds::{ToaNodeState, ToaNodeStateSpec, ToaPolicy, ToaPolicyStatus};
+
+/// Everything the operator knows at one instant (reflector store contents).
+#[derive(Clone, Debug, Default)]
+pub struct ClusterSnapshot {
+    /// All ToaPolicies, including those being deleted.
+    pub policies: Vec<Arc<ToaPolicy>>,
+    /// All Nodes.
+    pub nodes: Vec<Arc<Node>>,
+    /// All ToaNodeStates.
+    pub node_states: Vec<Arc<ToaNodeState>>,
+}
+
+/// A ToaNodeState the operator wants to exist, with this spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredNodeState {
+    /// Spec to apply (server-side apply, field manager `toa-operator`).
+    pub spec: ToaNodeStateSpec,
+    /// UID of the Node, for the ownerReference (the Node owns its state).
+    pub node_uid: String,
+}
+
+/// Why a policy's finalizer may be removed now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FinalizerRelease {
+    /// `lifecycle.onDelete: Keep`: modules stay loaded, nothing to wait for.
+    Kept,
+    /// Every node of the policy reports Unloaded (or was handed to another policy).
+    AllUnloaded,
+    /// `lifecycle.unloadTimeoutSeconds` passed with nodes still not unloaded.
+    TimedOut {
+        /// How many nodes were still not unloaded.
+        remaining: usize,
+        /// The first of them (at most 20), sorted by name, for the Event.
+        nodes: Vec<String>,
+    },
+}
+
+/// What the operator should make true, computed by [`plan`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// ToaNodeStates that must exist, by node name (= object name).
+    pub node_states: BTreeMap<String, DesiredNodeState>,
+    /// ToaNodeStates to delete, by name.
+    pub deletions: BTreeSet<String>,
+    /// Nodes that must carry `toa.dev/agent=true` (selected nodes, and
+    /// deselected ones until their module is unloaded).
+    pub agent_nodes: BTreeSet<String>,
+    /// Subset of `agent_nodes` that does not carry the label yet.
+    pub label_nodes: BTreeSet<String>,
+    /// Nodes that carry the label but must lose it.
+    pub unlabel_nodes: BTreeSet<String>,
+    /// Full status of every policy, by policy name.
+    pub policy_status: BTreeMap<String, ToaPolicyStatus>,
+    /// Live policies that lack [`toa_crds::POLICY_FINALIZER`].
+    pub finalizers_to_add: BTreeSet<String>,
+    /// Policies being deleted whose finalizer can be removed now.
+    pub finalizer_releases: BTreeMap<String, FinalizerRelease>,
+    /// Reconcile again after this long even if nothing changes (the next
+    /// unload deadline of a policy being deleted).
+    pub requeue_after: Option<Duration>,
+    /// Node count by policy and phase (from the node states; "Unknown" when
+    /// the agent has not reported), for the `toa_operator_nodes` gauge.
+    pub node_phases: BTreeMap<String, BTreeMap<String, u32>>,
+}
+
+/// Decide everything for one reconcile. Pure and deterministic: the result
+/// does not depend on the order of the snapshot's vectors.
+pub fn plan(snapshot: &ClusterSnapshot, now: Timestamp) -> Plan {
+    let policies = assign::PolicyView::collect(&snapshot.policies);
+    let nodes = assign::NodeView::collect(&snapshot.nodes);
+    let states: BTreeMap<&str, &ToaNodeState> = snapshot
+        .node_states
+        .iter()
+        .filter_map(|s| s.metadata.name.as_deref().map(|n| (n, s.as_ref())))
+        .collect();
+
+    let assignment = assign::assign(&policies, &nodes);
+    let leaving = lifecycle::leaving_nodes(&policies, &nodes, &states, &assignment, now);
+    let grants = pacing::grant_reloads(&policies, &assignment, &leaving, &states);
+
+    let mut out = Plan::default();
+    for (node_name, policy_idx) in &assignment.owner {
+        let policy = &policies[*policy_idx];
+        let Some(node) = nodes.get(node_name) else {
+            continue;
+        };
+        out.node_states.insert(
+            node_name.to_string(),
+            DesiredNodeState {
+                spec: ToaNodeStateSpec {
+                    node_name: node_name.to_string(),
+                    policy: policy.name.to_string(),
+                    desired_state: toa_crds::DesiredState::Loaded,
+                    module: policy.module.clone(),
+                    replace_foreign_module: policy.spec.lifecycle.replace_foreign_module,
+                    reload_allowed: grants.contains(node_name),
+                },
+                node_uid: node.uid.to_string(),
+            },
+        );
+    }
+    for (node_name, spec) in &leaving.unloading {
+        if let Some(node) = nodes.get(node_name) {
+            out.node_states.insert(
+                node_name.to_string(),
+                DesiredNodeState {
+                    spec: spec.clone(),
+                    node_uid: node.uid.to_string(),
+                },
+            );
+        }
+    }
+    out.deletions = leaving.deletions.iter().map(|s| s.to_string()).collect();
+    out.agent_nodes = out.node_states.keys().cloned().collect();
+    for node in nodes.values() {
+        let wanted = out.agent_nodes.contains(node.name);
+        if wanted && !node.has_agent_label {
+            out.label_nodes.insert(node.name.to_string());
+        } else if !wanted && node.has_agent_label {
+            out.unlabel_nodes.insert(node.name.to_string());
+        }
+    }
+    for p in &policies {
+        if !p.deleting && !p.has_finalizer {
+            out.finalizers_to_add.insert(p.name.to_string());
+        }
+    }
+    out.finalizer_releases = leaving
+        .releases
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    out.requeue_after = leaving.next_deadline.map(|d| {
+        let secs = d.as_second().saturating_sub(now.as_second()).max(1);
+        Duration::from_secs(u64::try_from(secs).unwrap_or(1))
+    });
+    out.policy_status = status::aggregate(&policies, &assignment, &leaving, &states, now);
+    out.node_phases = status::phase_counts(&states);
+    out
+}

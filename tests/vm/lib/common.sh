@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash source-path=SCRIPTDIR
 # Shared helpers for the QEMU guest harness (tests/vm/). Source it; it is `set -euo pipefail` safe.
 # Everything downloaded goes to $TOA_CACHE_DIR (outside the repository).
 

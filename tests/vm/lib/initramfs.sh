@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash source-path=SCRIPTDIR
 # Guest initramfs: busybox-static, kernel modules from the kernel's image package, our own
 # files, packed as a gzip'ed newc cpio.
 #
@@ -48,6 +48,11 @@ initramfs_add_kmod() {
 	local dir=$1 name=$2 f dep
 	[ -n "${KMODDIR:-}" ] || toa_die "initramfs_add_kmod: run kernel_prepare first (KMODDIR unset)"
 	grep -qx "$name" "$dir/etc/modules.order" && return 0
+	# Built into this kernel: nothing to load.
+	if [ -r "$KMODDIR/modules.builtin" ] &&
+		grep -Eq "(^|/)$(printf '%s' "$name" | sed 's/[_-]/[_-]/g')\.ko$" "$KMODDIR/modules.builtin"; then
+		return 0
+	fi
 	f=$(_initramfs_kmod_file "$name")
 	for dep in $(modinfo -F depends "$f" | tr ',' ' '); do
 		initramfs_add_kmod "$dir" "$dep"

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash source-path=SCRIPTDIR
 # Debian kernels for the guest harness: image (vmlinux + modules) and headers to build against.
 #
 #   kernel_series          -> prints every series of the table, one per line
@@ -6,7 +6,7 @@
 #                             KERNEL_WHERE (host = this machine builds, suite = suites.sh root)
 #   kernel_build_kmod SRC_DIR OUT_DIR
 #                          -> copies SRC_DIR, runs `make KDIR=... W=1` with the kernel's own
-#                             compiler, copies toa.ko and build.log to OUT_DIR; fails on any
+#                             compiler, copies the *.ko and build.log to OUT_DIR; fails on any
 #                             warning from our sources
 #
 # Rows whose suite is not this machine's (bookworm) go through tests/vm/lib/suites.sh
@@ -16,6 +16,11 @@
 
 # shellcheck source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# Functions only (no side effects): sourced here so that subshells and callers both see them.
+if [ -r "$TOA_VM_LIB_DIR/suites.sh" ]; then
+	# shellcheck source=suites.sh
+	. "$TOA_VM_LIB_DIR/suites.sh"
+fi
 
 # SERIES  SUITE     META PACKAGE (resolved with apt-cache depends)  WHERE
 #   host  = this machine's apt and compiler (bookworm, gcc-12)
@@ -27,7 +32,7 @@ TOA_KERNEL_TABLE="
 7.2 sid linux-image-amd64 suite
 "
 # The kernels tests/vm/kmod.sh runs without --kernel. Add a series here once it works.
-TOA_DEFAULT_KERNELS=${TOA_DEFAULT_KERNELS:-"6.1 6.12"}
+TOA_DEFAULT_KERNELS=${TOA_DEFAULT_KERNELS:-"5.10 6.1 6.12 7.2"}
 
 TOA_KERNEL_CACHE=${TOA_KERNEL_CACHE:-$TOA_CACHE_DIR/kernels}
 
@@ -132,7 +137,7 @@ kernel_prepare() {
 	*) toa_die "series $_K_SERIES: $_K_META in $_K_SUITE now resolves to $KVER; update TOA_KERNEL_TABLE in ${BASH_SOURCE[0]}" ;;
 	esac
 	hdr_pkg=linux-headers-$KVER
-	common_pkg= kbuild_pkg=
+	common_pkg='' kbuild_pkg=''
 	for d in $(_kernel_depends "$hdr_pkg"); do
 		case $d in
 		linux-headers-*-common) common_pkg=$d ;;
@@ -142,22 +147,22 @@ kernel_prepare() {
 	[ -n "$common_pkg" ] && [ -n "$kbuild_pkg" ] ||
 		toa_die "$hdr_pkg does not name its -common headers and linux-kbuild packages (got: $(_kernel_depends "$hdr_pkg" | tr '\n' ' '))"
 
-	local base="$TOA_KERNEL_CACHE/$KVER"
-	local hdr_root="$base/hdr"
-	VMLINUX="$base/vmlinux"
-	KMODDIR="$base/img/lib/modules/$KVER"
+	local kbase="$TOA_KERNEL_CACHE/$KVER"
+	local hdr_root="$kbase/hdr"
+	VMLINUX="$kbase/vmlinux"
+	KMODDIR="$kbase/img/lib/modules/$KVER"
 	KDIR="$hdr_root/usr/src/linux-headers-$KVER"
 	export KVER KDIR VMLINUX KMODDIR KERNEL_SUITE KERNEL_SERIES KERNEL_WHERE
 
-	if [ -f "$base/.complete" ] && [ -f "$VMLINUX" ]; then
+	if [ -f "$kbase/.complete" ] && [ -f "$VMLINUX" ]; then
 		return 0
 	fi
 	toa_log "preparing kernel $KVER ($_K_SUITE): $img_pkg $hdr_pkg $common_pkg $kbuild_pkg"
 	local debs deb
 	debs=$(toa_fetch_debs "$TOA_CACHE_DIR/debs/$_K_SUITE" "$_K_APT_GET" "$img_pkg" "$hdr_pkg" "$common_pkg" "$kbuild_pkg")
-	rm -rf "$base/img" "$hdr_root"
-	mkdir -p "$base/img" "$hdr_root"
-	dpkg -x "$(sed -n 1p <<<"$debs")" "$base/img"
+	rm -rf "$kbase/img" "$hdr_root"
+	mkdir -p "$kbase/img" "$hdr_root"
+	dpkg -x "$(sed -n 1p <<<"$debs")" "$kbase/img"
 	for deb in $(sed -n '2,$p' <<<"$debs"); do dpkg -x "$deb" "$hdr_root"; done
 	# The arch headers include the -common ones by absolute path (/usr/src/...): point that
 	# include at the unpacked copy (suite builds bind-mount it at the same path in the root).
@@ -165,8 +170,8 @@ kernel_prepare() {
 	grep -q "^include $hdr_root/usr/src/linux-headers-" "$KDIR/Makefile" ||
 		toa_die "could not rewrite the include line of $KDIR/Makefile: $(cat "$KDIR/Makefile")"
 	[ -d "$KMODDIR/kernel" ] || toa_die "$img_pkg has no lib/modules/$KVER/kernel"
-	_kernel_extract_vmlinux "$base/img/boot/vmlinuz-$KVER" "$VMLINUX"
-	touch "$base/.complete"
+	_kernel_extract_vmlinux "$kbase/img/boot/vmlinuz-$KVER" "$VMLINUX"
+	touch "$kbase/.complete"
 }
 
 # kernel_build_kmod SRC_DIR OUT_DIR: build toa.ko for the prepared kernel with its own
@@ -177,12 +182,12 @@ kernel_build_kmod() {
 	[ -n "${KDIR:-}" ] || toa_die "kernel_build_kmod: run kernel_prepare first"
 	mkdir -p "$out"
 	out=$(cd "$out" && pwd)
-	rm -f "$out/toa.ko" "$out/build.log"
+	rm -f "$out"/*.ko "$out/build.log"
 
 	if [ "$KERNEL_WHERE" = suite ]; then
 		root=$(suite_kernel_root "$KERNEL_SUITE" "$KDIR") || return 1
 		suite_build_module "$root" "$KDIR" "$src" "$out" || return 1
-		[ -f "$out/toa.ko" ] || toa_die "suite_build_module succeeded but left no $out/toa.ko"
+		compgen -G "$out/*.ko" >/dev/null || toa_die "suite_build_module succeeded but left no .ko in $out"
 		return 0
 	fi
 
@@ -198,7 +203,7 @@ kernel_build_kmod() {
 	work="$TOA_CACHE_DIR/build/$KVER"
 	rm -rf "$work" && mkdir -p "$work"
 	# Build a copy: kmod/ stays free of build outputs and concurrent runs do not collide.
-	(cd "$src" && tar --exclude='*.o' --exclude='*.ko' --exclude='.*.cmd' --exclude=fuzz -cf - .) | (cd "$work" && tar -xf -)
+	(cd "$src" && tar --exclude='*.o' --exclude='*.ko' --exclude='.*.cmd' --exclude='*.mod' --exclude='*.mod.c' --exclude=Module.symvers --exclude=modules.order --exclude=fuzz -cf - .) | (cd "$work" && tar -xf -)
 	make -C "$work" KDIR="$KDIR" W=1 >"$out/build.log" 2>&1 || rc=$?
 	if [ "$rc" -ne 0 ]; then
 		tail -n 30 "$out/build.log" >&2
@@ -215,6 +220,6 @@ kernel_build_kmod() {
 		echo "build of kmod for $KVER produced warnings (W=1), log: $out/build.log" >&2
 		return 1
 	fi
-	[ -f "$work/toa.ko" ] || toa_die "make succeeded but $work/toa.ko does not exist"
-	cp "$work/toa.ko" "$out/toa.ko"
+	compgen -G "$work/*.ko" >/dev/null || toa_die "make succeeded but left no .ko in $work"
+	cp "$work"/*.ko "$out/"
 }

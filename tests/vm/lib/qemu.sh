@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash source-path=SCRIPTDIR
 # QEMU for the guest harness, fetched from Debian without installing it: installing
 # qemu-system-x86 here would remove the machine's newer qemu-utils (Breaks), so the packages
 # and the shared libraries the host lacks are unpacked into $TOA_CACHE_DIR/qemu.
@@ -6,7 +6,8 @@
 #   qemu_prepare                 -> exports QEMU_BIN, QEMU_ROOT (fetches on first use)
 #   qemu_run VMLINUX INITRD MEM_MB TIMEOUT_S SERIAL_LOG [APPEND_WORD...]
 #                                -> boots under TCG, serial console into SERIAL_LOG,
-#                                   returns QEMU's status (124 when the timeout hit)
+#                                   returns QEMU's status (124 when the timeout hit);
+#                                   QEMU_EXTRA_ARGS (word list) is appended to the command
 
 # shellcheck source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -74,13 +75,14 @@ qemu_run() {
 	[ -r "$vmlinux" ] || toa_die "qemu_run: kernel $vmlinux not readable (run kernel_prepare first)"
 	[ -r "$initrd" ] || toa_die "qemu_run: initrd $initrd not readable"
 	local rc=0
+	# shellcheck disable=SC2086 # QEMU_EXTRA_ARGS is a word list
 	# thread=single: multi-threaded TCG hit a stale int3 from live code patching (kprobes) about
 	# once in 30 boots on 6.12 (ENVIRONMENT.md). panic=-1 + -no-reboot: a panic ends QEMU at once.
 	_qemu_env timeout -k 5 "$tmo" "$QEMU_BIN" \
 		-L "$QEMU_ROOT/usr/share/qemu" -L "$QEMU_ROOT/usr/share/seabios" \
 		-accel tcg,thread=single -smp 2 -m "$mem" \
 		-nographic -nodefaults -serial stdio -no-reboot -net none \
-		-kernel "$vmlinux" -initrd "$initrd" \
+		-kernel "$vmlinux" -initrd "$initrd" ${QEMU_EXTRA_ARGS:-} \
 		-append "console=ttyS0 panic=-1 quiet $*" \
 		</dev/null >"$log" 2>&1 || rc=$?
 	return "$rc"

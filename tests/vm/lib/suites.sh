@@ -57,6 +57,7 @@ _suite_host_archives() {
 			if (uris != "" && suites != "") print uris "|" suites "|" signed
 			uris = ""; suites = ""; signed = ""
 		}
+		FNR == 1 { flush() }
 		FILENAME ~ /\.sources$/ {
 			if ($0 ~ /^[ \t]*$/) { flush(); next }
 			if ($0 ~ /^[ \t]*#/) next
@@ -65,7 +66,6 @@ _suite_host_archives() {
 			else if (tolower($1) == "signed-by:") { signed = $2 }
 			next
 		}
-		FNR == 1 { flush() }
 		/^[ \t]*deb[ \t]/ {
 			signed = ""; n = 2
 			if ($2 ~ /^\[/) {
@@ -77,9 +77,14 @@ _suite_host_archives() {
 			print $n "|" " " $(n + 1) "|" signed
 		}
 		END { flush() }' "${files[@]}" 2>/dev/null)
-	local line uris suites signed s
+	local uris suites signed s
 	while IFS='|' read -r uris suites signed; do
 		[ -n "$uris" ] || continue
+		# Signed-By may also hold an inline key block: then use the archive keyring.
+		case "$signed" in
+		/*) ;;
+		*) signed= ;;
+		esac
 		for s in $suites; do
 			case "$s" in
 			*-security | */updates)
@@ -128,7 +133,7 @@ deb [signed-by=$keyring] $sec trixie-security main" ;;
 	mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/state" "$d/parts.d" "$d/debs" || return 1
 	[ -f "$d/state/status" ] || : >"$d/state/status"
 	if [ ! -f "$d/sources.list" ] || [ "$(cat "$d/sources.list")" != "$want" ]; then
-		printf '%s\n' "$want" >"$d/sources.list.tmp" && mv "$d/sources.list.tmp" "$d/sources.list"
+		printf '%s\n' "$want" >"$d/sources.list.$$" && mv "$d/sources.list.$$" "$d/sources.list"
 		rm -f "$d/lists.stamp"
 	fi
 }
@@ -145,7 +150,7 @@ suite_apt_opts() {
 		-o "APT::Architecture=$(dpkg --print-architecture)" -o "APT::Architectures=$(dpkg --print-architecture)" \
 		-o "APT::Sandbox::User=root" -o "Acquire::Languages=none" -o "Acquire::PDiffs=false" \
 		-o "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false" \
-		-o "APT::Get::List-Cleanup=true" -o "Debug::NoLocking=false"
+		-o "APT::Get::List-Cleanup=true"
 }
 
 _suite_run_apt() {
@@ -226,7 +231,8 @@ suite_fetch() {
 			if [ -f "$d/$file" ] && [ "$(stat -c %s "$d/$file")" = "$size" ]; then
 				break
 			fi
-			if (cd "$d" && _suite_run_apt "$suite" apt-get -qq download "$p" >/dev/null 2>"$d/.download.err"); then
+			if (cd "$d" && _suite_run_apt "$suite" apt-get -qq download "$p" >/dev/null 2>"$d/.download.$$.err"); then
+				rm -f "$d/.download.$$.err"
 				break
 			fi
 			if [ "$attempt" = 1 ]; then
@@ -235,7 +241,8 @@ suite_fetch() {
 				_suite_update "$suite" 1 || return 1
 				continue
 			fi
-			_suite_err "cannot download $p from $suite: $(cat "$d/.download.err")"
+			_suite_err "cannot download $p from $suite: $(cat "$d/.download.$$.err")"
+			rm -f "$d/.download.$$.err"
 			return 1
 		done
 		paths+=("$d/$file")
@@ -262,12 +269,11 @@ suite_kernel() {
 		_suite_err "usage: suite_kernel SUITE META DIR"
 		return 2
 	fi
-	local suite=$1 meta=$2 dir=$3 t0 image kver headers common kbuild deb
+	local suite=$1 meta=$2 dir=$3 t0 image kver
 	t0=$(_suite_now)
-	case "$dir" in
-	/*) ;;
-	*) dir=$PWD/$dir ;;
-	esac
+	# The real path goes into the headers' Makefile: builds bind-mount the real tree into a
+	# root, where a symlinked cache path would not resolve.
+	mkdir -p "$dir" && dir=$(realpath -e "$dir") || return 1
 	image=$(_suite_depends_matching "$suite" "$meta" '^linux-image-[0-9]') || true
 	if [ -z "$image" ] || [ "$(echo "$image" | wc -l)" -ne 1 ]; then
 		_suite_err "cannot resolve $meta in $suite to one linux-image package (got: ${image:-nothing})"
@@ -275,17 +281,53 @@ suite_kernel() {
 	fi
 	kver=${image#linux-image-}
 	kver=${kver%-unsigned}
-	if [ -f "$dir/.toa-kernel-$kver" ]; then
-		echo "$kver"
-		return 0
+	# Parallel suites (kmod.sh, agent.sh) may prepare the same kernel: one unpacks.
+	(
+		flock -w 900 9 || {
+			_suite_err "timed out waiting for another unpack of $kver in $dir"
+			exit 1
+		}
+		_suite_kernel_ready "$dir" "$kver" && exit 0
+		_suite_kernel_unpack "$suite" "$meta" "$dir" "$image" "$kver" "$t0"
+	) 9>"$dir/.toa-kernel.lock" || return 1
+	echo "$kver"
+}
+
+_suite_kernel_ready() {
+	[ -f "$1/.toa-kernel-$2" ] && grep -q "^include $1/usr/src/" "$1/usr/src/linux-headers-$2/Makefile" 2>/dev/null
+}
+
+# suite_kernel_header_debs SUITE KVER: downloads (cached) and prints the paths of
+# linux-headers-KVER, its -common headers and its linux-kbuild package: what a guest needs
+# to build modules for KVER (unpacked as is, the Makefile's /usr/src include is right there).
+suite_kernel_header_debs() {
+	if [ $# -ne 2 ]; then
+		_suite_err "usage: suite_kernel_header_debs SUITE KVER"
+		return 2
 	fi
+	local pkgs
+	pkgs=$(_suite_header_pkgs "$1" "$2") || return 1
+	# shellcheck disable=SC2086
+	suite_fetch "$1" $pkgs
+}
+
+# Prints linux-headers-KVER and the -common and linux-kbuild packages it depends on.
+_suite_header_pkgs() {
+	local suite=$1 kver=$2 headers common kbuild
 	headers=linux-headers-$kver
 	common=$(_suite_depends_matching "$suite" "$headers" '^linux-headers-.*-common$') || true
 	kbuild=$(_suite_depends_matching "$suite" "$headers" '^linux-kbuild-') || true
-	if [ -z "$common" ] || [ -z "$kbuild" ]; then
+	if [ -z "$common" ] || [ -z "$kbuild" ] || [ "$(printf '%s\n' $common $kbuild | wc -l)" -ne 2 ]; then
 		_suite_err "cannot resolve the -common headers and linux-kbuild packages of $headers in $suite (got '${common}' '${kbuild}')"
 		return 1
 	fi
+	printf '%s\n' "$headers" "$common" "$kbuild"
+}
+
+_suite_kernel_unpack() {
+	local suite=$1 meta=$2 dir=$3 image=$4 kver=$5 t0=$6 headers common kbuild deb p hp
+	hp=$(_suite_header_pkgs "$suite" "$kver") || return 1
+	{ read -r headers && read -r common && read -r kbuild; } <<<"$hp"
 	# Since 7.x the image package is split: linux-binary-KVER (vmlinuz), linux-modules-KVER,
 	# linux-base-KVER (System.map, config). Take every dependency named after this KVER.
 	local parts pkgs
@@ -343,7 +385,6 @@ suite_kernel() {
 	done
 	printf '%s\n' "$suite" "$meta" "${pkgs[@]}" >"$dir/.toa-kernel-$kver"
 	_suite_log "kernel $kver ($suite $meta) ready in $dir in $(_suite_since "$t0")"
-	echo "$kver"
 }
 
 # The suite's package that provides pahole: "dwarves" up to bookworm, "pahole" later
@@ -357,7 +398,8 @@ _suite_pahole_pkg() {
 }
 
 # suite_root SUITE [EXTRA-PKGS...]: prints the path of a `debootstrap --variant=minbase`
-# root of SUITE with a compiler toolchain for out-of-tree modules, plus EXTRA-PKGS (words
+# root of SUITE with a compiler toolchain for out-of-tree modules (make, libc6-dev,
+# libelf-dev, kmod, bc, perl, pahole/dwarves, gcc), plus EXTRA-PKGS (words
 # may also be space separated inside one argument). Built once per (suite, package list),
 # under $TOA_CACHE_DIR/roots/; callers must not modify it (ask for extra packages instead).
 # Without a gcc-N among the extras, the suite's default gcc is installed.
@@ -369,34 +411,111 @@ suite_root() {
 	local suite=$1 p
 	shift
 	_suite_check_name "$suite" || return 1
-	local pkgs=(make libc6-dev libelf-dev kmod bc @pahole) has_gcc=
+	# perl: W=1 runs scripts/kernel-doc (Pod::Usage, not in perl-base) up to 6.12.
+	local base=(make libc6-dev libelf-dev kmod bc perl @pahole) extras=() gcc=gcc
 	for p in $*; do
 		case "$p" in
-		gcc-[0-9]*) has_gcc=1 ;;
+		gcc-[0-9]*) gcc=$p ;;
+		make | libc6-dev | libelf-dev | kmod | bc | perl | pahole | dwarves | gcc) ;;
+		*) extras+=("$p") ;;
 		esac
-		pkgs+=("$p")
 	done
-	[ -n "$has_gcc" ] || pkgs+=(gcc)
+	base+=("$gcc")
 	local list key root
-	list=$(printf '%s\n' "${pkgs[@]}" | sort -u | tr '\n' ' ')
+	list=$(printf '%s
+' "${base[@]}" | sort -u | tr '
+' ' ')
 	list=${list% }
-	key=$(printf '%s\n%s\n%s\n' "$suite" "$list" "$(_suite_debootstrap_version)" | sha256sum | cut -c1-12)
+	key=$(printf '%s
+%s
+%s
+' "$suite" "$list" "$(_suite_debootstrap_version)" | sha256sum | cut -c1-12)
 	root=$TOA_CACHE_DIR/roots/$suite-$key
-	if [ -f "$root/.toa-root-ok" ]; then
+	_suite_locked_build "$root" _suite_build_root "$suite" "$root" "$list" || return 1
+	if [ "${#extras[@]}" -eq 0 ]; then
 		echo "$root"
 		return 0
 	fi
-	mkdir -p "$TOA_CACHE_DIR/roots" || return 1
+	# Extra packages: a copy of the toolchain root plus those packages (seconds, where a
+	# second debootstrap would take a minute), so build and guest roots share one base.
+	local xlist xroot
+	xlist=$(printf '%s
+' "${extras[@]}" | sort -u | tr '
+' ' ')
+	xlist=${xlist% }
+	xroot=$root+$(printf '%s
+' "$xlist" | sha256sum | cut -c1-8)
+	_suite_locked_build "$xroot" _suite_derive_root "$suite" "$root" "$xroot" "$xlist" || return 1
+	echo "$xroot"
+}
+
+# _suite_locked_build ROOT FUNC ARGS...: runs FUNC unless ROOT is complete; one builder
+# per ROOT at a time (a second caller waits, then reuses it).
+_suite_locked_build() {
+	local root=$1
+	shift
+	[ -f "$root/.toa-root-ok" ] && return 0
+	mkdir -p "${root%/*}" || return 1
 	(
-		# Two suites asking for the same root at once: the second waits and reuses it.
 		flock -w 1800 9 || {
 			_suite_err "timed out waiting for another build of $root"
 			exit 1
 		}
 		[ -f "$root/.toa-root-ok" ] && exit 0
-		_suite_build_root "$suite" "$root" "$list"
-	) 9>"$TOA_CACHE_DIR/roots/.$suite-$key.lock" || return 1
-	echo "$root"
+		"$@"
+	) 9>"${root%/*}/.${root##*/}.lock"
+}
+
+# _suite_derive_root SUITE BASE ROOT "PKG...": ROOT = copy of BASE + PKGs. apt runs here,
+# with the suite's private lists and ROOT's dpkg status, so it fetches exactly what ROOT
+# lacks; dpkg installs inside the root (chroot, private mount namespace).
+_suite_derive_root() {
+	local suite=$1 base=$2 root=$3 list=$4 t0 tmp debs
+	t0=$(_suite_now)
+	tmp=$root.tmp.$$
+	debs=$tmp/var/cache/toa-debs
+	rm -rf "$tmp" "$root"
+	cp -a "$base" "$tmp" || return 1
+	rm -f "$tmp/.toa-root-ok"
+	mkdir -p "$debs/partial" || return 1
+	# shellcheck disable=SC2086
+	if ! suite_apt "$suite" apt-get -qq -y --download-only --no-install-recommends \
+		-o "Dir::State::status=$tmp/var/lib/dpkg/status" -o "Dir::Cache::archives=$debs" \
+		install $list >"$root.log" 2>&1; then
+		_suite_err "cannot resolve/download '$list' for the $suite root (log: $root.log):"
+		tail -10 "$root.log" | sed 's/^/  /' >&2
+		rm -rf "$tmp"
+		return 1
+	fi
+	printf '#!/bin/sh\nexit 101\n' >"$tmp/usr/sbin/policy-rc.d" && chmod 755 "$tmp/usr/sbin/policy-rc.d"
+	if ! unshare --mount --propagation private -- bash -c '
+		set -e
+		mount --bind /dev "$1/dev"
+		mount -t proc proc "$1/proc"
+		chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+			sh -c "dpkg -i /var/cache/toa-debs/*.deb || dpkg --configure -a"
+	' suite-derive "$tmp" >>"$root.log" 2>&1; then
+		_suite_err "installing '$list' into the $suite root failed (log: $root.log):"
+		tail -10 "$root.log" | sed 's/^/  /' >&2
+		rm -rf "$tmp"
+		return 1
+	fi
+	local p missing=
+	for p in $list; do
+		chroot "$tmp" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+			missing="$missing $p"
+	done
+	if [ -n "$missing" ]; then
+		_suite_err "packages not installed in the $suite root:$missing (log: $root.log)"
+		rm -rf "$tmp"
+		return 1
+	fi
+	rm -rf "$debs" "$tmp/usr/sbin/policy-rc.d" "$tmp"/usr/share/locale/* "$tmp"/usr/share/doc/* \
+		"$tmp"/usr/share/man/* "$tmp"/usr/share/info/*
+	sed -i "s/^packages=.*/& $list/" "$tmp/etc/toa-root.info"
+	touch "$tmp/.toa-root-ok"
+	mv "$tmp" "$root" || return 1
+	_suite_log "$suite root with $list ready at $root ($(du -sm "$root" | cut -f1) MB) in $(_suite_since "$t0")"
 }
 
 _suite_debootstrap_version() {
@@ -580,13 +699,14 @@ suite_build_module() {
 	fi
 	cp "${kos[@]}" "$outdir/" || return 1
 	# Warnings that point into our sources (the scratch copy), not into the kernel's headers.
-	# Kbuild prints them as $scratch/FILE (up to 6.12) or FILE (6.13+ builds from M=).
+	# Kbuild prints them as $scratch/FILE (up to 6.12) or FILE (6.13+ builds from M=);
+	# kernel-doc (W=1 up to 6.12) prints FILE:LINE: warning: without a column.
 	local warns
 	warns=$(
 		cd "$scratch" && find . -type f -printf '%P\n' >"$scratch.files"
 		awk -v s="$scratch/" 'NR == FNR { ours[$0] = 1; next }
 			/: warning:/ {
-				f = $0; sub(/:[0-9]+:[0-9]+: warning:.*/, "", f)
+				f = $0; sub(/:[0-9]+(:[0-9]+)?: warning:.*/, "", f)
 				if (index(f, s) == 1) f = substr(f, length(s) + 1)
 				sub(/^\.\//, "", f)
 				if (f in ours) { l = $0; if (index(l, s) == 1) l = substr(l, length(s) + 1); print l }

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Deterministic unit tests of the TOA option parser (the module's toa_parse.c built for
+ * userspace): each malformed case with its expected outcome. Ends with "N passed, M failed"
+ * and exits non-zero on any failure.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../toa_parse.h"
+
+struct unit_case {
+	const char *name;
+	const char *hex;	/* option bytes, hex, spaces ignored */
+	const char *ipv4;	/* extra IPv4 kinds besides 200 ("" = none; "-" = no 200 either) */
+	const char *nat64;	/* extra NAT64 kinds besides 253 */
+	int found;
+	uint8_t type;
+	const char *addr;	/* expected address bytes, hex (4 or 16 bytes) */
+	uint16_t port;
+	uint32_t offset;
+	uint32_t malformed;
+	uint32_t duplicates;
+};
+
+#define V4 "c8 08 1f 90 c0 00 02 0a"	/* kind 200: 192.0.2.10:8080 */
+#define V4B "c8 08 00 50 c6 33 64 07"	/* kind 200: 198.51.100.7:80 */
+#define N64 "fd 14 30 39 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 01"	/* [2001:db8::1]:12345 */
+#define A4 "c0 00 02 0a"
+#define A6 "20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 01"
+
+static const struct unit_case cases[] = {
+	{ "ipv4 alone", V4, "", "", 1, TOA_TYPE_IPV4, A4, 8080, 0, 0, 0 },
+	{ "nat64 alone", N64, "", "", 1, TOA_TYPE_NAT64, A6, 12345, 0, 0, 0 },
+	{ "empty list", "", "", "", 0, 0, "", 0, 0, 0, 0 },
+	{ "nop padding only", "01 01 01 01", "", "", 0, 0, "", 0, 0, 0, 0 },
+	{ "among mss sackperm ts wscale",
+	  "02 04 05 b4 04 02 08 0a 00 00 00 01 00 00 00 00 01 03 03 07 " V4, "", "", 1,
+	  TOA_TYPE_IPV4, A4, 8080, 20, 0, 0 },
+	{ "before other options", V4 " 02 04 05 b4 01 01 04 02", "", "", 1, TOA_TYPE_IPV4, A4,
+	  8080, 0, 0, 0 },
+	{ "eol ends the list", "00 " V4, "", "", 0, 0, "", 0, 0, 0, 0 },
+	{ "length 0", "c8 00 1f 90 c0 00 02 0a", "", "", 0, 0, "", 0, 0, 1, 0 },
+	{ "length 1", "01 05 01 " V4, "", "", 0, 0, "", 0, 0, 1, 0 },
+	{ "overlong length", "c8 1e 1f 90 c0 00 02 0a", "", "", 0, 0, "", 0, 0, 1, 0 },
+	{ "length past the end", "02 04 05 b4 c8 08 1f 90 c0 00", "", "", 0, 0, "", 0, 0, 1, 0 },
+	{ "truncated: kind without length", "01 01 c8", "", "", 0, 0, "", 0, 0, 1, 0 },
+	{ "truncated after valid toa", V4 " 02", "", "", 1, TOA_TYPE_IPV4, A4, 8080, 0, 1, 0 },
+	{ "wrong length for ipv4 kind", "c8 06 1f 90 c0 00", "", "", 0, 0, "", 0, 0, 1, 0 },
+	{ "wrong length then valid", "c8 0a 1f 90 c0 00 02 0a 00 00 " V4B, "", "", 1,
+	  TOA_TYPE_IPV4, "c6 33 64 07", 80, 10, 1, 0 },
+	{ "nat64 kind with length 8", "fd 08 1f 90 c0 00 02 0a", "", "", 0, 0, "", 0, 0, 1, 0 },
+	{ "ipv4 kind with length 20", "c8 14 30 39 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 01",
+	  "", "", 0, 0, "", 0, 0, 1, 0 },
+	{ "duplicate ipv4: first wins", V4 " " V4B, "", "", 1, TOA_TYPE_IPV4, A4, 8080, 0, 0, 1 },
+	{ "ipv4 then nat64: first wins", V4 " " N64, "", "", 1, TOA_TYPE_IPV4, A4, 8080, 0, 0,
+	  1 },
+	{ "nat64 then ipv4: first wins", N64 " " V4, "", "", 1, TOA_TYPE_NAT64, A6, 12345, 0, 0,
+	  1 },
+	{ "unconfigured kind ignored", V4, "-", "", 0, 0, "", 0, 0, 0, 0 },
+	{ "unconfigured kind wrong length not malformed", "c8 06 1f 90 c0 00", "-", "", 0, 0, "",
+	  0, 0, 0, 0 },
+	{ "extra kind 254 length 8", "fe 08 1f 90 c0 00 02 0a", "254", "254", 1, TOA_TYPE_IPV4,
+	  A4, 8080, 0, 0, 0 },
+	{ "extra kind 254 length 20",
+	  "fe 14 30 39 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 01", "254", "254", 1,
+	  TOA_TYPE_NAT64, A6, 12345, 0, 0, 0 },
+	{ "kind 254 not configured", "fe 08 1f 90 c0 00 02 0a", "", "", 0, 0, "", 0, 0, 0, 0 },
+	{ "malformed structure stops before toa", "02 00 " V4, "", "", 0, 0, "", 0, 0, 1, 0 },
+	{ "toa at the end of 40 bytes",
+	  "01 01 08 0a 00 00 00 01 00 00 00 00 01 01 08 0a 00 00 00 02 00 00 00 00 01 01 01 01 01 01 01 01 " V4,
+	  "", "", 1, TOA_TYPE_IPV4, A4, 8080, 32, 0, 0 },
+};
+
+static size_t hex_decode(const char *hex, uint8_t *out, size_t max)
+{
+	size_t n = 0;
+
+	while (*hex) {
+		unsigned int b;
+
+		if (*hex == ' ') {
+			hex++;
+			continue;
+		}
+		if (n == max || sscanf(hex, "%2x", &b) != 1) {
+			fprintf(stderr, "bad hex in test table: %s\n", hex);
+			exit(2);
+		}
+		out[n++] = (uint8_t)b;
+		hex += 2;
+	}
+	return n;
+}
+
+static void add_kinds(uint32_t *set, const char *list)
+{
+	char buf[64], *tok, *save = NULL;
+
+	snprintf(buf, sizeof(buf), "%s", list);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+		toa_kinds_add(set, (uint8_t)atoi(tok));
+}
+
+static int run_case(const struct unit_case *c)
+{
+	uint8_t opt[256], addr[16];
+	struct toa_parse_result r;
+	struct toa_kinds k;
+	size_t len = hex_decode(c->hex, opt, sizeof(opt));
+	size_t alen = hex_decode(c->addr, addr, sizeof(addr));
+	int found, ok;
+
+	toa_kinds_clear(&k);
+	if (strcmp(c->ipv4, "-") != 0) {
+		toa_kinds_add(k.ipv4, 200);
+		add_kinds(k.ipv4, c->ipv4);
+	}
+	toa_kinds_add(k.nat64, 253);
+	add_kinds(k.nat64, c->nat64);
+
+	found = toa_parse_options(opt, len, &k, &r);
+	ok = found == c->found && r.malformed == c->malformed && r.duplicates == c->duplicates;
+	if (ok && c->found)
+		ok = r.toa.type == c->type && r.toa.port == c->port && r.offset == c->offset &&
+		     memcmp(r.toa.addr, addr, alen) == 0;
+	printf("%s - %s (found=%d type=%u port=%u offset=%u malformed=%u duplicates=%u)\n",
+	       ok ? "ok" : "not ok", c->name, found, r.toa.type, r.toa.port, r.offset,
+	       r.malformed, r.duplicates);
+	return ok;
+}
+
+int main(void)
+{
+	unsigned int i, passed = 0, failed = 0;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (run_case(&cases[i]))
+			passed++;
+		else
+			failed++;
+	}
+	printf("%u passed, %u failed\n", passed, failed);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,457 @@
+//! Reconcile scenarios against the fake host: each test is one situation a node can be in.
+
+use super::*;
+use crate::desired::{DesiredSpec, ModuleSettings};
+use crate::host::fake::{FakeBuild, FakeHost};
+use crate::host::Errno;
+use crate::metrics::SharedView;
+
+struct Env {
+    host: Arc<FakeHost>,
+    metrics: Arc<Metrics>,
+    _src: tempfile::TempDir,
+    _cache: tempfile::TempDir,
+    cfg: AgentConfig,
+}
+
+const SV: &str = "7F1D9C3B2E4A5F60718293A";
+
+fn env() -> Env {
+    let src = tempfile::tempdir().expect("t");
+    std::fs::write(src.path().join("Makefile"), "obj-m += toa.o\n").expect("w");
+    std::fs::write(src.path().join("toa_main.c"), "int x;\n").expect("w");
+    let cache = tempfile::tempdir().expect("t");
+    let host = Arc::new(FakeHost::debian());
+    host.lock().build = Some(FakeBuild::Succeed {
+        srcversion: SV.into(),
+    });
+    let view: SharedView = Arc::default();
+    let metrics = Arc::new(Metrics::new(host.clone(), view, false));
+    let cfg = AgentConfig {
+        module_src: src.path().to_path_buf(),
+        cache_dir: cache.path().to_path_buf(),
+        build_timeout: Duration::from_secs(60),
+        unload_timeout: Duration::from_secs(600),
+    };
+    Env {
+        host,
+        metrics,
+        _src: src,
+        _cache: cache,
+        cfg,
+    }
+}
+
+impl Env {
+    fn agent(&self) -> Reconciler {
+        Reconciler::new(self.host.clone(), self.cfg.clone(), self.metrics.clone())
+    }
+    fn makes(&self) -> usize {
+        self.host.lock().runs.len()
+    }
+    fn loads(&self) -> usize {
+        self.host.lock().loads.len()
+    }
+}
+
+fn want(state: DesiredState) -> Desired {
+    Desired {
+        spec: DesiredSpec {
+            desired_state: state,
+            ..Default::default()
+        },
+        generation: 3,
+    }
+}
+
+fn with_module(m: ModuleSettings) -> Desired {
+    let mut d = want(DesiredState::Loaded);
+    d.spec.module = m;
+    d
+}
+
+fn run(agent: &mut Reconciler, d: &Desired) -> (Pass, Vec<Phase>) {
+    let mut phases = Vec::new();
+    let pass = agent.reconcile(d, &mut |s| phases.push(s.phase));
+    (pass, phases)
+}
+
+#[test]
+fn cold_start_builds_and_loads() {
+    let e = env();
+    let (pass, phases) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(phases, [Phase::Building, Phase::Loading]);
+    let m = s.module.as_ref().expect("module");
+    assert_eq!(m.source, ModuleSource::Built);
+    assert_eq!(m.srcversion, SV);
+    assert_eq!(
+        m.parameters.get("ipv4_kinds").map(String::as_str),
+        Some("200")
+    );
+    assert_eq!(e.makes(), 1);
+    assert_eq!(e.host.lock().loads, ["ipv4_kinds=200 nat64_kinds=253"]);
+    assert_eq!(s.observed_generation, Some(3));
+    assert_eq!(
+        s.kernel.as_ref().map(|k| k.release.as_str()),
+        Some("6.1.0-56-amd64")
+    );
+    assert_eq!(
+        s.kernel.as_ref().map(|k| k.os_image.as_str()),
+        Some("Debian GNU/Linux 12 (bookworm)")
+    );
+    assert!(s.build.is_some());
+    assert_eq!(pass.requeue, RESYNC);
+    let out = e.metrics.render().expect("render");
+    assert!(out.contains("toa_module_builds_total{outcome=\"success\"} 1"));
+    assert!(out.contains("toa_module_loads_total{outcome=\"success\",source=\"Built\"} 1"));
+    // The next pass of the same process changes nothing.
+    let mut agent = e.agent();
+    let (again, phases) = run(&mut agent, &want(DesiredState::Loaded));
+    assert!(phases.is_empty());
+    assert_eq!(again.status.phase, Phase::Loaded);
+    assert_eq!((e.makes(), e.loads()), (1, 1));
+}
+
+#[test]
+fn restart_adopts_without_compiling() {
+    let e = env();
+    run(&mut e.agent(), &want(DesiredState::Loaded));
+    // New process (new Reconciler), module still loaded.
+    let (pass, phases) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Loaded);
+    assert!(phases.is_empty(), "{phases:?}");
+    assert_eq!(
+        pass.status.module.as_ref().map(|m| m.source),
+        Some(ModuleSource::Adopted)
+    );
+    assert_eq!(e.makes(), 1, "no compiler run on adopt");
+    assert_eq!(e.loads(), 1, "no reload on adopt");
+    assert_eq!(e.host.lock().unloads, 0);
+    assert!(e
+        .metrics
+        .render()
+        .expect("render")
+        .contains("toa_module_loads_total{outcome=\"success\",source=\"Adopted\"} 1"));
+}
+
+#[test]
+fn after_rmmod_loads_from_cache() {
+    let e = env();
+    run(&mut e.agent(), &want(DesiredState::Loaded));
+    e.host.remove_prefix("/sys/module/toa");
+    let (pass, phases) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Loaded);
+    assert_eq!(phases, [Phase::Loading]);
+    assert_eq!(
+        pass.status.module.as_ref().map(|m| m.source),
+        Some(ModuleSource::Cache)
+    );
+    assert_eq!((e.makes(), e.loads()), (1, 2));
+}
+
+#[test]
+fn headers_missing_names_the_package() {
+    let e = env();
+    e.host.remove_prefix("/lib/modules");
+    let (pass, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Failed);
+    assert_eq!(pass.status.reason, Some(Reason::HeadersMissing));
+    let msg = pass.status.message.clone().unwrap_or_default();
+    assert!(msg.contains("linux-headers-6.1.0-56-amd64"), "{msg}");
+    assert_eq!(e.makes(), 0);
+    assert_eq!(pass.requeue, FAILURE_RETRY);
+    // Cached module still loads without headers.
+    let e2 = env();
+    run(&mut e2.agent(), &want(DesiredState::Loaded));
+    e2.host.remove_prefix("/sys/module/toa");
+    e2.host.remove_prefix("/lib/modules");
+    let (pass, _) = run(&mut e2.agent(), &want(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Loaded);
+}
+
+#[test]
+fn unloaded_removes_the_module_with_retries() {
+    let e = env();
+    let mut agent = e.agent();
+    run(&mut agent, &want(DesiredState::Loaded));
+    e.host
+        .lock()
+        .unload_errors
+        .extend([Errno(libc::EBUSY), Errno(libc::EAGAIN)]);
+    let (p1, phases) = run(&mut agent, &want(DesiredState::Unloaded));
+    assert_eq!(phases, [Phase::Unloading]);
+    assert_eq!(p1.status.phase, Phase::Unloading);
+    assert_eq!(p1.status.reason, Some(Reason::ModuleBusy));
+    assert_eq!(p1.requeue, Duration::from_secs(2));
+    let (p2, _) = run(&mut agent, &want(DesiredState::Unloaded));
+    assert_eq!(p2.status.phase, Phase::Unloading);
+    assert_eq!(p2.requeue, Duration::from_secs(4), "backoff grows");
+    let (p3, _) = run(&mut agent, &want(DesiredState::Unloaded));
+    assert_eq!(p3.status.phase, Phase::Unloaded);
+    assert!(p3.status.module.is_none());
+    assert!(!e.host.module_loaded());
+    assert_eq!(e.host.lock().unloads, 3);
+}
+
+#[test]
+fn busy_past_the_timeout_is_module_busy() {
+    let mut e = env();
+    e.cfg.unload_timeout = Duration::ZERO;
+    let mut agent = e.agent();
+    run(&mut agent, &want(DesiredState::Loaded));
+    e.host.lock().unload_errors.push_back(Errno(libc::EBUSY));
+    let (p, _) = run(&mut agent, &want(DesiredState::Unloaded));
+    assert_eq!(p.status.phase, Phase::Failed);
+    assert_eq!(p.status.reason, Some(Reason::ModuleBusy));
+    assert!(e.host.module_loaded());
+}
+
+#[test]
+fn unload_error_other_than_busy() {
+    let e = env();
+    let mut agent = e.agent();
+    run(&mut agent, &want(DesiredState::Loaded));
+    e.host.lock().unload_errors.push_back(Errno(libc::EPERM));
+    let (p, _) = run(&mut agent, &want(DesiredState::Unloaded));
+    assert_eq!(p.status.reason, Some(Reason::UnloadFailed));
+}
+
+#[test]
+fn parameters_change_without_reload() {
+    let e = env();
+    let mut agent = e.agent();
+    run(&mut agent, &want(DesiredState::Loaded));
+    let d = with_module(ModuleSettings {
+        ipv4_option_kinds: vec![200, 254],
+        nat64_option_kinds: vec![253],
+        trusted_sources: vec!["10.0.0.0/8".into()],
+    });
+    let (p, phases) = run(&mut agent, &d);
+    assert!(phases.is_empty());
+    assert_eq!(p.status.phase, Phase::Loaded);
+    let params = &p.status.module.as_ref().expect("module").parameters;
+    assert_eq!(
+        params.get("ipv4_kinds").map(String::as_str),
+        Some("200,254")
+    );
+    assert_eq!(
+        params.get("trusted_sources").map(String::as_str),
+        Some("10.0.0.0/8")
+    );
+    assert_eq!(e.loads(), 1);
+    assert_eq!(e.host.lock().unloads, 0);
+    assert!(p
+        .status
+        .message
+        .unwrap_or_default()
+        .contains("without reload"));
+}
+
+#[test]
+fn rejected_parameter_is_reported() {
+    let e = env();
+    let mut agent = e.agent();
+    run(&mut agent, &want(DesiredState::Loaded));
+    e.host
+        .lock()
+        .rejected_params
+        .push(("trusted_sources".into(), "10.0.0.0/8".into()));
+    let d = with_module(ModuleSettings {
+        trusted_sources: vec!["10.0.0.0/8".into()],
+        ..Default::default()
+    });
+    let (p, _) = run(&mut agent, &d);
+    assert_eq!(p.status.phase, Phase::Failed);
+    assert_eq!(p.status.reason, Some(Reason::ParametersRejected));
+    assert!(e.host.module_loaded());
+}
+
+#[test]
+fn foreign_module_is_left_alone() {
+    let e = env();
+    e.host.insert_module(Some("FOREIGN0000000000000000"), &[]);
+    let (p, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(p.status.phase, Phase::Failed);
+    assert_eq!(p.status.reason, Some(Reason::ForeignModule));
+    assert!(p
+        .status
+        .message
+        .unwrap_or_default()
+        .contains("FOREIGN0000000000000000"));
+    assert_eq!(e.host.lock().unloads, 0);
+    assert_eq!(e.makes(), 0);
+    // A module without any srcversion is foreign too.
+    let e2 = env();
+    e2.host.insert_module(None, &[]);
+    let (p, _) = run(&mut e2.agent(), &want(DesiredState::Loaded));
+    assert_eq!(p.status.reason, Some(Reason::ForeignModule));
+    // Desired Unloaded does not remove somebody else's module either.
+    let (p, _) = run(&mut e2.agent(), &want(DesiredState::Unloaded));
+    assert_eq!(p.status.phase, Phase::Unloaded);
+    assert_eq!(p.status.reason, Some(Reason::ForeignModule));
+    assert!(e2.host.module_loaded());
+}
+
+#[test]
+fn foreign_module_replaced_only_with_grant() {
+    let e = env();
+    e.host.insert_module(Some("FOREIGN0000000000000000"), &[]);
+    let mut d = want(DesiredState::Loaded);
+    d.spec.replace_foreign_module = true;
+    let (p, _) = run(&mut e.agent(), &d);
+    assert_eq!(p.status.reason, Some(Reason::ForeignModule));
+    assert!(p.status.reload_pending);
+    assert_eq!(e.host.lock().unloads, 0);
+    d.spec.reload_allowed = true;
+    let (p, phases) = run(&mut e.agent(), &d);
+    assert_eq!(p.status.phase, Phase::Loaded, "{:?}", p.status);
+    assert!(!p.status.reload_pending);
+    assert!(phases.contains(&Phase::Unloading));
+    assert_eq!(
+        p.status.module.as_ref().map(|m| m.srcversion.as_str()),
+        Some(SV)
+    );
+    assert_eq!(e.host.lock().unloads, 1);
+}
+
+#[test]
+fn older_build_waits_for_reload_grant() {
+    let e = env();
+    run(&mut e.agent(), &want(DesiredState::Loaded));
+    // The agent is upgraded: new module source, new srcversion.
+    std::fs::write(e.cfg.module_src.join("toa_main.c"), "int x; int y;\n").expect("w");
+    e.host.lock().build = Some(FakeBuild::Succeed {
+        srcversion: "NEW0000000000000000000".into(),
+    });
+    let mut d = want(DesiredState::Loaded);
+    let (p, _) = run(&mut e.agent(), &d);
+    assert_eq!(p.status.phase, Phase::Loaded);
+    assert!(p.status.reload_pending);
+    assert_eq!(
+        p.status.module.as_ref().map(|m| m.srcversion.as_str()),
+        Some(SV)
+    );
+    assert_eq!(e.host.lock().unloads, 0);
+    assert_eq!(
+        e.makes(),
+        2,
+        "the new source was built (and cached) ahead of the reload"
+    );
+    d.spec.reload_allowed = true;
+    let (p, _) = run(&mut e.agent(), &d);
+    assert_eq!(p.status.phase, Phase::Loaded);
+    assert!(!p.status.reload_pending);
+    assert_eq!(
+        p.status
+            .module
+            .as_ref()
+            .map(|m| (m.srcversion.as_str(), m.source)),
+        Some(("NEW0000000000000000000", ModuleSource::Cache))
+    );
+    assert_eq!(e.makes(), 2);
+    assert_eq!(e.host.lock().unloads, 1);
+}
+
+#[test]
+fn lockdown_refusal_is_signature_required() {
+    let e = env();
+    e.host.put(
+        "/sys/kernel/security/lockdown",
+        "none [integrity] confidentiality\n",
+    );
+    e.host.lock().load_errors.push_back(Errno(libc::EPERM));
+    let (p, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(p.status.reason, Some(Reason::SignatureRequired));
+    assert_eq!(
+        p.status.kernel.as_ref().and_then(|k| k.lockdown.as_deref()),
+        Some("integrity")
+    );
+    assert!(e
+        .metrics
+        .render()
+        .expect("render")
+        .contains("toa_module_loads_total{outcome=\"failure\",source=\"Built\"} 1"));
+}
+
+#[test]
+fn build_failure_keeps_the_log_and_is_not_retried_at_once() {
+    let e = env();
+    e.host.lock().build = Some(FakeBuild::Fail {
+        code: 2,
+        output: "toa_main.c:1:1: error: expected ';'\nmake: *** [toa_main.o] Error 1".into(),
+    });
+    let mut agent = e.agent();
+    let (p, _) = run(&mut agent, &want(DesiredState::Loaded));
+    assert_eq!(p.status.reason, Some(Reason::BuildFailed));
+    let tail = p
+        .status
+        .build
+        .as_ref()
+        .and_then(|b| b.log_tail.clone())
+        .unwrap_or_default();
+    assert!(tail.contains("expected ';'"), "{tail}");
+    let (p2, _) = run(&mut agent, &want(DesiredState::Loaded));
+    assert_eq!(p2.status.reason, Some(Reason::BuildFailed));
+    assert_eq!(
+        e.makes(),
+        1,
+        "same source, same kernel: no immediate rebuild"
+    );
+}
+
+#[test]
+fn build_timeout_reason() {
+    let e = env();
+    e.host.lock().build = Some(FakeBuild::Hang {
+        output: "CC".into(),
+    });
+    let (p, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(p.status.reason, Some(Reason::BuildTimeout));
+    assert!(e
+        .metrics
+        .render()
+        .expect("render")
+        .contains("toa_module_builds_total{outcome=\"timeout\"} 1"));
+}
+
+#[test]
+fn corrupt_cache_entry_is_rebuilt() {
+    let e = env();
+    run(&mut e.agent(), &want(DesiredState::Loaded));
+    e.host.remove_prefix("/sys/module/toa");
+    let modules = e.cfg.cache_dir.join("modules");
+    for entry in std::fs::read_dir(&modules).expect("ls").flatten() {
+        std::fs::write(entry.path().join("toa.ko"), b"truncated").expect("w");
+    }
+    let (p, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(p.status.phase, Phase::Loaded);
+    assert_eq!(
+        p.status.module.as_ref().map(|m| m.source),
+        Some(ModuleSource::Built)
+    );
+    assert_eq!(e.makes(), 2);
+}
+
+#[test]
+fn nothing_loaded_and_unloaded_desired() {
+    let e = env();
+    let (p, phases) = run(&mut e.agent(), &want(DesiredState::Unloaded));
+    assert_eq!(p.status.phase, Phase::Unloaded);
+    assert!(phases.is_empty());
+    assert_eq!(e.host.lock().unloads, 0);
+}
+
+#[test]
+fn bad_module_source_dir_is_explained() {
+    let mut e = env();
+    e.cfg.module_src = "/nonexistent/kmod".into();
+    let (p, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(p.status.reason, Some(Reason::BuildFailed));
+    assert!(p
+        .status
+        .message
+        .unwrap_or_default()
+        .contains("--module-src"));
+}

@@ -1,0 +1,168 @@
+//! Which policy owns which node.
+//!
+//! Every Linux node goes to at most one live policy: the matching policy with
+//! the highest priority, then the oldest creationTimestamp, then the smallest
+//! name. Policies being deleted own nothing (their nodes are either handed to
+//! the next matching policy, or leave). Each losing policy counts, per winner,
+//! how many of its matching nodes it lost.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use toa_crds::{ModuleSettings, ToaPolicy, ToaPolicySpec, ToaPolicyStatus};
+
+use super::selector::{Selector, SelectorError};
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+/// What the plan needs from one ToaPolicy.
+#[derive(Debug)]
+pub(crate) struct PolicyView<'a> {
+    pub name: &'a str,
+    pub generation: Option<i64>,
+    pub deleting: bool,
+    pub deletion_time: Option<Timestamp>,
+    pub has_finalizer: bool,
+    pub spec: &'a ToaPolicySpec,
+    /// Normalized module settings (what nodes get).
+    pub module: ModuleSettings,
+    pub selector: Result<Selector, SelectorError>,
+    pub old_status: Option<&'a ToaPolicyStatus>,
+}
+
+impl<'a> PolicyView<'a> {
+    /// Views sorted by rank: the winner of a conflict comes first.
+    pub fn collect(policies: &'a [Arc<ToaPolicy>]) -> Vec<PolicyView<'a>> {
+        let mut ranked: Vec<(&'a ToaPolicy, Option<Timestamp>)> = policies
+            .iter()
+            .filter(|p| p.metadata.name.is_some())
+            .map(|p| {
+                let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                (p.as_ref(), created)
+            })
+            .collect();
+        // Unknown creation times sort last: a policy the apiserver has not
+        // stamped yet is never older than one it has.
+        ranked.sort_by(|(a, ca), (b, cb)| {
+            b.spec
+                .priority
+                .cmp(&a.spec.priority)
+                .then_with(|| match (ca, cb) {
+                    (Some(x), Some(y)) => x.cmp(y),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => std::cmp::Ordering::Equal,
+                })
+                .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+        });
+        ranked
+            .into_iter()
+            .map(|(p, _)| {
+                let deletion_time = p.metadata.deletion_timestamp.as_ref().map(|t| t.0);
+                PolicyView {
+                    name: p.metadata.name.as_deref().unwrap_or_default(),
+                    generation: p.metadata.generation,
+                    deleting: deletion_time.is_some(),
+                    deletion_time,
+                    has_finalizer: p
+                        .metadata
+                        .finalizers
+                        .iter()
+                        .flatten()
+                        .any(|f| f == toa_crds::POLICY_FINALIZER),
+                    spec: &p.spec,
+                    module: p.spec.module.normalized(),
+                    selector: Selector::compile(&p.spec.node_selector),
+                    old_status: p.status.as_ref(),
+                }
+            })
+            .collect()
+    }
+
+    /// `rollout.maxUnavailable`, at least 1 whatever the object says.
+    pub fn max_unavailable(&self) -> usize {
+        usize::try_from(self.spec.rollout.max_unavailable.max(1)).unwrap_or(1)
+    }
+}
+
+/// What the plan needs from one Node.
+#[derive(Debug)]
+pub(crate) struct NodeView<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub linux: bool,
+    pub has_agent_label: bool,
+}
+
+impl<'a> NodeView<'a> {
+    /// Views by node name.
+    pub fn collect(nodes: &'a [Arc<Node>]) -> BTreeMap<&'a str, NodeView<'a>> {
+        nodes
+            .iter()
+            .filter_map(|n| {
+                let name = n.metadata.name.as_deref()?;
+                let labels = n.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+                // Nodes without the OS label are Linux: that is what the
+                // kubelet registers on every Linux node, and old clusters
+                // may lack the label altogether.
+                let linux = labels
+                    .get(toa_crds::OS_LABEL)
+                    .is_none_or(|os| os == "linux");
+                let view = NodeView {
+                    name,
+                    uid: n.metadata.uid.as_deref().unwrap_or_default(),
+                    labels,
+                    linux,
+                    has_agent_label: labels.get(toa_crds::AGENT_LABEL).map(String::as_str)
+                        == Some(toa_crds::AGENT_LABEL_VALUE),
+                };
+                Some((name, view))
+            })
+            .collect()
+    }
+}
+
+/// Result of the assignment.
+#[derive(Debug, Default)]
+pub(crate) struct Assignment<'a> {
+    /// Node name -> index of the owning policy (in rank order).
+    pub owner: BTreeMap<&'a str, usize>,
+    /// Per policy index: winner index -> nodes this policy matched but lost.
+    pub conflicts: Vec<BTreeMap<usize, u32>>,
+}
+
+/// Assign every Linux node to its best-ranked matching live policy.
+pub(crate) fn assign<'a>(
+    policies: &[PolicyView<'_>],
+    nodes: &BTreeMap<&'a str, NodeView<'a>>,
+) -> Assignment<'a> {
+    let candidates: Vec<(usize, &Selector)> = policies
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.deleting)
+        .filter_map(|(i, p)| p.selector.as_ref().ok().map(|s| (i, s)))
+        .collect();
+    let mut out = Assignment {
+        owner: BTreeMap::new(),
+        conflicts: vec![BTreeMap::new(); policies.len()],
+    };
+    for node in nodes.values().filter(|n| n.linux) {
+        let mut winner = None;
+        for (idx, sel) in &candidates {
+            if !sel.matches(node.labels) {
+                continue;
+            }
+            match winner {
+                None => winner = Some(*idx),
+                Some(w) => *out.conflicts[*idx].entry(w).or_insert(0) += 1,
+            }
+        }
+        if let Some(w) = winner {
+            out.owner.insert(node.name, w);
+        }
+    }
+    out
+}

@@ -1,0 +1,87 @@
+//! Pacing of disruptive module reloads.
+//!
+//! An agent asks for a reload with `status.reloadPending` (new module source,
+//! or a foreign module to replace); the operator answers with
+//! `spec.reloadAllowed`. Per policy, a node is *busy* while its module is
+//! changing (phase Building, Loading or Unloading) or while it holds a grant
+//! and still has its reload pending. New grants go to waiting nodes in name
+//! order, only while busy nodes number fewer than `maxUnavailable`. A grant
+//! stays until the agent clears `reloadPending`, so a reload is never cut off
+//! halfway; a failed reload keeps its grant and so holds the rollout back.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use toa_crds::ToaNodeState;
+
+use super::assign::{Assignment, PolicyView};
+use super::lifecycle::Leaving;
+
+/// Facts about one node's reload, from its current ToaNodeState.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ReloadState {
+    /// The agent wants a reload.
+    pub pending: bool,
+    /// The current spec grants a reload for this same policy.
+    pub granted: bool,
+    /// The module is changing right now.
+    pub transitioning: bool,
+}
+
+impl ReloadState {
+    pub fn of(state: Option<&ToaNodeState>, policy: &str) -> Self {
+        let Some(state) = state else {
+            return Self::default();
+        };
+        let status = state.status.as_ref();
+        Self {
+            pending: status.is_some_and(|s| s.reload_pending),
+            granted: state.spec.reload_allowed && state.spec.policy == policy,
+            transitioning: status
+                .and_then(|s| s.phase)
+                .is_some_and(|p| p.is_transitioning()),
+        }
+    }
+
+    /// Counts against maxUnavailable.
+    pub fn busy(self) -> bool {
+        self.transitioning || (self.granted && self.pending)
+    }
+}
+
+/// Nodes whose new spec has `reloadAllowed: true`.
+pub(crate) fn grant_reloads<'a>(
+    policies: &[PolicyView<'_>],
+    assignment: &Assignment<'a>,
+    leaving: &Leaving<'_>,
+    states: &BTreeMap<&str, &ToaNodeState>,
+) -> BTreeSet<&'a str> {
+    let mut busy = vec![0usize; policies.len()];
+    let mut waiting: Vec<Vec<&'a str>> = vec![Vec::new(); policies.len()];
+    let mut grants = BTreeSet::new();
+
+    // owner is a BTreeMap, so `waiting` lists come out sorted by node name.
+    for (&node, &idx) in &assignment.owner {
+        let r = ReloadState::of(states.get(node).copied(), policies[idx].name);
+        if r.busy() {
+            busy[idx] += 1;
+        }
+        if r.granted && r.pending {
+            grants.insert(node);
+        } else if r.pending {
+            waiting[idx].push(node);
+        }
+    }
+    // Unloading nodes that left a policy still disrupt its service.
+    for (idx, names) in leaving.unloading_by_policy.iter().enumerate() {
+        for name in names {
+            if ReloadState::of(states.get(name).copied(), policies[idx].name).transitioning {
+                busy[idx] += 1;
+            }
+        }
+    }
+    for (idx, candidates) in waiting.into_iter().enumerate() {
+        let budget = policies[idx].max_unavailable().saturating_sub(busy[idx]);
+        grants.extend(candidates.into_iter().take(budget));
+    }
+    grants
+}

@@ -1,0 +1,369 @@
+//! ToaPolicy.status from the node states.
+//!
+//! Counts: `selectedNodes` = nodes the policy owns; `loadedNodes` = owned
+//! nodes whose agent reports Loaded for the current spec (same policy and
+//! settings, latest generation observed); `failedNodes` = owned nodes, and
+//! nodes still unloading after leaving it, whose phase is Failed;
+//! `conflictingNodes` = nodes it matches that a higher-ranked policy owns.
+//! `failures` lists the failed nodes by name, at most 20.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+use toa_crds::conditions::{new_condition, set_condition, types, PolicyReason};
+use toa_crds::policy::MAX_REPORTED_FAILURES;
+use toa_crds::{
+    DesiredState, KernelCount, NodeFailure, NodePhase, OnDelete, ToaNodeState, ToaPolicyStatus,
+};
+
+use super::assign::{Assignment, PolicyView};
+use super::lifecycle::Leaving;
+use super::pacing::ReloadState;
+
+/// How many names a condition message lists before "and N more".
+const NAMES_IN_MESSAGE: usize = 3;
+
+/// True when the agent reports Loaded for exactly what this policy wants.
+fn loaded_for(state: &ToaNodeState, policy: &PolicyView<'_>) -> bool {
+    let Some(status) = state.status.as_ref() else {
+        return false;
+    };
+    let current = match (status.observed_generation, state.metadata.generation) {
+        (Some(seen), Some(gen)) => seen >= gen,
+        _ => true,
+    };
+    status.phase == Some(NodePhase::Loaded)
+        && current
+        && state.spec.policy == policy.name
+        && state.spec.desired_state == DesiredState::Loaded
+        && state.spec.module == policy.module
+}
+
+fn failure_of(node: &str, state: &ToaNodeState) -> Option<NodeFailure> {
+    let status = state.status.as_ref()?;
+    if status.phase != Some(NodePhase::Failed) {
+        return None;
+    }
+    Some(NodeFailure {
+        node: node.to_string(),
+        reason: status
+            .reason
+            .map_or_else(|| "Unknown".to_string(), |r| r.to_string()),
+        message: status
+            .message
+            .clone()
+            .unwrap_or_else(|| "the agent reported Failed without a message".to_string()),
+    })
+}
+
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Per-policy tallies gathered from the node states.
+#[derive(Default)]
+struct Tally {
+    selected: usize,
+    loaded: usize,
+    converging: usize,
+    reloads_pending: usize,
+    kernels: BTreeMap<String, usize>,
+    failures: Vec<NodeFailure>,
+}
+
+pub(crate) fn aggregate(
+    policies: &[PolicyView<'_>],
+    assignment: &Assignment<'_>,
+    leaving: &Leaving<'_>,
+    states: &BTreeMap<&str, &ToaNodeState>,
+    now: Timestamp,
+) -> BTreeMap<String, ToaPolicyStatus> {
+    let mut tallies: Vec<Tally> = (0..policies.len()).map(|_| Tally::default()).collect();
+    for (&node, &idx) in &assignment.owner {
+        let t = &mut tallies[idx];
+        let policy = &policies[idx];
+        t.selected += 1;
+        let Some(state) = states.get(node).copied() else {
+            t.converging += 1;
+            continue;
+        };
+        if let Some(k) = state.status.as_ref().and_then(|s| s.kernel.as_ref()) {
+            *t.kernels.entry(k.release.clone()).or_insert(0) += 1;
+        }
+        if ReloadState::of(Some(state), policy.name).pending {
+            t.reloads_pending += 1;
+        }
+        if loaded_for(state, policy) {
+            t.loaded += 1;
+        } else if let Some(f) = failure_of(node, state) {
+            t.failures.push(f);
+        } else {
+            t.converging += 1;
+        }
+    }
+    for (idx, names) in leaving.unloading_by_policy.iter().enumerate() {
+        for name in names {
+            if let Some(f) = states.get(name).and_then(|s| failure_of(name, s)) {
+                tallies[idx].failures.push(f);
+            }
+        }
+    }
+
+    policies
+        .iter()
+        .zip(tallies)
+        .enumerate()
+        .map(|(idx, (p, mut t))| {
+            t.failures.sort_by(|a, b| a.node.cmp(&b.node));
+            let status = policy_status(p, idx, t, assignment, leaving, policies, now);
+            (p.name.to_string(), status)
+        })
+        .collect()
+}
+
+fn policy_status(
+    p: &PolicyView<'_>,
+    idx: usize,
+    t: Tally,
+    assignment: &Assignment<'_>,
+    leaving: &Leaving<'_>,
+    policies: &[PolicyView<'_>],
+    now: Timestamp,
+) -> ToaPolicyStatus {
+    let conflicts = &assignment.conflicts[idx];
+    let conflicting: usize = conflicts.values().map(|n| *n as usize).sum();
+    let unloading = leaving.unloading_by_policy[idx].len();
+    let failed = t.failures.len();
+    let gen = p.generation;
+    let cond = |type_: &str, ok: bool, reason: PolicyReason, msg: String| {
+        new_condition(type_, ok, reason, msg, gen, now)
+    };
+    let holders = conflicts
+        .iter()
+        .map(|(w, n)| format!("{} ({n})", policies[*w].name))
+        .collect::<Vec<_>>()
+        .join(", ");
+
+    let ready = if p.deleting {
+        cond(
+            types::READY,
+            false,
+            PolicyReason::Deleting,
+            deleting_message(p, idx, leaving),
+        )
+    } else if let Err(e) = &p.selector {
+        cond(
+            types::READY,
+            false,
+            PolicyReason::InvalidSelector,
+            format!("{e}: this policy selects no node until it is fixed"),
+        )
+    } else if t.selected == 0 && conflicting > 0 {
+        cond(
+            types::READY,
+            false,
+            PolicyReason::AllNodesConflicting,
+            format!(
+                "all {} matching spec.nodeSelector are held by higher-ranked policies: {holders}; raise spec.priority or narrow the other policies' nodeSelector",
+                plural(conflicting, "Linux node", "Linux nodes")
+            ),
+        )
+    } else if t.selected == 0 {
+        cond(
+            types::READY,
+            false,
+            PolicyReason::NoMatchingNodes,
+            "no Linux node matches spec.nodeSelector".to_string(),
+        )
+    } else if t.loaded == t.selected {
+        cond(
+            types::READY,
+            true,
+            PolicyReason::AllNodesLoaded,
+            format!(
+                "module loaded on all {}",
+                plural(t.selected, "node", "nodes")
+            ),
+        )
+    } else {
+        cond(
+            types::READY,
+            false,
+            PolicyReason::NodesNotReady,
+            format!(
+                "module loaded on {} of {} nodes ({failed} failed, {} in progress)",
+                t.loaded, t.selected, t.converging
+            ),
+        )
+    };
+
+    let mut progress = Vec::new();
+    if t.converging > 0 {
+        progress.push(format!(
+            "{} converging",
+            plural(t.converging, "node", "nodes")
+        ));
+    }
+    if t.reloads_pending > 0 {
+        progress.push(format!(
+            "{} pending (maxUnavailable {})",
+            plural(t.reloads_pending, "reload", "reloads"),
+            p.max_unavailable()
+        ));
+    }
+    if unloading > 0 {
+        progress.push(format!("{} unloading", plural(unloading, "node", "nodes")));
+    }
+    let progressing = if progress.is_empty() {
+        cond(
+            types::PROGRESSING,
+            false,
+            PolicyReason::RolloutComplete,
+            "every node is in its desired state".to_string(),
+        )
+    } else {
+        cond(
+            types::PROGRESSING,
+            true,
+            PolicyReason::RollingOut,
+            progress.join("; "),
+        )
+    };
+
+    let degraded = if p.deleting && leaving.timed_out[idx] {
+        cond(
+            types::DEGRADED,
+            true,
+            PolicyReason::UnloadTimedOut,
+            deleting_message(p, idx, leaving),
+        )
+    } else if failed > 0 {
+        let mut names: Vec<String> = t
+            .failures
+            .iter()
+            .take(NAMES_IN_MESSAGE)
+            .map(|f| format!("{} ({})", f.node, f.reason))
+            .collect();
+        if failed > NAMES_IN_MESSAGE {
+            names.push(format!("and {} more", failed - NAMES_IN_MESSAGE));
+        }
+        cond(
+            types::DEGRADED,
+            true,
+            PolicyReason::NodesFailed,
+            format!(
+                "{} failed: {}; see status.failures and the nodes' ToaNodeState status",
+                plural(failed, "node", "nodes"),
+                names.join(", ")
+            ),
+        )
+    } else {
+        cond(
+            types::DEGRADED,
+            false,
+            PolicyReason::NoFailures,
+            "no node failed".to_string(),
+        )
+    };
+
+    let conflict = if conflicting > 0 {
+        cond(
+            types::CONFLICT,
+            true,
+            PolicyReason::NodesClaimedElsewhere,
+            format!(
+                "{} selected by this policy {} held by higher-ranked policies: {holders}",
+                plural(conflicting, "node", "nodes"),
+                if conflicting == 1 { "is" } else { "are" }
+            ),
+        )
+    } else {
+        cond(
+            types::CONFLICT,
+            false,
+            PolicyReason::NoConflicts,
+            "no other policy holds a node this policy selects".to_string(),
+        )
+    };
+
+    let mut conditions: Vec<Condition> = p
+        .old_status
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    for c in [ready, progressing, degraded, conflict] {
+        set_condition(&mut conditions, c);
+    }
+    // Fixed order, only our own types: stable output for diffing.
+    let order = [
+        types::READY,
+        types::PROGRESSING,
+        types::DEGRADED,
+        types::CONFLICT,
+    ];
+    conditions.retain(|c| order.contains(&c.type_.as_str()));
+    conditions.sort_by_key(|c| order.iter().position(|o| *o == c.type_));
+
+    let failed_nodes = count(failed);
+    let mut failures = t.failures;
+    failures.truncate(MAX_REPORTED_FAILURES);
+    ToaPolicyStatus {
+        observed_generation: gen,
+        conditions,
+        selected_nodes: count(t.selected),
+        loaded_nodes: count(t.loaded),
+        failed_nodes,
+        conflicting_nodes: count(conflicting),
+        kernels: t
+            .kernels
+            .into_iter()
+            .map(|(release, n)| KernelCount {
+                release,
+                nodes: count(n),
+            })
+            .collect(),
+        failures,
+    }
+}
+
+fn deleting_message(p: &PolicyView<'_>, idx: usize, leaving: &Leaving<'_>) -> String {
+    let waiting = leaving.unloading_by_policy[idx].len();
+    let timeout = p.spec.lifecycle.unload_timeout_seconds;
+    match p.spec.lifecycle.on_delete {
+        OnDelete::Keep => {
+            "policy is being deleted; lifecycle.onDelete is Keep, so modules stay loaded".to_string()
+        }
+        OnDelete::Unload if leaving.timed_out[idx] => format!(
+            "policy is being deleted: nodes did not unload within lifecycle.unloadTimeoutSeconds ({timeout}s); their modules stay loaded, unmanaged"
+        ),
+        OnDelete::Unload if waiting == 0 => {
+            "policy is being deleted: every node is unloaded".to_string()
+        }
+        OnDelete::Unload => format!(
+            "policy is being deleted: waiting for {} to unload, at most until {} (lifecycle.unloadTimeoutSeconds {timeout}s)",
+            plural(waiting, "node", "nodes"),
+            leaving.deadlines[idx].map_or_else(|| "the timeout".to_string(), |d| d.to_string())
+        ),
+    }
+}
+
+/// Node count by policy and phase.
+pub(crate) fn phase_counts(
+    states: &BTreeMap<&str, &ToaNodeState>,
+) -> BTreeMap<String, BTreeMap<String, u32>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+    for state in states.values() {
+        let phase = state
+            .phase()
+            .map_or_else(|| "Unknown".to_string(), |p| p.to_string());
+        *out.entry(state.spec.policy.clone())
+            .or_default()
+            .entry(phase)
+            .or_insert(0) += 1;
+    }
+    out
+}

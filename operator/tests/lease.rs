@@ -1,0 +1,327 @@
+//! Leader election against the HTTP-level fake: the exact Lease requests (create, renew,
+//! takeover, conflict, release) and the run loop's leadership signal.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{json, Value};
+use support::{fake_client, status, Log, Reply, Request};
+use toa_operator::lease::{self, LeaseLock, LeaseTiming};
+
+const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/toa-system/leases/toa-operator-leader";
+const COLLECTION: &str = "/apis/coordination.k8s.io/v1/namespaces/toa-system/leases";
+
+/// A minimal Lease store with resourceVersion checks, as the API server does them.
+#[derive(Default)]
+struct LeaseServer {
+    object: Option<Value>,
+    version: u64,
+}
+
+impl LeaseServer {
+    fn reply(&mut self, r: &Request) -> Reply {
+        match (r.method.as_str(), r.path.as_str()) {
+            ("GET", PATH) => match &self.object {
+                Some(o) => (200, o.clone()),
+                None => status(404, "NotFound", "leases \"toa-operator-leader\" not found"),
+            },
+            ("POST", COLLECTION) => {
+                if self.object.is_some() {
+                    return status(409, "AlreadyExists", "already exists");
+                }
+                self.store(r.body.clone());
+                (201, self.object.clone().unwrap_or_default())
+            }
+            ("PUT", PATH) => {
+                let sent = r.body.pointer("/metadata/resourceVersion").cloned();
+                if sent != Some(json!(self.version.to_string())) {
+                    return status(409, "Conflict", "the object has been modified");
+                }
+                self.store(r.body.clone());
+                (200, self.object.clone().unwrap_or_default())
+            }
+            _ => status(404, "NotFound", "unexpected request"),
+        }
+    }
+
+    fn store(&mut self, mut obj: Value) {
+        self.version += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.version.to_string());
+        obj["metadata"]["namespace"] = json!("toa-system");
+        self.object = Some(obj);
+    }
+
+    /// Another replica writes the lease directly.
+    fn set_holder(&mut self, holder: Option<&str>, renew: &str) {
+        let obj = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "toa-operator-leader"},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": 15,
+                "renewTime": renew,
+                "acquireTime": "2026-01-01T00:00:00.000000Z",
+                "leaseTransitions": 3,
+            }
+        });
+        self.store(obj);
+    }
+}
+
+fn setup() -> (Arc<Mutex<LeaseServer>>, LeaseLock, Log) {
+    let server = Arc::new(Mutex::new(LeaseServer::default()));
+    let s = server.clone();
+    let (client, log) = fake_client(move |r| {
+        s.lock()
+            .map(|mut s| s.reply(r))
+            .unwrap_or((500, Value::Null))
+    });
+    let lock = LeaseLock::new(
+        client,
+        "toa-system",
+        "toa-operator-leader",
+        "me",
+        LeaseTiming::default(),
+    );
+    (server, lock, log)
+}
+
+fn wall(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+#[tokio::test]
+async fn creates_a_missing_lease_and_holds_it() {
+    let (_server, mut lock, log) = setup();
+    let held = lock
+        .try_acquire_or_renew(Instant::now(), wall("2026-11-26T01:00:00Z"))
+        .await
+        .expect("step");
+    assert!(held);
+    let reqs = log.all();
+    assert_eq!(
+        log.lines(),
+        [format!("GET {PATH}"), format!("POST {COLLECTION}")]
+    );
+    let body = &reqs[1].body;
+    assert_eq!(body["kind"], "Lease");
+    assert_eq!(body["metadata"]["name"], "toa-operator-leader");
+    assert_eq!(body["spec"]["holderIdentity"], "me");
+    assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+    assert_eq!(body["spec"]["leaseTransitions"], 0);
+    assert_eq!(body["spec"]["renewTime"], "2026-11-26T01:00:00.000000Z");
+    assert_eq!(body["spec"]["acquireTime"], "2026-11-26T01:00:00.000000Z");
+}
+
+#[tokio::test]
+async fn renews_with_optimistic_concurrency() {
+    let (_server, mut lock, log) = setup();
+    let t0 = Instant::now();
+    assert!(lock
+        .try_acquire_or_renew(t0, wall("2026-11-26T01:00:00Z"))
+        .await
+        .expect("acquire"));
+    log.clear();
+    assert!(lock
+        .try_acquire_or_renew(t0 + Duration::from_secs(2), wall("2026-11-26T01:00:02Z"))
+        .await
+        .expect("renew"));
+    let reqs = log.all();
+    assert_eq!(log.lines(), [format!("GET {PATH}"), format!("PUT {PATH}")]);
+    let body = &reqs[1].body;
+    // The replace carries the version we read: a concurrent writer makes it fail with 409.
+    assert_eq!(body["metadata"]["resourceVersion"], "1");
+    assert_eq!(body["spec"]["holderIdentity"], "me");
+    assert_eq!(body["spec"]["renewTime"], "2026-11-26T01:00:02.000000Z");
+    // A renewal keeps the acquire time and the transition count.
+    assert_eq!(body["spec"]["acquireTime"], "2026-11-26T01:00:00.000000Z");
+    assert_eq!(body["spec"]["leaseTransitions"], 0);
+}
+
+#[tokio::test]
+async fn respects_a_live_holder_and_takes_over_an_expired_one() {
+    let (server, mut lock, log) = setup();
+    if let Ok(mut s) = server.lock() {
+        s.set_holder(Some("other"), "2020-01-01T00:00:00.000000Z");
+    }
+    let t0 = Instant::now();
+    // The holder's renewTime is years old by our wall clock, but expiry is judged by our own
+    // monotonic clock since we first saw this record: not expired yet (clock-skew safe).
+    assert!(!lock
+        .try_acquire_or_renew(t0, wall("2026-11-26T01:00:00Z"))
+        .await
+        .expect("step"));
+    assert!(!lock
+        .try_acquire_or_renew(t0 + Duration::from_secs(14), wall("2026-11-26T01:00:14Z"))
+        .await
+        .expect("step"));
+    assert!(
+        log.lines().iter().all(|l| l.starts_with("GET ")),
+        "no write while held: {:?}",
+        log.lines()
+    );
+    log.clear();
+    // Unchanged for a full lease duration: the holder is dead, take over.
+    assert!(lock
+        .try_acquire_or_renew(t0 + Duration::from_secs(16), wall("2026-11-26T01:00:16Z"))
+        .await
+        .expect("takeover"));
+    let reqs = log.all();
+    assert_eq!(log.lines(), [format!("GET {PATH}"), format!("PUT {PATH}")]);
+    assert_eq!(reqs[1].body["spec"]["holderIdentity"], "me");
+    assert_eq!(reqs[1].body["spec"]["leaseTransitions"], 4);
+    assert_eq!(
+        reqs[1].body["spec"]["acquireTime"],
+        "2026-11-26T01:00:16.000000Z"
+    );
+}
+
+#[tokio::test]
+async fn a_renewing_holder_is_never_overtaken() {
+    let (server, mut lock, _log) = setup();
+    let t0 = Instant::now();
+    for i in 0..5u64 {
+        if let Ok(mut s) = server.lock() {
+            s.set_holder(
+                Some("other"),
+                &format!("2026-11-26T01:00:{:02}.000000Z", i * 10),
+            );
+        }
+        // 10 s apart, 50 s in total: far beyond one lease duration, but the record changes.
+        let held = lock
+            .try_acquire_or_renew(
+                t0 + Duration::from_secs(i * 10),
+                wall("2026-11-26T01:00:00Z"),
+            )
+            .await
+            .expect("step");
+        assert!(!held, "took over a live lease at step {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_lost_race_is_not_an_error() {
+    let server = Arc::new(Mutex::new(LeaseServer::default()));
+    let s = server.clone();
+    let (client, log) = fake_client(move |r| {
+        if r.method == "PUT" {
+            return status(409, "Conflict", "the object has been modified");
+        }
+        s.lock()
+            .map(|mut s| s.reply(r))
+            .unwrap_or((500, Value::Null))
+    });
+    if let Ok(mut s) = server.lock() {
+        s.set_holder(None, "2026-11-26T00:00:00.000000Z");
+    }
+    let mut lock = LeaseLock::new(
+        client,
+        "toa-system",
+        "toa-operator-leader",
+        "me",
+        LeaseTiming::default(),
+    );
+    let held = lock
+        .try_acquire_or_renew(Instant::now(), wall("2026-11-26T01:00:00Z"))
+        .await
+        .expect("a 409 is an answer, not a failure");
+    assert!(!held);
+    assert_eq!(log.lines(), [format!("GET {PATH}"), format!("PUT {PATH}")]);
+}
+
+#[tokio::test]
+async fn api_failures_are_errors() {
+    let (client, _log) = fake_client(|_| status(403, "Forbidden", "leases is forbidden"));
+    let mut lock = LeaseLock::new(
+        client,
+        "toa-system",
+        "toa-operator-leader",
+        "me",
+        LeaseTiming::default(),
+    );
+    let e = lock
+        .try_acquire_or_renew(Instant::now(), wall("2026-11-26T01:00:00Z"))
+        .await
+        .expect_err("forbidden");
+    assert!(e.to_string().contains("toa-operator-leader"), "{e}");
+}
+
+#[tokio::test]
+async fn release_clears_the_holder_only_when_held() {
+    let (server, mut lock, log) = setup();
+    assert!(lock
+        .try_acquire_or_renew(Instant::now(), wall("2026-11-26T01:00:00Z"))
+        .await
+        .expect("acquire"));
+    log.clear();
+    lock.release(wall("2026-11-26T01:00:05Z"))
+        .await
+        .expect("release");
+    let reqs = log.all();
+    assert_eq!(log.lines(), [format!("GET {PATH}"), format!("PUT {PATH}")]);
+    let spec = &reqs[1].body["spec"];
+    assert!(
+        spec.get("holderIdentity").is_none_or(Value::is_null),
+        "{spec}"
+    );
+    assert_eq!(spec["leaseDurationSeconds"], 1);
+    // Someone else's lease is left alone.
+    if let Ok(mut s) = server.lock() {
+        s.set_holder(Some("other"), "2026-11-26T01:00:06.000000Z");
+    }
+    log.clear();
+    lock.release(wall("2026-11-26T01:00:07Z"))
+        .await
+        .expect("release");
+    assert_eq!(log.lines(), [format!("GET {PATH}")]);
+}
+
+#[tokio::test]
+async fn run_loop_publishes_leadership_and_releases_on_shutdown() {
+    let (server, _unused, _log0) = setup();
+    let s = server.clone();
+    let (client, log) = fake_client(move |r| {
+        s.lock()
+            .map(|mut s| s.reply(r))
+            .unwrap_or((500, Value::Null))
+    });
+    let timing = LeaseTiming {
+        lease_duration: Duration::from_secs(15),
+        renew_deadline: Duration::from_secs(10),
+        retry_period: Duration::from_millis(20),
+    };
+    let lock = LeaseLock::new(client, "toa-system", "toa-operator-leader", "me", timing);
+    let (leader_tx, mut leader) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(lease::run(lock, leader_tx, stop));
+    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| *l))
+        .await
+        .expect("became leader in time")
+        .expect("channel open");
+    // Keeps renewing.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        log.lines().iter().filter(|l| l.starts_with("PUT")).count() >= 2,
+        "{:?}",
+        log.lines()
+    );
+    stop_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stopped in time")
+        .expect("join");
+    assert!(!*leader.borrow());
+    let holder = server
+        .lock()
+        .ok()
+        .and_then(|s| s.object.clone())
+        .and_then(|o| o.pointer("/spec/holderIdentity").cloned());
+    assert!(
+        holder.as_ref().is_none_or(Value::is_null),
+        "lease not released: {holder:?}"
+    );
+}

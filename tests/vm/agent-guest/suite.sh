@@ -1,0 +1,195 @@
+# The agent suite, run inside the guest by /init: the real toa-node-agent in standalone
+# mode against the real kernel. Prints `ok - NAME` / `not ok - NAME: why`, `# figure ...`
+# lines, the scraped exposition between TOA-METRICS-BEGIN/END, and `N passed, M failed`.
+. /agent-test/common.sh
+
+PASS=0
+FAIL=0
+ok() { echo "ok - $1"; PASS=$((PASS + 1)); }
+nok() { echo "not ok - $1: $2"; FAIL=$((FAIL + 1)); }
+check() { # check NAME WHY COMMAND...
+	local name=$1 why=$2
+	shift 2
+	if "$@"; then ok "$name"; else nok "$name" "$why"; fi
+}
+figure() { echo "# figure $1 $2"; }
+dump_log() { tail -n 25 "$AGENT_LOG" | sed 's/^/#   agent: /'; }
+
+REL=$(uname -r)
+: >/run/make-calls
+make_calls() { wc -l </run/make-calls; }
+
+# ---------------------------------------------------------------- cold start
+write_desired Loaded
+start_agent
+if t=$(wait_phase Loaded 900); then
+	ok "cold start reaches Loaded"
+	figure cold_build_load_seconds "$t"
+else
+	nok "cold start reaches Loaded" "phase $(status_field .phase) $(status_field .reason): $(status_field .message)"
+	dump_log
+fi
+SV=$(status_field .module.srcversion)
+check "cold start: module source is Built" "source=$(status_field .module.source)" \
+	test "$(status_field .module.source)" = Built
+check "cold start: the compiler ran" "no make call recorded" test "$(make_calls)" -ge 1
+check "cold start: kernel srcversion equals the built module's" \
+	"status $SV, kernel $(cat /sys/module/toa/srcversion 2>/dev/null)" \
+	test -n "$SV" -a "$SV" = "$(cat /sys/module/toa/srcversion 2>/dev/null)"
+check "cold start: loaded once (dmesg)" "toa load success x$(loads_logged)" test "$(loads_logged)" -eq 1
+check "status: kernel release, boot id, os image" \
+	"$(jq -c .kernel "$STATUS")" \
+	test "$(status_field .kernel.release)" = "$REL" \
+	-a "$(status_field .kernel.bootId)" = "$(cat /proc/sys/kernel/random/boot_id)" \
+	-a -n "$(status_field .kernel.osImage)"
+check "status: build duration recorded" "$(jq -c .build "$STATUS")" \
+	test -n "$(status_field .build.durationSeconds)"
+bd=$(status_field .build.durationSeconds)
+figure build_seconds "$bd"
+check "status: parameters reported" "$(jq -c .module.parameters "$STATUS")" \
+	test "$(status_field .module.parameters.ipv4_kinds)" = 200
+check "/readyz is 200 when Loaded" "$(curl -s "$METRICS/readyz")" curl -sf -o /dev/null "$METRICS/readyz"
+check "/healthz is 200" "$(curl -s "$METRICS/healthz")" curl -sf -o /dev/null "$METRICS/healthz"
+
+# ---------------------------------------------------------------- traffic + metrics
+v4out=$(toatest conn --count 5 2>&1)
+check "traffic: 5 IPv4 TOA connections show the real address" "$(tail -n 3 <<<"$v4out")" \
+	grep -q "5 of 5 connections showed the real address" <<<"$v4out"
+n6out=$(toatest conn --count 3 --nat64 2001:db8::7 2>&1)
+check "traffic: 3 NAT64 TOA connections show the real address" "$(tail -n 3 <<<"$n6out")" \
+	grep -q "3 of 3 connections showed the real address" <<<"$n6out"
+# Entries are freed when the sockets are destroyed: wait for that before comparing.
+for _ in $(seq 1 100); do
+	[ "$(stat_sum ip6_address_free)" = "$(stat_sum ip6_address_alloc)" ] && break
+	sleep 0.1
+done
+scrape >/run/toa/metrics.prom
+t0=$(now)
+for _ in 1 2 3 4 5 6 7 8 9 10; do scrape >/dev/null; done
+figure scrape_seconds_2cpu "$(awk -v t="$(since "$t0")" 'BEGIN { printf "%.4f", t / 10 }')"
+# Expected values from the traffic: each connection = 1 child socket with a TOA entry; the
+# server calls accept(addr) + getpeername = 2 peer getname calls (ok for IPv4 entries,
+# mismatch for NAT64 entries); NAT64 entries are allocated and freed once each.
+declare -A want=(
+	[syn_recv_sock_toa]=8 [syn_recv_sock_no_toa]=0 [getname_toa_ok]=10
+	[getname_toa_mismatch]=6 [getname_toa_empty]=0 [ip6_address_alloc]=3 [ip6_address_free]=3
+)
+for c in syn_recv_sock_toa syn_recv_sock_no_toa getname_toa_ok getname_toa_mismatch \
+	getname_toa_empty ip6_address_alloc ip6_address_free; do
+	got=$(metric "toa_${c}_total" /run/toa/metrics.prom)
+	raw=$(stat_sum "$c")
+	check "metrics: toa_${c}_total = ${want[$c]} (toa_stats sum $raw)" "exported '${got}'" \
+		test "${got:-x}" = "${want[$c]}" -a "${raw:-y}" = "${want[$c]}"
+done
+check "metrics: toa_module_loaded 1" "$(grep '^toa_module_loaded' /run/toa/metrics.prom)" \
+	test "$(metric toa_module_loaded /run/toa/metrics.prom)" = 1
+check "metrics: toa_ip6_addresses_in_use 0" "$(grep '^toa_ip6_addresses_in_use' /run/toa/metrics.prom)" \
+	test "$(metric toa_ip6_addresses_in_use /run/toa/metrics.prom)" = 0
+check "metrics: phase Loaded" "$(grep '^toa_agent_phase' /run/toa/metrics.prom | tr '\n' ' ')" \
+	test "$(metric 'toa_agent_phase{phase="Loaded",reason=""}' /run/toa/metrics.prom)" = 1
+check "metrics: node info" "$(grep '^toa_node_info' /run/toa/metrics.prom)" \
+	grep -q "^toa_node_info{kernel_release=\"$REL\",srcversion=\"$SV\",agent_version=\"[^\"]*\"} 1$" /run/toa/metrics.prom
+check "metrics: one successful build, one load from Built" \
+	"$(grep -E '^toa_module_(builds|loads)_total' /run/toa/metrics.prom | tr '\n' ' ')" \
+	test "$(metric 'toa_module_builds_total{outcome="success"}' /run/toa/metrics.prom)" = 1 \
+	-a "$(metric 'toa_module_loads_total{outcome="success",source="Built"}' /run/toa/metrics.prom)" = 1
+echo "TOA-METRICS-BEGIN"
+cat /run/toa/metrics.prom
+echo "TOA-METRICS-END"
+rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$AGENT_PID/status")
+figure agent_rss_kib "$rss"
+
+# ---------------------------------------------------------------- runtime parameters
+write_desired Loaded "module:" "  ipv4OptionKinds: [200, 254]" "  trustedSources: [10.0.0.0/16]"
+wait_phase Loaded 60 2 >/dev/null || true
+kinds=$(tr -d ' \n' </sys/module/toa/parameters/ipv4_kinds)
+trusted=$(tr -d ' \n' </sys/module/toa/parameters/trusted_sources)
+check "runtime parameters applied through sysfs" "ipv4_kinds='$kinds' trusted_sources='$trusted' status=$(jq -c .module.parameters "$STATUS")" \
+	test "$kinds" = "200,254" -a "$trusted" = "10.0.0.0/16" -a "$(status_field .phase)" = Loaded
+check "runtime parameters: no reload (one load in dmesg, counters kept)" \
+	"loads $(loads_logged), syn_recv_sock_toa $(stat_sum syn_recv_sock_toa)" \
+	test "$(loads_logged)" -eq 1 -a "$(stat_sum syn_recv_sock_toa)" -eq 8
+k254=$(toatest conn --count 1 --kind 254 2>&1)
+check "runtime parameters: kind 254 now carries the real address" "$(tail -n 2 <<<"$k254")" \
+	grep -q "1 of 1 connections showed the real address" <<<"$k254"
+
+# ---------------------------------------------------------------- SIGTERM + restart: adopt
+rc=0
+stop_agent || rc=$?
+check "SIGTERM: agent exits 0" "exit $rc" test "$rc" -eq 0
+check "SIGTERM: module stays loaded" "no /sys/module/toa, unloads $(unloads_logged)" \
+	test -d /sys/module/toa -a "$(unloads_logged)" -eq 0
+: >/run/make-calls
+start_agent
+if t=$(wait_phase Loaded 120); then
+	figure adopt_seconds "$t"
+	ok "restart reaches Loaded"
+else
+	nok "restart reaches Loaded" "phase $(status_field .phase): $(status_field .message)"
+	dump_log
+fi
+check "restart: source Adopted" "source=$(status_field .module.source)" test "$(status_field .module.source)" = Adopted
+check "restart: no compiler run" "make calls: $(cat /run/make-calls)" test "$(make_calls)" -eq 0
+check "restart: no reload" "loads $(loads_logged)" test "$(loads_logged)" -eq 1
+check "restart: parameters kept" "ipv4_kinds=$(cat /sys/module/toa/parameters/ipv4_kinds)" \
+	test "$(tr -d ' \n' </sys/module/toa/parameters/ipv4_kinds)" = "200,254"
+
+# ---------------------------------------------------------------- rmmod, restart: cache
+stop_agent
+rmmod toa
+: >/run/make-calls
+start_agent
+if t=$(wait_phase Loaded 120); then
+	figure cache_hit_seconds "$t"
+	ok "after rmmod: restart reaches Loaded"
+else
+	nok "after rmmod: restart reaches Loaded" "phase $(status_field .phase): $(status_field .message)"
+	dump_log
+fi
+check "after rmmod: source Cache" "source=$(status_field .module.source)" test "$(status_field .module.source)" = Cache
+check "after rmmod: no compiler run" "make calls: $(cat /run/make-calls)" test "$(make_calls)" -eq 0
+check "after rmmod: loaded again with the same srcversion" "$(cat /sys/module/toa/srcversion 2>/dev/null)" \
+	test "$(cat /sys/module/toa/srcversion 2>/dev/null)" = "$SV" -a "$(loads_logged)" -eq 2
+check "after rmmod: desired parameters passed at load" "$(cat /sys/module/toa/parameters/ipv4_kinds)" \
+	test "$(tr -d ' \n' </sys/module/toa/parameters/ipv4_kinds)" = "200,254"
+scrape >/run/toa/metrics2.prom
+check "metrics: load from Cache counted" "$(grep '^toa_module_loads_total' /run/toa/metrics2.prom | tr '\n' ' ')" \
+	test "$(metric 'toa_module_loads_total{outcome="success",source="Cache"}' /run/toa/metrics2.prom)" = 1
+
+# ---------------------------------------------------------------- desired Unloaded
+write_desired Unloaded
+if wait_phase Unloaded 60 2 >/dev/null; then ok "desired Unloaded reaches Unloaded"; else
+	nok "desired Unloaded reaches Unloaded" "phase $(status_field .phase): $(status_field .message)"
+	dump_log
+fi
+check "desired Unloaded: module removed" "$(ls -d /sys/module/toa 2>&1) unloads $(unloads_logged)" \
+	test ! -e /sys/module/toa -a "$(unloads_logged)" -eq 1
+check "desired Unloaded: /readyz 200" "$(curl -s "$METRICS/readyz")" curl -sf -o /dev/null "$METRICS/readyz"
+check "desired Unloaded: toa_module_loaded 0, no toa counters" "$(scrape | grep -E '^toa_(module_loaded|syn_recv)')" \
+	test "$(scrape | metric toa_module_loaded /dev/stdin)" = 0 -a -z "$(scrape | grep '^toa_syn_recv_sock_toa_total')"
+stop_agent
+
+# ---------------------------------------------------------------- headers missing
+write_desired Loaded
+rm -rf "$CACHE"
+mkdir -p /root/hidden
+mv /usr/src/linux-headers-* /root/hidden/
+start_agent
+if wait_phase Failed 120 >/dev/null; then ok "headers missing: phase Failed"; else
+	nok "headers missing: phase Failed" "phase $(status_field .phase): $(status_field .message)"
+	dump_log
+fi
+check "headers missing: reason HeadersMissing" "reason=$(status_field .reason)" test "$(status_field .reason)" = HeadersMissing
+check "headers missing: message names linux-headers-$REL" "$(status_field .message)" \
+	grep -q "install the package linux-headers-$REL" <<<"$(status_field .message)"
+check "headers missing: nothing loaded, /readyz 503" "$(curl -s -o /dev/null -w '%{http_code}' "$METRICS/readyz")" \
+	test ! -e /sys/module/toa -a "$(curl -s -o /dev/null -w '%{http_code}' "$METRICS/readyz")" = 503
+check "metrics: phase Failed with reason" "$(scrape | grep 'phase="Failed"')" \
+	test "$(scrape | metric 'toa_agent_phase{phase="Failed",reason="HeadersMissing"}' /dev/stdin)" = 1
+stop_agent
+mv /root/hidden/linux-headers-* /usr/src/
+
+echo "# agent log (tail):"
+tail -n 8 "$AGENT_LOG" | sed 's/^/#   /'
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# The real toa-node-agent against real Debian kernels, inside QEMU (TCG) guests that have a
+# compiler, make and the kernel's headers (tests/vm/agent-guest/).
+#
+#   tests/vm/agent.sh                 every kernel in TOA_DEFAULT_KERNELS (6.1 6.12)
+#   tests/vm/agent.sh --kernel 6.12   one kernel (repeatable)
+#
+# In the guest the agent runs standalone (--desired FILE, --status-file FILE) and the suite
+# checks: cold start builds + loads (source Built); SIGTERM leaves the module; a restart
+# adopts (source Adopted, no make run); after rmmod the next start loads from the cache
+# (source Cache, no make run); runtime parameter changes need no reload; desired Unloaded
+# removes the module; missing headers give HeadersMissing naming the package; /metrics after
+# real TOA traffic shows the exact counter values. On the host, `promtool check metrics`
+# lints the scraped exposition, saved as tests/fixtures/agent-metrics.prom (first kernel).
+# Each kernel ends with `N passed, M failed`; with several kernels the last line is the total.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=agent-guest/host.sh
+. "$HERE/agent-guest/host.sh"
+
+GUEST_TIMEOUT=${TOA_AGENT_GUEST_TIMEOUT:-1500}
+FIXTURE=$TOA_REPO_DIR/tests/fixtures/agent-metrics.prom
+kernels=()
+
+usage() {
+	cat >&2 <<EOT
+usage: $0 [--kernel SERIES]...
+  SERIES: $(kernel_series | tr '\n' ' ')(default: $TOA_DEFAULT_KERNELS)
+  env: TOA_CACHE_DIR (downloads, roots, logs), TOA_AGENT_GUEST_TIMEOUT (s, default 1500),
+       TOA_AGENT_GUEST_MEM (MB, default 2048)
+EOT
+	exit 2
+}
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--kernel)
+		[ $# -ge 2 ] || usage
+		kernels+=("$2")
+		shift 2
+		;;
+	--kernel=*)
+		kernels+=("${1#--kernel=}")
+		shift
+		;;
+	-h | --help) usage ;;
+	*)
+		echo "unknown argument '$1'" >&2
+		usage
+		;;
+	esac
+done
+if [ ${#kernels[@]} -eq 0 ]; then
+	read -r -a kernels <<<"$TOA_DEFAULT_KERNELS"
+fi
+for k in "${kernels[@]}"; do
+	kernel_series | grep -qx "$k" || {
+		echo "unknown kernel series '$k'" >&2
+		usage
+	}
+done
+
+RUN_DIR="$TOA_CACHE_DIR/vm-run"
+mkdir -p "$RUN_DIR"
+total_pass=0
+total_fail=0
+fixture_written=
+
+need_apt prometheus file
+qemu_prepare
+agent_binary "$RUN_DIR/toa-node-agent-musl"
+
+run_kernel() {
+	local series=$1 work="$RUN_DIR/agent-$1" rc=0 line release="" exit_seen="" summary=""
+	local passes=0 fails=0 in_metrics=0 t0=$SECONDS
+	K_PASS=0 K_FAIL=0
+	rm -rf "$work" && mkdir -p "$work"
+	echo "# kernel $series: preparing"
+	if ! (kernel_prepare "$series" && declare -p KVER KDIR VMLINUX KMODDIR KERNEL_SUITE KERNEL_SERIES KERNEL_WHERE >"$work/kernel.env") >"$work/prepare.log" 2>&1; then
+		sed 's/^/#   /' "$work/prepare.log" | tail -n 20
+		echo "not ok - [$series] kernel_prepare: see $work/prepare.log"
+		K_FAIL=1
+		return
+	fi
+	# shellcheck source=/dev/null
+	. "$work/kernel.env"
+	if [ "$KERNEL_WHERE" != host ]; then
+		echo "not ok - [$series] the agent guest is a bookworm userspace; $series comes from $KERNEL_SUITE"
+		K_FAIL=1
+		return
+	fi
+	if ! agent_guest_initrd "$series" "$work" "$RUN_DIR/toa-node-agent-musl" >"$work/initrd.log" 2>&1; then
+		sed 's/^/#   /' "$work/initrd.log" | tail -n 20
+		echo "not ok - [$KVER] guest initramfs: see $work/initrd.log"
+		K_FAIL=1
+		return
+	fi
+	echo "# kernel $KVER: guest ready ($(du -m "$work/initrd" | cut -f1) MB initramfs, $((SECONDS - t0))s), booting"
+	t0=$SECONDS
+	agent_guest_boot "$work" suite "$GUEST_TIMEOUT" || rc=$?
+	: >"$work/metrics.prom"
+	while IFS= read -r line; do
+		line=${line%$'\r'}
+		if [ "$in_metrics" = 1 ]; then
+			if [ "$line" = TOA-METRICS-END ]; then in_metrics=2; else printf '%s\n' "$line" >>"$work/metrics.prom"; fi
+			continue
+		fi
+		case $line in
+		*"TOA-GUEST-KERNEL "*) release=${line##*TOA-GUEST-KERNEL } ;;
+		TOA-METRICS-BEGIN) in_metrics=1 ;;
+		"ok - "*)
+			echo "ok - [${release:-$KVER}] ${line#ok - }"
+			passes=$((passes + 1))
+			;;
+		"not ok - "*)
+			echo "not ok - [${release:-$KVER}] ${line#not ok - }"
+			fails=$((fails + 1))
+			;;
+		"# "*) echo "$line" ;;
+		"TOA-GUEST-ERROR "* | "TOA-GUEST-KLOG "*)
+			echo "not ok - [${release:-$KVER}] ${line#TOA-GUEST-* }"
+			fails=$((fails + 1))
+			;;
+		"TOA-GUEST-EXIT "*) exit_seen=${line#TOA-GUEST-EXIT } ;;
+		*" passed, "*" failed") summary=$line ;;
+		*"Kernel panic"* | *"Oops"* | *"BUG: "* | *"Call Trace"*)
+			echo "not ok - [${release:-$KVER}] console: $line"
+			fails=$((fails + 1))
+			;;
+		esac
+	done <"$work/serial.log"
+
+	# Lint the exposition the agent really served, on the host (promtool 2.42 from Debian).
+	if [ "$in_metrics" = 2 ] && [ -s "$work/metrics.prom" ]; then
+		local lint
+		if lint=$(promtool check metrics <"$work/metrics.prom" 2>&1); then
+			echo "ok - [${release:-$KVER}] promtool check metrics passes on the scraped exposition"
+			passes=$((passes + 1))
+			if [ -z "$fixture_written" ]; then
+				mkdir -p "$(dirname "$FIXTURE")"
+				cp "$work/metrics.prom" "$FIXTURE"
+				fixture_written=1
+				echo "# saved the exposition as ${FIXTURE#"$TOA_REPO_DIR"/}"
+			fi
+		else
+			echo "not ok - [${release:-$KVER}] promtool check metrics: $(tr '\n' ' ' <<<"$lint")"
+			fails=$((fails + 1))
+		fi
+	else
+		echo "not ok - [${release:-$KVER}] no metrics exposition in the serial log"
+		fails=$((fails + 1))
+	fi
+	if [ "$rc" -eq 124 ]; then
+		echo "not ok - [${release:-$KVER}] guest timed out after ${GUEST_TIMEOUT}s (serial log: $work/serial.log)"
+		fails=$((fails + 1))
+	elif [ "$rc" -ne 0 ]; then
+		echo "not ok - [${release:-$KVER}] QEMU exited with status $rc (serial log: $work/serial.log)"
+		fails=$((fails + 1))
+	fi
+	if [ -z "$release" ]; then
+		echo "not ok - [$KVER] guest never reached /init (serial log: $work/serial.log)"
+		fails=$((fails + 1))
+	elif [ "$release" != "$KVER" ]; then
+		echo "not ok - [$release] guest runs $release, expected $KVER"
+		fails=$((fails + 1))
+	fi
+	if [ -z "$summary" ] || [ -z "$exit_seen" ]; then
+		echo "not ok - [${release:-$KVER}] guest suite did not finish (serial log: $work/serial.log)"
+		tail -n 15 "$work/serial.log" | sed 's/^/#   /'
+		fails=$((fails + 1))
+	fi
+	K_PASS=$passes
+	K_FAIL=$fails
+	echo "# kernel $series = ${release:-$KVER}: guest $((SECONDS - t0))s"
+}
+
+for k in "${kernels[@]}"; do
+	run_kernel "$k"
+	echo "$K_PASS passed, $K_FAIL failed"
+	total_pass=$((total_pass + K_PASS))
+	total_fail=$((total_fail + K_FAIL))
+done
+if [ ${#kernels[@]} -gt 1 ]; then
+	echo "$total_pass passed, $total_fail failed"
+fi
+[ "$total_fail" -eq 0 ]

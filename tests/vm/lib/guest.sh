@@ -1,0 +1,50 @@
+# shellcheck shell=bash source-path=SCRIPTDIR
+# Guest-side pieces shared by tests/vm/*.sh: the static test driver and the /init script.
+#
+#   toatest_build OUT            -> static tests/vm/guest/toatest.c (warnings are errors)
+#   guest_write_init DIR CMD...  -> DIR/init: mounts, loads DIR/etc/modules.order, brings up
+#                                   lo, prints `TOA-GUEST-KERNEL <release>`, runs CMD, prints
+#                                   `TOA-GUEST-EXIT <rc>`, the kernel log's error lines, and
+#                                   powers off
+
+# shellcheck source=common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+toatest_build() {
+	local out=$1 src="$TOA_VM_DIR/guest/toatest.c"
+	need_apt gcc libc6-dev
+	mkdir -p "$(dirname "$out")"
+	if [ -x "$out" ] && [ "$out" -nt "$src" ]; then
+		return 0
+	fi
+	gcc -static -O2 -Wall -Wextra -Werror -pthread -o "$out.tmp" "$src" ||
+		toa_die "building $src failed"
+	mv "$out.tmp" "$out"
+}
+
+guest_write_init() {
+	local dir=$1
+	shift
+	{
+		cat <<'EOI'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /etc/modules.order); do
+	insmod "/lib/modules/$m.ko" || echo "TOA-GUEST-ERROR insmod $m failed"
+done
+ip link set lo up
+echo "TOA-GUEST-KERNEL $(uname -r)"
+EOI
+		printf '%q ' "$@"
+		echo
+		cat <<'EOI'
+echo "TOA-GUEST-EXIT $?"
+dmesg | grep -E 'BUG:|WARNING:|Oops|Call Trace|general protection|Kernel panic' | sed 's/^/TOA-GUEST-KLOG /'
+poweroff -f
+EOI
+	} >"$dir/init"
+	chmod 755 "$dir/init"
+}
