@@ -86,16 +86,21 @@ void toa_stats_show(struct seq_file *m);
 
 /* ---- segment decoding (toa_skb.c) ---- */
 
-/* A connection as seen in the segment: remote = the balancer, local = this host. */
+/*
+ * A connection as seen in the segment: remote = the balancer, local = this host. The
+ * network namespace (of the listener) is part of the key: containers often reuse the same
+ * private addresses. It is compared, never dereferenced.
+ */
 struct toa_tuple {
+	const struct net *net;
 	__be32 raddr;
 	__be32 laddr;
 	__be16 rport;
 	__be16 lport;
 };
 
-int toa_skb_find_v4(const struct sk_buff *skb, struct toa_tuple *tuple,
-		    struct toa_addr *toa);
+int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
+		    struct toa_tuple *tuple, struct toa_addr *toa);
 
 /* ---- SYN pending table (toa_pending.c) ---- */
 int toa_pending_init(void);

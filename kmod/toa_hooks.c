@@ -5,7 +5,7 @@
  * are read with regs_get_kernel_argument()/regs_return_value(), so extra trailing
  * arguments added by newer kernels (tcp_v4_syn_recv_sock grew a 7th in 2026 stable
  * kernels) do not matter, and the code is the same on every architecture with
- * HAVE_REGS_AND_STACK_ACCESS_API (x86_64, arm64, ...).
+ * HAVE_REGS_AND_STACK_ACCESS_API (x86_64, arm64; tested on x86_64).
  *
  *  tcp_conn_request (kprobe)          SYN reached a listener: parse its options and keep
  *                                     a TOA in the pending table (4-tuple key).
@@ -38,11 +38,12 @@
 static int toa_conn_request_pre(struct kprobe *p, struct pt_regs *regs)
 {
 	/* int tcp_conn_request(rsk_ops, af_ops, struct sock *sk, struct sk_buff *skb) */
+	const struct sock *sk = (const struct sock *)regs_get_kernel_argument(regs, 2);
 	const struct sk_buff *skb = (const struct sk_buff *)regs_get_kernel_argument(regs, 3);
 	struct toa_tuple tuple;
 	struct toa_addr toa;
 
-	if (toa_skb_find_v4(skb, &tuple, &toa) == 1) {
+	if (toa_skb_find_v4(sk, skb, &tuple, &toa) == 1) {
 		toa_pending_store(&tuple, &toa);
 		pr_debug("SYN %pI4:%u -> %pI4:%u carries TOA kind %u\n", &tuple.raddr,
 			 ntohs(tuple.rport), &tuple.laddr, ntohs(tuple.lport), toa.kind);
@@ -67,9 +68,10 @@ struct toa_syn_recv_data {
 static int toa_syn_recv_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	/* struct sock *tcp_v4_syn_recv_sock(const struct sock *sk, struct sk_buff *skb, ...) */
+	const struct sock *sk = (const struct sock *)regs_get_kernel_argument(regs, 0);
 	const struct sk_buff *skb = (const struct sk_buff *)regs_get_kernel_argument(regs, 1);
 	struct toa_syn_recv_data *d = (struct toa_syn_recv_data *)ri->data;
-	int ret = toa_skb_find_v4(skb, &d->tuple, &d->toa);
+	int ret = toa_skb_find_v4(sk, skb, &d->tuple, &d->toa);
 
 	d->have_tuple = ret >= 0;
 	d->have_toa = ret == 1;

@@ -4,7 +4,7 @@
  *
  * The SYN creates only a request socket; the full socket appears when the final ACK
  * reaches tcp_v4_syn_recv_sock(). In between, the TOA is remembered here keyed by the
- * connection's 4-tuple. The table is bounded (TOA_PENDING_MAX entries, further SYNs are
+ * connection's 4-tuple and network namespace. The table is bounded (TOA_PENDING_MAX entries, further SYNs are
  * counted in syn_pending_dropped) and entries expire after TOA_PENDING_TTL, so a SYN
  * flood cannot grow it. Readers use RCU; writers take a spinlock with interrupts saved,
  * since kprobe handlers may run with interrupts disabled.
@@ -43,15 +43,15 @@ static struct hlist_head *toa_pending_bucket(const struct toa_tuple *t)
 {
 	u32 h = jhash_3words((__force u32)t->raddr, (__force u32)t->laddr,
 			     ((__force u32)t->rport << 16) | (__force u32)t->lport,
-			     toa_pending_seed);
+			     toa_pending_seed ^ hash_ptr(t->net, 32));
 
 	return &toa_pending_hash[h >> (32 - TOA_PENDING_BITS)];
 }
 
 static bool toa_tuple_eq(const struct toa_tuple *a, const struct toa_tuple *b)
 {
-	return a->raddr == b->raddr && a->laddr == b->laddr && a->rport == b->rport &&
-	       a->lport == b->lport;
+	return a->net == b->net && a->raddr == b->raddr && a->laddr == b->laddr &&
+	       a->rport == b->rport && a->lport == b->lport;
 }
 
 /* Caller holds toa_pending_lock. */

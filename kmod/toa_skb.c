@@ -12,6 +12,7 @@
 #include <linux/rcupdate.h>
 #include <linux/skbuff.h>
 #include <linux/tcp.h>
+#include <net/sock.h>
 #include "toa.h"
 
 /* Returns the TCP header when the IPv4 and TCP headers lie in the linear area. */
@@ -36,9 +37,10 @@ static const struct tcphdr *toa_skb_headers_v4(const struct sk_buff *skb,
 	return th;
 }
 
-static void toa_fill_tuple(const struct iphdr *iph, const struct tcphdr *th,
-			   struct toa_tuple *t)
+static void toa_fill_tuple(const struct sock *listener, const struct iphdr *iph,
+			   const struct tcphdr *th, struct toa_tuple *t)
 {
+	t->net = sock_net(listener);
 	t->raddr = iph->saddr;
 	t->laddr = iph->daddr;
 	t->rport = th->source;
@@ -46,12 +48,13 @@ static void toa_fill_tuple(const struct iphdr *iph, const struct tcphdr *th,
 }
 
 /*
- * Fills *tuple from the segment and returns 1 with *toa set when the segment carries a
+ * Fills *tuple from the segment (received by @listener) and returns 1 with *toa set when the segment carries a
  * valid TOA option from a trusted source, 0 when it carries none (or an untrusted one),
  * -EINVAL when it is not a well-formed IPv4/TCP segment (*tuple not set).
  * Counts malformed options and untrusted TOA.
  */
-int toa_skb_find_v4(const struct sk_buff *skb, struct toa_tuple *tuple, struct toa_addr *toa)
+int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
+		    struct toa_tuple *tuple, struct toa_addr *toa)
 {
 	const struct toa_config *cfg;
 	struct toa_parse_result res;
@@ -61,7 +64,7 @@ int toa_skb_find_v4(const struct sk_buff *skb, struct toa_tuple *tuple, struct t
 
 	if (!th)
 		return -EINVAL;
-	toa_fill_tuple(iph, th, tuple);
+	toa_fill_tuple(listener, iph, th, tuple);
 
 	rcu_read_lock();
 	cfg = rcu_dereference(toa_cfg);

@@ -17,7 +17,8 @@
 #include <net/sock.h>
 #include "toa.h"
 
-#define TOA_TABLE_BITS	12
+/* 16384 buckets: short chains even with ~100k TOA connections on a host. */
+#define TOA_TABLE_BITS	14
 
 struct toa_sock_entry {
 	struct hlist_node node;

@@ -127,44 +127,77 @@ pub async fn sync_cluster(t: &ClusterTarget<'_>, plan: &Plan) -> Result<SyncRepo
     }
 
     let states_api: Api<ToaNodeState> = Api::all(t.client.clone());
+    let nodes_api: Api<Node> = Api::all(t.client.clone());
+
+    // Work lists of owned values first: futures borrowing from iterator closures inside an
+    // async fn that must be Send run into higher-ranked lifetime limits.
+    let mut applies: Vec<(String, Value)> = Vec::new();
     for (node, desired) in &plan.node_states {
         let live = t.node_states.get(&ObjectRef::new(node));
-        if !node_state_needs_apply(live.as_deref(), desired) {
-            continue;
+        if node_state_needs_apply(live.as_deref(), desired) {
+            match node_state_object(node, desired) {
+                Ok(body) => applies.push((node.clone(), body)),
+                Err(e) => fail(e),
+            }
         }
-        let result = match node_state_object(node, desired) {
-            Ok(body) => states_api
-                .patch(node, &apply_params(), &Patch::Apply(&body))
+    }
+    let results = concurrently(applies.into_iter().map(|(node, body)| {
+        let api = states_api.clone();
+        async move {
+            api.patch(&node, &apply_params(), &Patch::Apply(&body))
                 .await
                 .map(|_| ())
-                .map_err(Error::api("ToaNodeState", "apply", node)),
-            Err(e) => Err(e),
-        };
-        match result {
+                .map_err(Error::api("ToaNodeState", "apply", &node))
+        }
+    }))
+    .await;
+    for r in results {
+        match r {
             Ok(()) => report.node_states_applied += 1,
             Err(e) => fail(e),
         }
     }
 
-    for name in &plan.deletions {
-        let Some(live) = t.node_states.get(&ObjectRef::new(name)) else {
-            continue;
-        };
-        match delete_node_state(&states_api, name, live.uid()).await {
+    let deletes: Vec<(String, Option<String>)> = plan
+        .deletions
+        .iter()
+        .filter_map(|name| {
+            let live = t.node_states.get(&ObjectRef::new(name))?;
+            Some((name.clone(), live.uid()))
+        })
+        .collect();
+    let results = concurrently(deletes.into_iter().map(|(name, uid)| {
+        let api = states_api.clone();
+        async move { delete_node_state(&api, &name, uid).await }
+    }))
+    .await;
+    for r in results {
+        match r {
             Ok(()) => report.node_states_deleted += 1,
             Err(e) => fail(e),
         }
     }
 
-    let nodes_api: Api<Node> = Api::all(t.client.clone());
-    for node in &plan.label_nodes {
-        match label_node(&nodes_api, node).await {
+    let labels: Vec<String> = plan.label_nodes.iter().cloned().collect();
+    let results = concurrently(labels.into_iter().map(|node| {
+        let api = nodes_api.clone();
+        async move { label_node(&api, &node).await }
+    }))
+    .await;
+    for r in results {
+        match r {
             Ok(()) => report.nodes_labelled += 1,
             Err(e) => fail(e),
         }
     }
-    for node in &plan.unlabel_nodes {
-        match unlabel_node(&nodes_api, node).await {
+    let unlabels: Vec<String> = plan.unlabel_nodes.iter().cloned().collect();
+    let results = concurrently(unlabels.into_iter().map(|node| {
+        let api = nodes_api.clone();
+        async move { unlabel_node(&api, &node).await }
+    }))
+    .await;
+    for r in results {
+        match r {
             Ok(()) => report.nodes_unlabelled += 1,
             Err(e) => fail(e),
         }
@@ -174,6 +207,22 @@ pub async fn sync_cluster(t: &ClusterTarget<'_>, plan: &Plan) -> Result<SyncRepo
         Some(e) => Err(e),
         None => Ok(report),
     }
+}
+
+/// Requests in flight at once per kind of write: a first rollout over thousands of nodes must
+/// not take one round trip per node in sequence, nor flood the API server.
+pub const WRITE_CONCURRENCY: usize = 16;
+
+/// Runs `futures` with at most [`WRITE_CONCURRENCY`] in flight; results in input order.
+async fn concurrently<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    use futures::StreamExt;
+    futures::stream::iter(futures)
+        .buffered(WRITE_CONCURRENCY)
+        .collect()
+        .await
 }
 
 /// Applies the agent DaemonSet when it is missing or someone changed what we set.

@@ -513,6 +513,28 @@ podAnnotations: {prometheus.io/scrape: "true"}
         assert!(e.contains("/nonexistent/agent.yaml"), "{e}");
     }
 
+    /// The agent config the chart renders with every field set (tests/chart/check.sh keeps
+    /// tests/fixtures/chart-agent-config.yaml in sync with the chart): chart and operator
+    /// cannot drift apart.
+    #[test]
+    fn the_charts_rendered_agent_config_is_accepted() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/chart-agent-config.yaml"
+        ));
+        let c = AgentConfig::load(path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!c.image.is_empty());
+        assert!(c.tolerations.is_some());
+        assert_eq!(
+            c.pod_labels
+                .get("app.kubernetes.io/name")
+                .map(String::as_str),
+            Some("toa-node-agent")
+        );
+        let ds = crate::daemonset::build(&c, "toa-node-agent", "ns");
+        assert!(ds.spec.is_some());
+    }
+
     #[test]
     fn dns_name_rules() {
         assert!(is_dns1123_label("host-proc"));

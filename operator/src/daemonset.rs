@@ -54,16 +54,26 @@ struct HostMount {
     read_only: bool,
     /// hostPath type; "" (no check) for trees that only some distributions have.
     kind: &'static str,
+    /// A second mount point of the same volume (read-only).
+    also_at: Option<&'static str>,
 }
 
-/// The fixed host mounts of the agent contract.
-const HOST_MOUNTS: [HostMount; 6] = [
+/// The fixed host mounts of the agent contract, plus what kbuild needs at real paths:
+/// - host /usr/src also at /usr/src: kernel header trees include each other and are reached
+///   through /lib/modules/*/build by ABSOLUTE paths (Debian's arch headers include the
+///   -common tree as /usr/src/linux-headers-*-common, RHEL's build link is
+///   /usr/src/kernels/*), so they must exist at their real path in the container;
+/// - host /usr/lib at /host/usr/lib: Debian's headers link scripts/ and tools/ into
+///   /usr/lib/linux-kbuild-X.Y; the agent links that one directory into its own /usr/lib
+///   (mounting the host's /usr/lib over the image's would replace the agent's compiler).
+const HOST_MOUNTS: [HostMount; 7] = [
     HostMount {
         name: "host-proc",
         host_path: "/proc",
         mount_path: "/host/proc",
         read_only: true,
         kind: "Directory",
+        also_at: None,
     },
     HostMount {
         name: "host-sys",
@@ -71,6 +81,7 @@ const HOST_MOUNTS: [HostMount; 6] = [
         mount_path: "/sys",
         read_only: false,
         kind: "Directory",
+        also_at: None,
     },
     HostMount {
         name: "host-lib-modules",
@@ -78,6 +89,7 @@ const HOST_MOUNTS: [HostMount; 6] = [
         mount_path: "/host/lib/modules",
         read_only: true,
         kind: "Directory",
+        also_at: None,
     },
     HostMount {
         name: "host-usr-src",
@@ -85,6 +97,7 @@ const HOST_MOUNTS: [HostMount; 6] = [
         mount_path: "/host/usr/src",
         read_only: true,
         kind: "",
+        also_at: Some("/usr/src"),
     },
     HostMount {
         name: "host-usr-lib-modules",
@@ -92,6 +105,15 @@ const HOST_MOUNTS: [HostMount; 6] = [
         mount_path: "/host/usr/lib/modules",
         read_only: true,
         kind: "",
+        also_at: None,
+    },
+    HostMount {
+        name: "host-usr-lib",
+        host_path: "/usr/lib",
+        mount_path: "/host/usr/lib",
+        read_only: true,
+        kind: "Directory",
+        also_at: None,
     },
     HostMount {
         name: "host-os-release",
@@ -99,6 +121,7 @@ const HOST_MOUNTS: [HostMount; 6] = [
         mount_path: "/host/etc/os-release",
         read_only: true,
         kind: "File",
+        also_at: None,
     },
 ];
 const CACHE_VOLUME: &str = "host-cache";
@@ -116,7 +139,8 @@ pub fn builtin_volume_names() -> Vec<&'static str> {
 pub fn builtin_mount_paths(cfg: &AgentConfig) -> Vec<String> {
     HOST_MOUNTS
         .iter()
-        .map(|m| m.mount_path.to_string())
+        .flat_map(|m| std::iter::once(m.mount_path).chain(m.also_at))
+        .map(str::to_string)
         .chain(std::iter::once(cfg.host_cache_path.clone()))
         .collect()
 }
@@ -187,7 +211,10 @@ pub fn build(cfg: &AgentConfig, name: &str, namespace: &str) -> DaemonSet {
         .collect();
     let mut mounts: Vec<VolumeMount> = HOST_MOUNTS
         .iter()
-        .map(|m| mount(m.name, m.mount_path, m.read_only))
+        .flat_map(|m| {
+            std::iter::once(mount(m.name, m.mount_path, m.read_only))
+                .chain(m.also_at.map(|at| mount(m.name, at, true)))
+        })
         .collect();
     volumes.push(host_path_volume(
         CACHE_VOLUME,
@@ -311,17 +338,32 @@ pub fn build(cfg: &AgentConfig, name: &str, namespace: &str) -> DaemonSet {
 
 /// True when every field set in `desired` has the same value in `live` (arrays element by
 /// element). The API server adds defaults to the live object, so equality would always fail;
-/// containment is exactly "nobody changed what we own".
+/// containment is exactly "nobody changed what we own". A field the server omits because it
+/// holds its zero value (Go's `omitempty`: false, 0, "", empty list or map) counts as equal to
+/// that zero value.
 pub fn contains(live: &serde_json::Value, desired: &serde_json::Value) -> bool {
     use serde_json::Value;
     match (live, desired) {
-        (Value::Object(l), Value::Object(d)) => d
-            .iter()
-            .all(|(k, dv)| l.get(k).is_some_and(|lv| contains(lv, dv)) || dv.is_null()),
+        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => contains(lv, dv),
+            None => is_zero(dv),
+        }),
         (Value::Array(l), Value::Array(d)) => {
             l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv))
         }
         (l, d) => l == d,
+    }
+}
+
+fn is_zero(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
     }
 }
 
@@ -453,7 +495,14 @@ mod tests {
             find("/var/lib/toa-operator"),
             ("/var/lib/toa-operator".into(), false)
         );
-        assert_eq!(mounts.len(), volumes.len());
+        // kbuild's real paths: headers at /usr/src, the host's /usr/lib beside the image's.
+        assert_eq!(find("/usr/src"), ("/usr/src".into(), true));
+        assert_eq!(find("/host/usr/lib"), ("/usr/lib".into(), true));
+        assert!(
+            !mounts.iter().any(|m| m.mount_path == "/usr/lib"),
+            "never over the image's /usr/lib"
+        );
+        assert_eq!(mounts.len(), volumes.len() + 1);
     }
 
     #[test]
@@ -575,8 +624,28 @@ podAnnotations: {a: b}
         live["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] =
             "/dev/termination-log".into();
         live["status"] = serde_json::json!({"numberReady": 3});
+        // ... and drops zero values (omitempty): readOnly: false, hostPID: false.
+        live["spec"]["template"]["spec"]
+            .as_object_mut()
+            .map(|p| p.remove("hostPID"));
+        for m in live["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            if m["readOnly"] == false {
+                m.as_object_mut().map(|o| o.remove("readOnly"));
+            }
+        }
         let live_ds: DaemonSet = serde_json::from_value(live.clone()).expect("ds");
         assert!(!drifted(Some(&live_ds), &desired));
+        // A true flag that disappears is drift.
+        let mut edited = live.clone();
+        edited["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+            .as_object_mut()
+            .map(|o| o.remove("privileged"));
+        let edited: DaemonSet = serde_json::from_value(edited).expect("ds");
+        assert!(drifted(Some(&edited), &desired));
         // Someone edits the image: drift.
         let mut edited = live.clone();
         edited["spec"]["template"]["spec"]["containers"][0]["image"] = "other:2".into();

@@ -67,23 +67,23 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 /// Per-policy tallies gathered from the node states.
 #[derive(Default)]
-struct Tally {
+struct Tally<'s> {
     selected: usize,
     loaded: usize,
     converging: usize,
     reloads_pending: usize,
-    kernels: BTreeMap<String, usize>,
+    kernels: BTreeMap<&'s str, usize>,
     failures: Vec<NodeFailure>,
 }
 
-pub(crate) fn aggregate(
+pub(crate) fn aggregate<'s>(
     policies: &[PolicyView<'_>],
     assignment: &Assignment<'_>,
     leaving: &Leaving<'_>,
-    states: &BTreeMap<&str, &ToaNodeState>,
+    states: &BTreeMap<&str, &'s ToaNodeState>,
     now: Timestamp,
 ) -> BTreeMap<String, ToaPolicyStatus> {
-    let mut tallies: Vec<Tally> = (0..policies.len()).map(|_| Tally::default()).collect();
+    let mut tallies: Vec<Tally<'s>> = (0..policies.len()).map(|_| Tally::default()).collect();
     for (&node, &idx) in &assignment.owner {
         let t = &mut tallies[idx];
         let policy = &policies[idx];
@@ -93,7 +93,7 @@ pub(crate) fn aggregate(
             continue;
         };
         if let Some(k) = state.status.as_ref().and_then(|s| s.kernel.as_ref()) {
-            *t.kernels.entry(k.release.clone()).or_insert(0) += 1;
+            *t.kernels.entry(k.release.as_str()).or_insert(0) += 1;
         }
         if ReloadState::of(Some(state), policy.name).pending {
             t.reloads_pending += 1;
@@ -129,7 +129,7 @@ pub(crate) fn aggregate(
 fn policy_status(
     p: &PolicyView<'_>,
     idx: usize,
-    t: Tally,
+    t: Tally<'_>,
     assignment: &Assignment<'_>,
     leaving: &Leaving<'_>,
     policies: &[PolicyView<'_>],
@@ -322,7 +322,7 @@ fn policy_status(
             .kernels
             .into_iter()
             .map(|(release, n)| KernelCount {
-                release,
+                release: release.to_string(),
                 nodes: count(n),
             })
             .collect(),
@@ -355,15 +355,19 @@ fn deleting_message(p: &PolicyView<'_>, idx: usize, leaving: &Leaving<'_>) -> St
 pub(crate) fn phase_counts(
     states: &BTreeMap<&str, &ToaNodeState>,
 ) -> BTreeMap<String, BTreeMap<String, u32>> {
-    let mut out: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+    // Count on borrowed keys, allocate once per (policy, phase) at the end.
+    let mut counts: BTreeMap<(&str, &str), u32> = BTreeMap::new();
     for state in states.values() {
-        let phase = state
-            .phase()
-            .map_or_else(|| "Unknown".to_string(), |p| p.to_string());
-        *out.entry(state.spec.policy.clone())
-            .or_default()
-            .entry(phase)
+        let phase = state.phase().map_or("Unknown", NodePhase::as_str);
+        *counts
+            .entry((state.spec.policy.as_str(), phase))
             .or_insert(0) += 1;
+    }
+    let mut out: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+    for ((policy, phase), n) in counts {
+        out.entry(policy.to_string())
+            .or_default()
+            .insert(phase.to_string(), n);
     }
     out
 }

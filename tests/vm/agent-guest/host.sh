@@ -8,6 +8,7 @@
 #   run     agent binary, kmod sources, scripts           (rebuilt every run, small)
 #
 #   agent_binary OUT                      -> static musl release build of toa-node-agent
+#                                            (honours CARGO_TARGET_DIR)
 #   agent_guest_initrd SERIES WORK BINARY -> WORK/initrd (after kernel_prepare SERIES)
 #   agent_guest_boot WORK MODE TIMEOUT    -> boots it (toamode=MODE), serial in WORK/serial.log
 
@@ -37,7 +38,7 @@ agent_binary() {
 	(cd "$TOA_REPO_DIR" && cargo build -q --release --target "$target" -p toa-node-agent) ||
 		toa_die "cargo build of toa-node-agent for $target failed"
 	mkdir -p "$(dirname "$out")"
-	cp "$TOA_REPO_DIR/target/$target/release/toa-node-agent" "$out"
+	cp "${CARGO_TARGET_DIR:-$TOA_REPO_DIR/target}/$target/release/toa-node-agent" "$out"
 	file -b "$out" 2>/dev/null | grep -q 'statically linked\|static-pie' ||
 		ldd "$out" 2>&1 | grep -q 'not a dynamic executable\|statically linked' ||
 		toa_die "$out is not statically linked"
