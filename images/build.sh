@@ -60,7 +60,7 @@ done
 CACHE=$TOA_CACHE_DIR/images
 STORE=(--root "$CACHE/storage" --runroot "$CACHE/runroot" --storage-driver vfs)
 mkdir -p "$OUT" "$CACHE"
-need_apt buildah debootstrap musl-tools ca-certificates file cpio
+need_apt buildah debootstrap musl-tools ca-certificates file cpio binutils
 WORK=$(mktemp -d /tmp/toa-images.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -156,7 +156,8 @@ build() {
 results=()
 if want operator; then
 	mkdir -p "$WORK/operator"
-	cp "$bin_dir/toa-operator" "$WORK/operator/"
+	# Symbols are not needed at runtime (panics still name their location): a third of the size.
+	strip -o "$WORK/operator/toa-operator" "$bin_dir/toa-operator"
 	results+=("$(build operator "$WORK/operator")")
 fi
 if want node-agent; then
@@ -167,7 +168,7 @@ if want node-agent; then
 		! -name '.*.cmd' ! -name 'modules.order' ! -name 'Module.symvers' ! -name '*.a' -print0 |
 		cpio -0 -pdm --quiet "$WORK/node-agent/kmod")
 	[ -n "$(ls -A "$WORK/node-agent/kmod")" ] || die "kmod/ has no sources"
-	cp "$bin_dir/toa-node-agent" "$WORK/node-agent/"
+	strip -o "$WORK/node-agent/toa-node-agent" "$bin_dir/toa-node-agent"
 	base=$(base_image)
 	results+=("$(build node-agent "$WORK/node-agent" --build-arg "BASE=$base")")
 fi

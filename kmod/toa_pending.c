@@ -4,10 +4,10 @@
  *
  * The SYN creates only a request socket; the full socket appears when the final ACK
  * reaches tcp_v4_syn_recv_sock(). In between, the TOA is remembered here keyed by the
- * connection's 4-tuple and network namespace. The table is bounded (TOA_PENDING_MAX entries, further SYNs are
- * counted in syn_pending_dropped) and entries expire after TOA_PENDING_TTL, so a SYN
- * flood cannot grow it. Readers use RCU; writers take a spinlock with interrupts saved,
- * since kprobe handlers may run with interrupts disabled.
+ * connection's 4-tuple and network namespace. The table is bounded (TOA_PENDING_MAX
+ * entries, further SYNs are counted in syn_pending_dropped) and entries expire after
+ * TOA_PENDING_TTL, so a SYN flood cannot grow it. Readers use RCU; writers take a
+ * spinlock with interrupts saved, since kprobe handlers may run with interrupts disabled.
  */
 #include <linux/hash.h>
 #include <linux/jhash.h>

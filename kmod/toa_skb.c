@@ -48,10 +48,10 @@ static void toa_fill_tuple(const struct sock *listener, const struct iphdr *iph,
 }
 
 /*
- * Fills *tuple from the segment (received by @listener) and returns 1 with *toa set when the segment carries a
- * valid TOA option from a trusted source, 0 when it carries none (or an untrusted one),
- * -EINVAL when it is not a well-formed IPv4/TCP segment (*tuple not set).
- * Counts malformed options and untrusted TOA.
+ * Fills *tuple from the segment (received by @listener) and returns 1 with *toa set when
+ * the segment carries a valid TOA option from a trusted source, 0 when it carries none (or
+ * an untrusted one), -EINVAL when it is not a well-formed IPv4/TCP segment (*tuple not
+ * set). Counts malformed options and untrusted TOA.
  */
 int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
 		    struct toa_tuple *tuple, struct toa_addr *toa)

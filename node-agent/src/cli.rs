@@ -109,7 +109,7 @@ pub struct Cli {
     )]
     pub poll_interval: u64,
 
-    /// Log format.
+    /// Log format: text (human-readable) or json (one JSON object per line).
     #[arg(long, env = "TOA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }

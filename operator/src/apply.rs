@@ -239,18 +239,13 @@ async fn ensure_daemonset(t: &ClusterTarget<'_>) -> Result<bool, Error> {
         tracing::info!(daemonset = %name, namespace = %ns, "agent DaemonSet drifted: re-applying it");
     }
     let api: Api<DaemonSet> = Api::namespaced(t.client.clone(), &ns);
-    let mut body = t.agent.clone();
-    // SSA bodies must name their type.
-    body.metadata.managed_fields = None;
-    let value = serde_json::to_value(&body).map_err(|source| Error::Encode {
+    // k8s-openapi serializes apiVersion and kind, which an apply body must carry.
+    let body = serde_json::to_value(t.agent).map_err(|source| Error::Encode {
         kind: "DaemonSet",
         name: name.clone(),
         source,
     })?;
-    let mut value = value;
-    value["apiVersion"] = json!("apps/v1");
-    value["kind"] = json!("DaemonSet");
-    api.patch(&name, &apply_params(), &Patch::Apply(&value))
+    api.patch(&name, &apply_params(), &Patch::Apply(&body))
         .await
         .map_err(Error::api("DaemonSet", "apply", &name))?;
     Ok(true)

@@ -120,11 +120,27 @@ impl Context {
 }
 
 /// Plans the whole cluster and applies its cluster-wide part. Returns the plan for the caller's
-/// per-policy part.
-pub async fn sync(ctx: &Context) -> Result<Plan, Error> {
+/// per-policy part. `finalized` names a policy whose finalizer was just added (the store may
+/// not show it yet).
+///
+/// Node states of policies that still lack the `toa.dev/unload` finalizer are not written: a
+/// policy must never load a module it could not unload on deletion. Their own reconcile adds
+/// the finalizer first and writes them right after.
+pub async fn sync(ctx: &Context, finalized: Option<&str>) -> Result<Plan, Error> {
     let _guard = ctx.sync_lock.lock().await;
     let snapshot = ctx.stores.snapshot();
-    let planned = plan(&snapshot, (ctx.clock)());
+    let mut planned = plan(&snapshot, (ctx.clock)());
+    let unprotected: BTreeSet<String> = planned
+        .finalizers_to_add
+        .iter()
+        .filter(|p| Some(p.as_str()) != finalized)
+        .cloned()
+        .collect();
+    if !unprotected.is_empty() {
+        planned
+            .node_states
+            .retain(|_, d| !unprotected.contains(&d.spec.policy));
+    }
     ctx.metrics
         .set_nodes(planned.node_phases.iter().flat_map(|(policy, phases)| {
             phases
@@ -171,7 +187,7 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
             .map_err(|e| ctx.count(e))?;
     }
 
-    let planned = sync(ctx).await?;
+    let planned = sync(ctx, (!deleting).then_some(name.as_str())).await?;
 
     let old = policy.status.clone().unwrap_or_default();
     if let Some(new) = planned.policy_status.get(&name) {
@@ -300,7 +316,7 @@ pub async fn housekeeping_pass(ctx: &Context) -> Result<(), Error> {
         return Ok(());
     }
     let started = Instant::now();
-    let result = sync(ctx).await.map(|_| ());
+    let result = sync(ctx, None).await.map(|_| ());
     ctx.metrics
         .reconciled(KIND_CLUSTER, result.is_ok(), started.elapsed());
     result

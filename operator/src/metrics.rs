@@ -34,6 +34,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
     nodes: Family<NodeLabels, Gauge>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -43,6 +44,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Records whether this replica is the leader (read at scrape time).
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let reconciles = Family::<ReconcileLabels, Counter>::default();
@@ -50,6 +56,7 @@ impl Metrics {
         // 1 ms .. ~16 s: a reconcile is a few API round trips, more at 5,000 nodes.
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         let nodes = Family::<NodeLabels, Gauge>::default();
+        let leader = Gauge::default();
         registry.register(
             "toa_operator_reconciles",
             "Reconciles by kind of object reconciled and result (ok|error)",
@@ -70,12 +77,18 @@ impl Metrics {
             "ToaNodeStates by policy and reported phase",
             nodes.clone(),
         );
+        registry.register(
+            "toa_operator_leader",
+            "1 while this replica holds the leader lease, 0 on a standby",
+            leader.clone(),
+        );
         Metrics {
             registry,
             reconciles,
             errors,
             duration,
             nodes,
+            leader,
         }
     }
 

@@ -1,5 +1,9 @@
-//! The operator's HTTP endpoints: `/metrics`, `/healthz` (process alive), `/readyz` (this
-//! replica holds the leader lease and its caches are synced, i.e. it is the one acting).
+//! The operator's HTTP endpoints: `/metrics`, `/healthz` (process alive), `/readyz` (ready to
+//! take over or acting: a standby replica is ready, a leader only once its caches are synced).
+//!
+//! A standby answers 200 on purpose: if only the leader were Ready, `helm install --wait`,
+//! `kubectl rollout status` and surge rollouts would wait forever for the second replica.
+//! The body says which role the replica has, and `toa_operator_leader` tells it to Prometheus.
 
 use std::sync::Arc;
 
@@ -31,6 +35,7 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
+    s.metrics.set_leader(*s.leader.borrow());
     match s.metrics.encode() {
         Ok(body) => (
             [(
@@ -57,8 +62,8 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
         (true, true) => (StatusCode::OK, "ok: leader\n"),
         (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "leader: caches syncing\n"),
         (false, _) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "standby: another replica holds the leader lease\n",
+            StatusCode::OK,
+            "ok: standby, another replica holds the leader lease\n",
         ),
     }
 }
@@ -128,7 +133,7 @@ mod tests {
 
         assert_eq!(get(addr, "/healthz").await.0, 200);
         let (code, body) = get(addr, "/readyz").await;
-        assert_eq!(code, 503);
+        assert_eq!(code, 200);
         assert!(body.contains("standby"), "{body}");
         leader_tx.send_replace(true);
         let (code, body) = get(addr, "/readyz").await;
@@ -138,6 +143,7 @@ mod tests {
         assert_eq!(get(addr, "/readyz").await.0, 200);
         let (code, body) = get(addr, "/metrics").await;
         assert_eq!(code, 200);
+        assert!(body.contains("toa_operator_leader 1"), "{body}");
         assert!(
             body.contains(
                 r#"toa_operator_reconcile_errors_total{kind="Node",reason="Forbidden"} 1"#

@@ -119,7 +119,8 @@ fn free_port() -> u16 {
 }
 
 /// GET over plain HTTP/1.1; returns the status code.
-fn http_get(port: u16, path: &str) -> Option<u16> {
+/// The raw HTTP response (status line, headers, body) of a GET.
+fn http_response(port: u16, path: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(
@@ -129,7 +130,20 @@ fn http_get(port: u16, path: &str) -> Option<u16> {
     .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
-    out.split_whitespace().nth(1)?.parse().ok()
+    Some(out)
+}
+
+fn http_get(port: u16, path: &str) -> Option<u16> {
+    http_response(port, path)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn http_body(port: u16, path: &str) -> Option<String> {
+    let out = http_response(port, path)?;
+    Some(out.split_once("\r\n\r\n")?.1.to_string())
 }
 
 /// Everything the child printed (after it exited or was killed).
@@ -204,12 +218,11 @@ fn binary_leads_serves_and_shuts_down_gracefully() {
     wait_until(&mut child, "/healthz", 20, || {
         http_get(metrics_port, "/healthz") == Some(200)
     });
-    wait_until(
-        &mut child,
-        "/readyz (leader with synced caches)",
-        20,
-        || http_get(metrics_port, "/readyz") == Some(200),
-    );
+    wait_until(&mut child, "/readyz and the leader gauge", 20, || {
+        http_get(metrics_port, "/readyz") == Some(200)
+            && http_body(metrics_port, "/metrics")
+                .is_some_and(|b| b.contains("toa_operator_leader 1"))
+    });
     let lines = || api.lock().map(|a| a.lines.clone()).unwrap_or_default();
     wait_until(&mut child, "node state and label writes", 20, || {
         let l = lines();

@@ -325,3 +325,53 @@ async fn run_loop_publishes_leadership_and_releases_on_shutdown() {
         "lease not released: {holder:?}"
     );
 }
+
+#[tokio::test]
+async fn leader_steps_down_when_it_cannot_renew_in_time() {
+    let server = Arc::new(Mutex::new(LeaseServer::default()));
+    let outage = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, down) = (server.clone(), outage.clone());
+    let (client, _log) = fake_client(move |r| {
+        if down.load(std::sync::atomic::Ordering::SeqCst) {
+            return status(503, "ServiceUnavailable", "apiserver down");
+        }
+        s.lock()
+            .map(|mut s| s.reply(r))
+            .unwrap_or((500, Value::Null))
+    });
+    let timing = LeaseTiming {
+        lease_duration: Duration::from_millis(1500),
+        renew_deadline: Duration::from_millis(300),
+        retry_period: Duration::from_millis(20),
+    };
+    let lock = LeaseLock::new(client, "toa-system", "toa-operator-leader", "me", timing);
+    let (leader_tx, mut leader) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(lease::run(lock, leader_tx, stop));
+    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| *l))
+        .await
+        .expect("became leader")
+        .expect("channel");
+    let lost_at = Instant::now();
+    outage.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| !*l))
+        .await
+        .expect("stepped down")
+        .expect("channel");
+    // Not before the renew deadline (transient errors are tolerated), and well before the
+    // lease could expire for the others.
+    let after = lost_at.elapsed();
+    assert!(
+        after >= Duration::from_millis(200),
+        "stepped down too early: {after:?}"
+    );
+    assert!(
+        after < Duration::from_millis(1500),
+        "stepped down too late: {after:?}"
+    );
+    stop_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stopped")
+        .expect("join");
+}

@@ -304,6 +304,14 @@ async fn up_to_date_objects_are_not_rewritten() {
             node_state("n1", &s, Some("uid-old-node"), Value::Null),
             "owner uid",
         ),
+        (
+            {
+                let mut unlabelled = node_state("n1", &s, Some("uid-n1"), Value::Null);
+                unlabelled.metadata.labels = None;
+                unlabelled
+            },
+            "policy label",
+        ),
     ] {
         let (client, log) = fake_client(accepting(None));
         let stores = World {
@@ -363,15 +371,18 @@ async fn deletes_are_guarded_by_uid_and_tolerate_gone_objects() {
         .expect("404 on delete is success");
     assert_eq!(report.node_states_deleted, 2);
     let reqs = log.all();
-    // Only objects the store knows are deleted (BTreeSet order: gone, never-existed, orphan).
+    // Only objects the store knows are deleted ("never-existed" is not requested).
+    let mut lines = log.lines();
+    lines.sort();
     assert_eq!(
-        log.lines(),
+        lines,
         [
             format!("DELETE {STATES}/gone"),
             format!("DELETE {STATES}/orphan")
         ]
     );
-    assert_eq!(reqs[1].body["preconditions"]["uid"], "state-uid-orphan");
+    let orphan = find(&reqs, "DELETE", &format!("{STATES}/orphan"));
+    assert_eq!(orphan[0].body["preconditions"]["uid"], "state-uid-orphan");
 }
 
 #[tokio::test]
@@ -416,34 +427,40 @@ async fn node_labels_are_set_and_removed_with_ssa() {
         .expect("sync");
     assert_eq!((report.nodes_labelled, report.nodes_unlabelled), (1, 2));
     let reqs = log.all();
+    // Writes run concurrently: order is only guaranteed per node.
+    let n1 = find(&reqs, "PATCH", "/api/v1/nodes/n1");
+    let n2 = find(&reqs, "PATCH", "/api/v1/nodes/n2");
+    let n3 = find(&reqs, "PATCH", "/api/v1/nodes/n3");
     assert_eq!(
-        log.lines(),
-        [
-            "PATCH /api/v1/nodes/n1",
-            "PATCH /api/v1/nodes/n2",
-            "PATCH /api/v1/nodes/n2",
-            "PATCH /api/v1/nodes/n3"
-        ]
+        (n1.len(), n2.len(), n3.len(), reqs.len()),
+        (1, 2, 1, 4),
+        "{:?}",
+        log.lines()
     );
-    ssa_query(&reqs[0]);
+    ssa_query(n1[0]);
     assert_eq!(
-        reqs[0].body,
+        n1[0].body,
         json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {"toa.dev/agent": "true"}}})
     );
-    ssa_query(&reqs[1]);
+    ssa_query(n2[0]);
     assert_eq!(
-        reqs[1].body,
+        n2[0].body,
         json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"}})
     );
     assert_eq!(
-        reqs[2].content_type.as_deref(),
+        n2[1].content_type.as_deref(),
         Some("application/merge-patch+json")
     );
     assert_eq!(
-        reqs[2].body,
+        n2[1].body,
         json!({"metadata": {"labels": {"toa.dev/agent": null}}})
     );
-    ssa_query(&reqs[3]);
+    // n3 lost the label with the SSA alone: no merge patch.
+    ssa_query(n3[0]);
+    assert_eq!(
+        n3[0].body,
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n3"}})
+    );
 }
 
 #[tokio::test]
@@ -646,6 +663,31 @@ async fn new_policy_gets_finalizer_node_states_labels_and_status() {
     assert!(
         metrics.contains(r#"toa_operator_reconciles_total{kind="ToaPolicy",result="ok"} 1"#),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn housekeeping_never_loads_for_a_policy_without_its_finalizer() {
+    // A brand-new policy (no finalizer yet): housekeeping must leave its nodes alone; the
+    // policy's own reconcile adds the finalizer first.
+    let p = all_nodes_policy(json!({}));
+    let (client, log) = fake_client(accepting(Some(p.clone())));
+    let stores = World {
+        policies: vec![p],
+        nodes: vec![bare_node("n1")],
+        states: vec![],
+        daemonsets: vec![live_agent()],
+    }
+    .stores();
+    let ctx = context(client, stores);
+    controller::housekeeping_pass(&ctx)
+        .await
+        .expect("housekeeping");
+    let reqs = log.all();
+    assert!(
+        find(&reqs, "PATCH", &format!("{STATES}/n1")).is_empty(),
+        "{:?}",
+        log.lines()
     );
 }
 

@@ -362,6 +362,15 @@ OPERATOR_CONTRACT = {
     "toa_operator_nodes": {"policy", "phase"},
 }
 OPERATOR_HISTOGRAMS = ["toa_operator_reconcile_duration_seconds"]
+# Values of the labels the alerts and the dashboard filter on (contract: phases, reasons; agent:
+# outcomes and sources as its engineer documented them, checked in the fixture too).
+LABEL_VALUES = {
+    "phase": {"Pending", "Building", "Loading", "Loaded", "Unloading", "Unloaded", "Failed"},
+    "reason": {"HeadersMissing", "BuildFailed", "BuildTimeout", "SignatureRequired", "ForeignModule",
+               "UnsupportedKernel", "LoadFailed", "UnloadFailed", "ModuleBusy", "ParametersRejected"},
+    "outcome": {"success", "failure", "timeout"},
+    "source": {"Built", "Cache", "Adopted"},
+}
 # Labels Prometheus adds to every target (the monitors add `node`).
 TARGET_LABELS = {"job", "instance", "node", "namespace", "pod", "container", "service", "endpoint"}
 
@@ -425,7 +434,7 @@ def selectors_and_labels(expr_text):
     ast = pp.parse(expr_text)
     sels, grouping = [], set()
 
-    def visit(node, _path=None):
+    def visit(node, *_context):
         if isinstance(node, pp.VectorSelector):
             matchers = {}
             for m in node.matchers.matchers:
@@ -442,18 +451,8 @@ def selectors_and_labels(expr_text):
                 grouping.update(card.labels)
         return True
 
-    pp.walk(ast, visit, None) if _walk_takes_three() else pp.walk(ast, visit)
+    pp.walk(ast, pre_visit=visit)
     return sels, grouping
-
-
-def _walk_takes_three():
-    import inspect
-
-    import promql_parser as pp
-    try:
-        return len(inspect.signature(pp.walk).parameters) >= 3
-    except (TypeError, ValueError):
-        return True
 
 
 def cmd_queries(args):
@@ -535,6 +534,14 @@ def cmd_queries(args):
             for label in matchers:
                 if label != "__name__" and label not in known[metric] | TARGET_LABELS:
                     problems.append(f"{metric} has no label {label}")
+        for metric, matchers in sels:
+            for label, (_op, value) in matchers.items():
+                allowed = LABEL_VALUES.get(label)
+                if allowed is None or value in ("", ".*"):
+                    continue
+                for alt in value.split("|"):
+                    if alt not in allowed:
+                        problems.append(f"{metric}{{{label}}} value {alt!r} is not one of {sorted(allowed)}")
         for label in grouping:
             if label not in all_labels:
                 problems.append(f"grouping label {label} exists on no metric")
@@ -715,8 +722,12 @@ def cmd_wiring(args):
         check(f"operator gets {flag}", any(a.startswith(flag + "=") for a in argv), f"args {argv}")
     check("operator replicas >= 2 (leader election)", dep["spec"]["replicas"] >= 2, f"{dep['spec']['replicas']}")
     ru = dep["spec"].get("strategy", {}).get("rollingUpdate", {})
-    check("operator rolls one pod at a time without surge (only the leader is Ready)",
-          ru.get("maxSurge") == 0 and ru.get("maxUnavailable") == 1, f"{ru}")
+    check("operator rolls by surging first (a Ready standby is always there)",
+          ru.get("maxSurge") == 1 and ru.get("maxUnavailable") == 0, f"{ru}")
+    pdbs = docs_of(rendered, "PodDisruptionBudget")
+    check("operator PodDisruptionBudget selects the operator pods", len(pdbs) == 1 and all(
+        dep["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in pdbs[0]["spec"]["selector"]["matchLabels"].items()),
+        f"{pdbs}")
     sc = c.get("securityContext", {})
     check("operator container: non-root, read-only root fs, no capabilities",
           pod.get("securityContext", {}).get("runAsNonRoot") is True and sc.get("readOnlyRootFilesystem") is True

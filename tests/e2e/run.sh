@@ -93,8 +93,9 @@ trap cleanup EXIT
 echo "cluster: $(kubectl config current-context 2>/dev/null || echo in-cluster)"
 
 # --- install ---------------------------------------------------------------------------------
-helm_args=(upgrade --install "$RELEASE" charts/toa-operator -n "$NS" --create-namespace
-	--set operator.replicas=2 --set operator.logFormat=text --wait --timeout "${TIMEOUT}s")
+# `--wait` works: a standby replica is Ready too (/readyz), only a syncing leader is not.
+helm_args=(upgrade --install "$RELEASE" charts/toa-operator -n "$NS" --create-namespace --wait
+	--timeout "${TIMEOUT}s" --set operator.replicas=2 --set operator.logFormat=text)
 if [ -n "${TOA_OPERATOR_IMAGE:-}" ]; then
 	read -r repo tag <<<"$(split_image "$TOA_OPERATOR_IMAGE")"
 	helm_args+=(--set "operator.image.repository=$repo" --set "operator.image.tag=$tag")
@@ -108,12 +109,22 @@ check "CRDs established" kubectl wait --for=condition=Established --timeout=60s 
 	crd/toapolicies.toa.dev crd/toanodestates.toa.dev
 
 deploy=$(kubectl -n "$NS" get deploy -o name 2>/dev/null | head -n 1)
-check "operator Deployment available" kubectl -n "$NS" rollout status "$deploy" --timeout="${TIMEOUT}s"
-# One leader: exactly one Ready replica while two run.
-ready_replicas() { [ "$(jp -n "$NS" "$deploy" -o jsonpath='{.status.readyReplicas}')" = "1" ]; }
-check "exactly one Ready operator replica (the Lease holder)" eventually 60 ready_replicas
-lease_held() { [ -n "$(jp -n "$NS" lease toa-operator-leader -o jsonpath='{.spec.holderIdentity}')" ]; }
-check "leader Lease toa-operator-leader has a holder" eventually 60 lease_held
+rolled_out() {
+	local want updated
+	want=$(jp -n "$NS" "$deploy" -o jsonpath='{.spec.replicas}')
+	updated=$(jp -n "$NS" "$deploy" -o jsonpath='{.status.updatedReplicas}')
+	[ -n "$want" ] && [ "$want" = "$updated" ]
+}
+check "operator Deployment rolled out (all replicas updated)" eventually "$TIMEOUT" rolled_out
+# Both replicas Ready (leader and standby), and the Lease held by one of them.
+ready_replicas() { [ "$(jp -n "$NS" "$deploy" -o jsonpath='{.status.readyReplicas}')" = "2" ]; }
+check "both operator replicas Ready (leader and standby)" eventually "$TIMEOUT" ready_replicas
+lease_held() {
+	local holder
+	holder=$(jp -n "$NS" lease toa-operator-leader -o jsonpath='{.spec.holderIdentity}')
+	[ -n "$holder" ] && kubectl -n "$NS" get pods -o name | grep -q "/${holder%%_*}"
+}
+check "leader Lease toa-operator-leader is held by an operator pod" eventually 60 lease_held
 ds_exists() { jp -n "$NS" daemonset toa-node-agent -o name; }
 check "operator created the agent DaemonSet" eventually 60 ds_exists
 ds_selector=$(jp -n "$NS" daemonset toa-node-agent -o jsonpath='{.spec.template.spec.nodeSelector}')

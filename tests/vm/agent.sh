@@ -2,7 +2,7 @@
 # The real toa-node-agent against real Debian kernels, inside QEMU (TCG) guests that have a
 # compiler, make and the kernel's headers (tests/vm/agent-guest/).
 #
-#   tests/vm/agent.sh                 every kernel in TOA_DEFAULT_KERNELS (6.1 6.12)
+#   tests/vm/agent.sh                 6.1 and 6.12 (TOA_AGENT_DEFAULT_KERNELS)
 #   tests/vm/agent.sh --kernel 6.12   one kernel (repeatable)
 #
 # In the guest the agent runs standalone (--desired FILE, --status-file FILE) and the suite
@@ -22,11 +22,14 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 GUEST_TIMEOUT=${TOA_AGENT_GUEST_TIMEOUT:-1500}
 FIXTURE=$TOA_REPO_DIR/tests/fixtures/agent-metrics.prom
 kernels=()
+# Default: the two kernels Debian 12 ships. Other series (5.10, 7.2) run in a userspace of
+# their own suite with their own compiler: pass --kernel, or set TOA_AGENT_DEFAULT_KERNELS.
+AGENT_DEFAULT_KERNELS=${TOA_AGENT_DEFAULT_KERNELS:-"6.1 6.12"}
 
 usage() {
 	cat >&2 <<EOT
 usage: $0 [--kernel SERIES]...
-  SERIES: $(kernel_series | tr '\n' ' ')(default: $TOA_DEFAULT_KERNELS)
+  SERIES: $(kernel_series | tr '\n' ' ')(default: $AGENT_DEFAULT_KERNELS)
   env: TOA_CACHE_DIR (downloads, roots, logs), TOA_AGENT_GUEST_TIMEOUT (s, default 1500),
        TOA_AGENT_GUEST_MEM (MB, default 2048)
 EOT
@@ -52,7 +55,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 if [ ${#kernels[@]} -eq 0 ]; then
-	read -r -a kernels <<<"$TOA_DEFAULT_KERNELS"
+	read -r -a kernels <<<"$AGENT_DEFAULT_KERNELS"
 fi
 for k in "${kernels[@]}"; do
 	kernel_series | grep -qx "$k" || {
@@ -85,11 +88,6 @@ run_kernel() {
 	fi
 	# shellcheck source=/dev/null
 	. "$work/kernel.env"
-	if [ "$KERNEL_WHERE" != host ]; then
-		echo "not ok - [$series] the agent guest is a bookworm userspace; $series comes from $KERNEL_SUITE"
-		K_FAIL=1
-		return
-	fi
 	if ! agent_guest_initrd "$series" "$work" "$RUN_DIR/toa-node-agent-musl" >"$work/initrd.log" 2>&1; then
 		sed 's/^/#   /' "$work/initrd.log" | tail -n 20
 		echo "not ok - [$KVER] guest initramfs: see $work/initrd.log"

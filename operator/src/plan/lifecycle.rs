@@ -13,16 +13,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use toa_crds::{DesiredState, NodePhase, OnDelete, ToaNodeState, ToaNodeStateSpec};
 
-use super::assign::{Assignment, NodeView, PolicyView};
+use super::assign::{Assignment, NodeTable, PolicyView};
 use super::FinalizerRelease;
 
 /// Outcome for nodes that are not owned by any live policy.
 #[derive(Debug, Default)]
 pub(crate) struct Leaving<'a> {
-    /// Node -> spec with desiredState Unloaded.
-    pub unloading: BTreeMap<&'a str, ToaNodeStateSpec>,
-    /// Per policy index: its leaving nodes not yet unloaded (sorted).
-    pub unloading_by_policy: Vec<Vec<&'a str>>,
+    /// Node index -> spec with desiredState Unloaded.
+    pub unloading: BTreeMap<usize, ToaNodeStateSpec>,
+    /// Per policy index: indices of its leaving nodes not yet unloaded (by name).
+    pub unloading_by_policy: Vec<Vec<usize>>,
     /// ToaNodeStates to delete.
     pub deletions: BTreeSet<&'a str>,
     /// Finalizers to release, by policy name.
@@ -53,9 +53,8 @@ fn deadline(policy: &PolicyView<'_>) -> Option<Timestamp> {
 
 pub(crate) fn leaving_nodes<'a>(
     policies: &[PolicyView<'_>],
-    nodes: &BTreeMap<&'a str, NodeView<'a>>,
-    states: &BTreeMap<&'a str, &'a ToaNodeState>,
-    assignment: &Assignment<'_>,
+    table: &NodeTable<'a>,
+    assignment: &Assignment,
     now: Timestamp,
 ) -> Leaving<'a> {
     let by_name: BTreeMap<&str, usize> = policies
@@ -76,93 +75,74 @@ pub(crate) fn leaving_nodes<'a>(
             out.timed_out[i] = d.is_some_and(|d| now >= d);
         }
     }
+    // The Node is gone (its ownerReference will collect the state too;
+    // deleting it here also covers states created without one).
+    out.deletions.extend(table.orphan_states.iter().copied());
 
     // Nodes still waiting for their module to go, per policy.
-    let mut waiting: Vec<Vec<(&'a str, &'a ToaNodeState)>> = vec![Vec::new(); policies.len()];
-    for (&name, &state) in states {
-        if !nodes.contains_key(name) {
-            // The Node is gone (its ownerReference will collect the state
-            // too; deleting it here also covers states created without one).
-            out.deletions.insert(name);
-            continue;
-        }
-        if assignment.owner.contains_key(name) {
+    let mut waiting: Vec<Vec<usize>> = vec![Vec::new(); policies.len()];
+    for (n, node) in table.nodes.iter().enumerate() {
+        let Some(state) = node.state else { continue };
+        if assignment.owner[n].is_some() {
             continue;
         }
         let Some(&idx) = by_name.get(state.spec.policy.as_str()) else {
             // Its policy is gone: nothing left to decide how to unload.
-            out.deletions.insert(name);
+            out.deletions.insert(node.name);
             continue;
         };
-        let policy = &policies[idx];
-        if policy.spec.lifecycle.on_delete == OnDelete::Keep || is_unloaded(state) {
-            out.deletions.insert(name);
+        if policies[idx].spec.lifecycle.on_delete == OnDelete::Keep || is_unloaded(state) {
+            out.deletions.insert(node.name);
             continue;
         }
-        waiting[idx].push((name, state));
+        waiting[idx].push(n);
     }
 
     for (idx, nodes_waiting) in waiting.into_iter().enumerate() {
-        if out.timed_out[idx] {
-            // Gave up: forget these nodes (their modules stay loaded).
-            out.deletions.extend(nodes_waiting.iter().map(|(n, _)| *n));
-            continue;
-        }
-        for (name, state) in nodes_waiting {
-            let spec = ToaNodeStateSpec {
-                desired_state: DesiredState::Unloaded,
-                reload_allowed: false,
-                node_name: name.to_string(),
-                ..state.spec.clone()
-            };
-            out.unloading.insert(name, spec);
-            out.unloading_by_policy[idx].push(name);
-        }
-    }
-
-    // Finalizers.
-    for (idx, p) in policies.iter().enumerate() {
-        if !p.deleting || !p.has_finalizer {
-            continue;
-        }
-        let release = match p.spec.lifecycle.on_delete {
-            OnDelete::Keep => Some(FinalizerRelease::Kept),
-            OnDelete::Unload if out.timed_out[idx] => {
-                let remaining: Vec<&str> = states
-                    .iter()
-                    .filter(|(n, s)| {
-                        s.spec.policy == p.name
-                            && nodes.contains_key(*n)
-                            && !assignment.owner.contains_key(*n)
-                            && !is_unloaded(s)
-                    })
-                    .map(|(n, _)| *n)
-                    .collect();
-                if remaining.is_empty() {
-                    Some(FinalizerRelease::AllUnloaded)
-                } else {
+        let policy = &policies[idx];
+        if policy.deleting && policy.has_finalizer {
+            let release = match policy.spec.lifecycle.on_delete {
+                OnDelete::Keep => Some(FinalizerRelease::Kept),
+                OnDelete::Unload if out.timed_out[idx] && !nodes_waiting.is_empty() => {
                     Some(FinalizerRelease::TimedOut {
-                        remaining: remaining.len(),
-                        nodes: remaining
+                        remaining: nodes_waiting.len(),
+                        nodes: nodes_waiting
                             .iter()
                             .take(toa_crds::policy::MAX_REPORTED_FAILURES)
-                            .map(|n| n.to_string())
+                            .map(|n| table.nodes[*n].name.to_string())
                             .collect(),
                     })
                 }
-            }
-            OnDelete::Unload if out.unloading_by_policy[idx].is_empty() => {
-                Some(FinalizerRelease::AllUnloaded)
-            }
-            OnDelete::Unload => {
-                if let Some(d) = out.deadlines[idx] {
-                    out.next_deadline = Some(out.next_deadline.map_or(d, |n: Timestamp| n.min(d)));
+                OnDelete::Unload if nodes_waiting.is_empty() => Some(FinalizerRelease::AllUnloaded),
+                OnDelete::Unload => {
+                    if let Some(d) = out.deadlines[idx] {
+                        out.next_deadline =
+                            Some(out.next_deadline.map_or(d, |n: Timestamp| n.min(d)));
+                    }
+                    None
                 }
-                None
+            };
+            if let Some(r) = release {
+                out.releases.insert(policy.name.to_string(), r);
             }
-        };
-        if let Some(r) = release {
-            out.releases.insert(p.name.to_string(), r);
+        }
+        if out.timed_out[idx] {
+            // Gave up: forget these nodes (their modules stay loaded).
+            out.deletions
+                .extend(nodes_waiting.iter().map(|n| table.nodes[*n].name));
+            continue;
+        }
+        for n in nodes_waiting {
+            let node = &table.nodes[n];
+            let Some(state) = node.state else { continue };
+            let spec = ToaNodeStateSpec {
+                desired_state: DesiredState::Unloaded,
+                reload_allowed: false,
+                node_name: node.name.to_string(),
+                ..state.spec.clone()
+            };
+            out.unloading.insert(n, spec);
+            out.unloading_by_policy[idx].push(n);
         }
     }
     out

@@ -105,74 +105,61 @@ pub struct Plan {
 /// does not depend on the order of the snapshot's vectors.
 pub fn plan(snapshot: &ClusterSnapshot, now: Timestamp) -> Plan {
     let policies = assign::PolicyView::collect(&snapshot.policies);
-    let nodes = assign::NodeView::collect(&snapshot.nodes);
-    let states: BTreeMap<&str, &ToaNodeState> = snapshot
-        .node_states
-        .iter()
-        .filter_map(|s| s.metadata.name.as_deref().map(|n| (n, s.as_ref())))
-        .collect();
+    let table = assign::NodeTable::collect(&snapshot.nodes, &snapshot.node_states);
+    let nodes = &table.nodes;
 
-    let assignment = assign::assign(&policies, &nodes);
-    let leaving = lifecycle::leaving_nodes(&policies, &nodes, &states, &assignment, now);
-    let grants = pacing::grant_reloads(&policies, &assignment, &leaving, &states);
+    let assignment = assign::assign(&policies, nodes);
+    let leaving = lifecycle::leaving_nodes(&policies, &table, &assignment, now);
+    let grants = pacing::grant_reloads(&policies, nodes, &assignment, &leaving);
 
     let mut out = Plan::default();
-    for (node_name, policy_idx) in &assignment.owner {
-        let policy = &policies[*policy_idx];
-        let Some(node) = nodes.get(node_name) else {
+    // Nodes are in name order, so the maps below are bulk-built from
+    // sorted input.
+    let mut desired: Vec<(String, DesiredNodeState)> = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        let spec = if let Some(idx) = assignment.owner[n] {
+            let policy = &policies[idx];
+            ToaNodeStateSpec {
+                node_name: node.name.to_string(),
+                policy: policy.name.to_string(),
+                desired_state: toa_crds::DesiredState::Loaded,
+                module: policy.module.clone(),
+                replace_foreign_module: policy.spec.lifecycle.replace_foreign_module,
+                reload_allowed: grants[n],
+            }
+        } else if let Some(spec) = leaving.unloading.get(&n) {
+            spec.clone()
+        } else {
+            if node.has_agent_label {
+                out.unlabel_nodes.insert(node.name.to_string());
+            }
             continue;
         };
-        out.node_states.insert(
-            node_name.to_string(),
+        if !node.has_agent_label {
+            out.label_nodes.insert(node.name.to_string());
+        }
+        desired.push((
+            node.name.to_string(),
             DesiredNodeState {
-                spec: ToaNodeStateSpec {
-                    node_name: node_name.to_string(),
-                    policy: policy.name.to_string(),
-                    desired_state: toa_crds::DesiredState::Loaded,
-                    module: policy.module.clone(),
-                    replace_foreign_module: policy.spec.lifecycle.replace_foreign_module,
-                    reload_allowed: grants.contains(node_name),
-                },
+                spec,
                 node_uid: node.uid.to_string(),
             },
-        );
+        ));
     }
-    for (node_name, spec) in &leaving.unloading {
-        if let Some(node) = nodes.get(node_name) {
-            out.node_states.insert(
-                node_name.to_string(),
-                DesiredNodeState {
-                    spec: spec.clone(),
-                    node_uid: node.uid.to_string(),
-                },
-            );
-        }
-    }
+    out.agent_nodes = desired.iter().map(|(n, _)| n.clone()).collect();
+    out.node_states = desired.into_iter().collect();
     out.deletions = leaving.deletions.iter().map(|s| s.to_string()).collect();
-    out.agent_nodes = out.node_states.keys().cloned().collect();
-    for node in nodes.values() {
-        let wanted = out.agent_nodes.contains(node.name);
-        if wanted && !node.has_agent_label {
-            out.label_nodes.insert(node.name.to_string());
-        } else if !wanted && node.has_agent_label {
-            out.unlabel_nodes.insert(node.name.to_string());
-        }
-    }
     for p in &policies {
         if !p.deleting && !p.has_finalizer {
             out.finalizers_to_add.insert(p.name.to_string());
         }
     }
-    out.finalizer_releases = leaving
-        .releases
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
     out.requeue_after = leaving.next_deadline.map(|d| {
         let secs = d.as_second().saturating_sub(now.as_second()).max(1);
         Duration::from_secs(u64::try_from(secs).unwrap_or(1))
     });
-    out.policy_status = status::aggregate(&policies, &assignment, &leaving, &states, now);
-    out.node_phases = status::phase_counts(&states);
+    out.policy_status = status::aggregate(&policies, nodes, &assignment, &leaving, now);
+    out.finalizer_releases = leaving.releases;
+    out.node_phases = status::phase_counts(snapshot.node_states.iter().map(|s| s.as_ref()));
     out
 }

@@ -9,11 +9,9 @@
 //! stays until the agent clears `reloadPending`, so a reload is never cut off
 //! halfway; a failed reload keeps its grant and so holds the rollout back.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use toa_crds::ToaNodeState;
 
-use super::assign::{Assignment, PolicyView};
+use super::assign::{Assignment, NodeView, PolicyView};
 use super::lifecycle::Leaving;
 
 /// Facts about one node's reload, from its current ToaNodeState.
@@ -48,40 +46,43 @@ impl ReloadState {
     }
 }
 
-/// Nodes whose new spec has `reloadAllowed: true`.
-pub(crate) fn grant_reloads<'a>(
+/// Per node index: the new spec has `reloadAllowed: true`.
+pub(crate) fn grant_reloads(
     policies: &[PolicyView<'_>],
-    assignment: &Assignment<'a>,
+    nodes: &[NodeView<'_>],
+    assignment: &Assignment,
     leaving: &Leaving<'_>,
-    states: &BTreeMap<&str, &ToaNodeState>,
-) -> BTreeSet<&'a str> {
+) -> Vec<bool> {
     let mut busy = vec![0usize; policies.len()];
-    let mut waiting: Vec<Vec<&'a str>> = vec![Vec::new(); policies.len()];
-    let mut grants = BTreeSet::new();
+    let mut waiting: Vec<Vec<usize>> = vec![Vec::new(); policies.len()];
+    let mut grants = vec![false; nodes.len()];
 
-    // owner is a BTreeMap, so `waiting` lists come out sorted by node name.
-    for (&node, &idx) in &assignment.owner {
-        let r = ReloadState::of(states.get(node).copied(), policies[idx].name);
+    // Nodes are sorted by name, so `waiting` lists come out in name order.
+    for (n, owner) in assignment.owner.iter().enumerate() {
+        let Some(idx) = *owner else { continue };
+        let r = ReloadState::of(nodes[n].state, policies[idx].name);
         if r.busy() {
             busy[idx] += 1;
         }
         if r.granted && r.pending {
-            grants.insert(node);
+            grants[n] = true;
         } else if r.pending {
-            waiting[idx].push(node);
+            waiting[idx].push(n);
         }
     }
     // Unloading nodes that left a policy still disrupt its service.
-    for (idx, names) in leaving.unloading_by_policy.iter().enumerate() {
-        for name in names {
-            if ReloadState::of(states.get(name).copied(), policies[idx].name).transitioning {
+    for (idx, members) in leaving.unloading_by_policy.iter().enumerate() {
+        for n in members {
+            if ReloadState::of(nodes[*n].state, policies[idx].name).transitioning {
                 busy[idx] += 1;
             }
         }
     }
     for (idx, candidates) in waiting.into_iter().enumerate() {
         let budget = policies[idx].max_unavailable().saturating_sub(busy[idx]);
-        grants.extend(candidates.into_iter().take(budget));
+        for n in candidates.into_iter().take(budget) {
+            grants[n] = true;
+        }
     }
     grants
 }

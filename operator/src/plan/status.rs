@@ -17,7 +17,7 @@ use toa_crds::{
     DesiredState, KernelCount, NodeFailure, NodePhase, OnDelete, ToaNodeState, ToaPolicyStatus,
 };
 
-use super::assign::{Assignment, PolicyView};
+use super::assign::{Assignment, NodeView, PolicyView};
 use super::lifecycle::Leaving;
 use super::pacing::ReloadState;
 
@@ -78,17 +78,18 @@ struct Tally<'s> {
 
 pub(crate) fn aggregate<'s>(
     policies: &[PolicyView<'_>],
-    assignment: &Assignment<'_>,
+    nodes: &[NodeView<'s>],
+    assignment: &Assignment,
     leaving: &Leaving<'_>,
-    states: &BTreeMap<&str, &'s ToaNodeState>,
     now: Timestamp,
 ) -> BTreeMap<String, ToaPolicyStatus> {
     let mut tallies: Vec<Tally<'s>> = (0..policies.len()).map(|_| Tally::default()).collect();
-    for (&node, &idx) in &assignment.owner {
+    for (node, owner) in nodes.iter().zip(&assignment.owner) {
+        let Some(idx) = *owner else { continue };
         let t = &mut tallies[idx];
         let policy = &policies[idx];
         t.selected += 1;
-        let Some(state) = states.get(node).copied() else {
+        let Some(state) = node.state else {
             t.converging += 1;
             continue;
         };
@@ -100,15 +101,16 @@ pub(crate) fn aggregate<'s>(
         }
         if loaded_for(state, policy) {
             t.loaded += 1;
-        } else if let Some(f) = failure_of(node, state) {
+        } else if let Some(f) = failure_of(node.name, state) {
             t.failures.push(f);
         } else {
             t.converging += 1;
         }
     }
-    for (idx, names) in leaving.unloading_by_policy.iter().enumerate() {
-        for name in names {
-            if let Some(f) = states.get(name).and_then(|s| failure_of(name, s)) {
+    for (idx, members) in leaving.unloading_by_policy.iter().enumerate() {
+        for n in members {
+            let node = &nodes[*n];
+            if let Some(f) = node.state.and_then(|s| failure_of(node.name, s)) {
                 tallies[idx].failures.push(f);
             }
         }
@@ -130,7 +132,7 @@ fn policy_status(
     p: &PolicyView<'_>,
     idx: usize,
     t: Tally<'_>,
-    assignment: &Assignment<'_>,
+    assignment: &Assignment,
     leaving: &Leaving<'_>,
     policies: &[PolicyView<'_>],
     now: Timestamp,
@@ -352,12 +354,12 @@ fn deleting_message(p: &PolicyView<'_>, idx: usize, leaving: &Leaving<'_>) -> St
 }
 
 /// Node count by policy and phase.
-pub(crate) fn phase_counts(
-    states: &BTreeMap<&str, &ToaNodeState>,
+pub(crate) fn phase_counts<'a>(
+    states: impl Iterator<Item = &'a ToaNodeState>,
 ) -> BTreeMap<String, BTreeMap<String, u32>> {
     // Count on borrowed keys, allocate once per (policy, phase) at the end.
     let mut counts: BTreeMap<(&str, &str), u32> = BTreeMap::new();
-    for state in states.values() {
+    for state in states {
         let phase = state.phase().map_or("Unknown", NodePhase::as_str);
         *counts
             .entry((state.spec.policy.as_str(), phase))

@@ -46,14 +46,24 @@ status_field() { jq -r "$1 // empty" "$STATUS" 2>/dev/null; }
 # wait_phase PHASE TIMEOUT_S [GENERATION]: waits until the status file shows PHASE (and
 # observedGeneration >= GENERATION); prints the seconds since the agent started.
 wait_phase() {
-	local want=$1 tmo=$2 gen=${3:-0} end p g
+	local want=$1 tmo=$2 gen=${3:-0} end p g next
 	end=$(($(date +%s) + tmo))
+	next=$(($(date +%s) + 30))
 	while [ "$(date +%s)" -lt "$end" ]; do
 		p=$(status_field .phase)
 		g=$(status_field .observedGeneration)
 		if [ "$p" = "$want" ] && [ "${g:-0}" -ge "$gen" ]; then
 			since "$AGENT_T0"
 			return 0
+		fi
+		# A failure is final for the caller (a retry would come minutes later).
+		if [ "$p" = Failed ] && [ "$want" != Failed ] && [ "${g:-0}" -ge "$gen" ]; then
+			return 1
+		fi
+		if [ "$(date +%s)" -ge "$next" ]; then
+			# Progress on the console (stderr: stdout is the caller's result).
+			echo "# ... waiting for $want: phase ${p:-none} after $(since "$AGENT_T0")s" >&2
+			next=$((next + 30))
 		fi
 		sleep 0.1
 	done

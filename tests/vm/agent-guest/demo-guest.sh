@@ -5,9 +5,11 @@
 
 say() { printf '\n== %s\n' "$*"; }
 show_conns() { # show_conns TOATEST-OUTPUT
+	# `conn I accept=A getpeername=P getsockname=L getsockopt=S` (S may contain spaces).
 	awk '/^conn [0-9]+ / {
 		for (i = 3; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = substr($i, length(kv[1]) + 2) }
-		printf "   connection %s: accept() -> %-28s getpeername() -> %-28s getsockopt(TOA_SO_GET_LOOKUP) -> %s\n", $2, v["accept"], v["getpeername"], v["getsockopt"]
+		so = substr($0, index($0, "getsockopt=") + 11)
+		printf "   connection %s: accept() -> %-22s getpeername() -> %-22s getsockopt(TOA_SO_GET_LOOKUP) -> %s\n", $2, v["accept"], v["getpeername"], so
 	}' <<<"$1"
 }
 
@@ -40,7 +42,7 @@ for _ in $(seq 1 50); do
 done
 
 say "node state (the agent's status file $STATUS)"
-jq . "$STATUS"
+jq -M . "$STATUS"
 
 say "metrics (curl $METRICS/metrics | grep ^toa_)"
 scrape | grep '^toa_' | grep -v '_bucket{'

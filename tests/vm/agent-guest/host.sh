@@ -58,8 +58,15 @@ _agent_cpio() {
 
 _agent_base_layer() {
 	local root out
-	# shellcheck disable=SC2086
-	root=$(suite_root bookworm $AGENT_GUEST_PKGS) || toa_die "suite_root bookworm $AGENT_GUEST_PKGS failed"
+	if [ "$KERNEL_WHERE" = host ]; then
+		# shellcheck disable=SC2086
+		root=$(suite_root bookworm $AGENT_GUEST_PKGS) || toa_die "suite_root bookworm $AGENT_GUEST_PKGS failed"
+	else
+		# Other suites: that suite's userspace with the kernel's own gcc-N.
+		# shellcheck disable=SC2086
+		root=$(suite_kernel_root "$KERNEL_SUITE" "$KDIR" $AGENT_GUEST_PKGS) ||
+			toa_die "suite_kernel_root $KERNEL_SUITE failed"
+	fi
 	out=$AGENT_GUEST_CACHE/base-${root##*/}.cpio
 	if [ ! -f "$out" ]; then
 		mkdir -p "$AGENT_GUEST_CACHE"
@@ -69,8 +76,51 @@ _agent_base_layer() {
 	printf '%s\n' "$out"
 }
 
+# _agent_add_tun STAGE: tun.ko (toatest's simulated balancer) and its dependencies,
+# decompressed, listed in usr/lib/toa-guest/modules.order for the guest's /init.
+_agent_add_tun() {
+	local stage=$1 mod=$AGENT_GUEST_CACHE/stage-mods-$KVER
+	initramfs_new "$mod"
+	initramfs_add_kmod "$mod" tun
+	mkdir -p "$stage/usr/lib/toa-guest"
+	cp "$mod"/lib/modules/*.ko "$stage/usr/lib/toa-guest/"
+	cp "$mod/etc/modules.order" "$stage/usr/lib/toa-guest/modules.order"
+	rm -rf "$mod"
+}
+
+# _agent_suite_kernel_layer: headers of a kernel from another suite, taken from the tree
+# suite_kernel unpacked (its Makefile points into that tree: point it back to /usr/src).
+_agent_suite_kernel_layer() {
+	local sk=${KDIR%/usr/src/linux-headers-"$KVER"} real key out stage d
+	real=$(cd "$sk" && pwd -P)
+	key=$(find "$sk/usr/src" -maxdepth 1 -mindepth 1 -printf '%f\n' | sort | sha256sum | cut -c1-12)
+	out=$AGENT_GUEST_CACHE/kernel-$KVER-$key.cpio
+	if [ ! -f "$out" ]; then
+		need_apt cpio kmod xz-utils zstd
+		toa_log "packing headers of $KVER ($KERNEL_SUITE) for the guest"
+		stage=$AGENT_GUEST_CACHE/stage-kernel-$KVER
+		rm -rf "$stage" && mkdir -p "$stage/usr/src" "$stage/usr/lib/modules/$KVER"
+		cp -a "$sk/usr/src/." "$stage/usr/src/"
+		for d in "$sk"/usr/lib/linux-kbuild-*; do
+			[ -e "$d" ] && cp -a "$d" "$stage/usr/lib/"
+		done
+		sed -i -e "s#$real/usr/src/#/usr/src/#g" -e "s#$sk/usr/src/#/usr/src/#g" "$stage/usr/src/linux-headers-$KVER/Makefile"
+		grep -q "$sk\|$real" "$stage/usr/src/linux-headers-$KVER/Makefile" &&
+			toa_die "could not restore the /usr/src paths in the $KVER headers Makefile"
+		ln -sfn "/usr/src/linux-headers-$KVER" "$stage/usr/lib/modules/$KVER/build"
+		_agent_add_tun "$stage"
+		_agent_cpio "$stage" "$out"
+		rm -rf "$stage"
+	fi
+	printf '%s\n' "$out"
+}
+
 _agent_kernel_layer() {
-	local common="" kbuild="" d debs key out stage mod
+	local common="" kbuild="" d debs key out stage
+	if [ "$KERNEL_WHERE" != host ]; then
+		_agent_suite_kernel_layer
+		return
+	fi
 	need_apt cpio kmod xz-utils zstd
 	for d in $(toa_apt_depends apt-cache "linux-headers-$KVER"); do
 		case $d in
@@ -100,17 +150,10 @@ _agent_kernel_layer() {
 		if [ -d "$stage/lib" ]; then
 			mkdir -p "$stage/usr/lib"
 			cp -a "$stage/lib/." "$stage/usr/lib/"
-			rm -rf "$stage/lib"
+			rm -rf "${stage:?}/lib"
 		fi
 		rm -rf "$stage/usr/share/doc"
-		# tun for toatest's simulated balancer, with its dependencies, decompressed.
-		mod=$AGENT_GUEST_CACHE/stage-mods-$KVER
-		initramfs_new "$mod"
-		initramfs_add_kmod "$mod" tun
-		mkdir -p "$stage/usr/lib/toa-guest"
-		cp "$mod"/lib/modules/*.ko "$stage/usr/lib/toa-guest/"
-		cp "$mod/etc/modules.order" "$stage/usr/lib/toa-guest/modules.order"
-		rm -rf "$mod"
+		_agent_add_tun "$stage"
 		_agent_cpio "$stage" "$out"
 		rm -rf "$stage"
 	fi
@@ -133,7 +176,7 @@ _agent_run_layer() {
 	# The module sources as the agent image ships them: sources only, no build outputs.
 	(cd "$TOA_REPO_DIR/kmod" && tar --exclude='*.o' --exclude='*.ko' --exclude='.*.cmd' \
 		--exclude='*.mod' --exclude='*.mod.c' --exclude=Module.symvers --exclude=modules.order \
-		--exclude=fuzz --exclude='.*' -cf - .) | (cd "$stage/usr/share/toa-node-agent/kmod" && tar -xf -)
+		--exclude=fuzz --exclude='.tmp*' -cf - .) | (cd "$stage/usr/share/toa-node-agent/kmod" && tar -xf -)
 	_agent_cpio "$stage" "$work/run.cpio.gz" gzip
 	rm -rf "$stage"
 }

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash source-path=SCRIPTDIR
 # SPDX-License-Identifier: GPL-2.0
 #
 # Debian suites other than this machine's own, for kernel coverage (issue 6).
@@ -12,9 +12,10 @@
 #     CONFIG_CC_VERSION_TEXT.
 #
 # Functions (results on stdout, progress and timings on stderr, non-zero on error):
-#   suite_apt SUITE apt-get|apt-cache ARGS...
+#   suite_apt SUITE apt-get|apt-cache ARGS...   (suite_apt_opts SUITE: just the -o options)
 #   suite_fetch SUITE PKG...                    -> paths of the downloaded .debs
 #   suite_kernel SUITE META DIR                 -> KVER (image+headers+common+kbuild unpacked in DIR)
+#   suite_kernel_header_debs SUITE KVER         -> the 3 header .debs (for a guest's /usr/src)
 #   suite_root SUITE [EXTRA-PKGS...]            -> path of a cached minbase root
 #   suite_kernel_root SUITE KDIR [EXTRA...]     -> suite_root with the kernel's gcc-N
 #   suite_build_module ROOT KDIR MODSRC OUTDIR  -> builds MODSRC with W=1 inside ROOT
@@ -209,45 +210,52 @@ suite_apt() {
 # suite_fetch SUITE PKG...: downloads the packages' .debs (current candidate versions) into
 # the suite's cache, skipping those already there, and prints their paths in argument order.
 suite_fetch() {
-	local suite=$1 d p uri file size rest attempt out
+	local suite=$1 d p f attempt out
 	shift
 	_suite_setup "$suite" || return 1
 	_suite_update "$suite" || return 1
 	d=$(_suite_dir "$suite")/debs
-	local paths=()
-	for p in "$@"; do
-		for attempt in 1 2; do
-			out=$(_suite_run_apt "$suite" apt-get -qq --print-uris download "$p" 2>&1) || {
-				_suite_err "package $p is not in suite $suite: $out"
-				return 1
-			}
-			read -r uri file size rest <<<"$out"
-			file=${file#\'}
-			file=${file%\'}
-			if [ -z "$file" ]; then
-				_suite_err "apt-get --print-uris download $p printed nothing usable: $out"
-				return 1
-			fi
-			if [ -f "$d/$file" ] && [ "$(stat -c %s "$d/$file")" = "$size" ]; then
-				break
-			fi
-			if (cd "$d" && _suite_run_apt "$suite" apt-get -qq download "$p" >/dev/null 2>"$d/.download.$$.err"); then
-				rm -f "$d/.download.$$.err"
-				break
-			fi
-			if [ "$attempt" = 1 ]; then
-				# The archive may have replaced the version our lists know about.
-				_suite_log "download of $p failed, refreshing the $suite lists and retrying"
-				_suite_update "$suite" 1 || return 1
-				continue
-			fi
-			_suite_err "cannot download $p from $suite: $(cat "$d/.download.$$.err")"
-			rm -f "$d/.download.$$.err"
+	# One apt run for all packages (each run loads the whole package cache).
+	local -A file=() size=()
+	local missing=()
+	for attempt in 1 2; do
+		if ! out=$(_suite_run_apt "$suite" apt-get -qq --print-uris download "$@" 2>&1); then
+			_suite_err "packages '$*' are not all in suite $suite: $out"
 			return 1
+		fi
+		for p in "$@"; do
+			# Lines: 'URI' NAME_VERSION_ARCH.deb SIZE HASH
+			f=$(awk -v p="$p" 'index($2, p "_") == 1 { print $2, $3; exit }' <<<"$out")
+			if [ -z "$f" ]; then
+				_suite_err "apt-get --print-uris download $p printed no file: $out"
+				return 1
+			fi
+			file[$p]=${f% *}
+			size[$p]=${f#* }
 		done
-		paths+=("$d/$file")
+		missing=()
+		for p in "$@"; do
+			f=$d/${file[$p]}
+			[ -f "$f" ] && [ "$(stat -c %s "$f")" = "${size[$p]}" ] || missing+=("$p")
+		done
+		[ "${#missing[@]}" -eq 0 ] && break
+		if (cd "$d" && _suite_run_apt "$suite" apt-get -qq download "${missing[@]}" >/dev/null 2>"$d/.download.$$.err"); then
+			rm -f "$d/.download.$$.err"
+			break
+		fi
+		if [ "$attempt" = 1 ]; then
+			# The archive may have replaced the versions our lists know about.
+			_suite_log "download of ${missing[*]} failed, refreshing the $suite lists and retrying"
+			_suite_update "$suite" 1 || return 1
+			continue
+		fi
+		_suite_err "cannot download ${missing[*]} from $suite: $(cat "$d/.download.$$.err")"
+		rm -f "$d/.download.$$.err"
+		return 1
 	done
-	printf '%s\n' "${paths[@]}"
+	for p in "$@"; do
+		printf '%s\n' "$d/${file[$p]}"
+	done
 }
 
 # Prints the dependency names of PKG in SUITE that match the extended regex RE.
@@ -317,7 +325,7 @@ _suite_header_pkgs() {
 	headers=linux-headers-$kver
 	common=$(_suite_depends_matching "$suite" "$headers" '^linux-headers-.*-common$') || true
 	kbuild=$(_suite_depends_matching "$suite" "$headers" '^linux-kbuild-') || true
-	if [ -z "$common" ] || [ -z "$kbuild" ] || [ "$(printf '%s\n' $common $kbuild | wc -l)" -ne 2 ]; then
+	if [ -z "$common" ] || [ -z "$kbuild" ] || [ "$(wc -l <<<"$common")" -ne 1 ] || [ "$(wc -l <<<"$kbuild")" -ne 1 ]; then
 		_suite_err "cannot resolve the -common headers and linux-kbuild packages of $headers in $suite (got '${common}' '${kbuild}')"
 		return 1
 	fi
@@ -330,15 +338,15 @@ _suite_kernel_unpack() {
 	{ read -r headers && read -r common && read -r kbuild; } <<<"$hp"
 	# Since 7.x the image package is split: linux-binary-KVER (vmlinuz), linux-modules-KVER,
 	# linux-base-KVER (System.map, config). Take every dependency named after this KVER.
-	local parts pkgs
-	parts=$(
+	local parts=() pkgs
+	mapfile -t parts < <(
 		for p in "$image" "$headers"; do
 			suite_apt "$suite" apt-cache depends --no-recommends --no-suggests "$p" 2>/dev/null |
 				awk -v k="-$kver" '($1 == "Depends:" || $1 == "|Depends:") &&
 					substr($2, length($2) - length(k) + 1) == k { print $2 }'
 		done | sort -u
 	)
-	mapfile -t pkgs < <(printf '%s\n' "$image" "$headers" "$common" "$kbuild" $parts | awk '!seen[$0]++')
+	mapfile -t pkgs < <(printf '%s\n' "$image" "$headers" "$common" "$kbuild" "${parts[@]}" | awk 'NF && !seen[$0]++')
 	local debs=()
 	mapfile -t debs < <(suite_fetch "$suite" "${pkgs[@]}")
 	if [ "${#debs[@]}" -ne "${#pkgs[@]}" ]; then
@@ -413,6 +421,8 @@ suite_root() {
 	_suite_check_name "$suite" || return 1
 	# perl: W=1 runs scripts/kernel-doc (Pod::Usage, not in perl-base) up to 6.12.
 	local base=(make libc6-dev libelf-dev kmod bc perl @pahole) extras=() gcc=gcc
+	# Words are split on purpose: "jq curl" in one argument means two packages.
+	# shellcheck disable=SC2048
 	for p in $*; do
 		case "$p" in
 		gcc-[0-9]*) gcc=$p ;;
@@ -470,12 +480,12 @@ _suite_locked_build() {
 # with the suite's private lists and ROOT's dpkg status, so it fetches exactly what ROOT
 # lacks; dpkg installs inside the root (chroot, private mount namespace).
 _suite_derive_root() {
-	local suite=$1 base=$2 root=$3 list=$4 t0 tmp debs
+	local suite=$1 base_root=$2 root=$3 list=$4 t0 tmp debs
 	t0=$(_suite_now)
 	tmp=$root.tmp.$$
 	debs=$tmp/var/cache/toa-debs
 	rm -rf "$tmp" "$root"
-	cp -a "$base" "$tmp" || return 1
+	cp -a "$base_root" "$tmp" || return 1
 	rm -f "$tmp/.toa-root-ok"
 	mkdir -p "$debs/partial" || return 1
 	# shellcheck disable=SC2086
@@ -500,13 +510,13 @@ _suite_derive_root() {
 		rm -rf "$tmp"
 		return 1
 	fi
-	local p missing=
+	local p absent=
 	for p in $list; do
 		chroot "$tmp" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
-			missing="$missing $p"
+			absent="$absent $p"
 	done
-	if [ -n "$missing" ]; then
-		_suite_err "packages not installed in the $suite root:$missing (log: $root.log)"
+	if [ -n "$absent" ]; then
+		_suite_err "packages not installed in the $suite root:$absent (log: $root.log)"
 		rm -rf "$tmp"
 		return 1
 	fi
@@ -546,7 +556,7 @@ _suite_build_root() {
 	)
 	rm -rf "$tmp" "$root"
 	mkdir -p "$cache" || return 1
-	_suite_log "building $suite root with: ${pkgs[*]} (debootstrap, about a minute)"
+	_suite_log "building $suite root with: ${pkgs[*]} (debootstrap)"
 	if ! debootstrap --variant=minbase --keyring="$keyring" --cache-dir="$cache" \
 		--include="$inc" "$suite" "$tmp" "$main" >"$root.log" 2>&1; then
 		_suite_err "debootstrap of $suite failed (log: $root.log):"
@@ -627,10 +637,10 @@ suite_build_module() {
 		return 2
 	fi
 	local root kdir modsrc outdir t0
-	root=$(realpath -e "$1") && kdir=$(realpath -e "$2") && modsrc=$(realpath -e "$3") || {
+	if ! root=$(realpath -e "$1") || ! kdir=$(realpath -e "$2") || ! modsrc=$(realpath -e "$3"); then
 		_suite_err "suite_build_module: ROOT, KDIR and MODSRC must exist ($1 $2 $3)"
 		return 1
-	}
+	fi
 	outdir=$4
 	t0=$(_suite_now)
 	if [ ! -f "$root/.toa-root-ok" ]; then
