@@ -2,7 +2,7 @@
 # The real toa-node-agent against real Debian kernels, inside QEMU (TCG) guests that have a
 # compiler, make and the kernel's headers (tests/vm/agent-guest/).
 #
-#   tests/vm/agent.sh                 6.1 and 6.12 (TOA_AGENT_DEFAULT_KERNELS)
+#   tests/vm/agent.sh                 6.1, 6.12, 5.10 and 7.2 (TOA_AGENT_DEFAULT_KERNELS)
 #   tests/vm/agent.sh --kernel 6.12   one kernel (repeatable)
 #
 # In the guest the agent runs standalone (--desired FILE, --status-file FILE) and the suite
@@ -22,9 +22,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 GUEST_TIMEOUT=${TOA_AGENT_GUEST_TIMEOUT:-1500}
 FIXTURE=$TOA_REPO_DIR/tests/fixtures/agent-metrics.prom
 kernels=()
-# Default: the two kernels Debian 12 ships. Other series (5.10, 7.2) run in a userspace of
-# their own suite with their own compiler: pass --kernel, or set TOA_AGENT_DEFAULT_KERNELS.
-AGENT_DEFAULT_KERNELS=${TOA_AGENT_DEFAULT_KERNELS:-"6.1 6.12"}
+# Default: every supported kernel. 6.1 first, since the first kernel's exposition becomes the
+# fixture. 5.10 and 7.2 run in a userspace of their own suite with their own compiler.
+AGENT_DEFAULT_KERNELS=${TOA_AGENT_DEFAULT_KERNELS:-"6.1 6.12 5.10 7.2"}
 
 usage() {
 	cat >&2 <<EOT
