@@ -57,7 +57,7 @@ pub struct Cli {
     /// source digest) and build work directories. Must survive agent restarts.
     #[arg(
         long,
-        env = "TOA_CACHE_DIR",
+        env = "TOA_AGENT_CACHE_DIR",
         default_value = "/var/lib/toa-operator/cache",
         value_name = "DIR"
     )]
