@@ -170,25 +170,8 @@ run_kernel() {
 		fails=$((fails + 1))
 	fi
 
-	if [ "$rc" -eq 124 ]; then
-		echo "not ok - [${release:-$KVER}] guest timed out after ${GUEST_TIMEOUT}s (serial log: $work/serial.log)"
-		fails=$((fails + 1))
-	elif [ "$rc" -ne 0 ]; then
-		echo "not ok - [${release:-$KVER}] QEMU exited with status $rc (serial log: $work/serial.log)"
-		fails=$((fails + 1))
-	fi
-	if [ -z "$release" ]; then
-		echo "not ok - [$KVER] guest never reached /init (serial log: $work/serial.log)"
-		fails=$((fails + 1))
-	elif [ "$release" != "$KVER" ]; then
-		echo "not ok - [$release] guest runs $release, expected $KVER"
-		fails=$((fails + 1))
-	fi
-	if [ -z "$summary" ] || [ -z "$exit_seen" ]; then
-		echo "not ok - [${release:-$KVER}] guest driver did not finish (no summary line; serial log: $work/serial.log)"
-		tail -n 15 "$work/serial.log" | sed 's/^/#   /'
-		fails=$((fails + 1))
-	fi
+	guest_judge_boot "$rc" "$release" "$KVER" "$summary" "$exit_seen" "$work/serial.log"
+	fails=$((fails + GUEST_BOOT_FAILS))
 	K_PASS=$passes
 	K_FAIL=$fails
 	echo "# kernel $series = ${release:-$KVER} ($KERNEL_SUITE): prepare ${t_prep}s, build ${t_build}s, guest ${t_guest}s, total $((t_prep + t_build + t_guest))s"

@@ -48,3 +48,32 @@ EOI
 	} >"$dir/init"
 	chmod 755 "$dir/init"
 }
+
+# guest_judge_boot RC RELEASE KVER SUMMARY EXIT_SEEN SERIAL_LOG: after a guest run, prints a
+# `not ok` line for each way the boot itself went wrong (timeout, QEMU error, /init never
+# reached, wrong kernel, suite never finished) and sets GUEST_BOOT_FAILS to their number, so
+# every suite judges a boot the same way whatever its scenarios are.
+guest_judge_boot() {
+	local rc=$1 release=$2 kver=$3 summary=$4 exit_seen=$5 log=$6
+	local tag=${release:-$kver}
+	GUEST_BOOT_FAILS=0
+	if [ "$rc" -eq 124 ]; then
+		echo "not ok - [$tag] guest timed out (serial log: $log)"
+		GUEST_BOOT_FAILS=$((GUEST_BOOT_FAILS + 1))
+	elif [ "$rc" -ne 0 ]; then
+		echo "not ok - [$tag] QEMU exited with status $rc (serial log: $log)"
+		GUEST_BOOT_FAILS=$((GUEST_BOOT_FAILS + 1))
+	fi
+	if [ -z "$release" ]; then
+		echo "not ok - [$kver] guest never reached /init (serial log: $log)"
+		GUEST_BOOT_FAILS=$((GUEST_BOOT_FAILS + 1))
+	elif [ "$release" != "$kver" ]; then
+		echo "not ok - [$release] guest runs $release, expected $kver"
+		GUEST_BOOT_FAILS=$((GUEST_BOOT_FAILS + 1))
+	fi
+	if [ -z "$summary" ] || [ -z "$exit_seen" ]; then
+		echo "not ok - [$tag] guest suite did not finish (no summary line; serial log: $log)"
+		tail -n 15 "$log" | sed 's/^/#   /'
+		GUEST_BOOT_FAILS=$((GUEST_BOOT_FAILS + 1))
+	fi
+}
