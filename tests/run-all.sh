@@ -57,7 +57,7 @@ rust_suite() {
 	need_rust_components
 	cargo fmt --all --check &&
 		cargo clippy --workspace --all-targets --locked -- -D warnings &&
-		cargo test --workspace --locked
+		cargo test --workspace --locked --no-fail-fast
 }
 
 for s in "${suites[@]}"; do
