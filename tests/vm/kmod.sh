@@ -36,30 +36,7 @@ EOT
 	exit 2
 }
 
-while [ $# -gt 0 ]; do
-	case $1 in
-	--kernel)
-		[ $# -ge 2 ] || usage
-		kernels+=("$2")
-		shift 2
-		;;
-	--kernel=*)
-		kernels+=("${1#--kernel=}")
-		shift
-		;;
-	-h | --help) usage ;;
-	*)
-		echo "unknown argument '$1'" >&2
-		usage
-		;;
-	esac
-done
-if [ ${#kernels[@]} -eq 0 ]; then
-	read -r -a kernels <<<"$TOA_DEFAULT_KERNELS"
-fi
-for k in "${kernels[@]}"; do
-	kernel_series | grep -qx "$k" || { echo "unknown kernel series '$k'" >&2; usage; }
-done
+kernel_parse_args "$TOA_DEFAULT_KERNELS" "$@"
 
 RUN_DIR="$TOA_CACHE_DIR/vm-run"
 mkdir -p "$RUN_DIR"

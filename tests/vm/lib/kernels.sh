@@ -223,3 +223,38 @@ kernel_build_kmod() {
 	compgen -G "$work/*.ko" >/dev/null || toa_die "make succeeded but left no .ko in $work"
 	cp "$work"/*.ko "$out/"
 }
+
+# kernel_parse_args DEFAULTS ARGS...: the `--kernel SERIES` options every guest suite takes.
+# Fills the caller's `kernels` array (DEFAULTS, a space-separated list, when none is given) and
+# calls the caller's `usage` on anything else or on an unknown series.
+kernel_parse_args() {
+	local defaults=$1 k
+	shift
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--kernel)
+			[ $# -ge 2 ] || usage
+			kernels+=("$2")
+			shift 2
+			;;
+		--kernel=*)
+			kernels+=("${1#--kernel=}")
+			shift
+			;;
+		-h | --help) usage ;;
+		*)
+			echo "unknown argument '$1'" >&2
+			usage
+			;;
+		esac
+	done
+	if [ ${#kernels[@]} -eq 0 ]; then
+		read -r -a kernels <<<"$defaults"
+	fi
+	for k in "${kernels[@]}"; do
+		kernel_series | grep -qx "$k" || {
+			echo "unknown kernel series '$k'" >&2
+			usage
+		}
+	done
+}
