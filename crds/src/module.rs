@@ -62,20 +62,23 @@ fn default_nat64_kinds() -> Vec<u8> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
-    "self.ipv4OptionKinds.all(k, !(k in self.nat64OptionKinds))"
-).message("ipv4OptionKinds and nat64OptionKinds must not share a kind: the module parses a kind as one family only"))]
+    "size(self.ipv4OptionKinds) + size(self.nat64OptionKinds) > 0"
+).message("ipv4OptionKinds and nat64OptionKinds are both empty: list at least one option kind (an empty list switches that address type off)"))]
 pub struct ModuleSettings {
-    /// TCP option kinds carrying an IPv4 address (length 8). Default [200].
+    /// TCP option kinds carrying an IPv4 address (length 8). Default [200]. An empty list
+    /// switches IPv4 TOA off. A kind may also be in nat64OptionKinds: the module tells the
+    /// two apart by the option's length (8 or 20), as 254-for-both balancers need.
     #[serde(default = "default_ipv4_kinds")]
-    #[schemars(length(min = 1, max = 8), inner(range(min = 2, max = 255)))]
+    #[schemars(length(min = 0, max = 8), inner(range(min = 2, max = 255)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     #[x_kube(validation = Rule::new(
         "self.all(k, !(k <= 30 || k in [34, 69, 172, 174]))"
     ).message("option kinds 0-30, 34, 69, 172 and 174 are standard TCP options; use 200, 253, 254 or another unassigned kind"))]
     pub ipv4_option_kinds: Vec<u8>,
-    /// TCP option kinds carrying a NAT64 IPv6 address (length 20). Default [253].
+    /// TCP option kinds carrying a NAT64 IPv6 address (length 20). Default [253]. An empty
+    /// list switches NAT64 TOA off.
     #[serde(default = "default_nat64_kinds")]
-    #[schemars(length(min = 1, max = 8), inner(range(min = 2, max = 255)))]
+    #[schemars(length(min = 0, max = 8), inner(range(min = 2, max = 255)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     #[x_kube(validation = Rule::new(
         "self.all(k, !(k <= 30 || k in [34, 69, 172, 174]))"
@@ -105,8 +108,8 @@ impl Default for ModuleSettings {
 /// Why a [`ModuleSettings`] is unusable. Each message names the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
-    /// A list of kinds is empty or too long.
-    #[error("{field} must list 1 to {MAX_KINDS} option kinds, found {found}")]
+    /// A list of kinds is too long.
+    #[error("{field} must list at most {MAX_KINDS} option kinds, found {found}")]
     KindCount {
         /// camelCase field name.
         field: &'static str,
@@ -129,9 +132,9 @@ pub enum SettingsError {
         /// The duplicated kind.
         kind: u8,
     },
-    /// A kind in both families.
-    #[error("option kind {0} is in both ipv4OptionKinds and nat64OptionKinds: the module parses a kind as one family only")]
-    SharedKind(u8),
+    /// Both lists empty: the module would read no option at all.
+    #[error("ipv4OptionKinds and nat64OptionKinds are both empty: list at least one option kind (an empty list switches that address type off)")]
+    NoKinds,
     /// Too many trusted networks.
     #[error("trustedSources lists {0} networks, at most {MAX_TRUSTED_SOURCES} are allowed: merge them into wider prefixes")]
     TooManySources(usize),
@@ -209,12 +212,9 @@ impl ModuleSettings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         check_kinds("ipv4OptionKinds", &self.ipv4_option_kinds)?;
         check_kinds("nat64OptionKinds", &self.nat64_option_kinds)?;
-        if let Some(k) = self
-            .ipv4_option_kinds
-            .iter()
-            .find(|k| self.nat64_option_kinds.contains(k))
-        {
-            return Err(SettingsError::SharedKind(*k));
+        // One kind in both lists is fine: the module tells the families apart by length.
+        if self.ipv4_option_kinds.is_empty() && self.nat64_option_kinds.is_empty() {
+            return Err(SettingsError::NoKinds);
         }
         if self.trusted_sources.len() > MAX_TRUSTED_SOURCES {
             return Err(SettingsError::TooManySources(self.trusted_sources.len()));
@@ -282,18 +282,19 @@ impl ModuleSettings {
     }
 
     /// `name=value` arguments for `insmod`/`modprobe`, e.g. `ipv4_kinds=200,254`.
-    /// `trusted_sources` is left out when empty (the module default is empty).
+    /// `trusted_sources` is left out when empty (the module default is empty); an empty kinds
+    /// list is passed as `ipv4_kinds=` because the module's default for it is not empty.
     pub fn module_arguments(&self) -> Vec<String> {
         self.module_parameters()
             .into_iter()
-            .filter(|(_, v)| !v.is_empty())
+            .filter(|(k, v)| !v.is_empty() || *k != PARAM_TRUSTED_SOURCES)
             .map(|(k, v)| format!("{k}={v}"))
             .collect()
     }
 }
 
 fn check_kinds(field: &'static str, kinds: &[u8]) -> Result<(), SettingsError> {
-    if kinds.is_empty() || kinds.len() > MAX_KINDS {
+    if kinds.len() > MAX_KINDS {
         return Err(SettingsError::KindCount {
             field,
             found: kinds.len(),
@@ -359,11 +360,18 @@ mod tests {
     #[test]
     fn validate_rules() {
         assert_eq!(ModuleSettings::default().validate(), Ok(()));
+        // 254 for both families (told apart by length) and one family switched off are valid.
         let mut s = ModuleSettings {
-            ipv4_option_kinds: vec![200, 253],
+            ipv4_option_kinds: vec![254],
+            nat64_option_kinds: vec![254],
             ..ModuleSettings::default()
         };
-        assert_eq!(s.validate(), Err(SettingsError::SharedKind(253)));
+        assert_eq!(s.validate(), Ok(()));
+        s.nat64_option_kinds = vec![];
+        assert_eq!(s.validate(), Ok(()));
+        s.ipv4_option_kinds = vec![];
+        assert_eq!(s.validate(), Err(SettingsError::NoKinds));
+        s.nat64_option_kinds = vec![253];
         s.ipv4_option_kinds = vec![28];
         assert_eq!(
             s.validate(),
@@ -372,10 +380,10 @@ mod tests {
                 kind: 28
             })
         );
-        s.ipv4_option_kinds = vec![];
+        s.ipv4_option_kinds = vec![200; 9];
         assert!(matches!(
             s.validate(),
-            Err(SettingsError::KindCount { found: 0, .. })
+            Err(SettingsError::KindCount { found: 9, .. })
         ));
         s.ipv4_option_kinds = vec![200, 200];
         assert!(matches!(
@@ -412,6 +420,14 @@ mod tests {
         assert_eq!(
             ModuleSettings::default().module_arguments(),
             vec!["ipv4_kinds=200".to_string(), "nat64_kinds=253".to_string()]
+        );
+        let v4_only = ModuleSettings {
+            nat64_option_kinds: vec![],
+            ..ModuleSettings::default()
+        };
+        assert_eq!(
+            v4_only.module_arguments(),
+            vec!["ipv4_kinds=200".to_string(), "nat64_kinds=".to_string()]
         );
     }
 }

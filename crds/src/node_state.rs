@@ -28,6 +28,7 @@ use crate::module::ModuleSettings;
     validation = Rule::new("self.metadata.name == self.spec.nodeName").message("metadata.name must equal spec.nodeName: a ToaNodeState is named after its node"),
     printcolumn = r#"{"name": "Policy", "type": "string", "jsonPath": ".spec.policy"}"#,
     printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.reason"}"#,
     printcolumn = r#"{"name": "Kernel", "type": "string", "jsonPath": ".status.kernel.release"}"#,
     printcolumn = r#"{"name": "Module", "type": "string", "jsonPath": ".status.module.srcversion"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
@@ -275,6 +276,9 @@ named_enum!(
         ModuleBusy,
         /// The kernel refused a module parameter value.
         ParametersRejected,
+        /// Phase Pending, not a failure: a foreign TOA module is loaded, replaceForeignModule
+        /// is set, and its replacement waits for its paced turn (spec.reloadAllowed).
+        ReplacePending,
     }
 );
 

@@ -64,7 +64,7 @@ pub struct Cli {
     pub cache_dir: PathBuf,
 
     /// Listen address for /metrics, /healthz and /readyz.
-    #[arg(long, env = "TOA_METRICS_ADDR", default_value = "0.0.0.0:9101")]
+    #[arg(long, env = "TOA_METRICS_ADDR", default_value = "[::]:9101")]
     pub metrics_addr: SocketAddr,
 
     /// Export the toa counters per CPU (label cpu) instead of summed over CPUs.

@@ -175,7 +175,25 @@ fn help_for(name: &str) -> &'static str {
         "getname_toa_empty" => "Peer getname calls on sockets without a TOA entry",
         "ip6_address_alloc" => "NAT64 address entries allocated",
         "ip6_address_free" => "NAT64 address entries freed",
-        _ => "toa counter",
+        "ip4_address_alloc" => "IPv4 address entries allocated",
+        "ip4_address_free" => "IPv4 address entries freed",
+        "toa_untrusted" => "TOA options ignored because their sender is not in trusted_sources",
+        "toa_malformed" => "TOA options ignored because their length does not fit their kind",
+        "syn_pending_stored" => "Addresses from a SYN kept until the handshake completes",
+        "syn_pending_dropped" => "Addresses from a SYN dropped (pending table full or expired)",
+        "getsockopt_ok" => "getsockopt(4096) calls answered with a NAT64 client address",
+        "getsockopt_empty" => "getsockopt(4096) calls on sockets without a NAT64 entry",
+        _ => "toa module counter (from /proc/net/toa_stats)",
+    }
+}
+
+/// Prometheus name of a toa_stats counter: `toa_` + name, without doubling a `toa_` that the
+/// name already has (`toa_untrusted` stays `toa_untrusted`, exported as `toa_untrusted_total`).
+pub fn metric_name(counter: &str) -> String {
+    if counter.starts_with("toa_") {
+        counter.to_string()
+    } else {
+        format!("toa_{counter}")
     }
 }
 
@@ -239,11 +257,18 @@ impl Collector for ToaCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.read_stats();
         if let Some(stats) = &stats {
-            for name in CORE_COUNTERS {
+            // Every counter the module prints, core ones first: a module that gains a
+            // counter exports it without an agent change.
+            let extra = stats
+                .counters
+                .iter()
+                .map(|c| c.name.as_str())
+                .filter(|n| !CORE_COUNTERS.contains(n));
+            for name in CORE_COUNTERS.iter().copied().chain(extra) {
                 let Some(counter) = stats.get(name) else {
                     continue;
                 };
-                let metric = format!("toa_{name}");
+                let metric = metric_name(name);
                 let mut me = encoder.encode_descriptor(
                     &metric,
                     help_for(name),
@@ -330,11 +355,13 @@ mod tests {
             }
             s.push('\n');
         }
-        s.push_str("ip4_address_alloc:");
-        for _ in 0..cpus {
-            s.push_str(" 9");
+        for (name, v) in [("ip4_address_alloc", 9), ("toa_untrusted", 2), ("toa_malformed", 3)] {
+            s.push_str(&format!("{name}:"));
+            for _ in 0..cpus {
+                s.push_str(&format!(" {v}"));
+            }
+            s.push('\n');
         }
-        s.push('\n');
         s
     }
 
@@ -371,8 +398,13 @@ mod tests {
         assert!(out.contains(
             "toa_node_info{kernel_release=\"6.1.0-56-amd64\",srcversion=\"SV\",agent_version=\""
         ));
-        // Extra rows are not exported under invented names.
-        assert!(!out.contains("ip4_address_alloc"));
+        // Every row of the file is exported, the module's newer counters too, and a name
+        // that already starts with toa_ is not prefixed twice.
+        assert!(out.contains("\ntoa_ip4_address_alloc_total 36\n"), "{out}");
+        assert!(out.contains("\ntoa_untrusted_total 8\n"), "{out}");
+        assert!(out.contains("\ntoa_malformed_total 12\n"), "{out}");
+        assert!(out.contains("# HELP toa_untrusted_total TOA options ignored"), "{out}");
+        assert!(!out.contains("toa_toa_"), "{out}");
         // Values follow the file, not a cache.
         host.put(STATS_PATH, stats_text(8));
         assert!(m

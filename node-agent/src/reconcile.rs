@@ -301,11 +301,15 @@ impl Reconciler {
                     ));
                 }
                 if !desired.spec.reload_allowed {
-                    // Replacing is a disruptive reload: it waits for the operator's grant.
+                    // Replacing is a disruptive reload: it waits for the operator's grant. A
+                    // planned migration waiting for its turn is not a failure: phase Pending
+                    // (not counted as failed, no failure alert; the foreign module keeps
+                    // serving meanwhile).
                     let mut p = fail(
-                        Reason::ForeignModule,
-                        format!("a foreign toa module (srcversion {sv}) is loaded; replacing it is requested and waits for the operator to allow the reload"),
+                        Reason::ReplacePending,
+                        format!("a foreign toa module (srcversion {sv}) is loaded and keeps serving; replacing it is requested and waits for its paced turn (rollout.maxUnavailable)"),
                     );
+                    p.status.phase = Phase::Pending;
                     p.status.reload_pending = true;
                     return Err(p);
                 }

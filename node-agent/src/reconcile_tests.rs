@@ -301,7 +301,9 @@ fn foreign_module_replaced_only_with_grant() {
     let mut d = want(DesiredState::Loaded);
     d.spec.replace_foreign_module = true;
     let (p, _) = run(&mut e.agent(), &d);
-    assert_eq!(p.status.reason, Some(Reason::ForeignModule));
+    // Waiting for the paced turn is Pending, not Failed (a planned migration is no outage).
+    assert_eq!(p.status.phase, Phase::Pending);
+    assert_eq!(p.status.reason, Some(Reason::ReplacePending));
     assert!(p.status.reload_pending);
     assert_eq!(e.host.lock().unloads, 0);
     d.spec.reload_allowed = true;

@@ -3,6 +3,7 @@
 //! typo fails loudly with the field name and the fix instead of producing a broken DaemonSet.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
@@ -12,6 +13,29 @@ use serde::Deserialize;
 pub const DEFAULT_HOST_CACHE_PATH: &str = "/var/lib/toa-operator";
 /// Default agent metrics port (agent contract: container port `metrics` 9101).
 pub const DEFAULT_METRICS_PORT: u16 = 9101;
+/// Default listen address of the agent's /metrics: `::` listens on IPv6 and (through
+/// IPv4-mapped addresses, the Linux default) IPv4, so IPv4-only, IPv6-only and dual-stack
+/// clusters all reach it.
+pub const DEFAULT_METRICS_BIND_ADDRESS: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+/// Default module build timeout of the agent (its `--build-timeout`).
+pub const DEFAULT_BUILD_TIMEOUT_SECONDS: u64 = 600;
+
+/// Container paths the agent image needs for itself (its compiler, libraries, configuration):
+/// an extra host mount at, or above, one of them would hide the image's own files.
+pub const IMAGE_SYSTEM_PATHS: [&str; 12] = [
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/lib",
+    "/usr/libexec",
+    "/etc",
+    "/dev",
+    "/proc",
+    "/tmp",
+];
 
 /// Label keys the operator owns on the agent pods and nodes; user maps may not override them.
 pub(crate) const RESERVED_NODE_SELECTOR_KEYS: [&str; 2] = ["toa.dev/agent", "kubernetes.io/os"];
@@ -139,12 +163,29 @@ pub struct AgentConfig {
     pub extra_host_paths: Vec<ExtraHostPath>,
     #[serde(default = "default_metrics_port")]
     pub metrics_port: u16,
+    /// Address the agent's /metrics listens on (host network): `::` (default, dual-stack),
+    /// `0.0.0.0` (IPv4 only, for nodes with IPv6 disabled), or a loopback address to keep the
+    /// metrics node-local (nothing outside the node can scrape them then).
+    #[serde(default = "default_metrics_bind_address")]
+    pub metrics_bind_address: IpAddr,
+    /// Export the toa counters per CPU (label `cpu`) instead of summed.
+    #[serde(default)]
+    pub per_cpu_metrics: bool,
+    /// Seconds a module build may take (agent `--build-timeout`).
+    #[serde(default = "default_build_timeout_seconds")]
+    pub build_timeout_seconds: u64,
     #[serde(default)]
     pub log_format: AgentLogFormat,
     #[serde(default)]
     pub pod_labels: BTreeMap<String, String>,
     #[serde(default)]
     pub pod_annotations: BTreeMap<String, String>,
+    /// Labels of the DaemonSet object itself (the chart's commonLabels).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the DaemonSet object itself (the chart's commonAnnotations).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 fn default_service_account() -> String {
@@ -157,6 +198,14 @@ fn default_host_cache_path() -> String {
 
 fn default_metrics_port() -> u16 {
     DEFAULT_METRICS_PORT
+}
+
+fn default_metrics_bind_address() -> IpAddr {
+    DEFAULT_METRICS_BIND_ADDRESS
+}
+
+fn default_build_timeout_seconds() -> u64 {
+    DEFAULT_BUILD_TIMEOUT_SECONDS
 }
 
 impl AgentConfig {
@@ -189,13 +238,7 @@ impl AgentConfig {
                 "set it to the node-agent image, e.g. `image: registry.example/toa-node-agent:0.1.0`",
             ));
         }
-        if self.image.chars().any(char::is_whitespace) {
-            return Err(invalid(
-                "image",
-                format!("`{}` contains whitespace", self.image),
-                "use a plain image reference without spaces",
-            ));
-        }
+        validate_image_reference("image", &self.image)?;
         if !is_dns1123_subdomain(&self.service_account_name) {
             return Err(invalid(
                 "serviceAccountName",
@@ -231,7 +274,34 @@ impl AgentConfig {
                 "use a free host port (the agent runs with hostNetwork), default 9101",
             ));
         }
+        let bind = self.metrics_bind_address;
+        if !(bind.is_unspecified() || bind.is_loopback()) {
+            return Err(invalid(
+                "metricsBindAddress",
+                format!("`{bind}` is neither a wildcard nor a loopback address (every node has its own addresses)"),
+                "use `::` (dual-stack, default), `0.0.0.0` (IPv4 only) or `127.0.0.1`/`::1` (node-local only)",
+            ));
+        }
+        if self.build_timeout_seconds == 0 {
+            return Err(invalid(
+                "buildTimeoutSeconds",
+                "is 0",
+                "give module builds time, e.g. 600 (the default); slow nodes need more",
+            ));
+        }
         validate_host_path("hostCachePath", &self.host_cache_path)?;
+        for system in IMAGE_SYSTEM_PATHS {
+            if path_contains(&self.host_cache_path, system) {
+                return Err(invalid(
+                    "hostCachePath",
+                    format!(
+                        "`{}` would be mounted over the agent image's {system}",
+                        self.host_cache_path
+                    ),
+                    "use a dedicated directory such as /var/lib/toa-operator",
+                ));
+            }
+        }
         for key in RESERVED_NODE_SELECTOR_KEYS {
             if self.node_selector.contains_key(key) {
                 return Err(invalid(
@@ -252,6 +322,14 @@ impl AgentConfig {
                 }
                 _ => {}
             }
+        }
+        let owned = crate::daemonset::owned_object_label_keys();
+        if let Some(key) = self.labels.keys().find(|k| owned.contains(&k.as_str())) {
+            return Err(invalid(
+                format!("labels.{key}"),
+                "is set by the operator on the DaemonSet it owns",
+                format!("remove `{key}` from labels (the chart's commonLabels)"),
+            ));
         }
         let mut names = std::collections::BTreeSet::new();
         let mut mounts: std::collections::BTreeSet<String> =
@@ -278,19 +356,110 @@ impl AgentConfig {
             }
             validate_host_path(&format!("{field}.hostPath"), &extra.host_path)?;
             validate_host_path(&format!("{field}.mountPath"), &extra.mount_path)?;
-            if !mounts.insert(extra.mount_path.clone()) {
+            if let Some(taken) = mounts
+                .iter()
+                .find(|m| path_contains(m, &extra.mount_path) || path_contains(&extra.mount_path, m))
+            {
                 return Err(invalid(
                     format!("{field}.mountPath"),
                     format!(
-                        "`{}` is already a mount point of the agent",
+                        "`{}` overlaps `{taken}`, already a mount point of the agent",
                         extra.mount_path
                     ),
                     "mount it somewhere else, e.g. under /host/extra/",
                 ));
             }
+            if let Some(system) = IMAGE_SYSTEM_PATHS
+                .iter()
+                .find(|p| path_contains(&extra.mount_path, p))
+            {
+                return Err(invalid(
+                    format!("{field}.mountPath"),
+                    format!(
+                        "`{}` would be mounted over the agent image's {system}",
+                        extra.mount_path
+                    ),
+                    "mount it somewhere else, e.g. under /host/extra/",
+                ));
+            }
+            mounts.insert(extra.mount_path.clone());
         }
         Ok(())
     }
+}
+
+/// True when `outer` is `inner` or one of its parent directories (`/a` contains `/a/b`).
+pub(crate) fn path_contains(outer: &str, inner: &str) -> bool {
+    let outer = outer.trim_end_matches('/');
+    let inner = inner.trim_end_matches('/');
+    outer.is_empty() || inner == outer || inner.strip_prefix(outer).is_some_and(|r| r.starts_with('/'))
+}
+
+/// An OCI image reference as Kubernetes pulls it: `[registry/]path[:tag][@sha256:digest]`.
+/// Catches what a values file typically gets wrong: spaces, a tag pasted into the repository
+/// as well (`repo:0.1.0:0.1.0`), an empty tag, upper case in the path, a malformed digest.
+pub fn validate_image_reference(field: &str, image: &str) -> Result<(), ConfigError> {
+    let bad = |problem: String| {
+        invalid(
+            field,
+            problem,
+            "write it as registry/path/name:tag or registry/path/name@sha256:<64 hex>, e.g. `ghcr.io/example/toa-node-agent:0.1.0`",
+        )
+    };
+    if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(format!("`{image}` contains whitespace")));
+    }
+    let (name_tag, digest) = match image.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (image, None),
+    };
+    if let Some(d) = digest {
+        let hex = d.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(bad(format!("`{image}` has a malformed digest `{d}`")));
+        }
+    }
+    // The tag is whatever follows a ':' in the last path component (a ':' before the last '/'
+    // is a registry port).
+    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
+    let last = &name_tag[last_slash..];
+    let (repo_last, tag) = match last.split_once(':') {
+        Some((r, t)) => (r, Some(t)),
+        None => (last, None),
+    };
+    if let Some(t) = tag {
+        if t.contains(':') {
+            return Err(bad(format!(
+                "`{image}` has two tags (a tag in the repository and another one appended?)"
+            )));
+        }
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            && !t.starts_with(['.', '-']);
+        if !ok {
+            return Err(bad(format!("`{image}` has an invalid tag `{t}`")));
+        }
+    }
+    let path = format!("{}{repo_last}", &name_tag[..last_slash]);
+    // The first component is a registry host when it has a '.' or ':' or is localhost.
+    let components: Vec<&str> = path.split('/').collect();
+    let first_is_host = components.len() > 1
+        && (components[0].contains(['.', ':']) || components[0] == "localhost");
+    let repo_components = if first_is_host { &components[1..] } else { &components[..] };
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+    };
+    if let Some(c) = repo_components.iter().find(|c| !component_ok(c)) {
+        return Err(bad(format!(
+            "`{image}`: repository component `{c}` is not lower-case letters, digits and . _ -"
+        )));
+    }
+    Ok(())
 }
 
 fn validate_host_path(field: &str, path: &str) -> Result<(), ConfigError> {
@@ -328,9 +497,19 @@ pub(crate) fn is_dns1123_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// RFC 1123 subdomain: what Kubernetes requires of most object names.
+/// RFC 1123 subdomain as Kubernetes checks it (`IsDNS1123Subdomain`): at most 253 characters
+/// matching `[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*`. Kubernetes puts
+/// no 63-character limit on the dot-separated parts, so neither may we (a 100-character
+/// ServiceAccount name is valid).
 pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !p.starts_with('-')
+            && !p.ends_with('-')
+    };
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(part_ok)
 }
 
 #[cfg(test)]
@@ -533,6 +712,119 @@ podAnnotations: {prometheus.io/scrape: "true"}
         );
         let ds = crate::daemonset::build(&c, "toa-node-agent", "ns");
         assert!(ds.spec.is_some());
+    }
+
+    /// tests/chart/values-cases.yaml is one table for the chart (check.sh renders each case)
+    /// and the operator (here): whatever one refuses, the other refuses too, and what one
+    /// accepts the other accepts.
+    #[test]
+    fn values_cases_agree_with_the_chart() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/chart/values-cases.yaml"
+        ));
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
+        let table: serde_json::Value =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let mut checked = 0;
+        for (group, must_fail) in [("invalid", true), ("valid", false)] {
+            for case in table[group].as_array().expect("a list of cases") {
+                let name = case["name"].as_str().unwrap_or("?");
+                let Some(cfg) = case.get("agentConfig") else {
+                    continue;
+                };
+                let mut cfg = cfg.clone();
+                if cfg.get("image").is_none() {
+                    cfg["image"] = "localhost/toa-node-agent:0.1.0".into();
+                }
+                let result = serde_json::from_value::<AgentConfig>(cfg)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| c.validate().map_err(|e| e.to_string()));
+                match (must_fail, result) {
+                    (true, Ok(_)) => panic!("{name}: the operator accepts what the chart refuses"),
+                    (true, Err(e)) => {
+                        for want in case["operator"].as_array().expect("operator: [...]") {
+                            let want = want.as_str().unwrap_or_default();
+                            assert!(e.contains(want), "{name}: error lacks {want:?}: {e}");
+                        }
+                    }
+                    (false, Err(e)) => panic!("{name}: the operator refuses what the chart accepts: {e}"),
+                    (false, Ok(_)) => {}
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 25, "only {checked} cases carry an agentConfig");
+    }
+
+    /// The chart's install-time checks (templates/_validate.tpl) carry copies of the operator's
+    /// mount points, volume names and image paths: they must be the same lists.
+    #[test]
+    fn chart_lists_match_the_operator() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/toa-operator/templates/_validate.tpl"
+        ));
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
+        let list = |var: &str| -> Vec<String> {
+            let line = text
+                .lines()
+                .find(|l| l.contains(&format!("${var} := list ")))
+                .unwrap_or_else(|| panic!("_validate.tpl has no ${var} list"));
+            line.split('"')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        };
+        let cfg = parse("image: a\n").expect("valid");
+        let mut mounts = crate::daemonset::builtin_mount_paths(&cfg);
+        mounts.retain(|m| m != &cfg.host_cache_path);
+        assert_eq!(list("builtinMounts"), mounts);
+        assert_eq!(list("builtinVolumes"), crate::daemonset::builtin_volume_names());
+        assert_eq!(list("imageSystemPaths"), IMAGE_SYSTEM_PATHS);
+    }
+
+    #[test]
+    fn image_references() {
+        for good in [
+            "a",
+            "localhost/toa-node-agent:0.1.0",
+            "registry.example:5000/toa/toa-node-agent:0.1.0-custom",
+            "ghcr.io/example/agent@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "[::1]:5000/agent:1",
+        ] {
+            assert!(validate_image_reference("image", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "agent:0.1.0:0.1.0",
+            "agent: 1",
+            "Agent:1",
+            "agent:",
+            "agent@sha256:12",
+            "agent:-x",
+        ] {
+            assert!(validate_image_reference("image", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metrics_bind_address_defaults_to_dual_stack() {
+        let c = parse("image: a\n").expect("valid");
+        assert_eq!(c.metrics_bind_address.to_string(), "::");
+        assert_eq!(c.build_timeout_seconds, 600);
+        assert!(!c.per_cpu_metrics);
+        assert!(parse("image: a\nmetricsBindAddress: 127.0.0.1\n").is_ok());
+        let e = err("image: a\nmetricsBindAddress: 10.1.2.3\n");
+        assert!(e.contains("metricsBindAddress"), "{e}");
+    }
+
+    #[test]
+    fn long_service_account_names_are_valid() {
+        // Kubernetes limits a subdomain to 253 characters, not its parts to 63.
+        let name = "a".repeat(100);
+        assert!(parse(&format!("image: a\nserviceAccountName: {name}\n")).is_ok());
+        assert!(!is_dns1123_subdomain(&"a".repeat(254)));
     }
 
     #[test]

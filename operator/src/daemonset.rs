@@ -145,6 +145,17 @@ pub fn builtin_mount_paths(cfg: &AgentConfig) -> Vec<String> {
         .collect()
 }
 
+/// Label keys the operator sets on the DaemonSet object (user labels may not reuse them).
+pub fn owned_object_label_keys() -> [&'static str; 5] {
+    [
+        NAME_LABEL,
+        INSTANCE_LABEL,
+        COMPONENT_LABEL,
+        "app.kubernetes.io/part-of",
+        "app.kubernetes.io/managed-by",
+    ]
+}
+
 fn object_labels(name: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels();
     labels.insert(INSTANCE_LABEL.into(), name.into());
@@ -235,9 +246,16 @@ pub fn build(cfg: &AgentConfig, name: &str, namespace: &str) -> DaemonSet {
         args: Some(vec![
             format!("--host-root={HOST_ROOT}"),
             format!("--cache-dir={cache_dir}"),
-            format!("--metrics-addr=0.0.0.0:{}", cfg.metrics_port),
+            format!(
+                "--metrics-addr={}",
+                std::net::SocketAddr::new(cfg.metrics_bind_address, cfg.metrics_port)
+            ),
             format!("--log-format={}", cfg.log_format.as_str()),
-        ]),
+            format!("--build-timeout={}", cfg.build_timeout_seconds),
+        ]
+        .into_iter()
+        .chain(cfg.per_cpu_metrics.then(|| "--per-cpu-metrics".to_string()))
+        .collect()),
         env: Some(vec![EnvVar {
             name: "NODE_NAME".to_string(),
             value_from: Some(EnvVarSource {
@@ -261,6 +279,12 @@ pub fn build(cfg: &AgentConfig, name: &str, namespace: &str) -> DaemonSet {
             http_get: Some(HTTPGetAction {
                 path: Some("/metrics".to_string()),
                 port: IntOrString::String("metrics".to_string()),
+                // The kubelet probes from the host network, as the agent listens: a
+                // node-local (loopback) listener is probed on that address, not the node IP.
+                host: cfg
+                    .metrics_bind_address
+                    .is_loopback()
+                    .then(|| cfg.metrics_bind_address.to_string()),
                 ..HTTPGetAction::default()
             }),
             period_seconds: Some(10),
@@ -305,7 +329,13 @@ pub fn build(cfg: &AgentConfig, name: &str, namespace: &str) -> DaemonSet {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
-            labels: Some(object_labels(name)),
+            labels: Some({
+                // The operator's own labels win: they identify what it owns.
+                let mut labels = cfg.labels.clone();
+                labels.extend(object_labels(name));
+                labels
+            }),
+            annotations: (!cfg.annotations.is_empty()).then(|| cfg.annotations.clone()),
             ..ObjectMeta::default()
         },
         spec: Some(DaemonSetSpec {
@@ -440,7 +470,12 @@ mod tests {
         let args = c.args.as_ref().expect("args");
         assert!(args.contains(&"--host-root=/host".to_string()));
         assert!(args.contains(&"--cache-dir=/var/lib/toa-operator/cache".to_string()));
-        assert!(args.contains(&"--metrics-addr=0.0.0.0:9101".to_string()));
+        // Dual-stack by default: IPv6-only clusters probe and scrape the agent too.
+        assert!(args.contains(&"--metrics-addr=[::]:9101".to_string()));
+        assert!(args.contains(&"--build-timeout=600".to_string()));
+        assert!(!args.contains(&"--per-cpu-metrics".to_string()));
+        let probe = c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref());
+        assert!(probe.is_some_and(|h| h.host.is_none()), "{probe:?}");
         // Default: tolerate every taint.
         let t = p.tolerations.as_ref().expect("tolerations");
         assert_eq!(t.len(), 1);
@@ -517,9 +552,14 @@ nodeSelector: {pool: edge}
 hostCachePath: /data/toa/
 extraHostPaths: [{name: src, hostPath: /opt/src, mountPath: /host/opt/src}]
 metricsPort: 9200
+metricsBindAddress: 0.0.0.0
+perCpuMetrics: true
+buildTimeoutSeconds: 1800
 logFormat: json
 podLabels: {team: net}
 podAnnotations: {a: b}
+labels: {team: net}
+annotations: {example.com/owner: network}
 "#);
         let ds = build(&c, "agent", "ns");
         let p = pod(&ds);
@@ -551,6 +591,20 @@ podAnnotations: {a: b}
         let args = ctr.args.as_ref().expect("args");
         assert!(args.contains(&"--cache-dir=/data/toa/cache".to_string()));
         assert!(args.contains(&"--metrics-addr=0.0.0.0:9200".to_string()));
+        assert!(args.contains(&"--per-cpu-metrics".to_string()));
+        assert!(args.contains(&"--build-timeout=1800".to_string()));
+        assert_eq!(
+            ds.metadata.labels.as_ref().and_then(|l| l.get("team")).map(String::as_str),
+            Some("net")
+        );
+        assert_eq!(
+            ds.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("example.com/owner"))
+                .map(String::as_str),
+            Some("network")
+        );
         assert!(args.contains(&"--log-format=json".to_string()));
         assert_eq!(ctr.ports.as_ref().expect("p")[0].container_port, 9200);
         let tmeta = ds
@@ -593,6 +647,20 @@ podAnnotations: {a: b}
         // Explicit empty tolerations are respected (no tolerate-all).
         let ds = build(&cfg("tolerations: []\n"), "agent", "ns");
         assert_eq!(pod(&ds).tolerations.as_ref().map(Vec::len), Some(0));
+    }
+
+    #[test]
+    fn node_local_metrics_are_probed_on_loopback() {
+        let ds = build(&cfg("metricsBindAddress: 127.0.0.1\n"), "agent", "ns");
+        let c = &pod(&ds).containers[0];
+        let args = c.args.as_ref().expect("args");
+        assert!(args.contains(&"--metrics-addr=127.0.0.1:9101".to_string()));
+        let host = c
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.host.as_deref());
+        assert_eq!(host, Some("127.0.0.1"));
     }
 
     #[test]

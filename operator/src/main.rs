@@ -63,7 +63,7 @@ struct Args {
     #[arg(
         long,
         env = "TOA_METRICS_ADDR",
-        default_value = "0.0.0.0:8080",
+        default_value = "[::]:8080",
         value_name = "ADDR"
     )]
     metrics_addr: SocketAddr,
@@ -271,7 +271,7 @@ mod tests {
             .expect("parse");
         assert_eq!(a.daemonset_name, "toa-node-agent");
         assert_eq!(a.lease_name, "toa-operator-leader");
-        assert_eq!(a.metrics_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(a.metrics_addr.to_string(), "[::]:8080");
         assert!(matches!(a.log_format, LogFormat::Text));
         let e =
             Args::try_parse_from(["toa-operator", "--agent-config", "x", "--log-format", "xml"])

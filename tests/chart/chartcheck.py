@@ -19,6 +19,11 @@ them. Subcommands:
   vap RENDERED                           the ValidatingAdmissionPolicy's CEL, evaluated on requests
   rbac RENDERED                          least privilege of the ClusterRoles and Roles
   wiring RENDERED                        operator flags, agent config keys, selectors, probes
+  values-cases CHART CASES KVER WORKDIR  the shared table of valid/invalid values
+                                         (tests/chart/values-cases.yaml) through helm template
+  reuse-values CHART KVER WORKDIR        `helm upgrade --reuse-values` from a release that lacks
+                                         a value: renders the chart once per value of values.yaml
+                                         left out of its defaults (as --reuse-values does)
 """
 import copy
 import ipaddress
@@ -367,7 +372,7 @@ OPERATOR_HISTOGRAMS = ["toa_operator_reconcile_duration_seconds"]
 LABEL_VALUES = {
     "phase": {"Pending", "Building", "Loading", "Loaded", "Unloading", "Unloaded", "Failed"},
     "reason": {"HeadersMissing", "BuildFailed", "BuildTimeout", "SignatureRequired", "ForeignModule",
-               "UnsupportedKernel", "LoadFailed", "UnloadFailed", "ModuleBusy", "ParametersRejected"},
+               "UnsupportedKernel", "LoadFailed", "UnloadFailed", "ModuleBusy", "ParametersRejected", "ReplacePending"},
     "outcome": {"success", "failure", "timeout"},
     "source": {"Built", "Cache", "Adopted"},
 }
@@ -704,7 +709,8 @@ def cmd_rbac(args):
 
 AGENT_CONFIG_KEYS = {"image", "imagePullPolicy", "imagePullSecrets", "serviceAccountName", "priorityClassName",
                      "tolerations", "resources", "nodeSelector", "hostCachePath", "extraHostPaths", "metricsPort",
-                     "logFormat", "podLabels", "podAnnotations"}
+                     "logFormat", "podLabels", "podAnnotations", "metricsBindAddress", "perCpuMetrics",
+                     "buildTimeoutSeconds", "labels", "annotations"}
 OPERATOR_FLAGS = ["--agent-config", "--namespace", "--daemonset-name", "--lease-name", "--metrics-addr", "--log-format"]
 
 
@@ -772,8 +778,119 @@ def cmd_wiring(args):
                 f"{m['spec']['selector']} vs {target_labels}")
 
 
+# --- values cases and --reuse-values ----------------------------------------------------------
+
+
+class DuplicateKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping key given twice (Kustomize and kubectl apply do)."""
+
+
+def _no_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+DuplicateKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def helm_template(chart, release, values, kver, workdir, api_versions=()):
+    path = os.path.join(workdir, "case-values.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(values, f)
+    cmd = ["helm", "template", release, chart, "--namespace", "toa-system", "--kube-version", kver, "-f", path]
+    for a in api_versions:
+        cmd += ["--api-versions", a]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def k8s_errors(rendered_path, kver):
+    """kubernetes-validate --strict on the built-in kinds of a rendered file: the errors."""
+    out = subprocess.run(["kubernetes-validate", "--strict", "-k", kver, rendered_path], capture_output=True, text=True)
+    return [line.strip() for line in (out.stdout + out.stderr).splitlines()
+            if line.strip() and "passed for resource" not in line and "Couldn't find schema" not in line]
+
+
+def cmd_values_cases(args):
+    chart, cases_path, kver, workdir = args
+    with open(cases_path) as f:
+        cases = yaml.safe_load(f)
+    for c in cases["invalid"]:
+        name = f"values refused: {c['name']}"
+        r = helm_template(chart, c.get("release", "toa"), c["values"], kver, workdir, c.get("apiVersions", ()))
+        if r.returncode == 0:
+            bad(name, "helm template succeeded")
+        elif not re.search(c["helm"], r.stderr):
+            bad(name, f"failed without saying /{c['helm']}/: {r.stderr.strip()[-400:]}")
+        else:
+            ok(name)
+    for c in cases["valid"]:
+        name = f"values accepted: {c['name']}"
+        r = helm_template(chart, c.get("release", "toa"), c["values"], kver, workdir, c.get("apiVersions", ()))
+        if r.returncode != 0:
+            bad(name, r.stderr.strip()[-400:])
+            continue
+        problems = []
+        try:
+            list(yaml.load_all(r.stdout, Loader=DuplicateKeyLoader))
+        except yaml.YAMLError as e:
+            problems.append(f"rendered YAML: {e}")
+        problems += [f"missing {s!r}" for s in c.get("contains", []) if s not in r.stdout]
+        problems += [f"unexpected {s!r}" for s in c.get("absent", []) if s in r.stdout]
+        rendered = os.path.join(workdir, "case.yaml")
+        with open(rendered, "w") as f:
+            f.write(r.stdout)
+        problems += k8s_errors(rendered, kver)[:3]
+        check(name, not problems, "; ".join(problems))
+
+
+def value_paths(values, prefix=()):
+    """Every key path of a values tree (maps only; lists are leaves)."""
+    for k, v in values.items():
+        yield prefix + (k,)
+        if isinstance(v, dict):
+            yield from value_paths(v, prefix + (k,))
+
+
+def cmd_reuse_values(args):
+    """--reuse-values renders the new chart with the OLD release's computed values in place of the
+    new chart's values.yaml. A value the new version added is therefore missing: simulate that
+    for every key path (each left out in turn) and require a successful render."""
+    import shutil
+
+    chart, kver, workdir = args
+    with open(os.path.join(chart, "values.yaml")) as f:
+        defaults = yaml.safe_load(f)
+    copy = os.path.join(workdir, "reuse-chart")
+    failures, count = [], 0
+    for path in value_paths(defaults):
+        old = copy_tree = None
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(chart, copy)
+        old = json.loads(json.dumps(defaults))
+        node = old
+        for k in path[:-1]:
+            node = node[k]
+        del node[path[-1]]
+        with open(os.path.join(copy, "values.yaml"), "w") as f:
+            yaml.safe_dump(old, f)
+        # The release's values: what an old release recorded (here: the old defaults).
+        r = subprocess.run(["helm", "template", "toa", copy, "--namespace", "toa-system", "--kube-version", kver],
+                           capture_output=True, text=True)
+        count += 1
+        del copy_tree
+        if r.returncode != 0:
+            failures.append(f"{'.'.join(path)}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+    check(f"helm upgrade --reuse-values from a release without each of the {count} values renders",
+          not failures, f"{len(failures)} failed, e.g. " + "; ".join(failures[:4]))
+
+
 def main():
-    cmds = {"k8s": cmd_k8s, "crs": cmd_crs, "rules": cmd_rules, "alert-coverage": cmd_alert_coverage,
+    cmds = {"values-cases": cmd_values_cases, "reuse-values": cmd_reuse_values, "k8s": cmd_k8s, "crs": cmd_crs, "rules": cmd_rules, "alert-coverage": cmd_alert_coverage,
             "queries": cmd_queries, "dashboard-tests": cmd_dashboard_tests, "vap": cmd_vap, "rbac": cmd_rbac, "wiring": cmd_wiring}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         print(__doc__, file=sys.stderr)

@@ -28,7 +28,10 @@ groups:
             {{ $r.moduleNotLoadedFor }} while its node is selected by a ToaPolicy: applications there
             see the balancer's address instead of the client's. See
             `kubectl get toanodestate {{`{{ $labels.node }}`}} -o yaml` (status.reason, status.message).
-          runbook_url: {{ $doc }}
+          runbook: docs/troubleshooting.md#module-not-loaded
+          {{- with $doc }}
+          runbook_url: {{ . }}#module-not-loaded
+          {{- end }}
       - alert: ToaModuleBuildFailed
         expr: |-
           max by (node, reason) (toa_agent_phase{ {{- $a -}}, phase="Failed", reason=~"BuildFailed|BuildTimeout"}) == 1
@@ -43,7 +46,10 @@ groups:
           description: >-
             The toa module could not be compiled for the kernel of {{`{{ $labels.node }}`}}. The
             compiler's log tail is in `kubectl get toanodestate {{`{{ $labels.node }}`}} -o jsonpath='{.status.build.logTail}'`.
-          runbook_url: {{ $doc }}#buildfailed
+          runbook: docs/troubleshooting.md#{{`{{ $labels.reason | toLower }}`}}
+          {{- with $doc }}
+          runbook_url: {{ . }}#{{`{{ $labels.reason | toLower }}`}}
+          {{- end }}
       - alert: ToaKernelHeadersMissing
         expr: |-
           max by (node) (toa_agent_phase{ {{- $a -}}, reason="HeadersMissing"}) == 1
@@ -58,7 +64,10 @@ groups:
           description: >-
             The toa module cannot be built on {{`{{ $labels.node }}`}}: the headers of its running
             kernel are not installed. status.message names the package that provides them.
-          runbook_url: {{ $doc }}#headersmissing
+          runbook: docs/troubleshooting.md#headersmissing
+          {{- with $doc }}
+          runbook_url: {{ . }}#headersmissing
+          {{- end }}
       - alert: ToaModuleFailed
         expr: |-
           max by (node, reason) (toa_agent_phase{ {{- $a -}}, phase="Failed", reason!~"BuildFailed|BuildTimeout|HeadersMissing"}) == 1
@@ -73,7 +82,10 @@ groups:
           description: >-
             The node agent on {{`{{ $labels.node }}`}} is in phase Failed with reason
             {{`{{ $labels.reason }}`}}; the troubleshooting guide lists the remedy for each reason.
-          runbook_url: {{ $doc }}
+          runbook: docs/troubleshooting.md#{{`{{ $labels.reason | toLower }}`}}
+          {{- with $doc }}
+          runbook_url: {{ . }}#{{`{{ $labels.reason | toLower }}`}}
+          {{- end }}
       - alert: ToaGetnameEmptyRatioHigh
         expr: |-
           (
@@ -97,7 +109,10 @@ groups:
             {{ $r.getnameEmptyRatio }}). Either the balancer does not insert the option (check with
             tcpdump, see the FAQ), uses another option kind than the policy's ipv4OptionKinds, or
             sends from outside trustedSources (see toa_untrusted in /proc/net/toa_stats).
-          runbook_url: {{ $doc }}#toa-empty-ratio
+          runbook: docs/troubleshooting.md#toa-empty-ratio
+          {{- with $doc }}
+          runbook_url: {{ . }}#toa-empty-ratio
+          {{- end }}
       - alert: ToaGetnameMismatchRatioHigh
         expr: |-
           (
@@ -119,7 +134,10 @@ groups:
             {{`{{ $value | humanizePercentage }}`}} of peer-address lookups on {{`{{ $labels.node }}`}}
             hit connections whose real client is IPv6 (NAT64): getpeername() cannot express that
             address. The application must ask with getsockopt(IPPROTO_IP, 4096).
-          runbook_url: {{ $doc }}#toa-mismatch-ratio
+          runbook: docs/troubleshooting.md#toa-mismatch-ratio
+          {{- with $doc }}
+          runbook_url: {{ . }}#toa-mismatch-ratio
+          {{- end }}
       - alert: ToaAgentDown
         expr: |-
           up{ {{- $a -}} } == 0
@@ -136,7 +154,30 @@ groups:
             ({{`{{ $labels.instance }}`}}) for {{ $r.agentDownFor }}. The module stays loaded, but
             nothing reconciles or watches it. `kubectl -n {{ .Release.Namespace }} get pods -o wide
             -l app.kubernetes.io/name=toa-node-agent`.
-          runbook_url: {{ $doc }}#agent-down
+          runbook: docs/troubleshooting.md#agent-down
+          {{- with $doc }}
+          runbook_url: {{ . }}#agent-down
+          {{- end }}
+      - alert: ToaNodeWithoutAgent
+        expr: |-
+          max by (policy) (toa_operator_nodes{ {{- $o -}}, phase="Unknown"}) > 0
+        for: {{ $r.nodeWithoutAgentFor }}
+        labels:
+          severity: warning
+          {{- with $r.alertLabels }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        annotations:
+          summary: Nodes selected by ToaPolicy {{`{{ $labels.policy }}`}} have no node agent
+          description: >-
+            {{`{{ $value }}`}} node(s) selected by ToaPolicy {{`{{ $labels.policy }}`}} have had no
+            status from a node agent for {{ $r.nodeWithoutAgentFor }}: no agent runs there (not
+            schedulable, image pull failure, Pod Security), so the module is not loaded.
+            `kubectl -n {{ .Release.Namespace }} get daemonset,pods -o wide -l app.kubernetes.io/name=toa-node-agent`.
+          runbook: docs/troubleshooting.md#node-without-agent
+          {{- with $doc }}
+          runbook_url: {{ . }}#node-without-agent
+          {{- end }}
       - alert: ToaOperatorDown
         expr: |-
           absent(up{ {{- $o -}} } == 1)
@@ -151,5 +192,8 @@ groups:
           description: >-
             No toa-operator target has been up for 10 minutes: ToaPolicy changes and new nodes are
             not acted on. `kubectl -n {{ .Release.Namespace }} get pods -l app.kubernetes.io/component=operator`.
-          runbook_url: {{ $doc }}#operator-down
+          runbook: docs/troubleshooting.md#operator-down
+          {{- with $doc }}
+          runbook_url: {{ . }}#operator-down
+          {{- end }}
 {{- end }}
