@@ -27,7 +27,7 @@ struct ToaNat64Peer {
 
 const _: () = assert!(std::mem::size_of::<ToaNat64Peer>() == 20);
 
-extern "C" {
+unsafe extern "C" {
     fn getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut u32) -> c_int;
 }
 
