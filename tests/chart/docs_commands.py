@@ -221,7 +221,8 @@ def kubectl(argv, where, body, root, workdir):
 def helm(argv, where, body, root, workdir):
     sub = argv[1] if len(argv) > 1 else ""
     chart_dir = os.path.join(root, "charts/toa-operator")
-    fixed = [a.replace("charts/toa-operator", chart_dir) for a in argv]
+    # CHART: the chart reference the user installed (NOTES.txt cannot know it).
+    fixed = [chart_dir if a == "CHART" else a.replace("charts/toa-operator", chart_dir) for a in argv]
     if sub == "install":
         r = subprocess.run(fixed + ["--dry-run=client"], capture_output=True, text=True, cwd=root)
         name = f"{where}: {shlex.join(argv)} --dry-run=client"
@@ -408,6 +409,10 @@ def shell_block(lines, where, root, workdir):
             CLUSTER.append({"where": w, "command": cmd.strip(), "stdin": body, "needs": "cluster"})
         else:
             bad(f"{w}: {cmd.strip()}", f"no check for program {prog}: add one to docs_commands.py")
+        # Later stages of a pipeline: a kubectl there gets its flags checked too.
+        for seg, _ in segs[1:]:
+            if seg and seg[0] == "kubectl":
+                kubectl(seg, w + " (after |)", body, root, workdir)
 
 
 def c_block(lines, where, workdir):
