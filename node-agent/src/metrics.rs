@@ -355,7 +355,11 @@ mod tests {
             }
             s.push('\n');
         }
-        for (name, v) in [("ip4_address_alloc", 9), ("toa_untrusted", 2), ("toa_malformed", 3)] {
+        for (name, v) in [
+            ("ip4_address_alloc", 9),
+            ("toa_untrusted", 2),
+            ("toa_malformed", 3),
+        ] {
             s.push_str(&format!("{name}:"));
             for _ in 0..cpus {
                 s.push_str(&format!(" {v}"));
@@ -403,7 +407,10 @@ mod tests {
         assert!(out.contains("\ntoa_ip4_address_alloc_total 36\n"), "{out}");
         assert!(out.contains("\ntoa_untrusted_total 8\n"), "{out}");
         assert!(out.contains("\ntoa_malformed_total 12\n"), "{out}");
-        assert!(out.contains("# HELP toa_untrusted_total TOA options ignored"), "{out}");
+        assert!(
+            out.contains("# HELP toa_untrusted_total TOA options ignored"),
+            "{out}"
+        );
         assert!(!out.contains("toa_toa_"), "{out}");
         // Values follow the file, not a cache.
         host.put(STATS_PATH, stats_text(8));

@@ -356,10 +356,9 @@ impl AgentConfig {
             }
             validate_host_path(&format!("{field}.hostPath"), &extra.host_path)?;
             validate_host_path(&format!("{field}.mountPath"), &extra.mount_path)?;
-            if let Some(taken) = mounts
-                .iter()
-                .find(|m| path_contains(m, &extra.mount_path) || path_contains(&extra.mount_path, m))
-            {
+            if let Some(taken) = mounts.iter().find(|m| {
+                path_contains(m, &extra.mount_path) || path_contains(&extra.mount_path, m)
+            }) {
                 return Err(invalid(
                     format!("{field}.mountPath"),
                     format!(
@@ -392,7 +391,11 @@ impl AgentConfig {
 pub(crate) fn path_contains(outer: &str, inner: &str) -> bool {
     let outer = outer.trim_end_matches('/');
     let inner = inner.trim_end_matches('/');
-    outer.is_empty() || inner == outer || inner.strip_prefix(outer).is_some_and(|r| r.starts_with('/'))
+    outer.is_empty()
+        || inner == outer
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|r| r.starts_with('/'))
 }
 
 /// An OCI image reference as Kubernetes pulls it: `[registry/]path[:tag][@sha256:digest]`.
@@ -415,7 +418,11 @@ pub fn validate_image_reference(field: &str, image: &str) -> Result<(), ConfigEr
     };
     if let Some(d) = digest {
         let hex = d.strip_prefix("sha256:").unwrap_or("");
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(bad(format!("`{image}` has a malformed digest `{d}`")));
         }
     }
@@ -435,7 +442,8 @@ pub fn validate_image_reference(field: &str, image: &str) -> Result<(), ConfigEr
         }
         let ok = !t.is_empty()
             && t.len() <= 128
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
             && !t.starts_with(['.', '-']);
         if !ok {
             return Err(bad(format!("`{image}` has an invalid tag `{t}`")));
@@ -446,7 +454,11 @@ pub fn validate_image_reference(field: &str, image: &str) -> Result<(), ConfigEr
     let components: Vec<&str> = path.split('/').collect();
     let first_is_host = components.len() > 1
         && (components[0].contains(['.', ':']) || components[0] == "localhost");
-    let repo_components = if first_is_host { &components[1..] } else { &components[..] };
+    let repo_components = if first_is_host {
+        &components[1..]
+    } else {
+        &components[..]
+    };
     let component_ok = |c: &str| {
         !c.is_empty()
             && c.bytes()
@@ -748,7 +760,9 @@ podAnnotations: {prometheus.io/scrape: "true"}
                             assert!(e.contains(want), "{name}: error lacks {want:?}: {e}");
                         }
                     }
-                    (false, Err(e)) => panic!("{name}: the operator refuses what the chart accepts: {e}"),
+                    (false, Err(e)) => {
+                        panic!("{name}: the operator refuses what the chart accepts: {e}")
+                    }
                     (false, Ok(_)) => {}
                 }
                 checked += 1;
@@ -781,7 +795,10 @@ podAnnotations: {prometheus.io/scrape: "true"}
         let mut mounts = crate::daemonset::builtin_mount_paths(&cfg);
         mounts.retain(|m| m != &cfg.host_cache_path);
         assert_eq!(list("builtinMounts"), mounts);
-        assert_eq!(list("builtinVolumes"), crate::daemonset::builtin_volume_names());
+        assert_eq!(
+            list("builtinVolumes"),
+            crate::daemonset::builtin_volume_names()
+        );
         assert_eq!(list("imageSystemPaths"), IMAGE_SYSTEM_PATHS);
     }
 

@@ -243,19 +243,21 @@ pub fn build(cfg: &AgentConfig, name: &str, namespace: &str) -> DaemonSet {
         name: CONTAINER_NAME.to_string(),
         image: Some(cfg.image.clone()),
         image_pull_policy: Some(cfg.image_pull_policy.as_str().to_string()),
-        args: Some(vec![
-            format!("--host-root={HOST_ROOT}"),
-            format!("--cache-dir={cache_dir}"),
-            format!(
-                "--metrics-addr={}",
-                std::net::SocketAddr::new(cfg.metrics_bind_address, cfg.metrics_port)
-            ),
-            format!("--log-format={}", cfg.log_format.as_str()),
-            format!("--build-timeout={}", cfg.build_timeout_seconds),
-        ]
-        .into_iter()
-        .chain(cfg.per_cpu_metrics.then(|| "--per-cpu-metrics".to_string()))
-        .collect()),
+        args: Some(
+            vec![
+                format!("--host-root={HOST_ROOT}"),
+                format!("--cache-dir={cache_dir}"),
+                format!(
+                    "--metrics-addr={}",
+                    std::net::SocketAddr::new(cfg.metrics_bind_address, cfg.metrics_port)
+                ),
+                format!("--log-format={}", cfg.log_format.as_str()),
+                format!("--build-timeout={}", cfg.build_timeout_seconds),
+            ]
+            .into_iter()
+            .chain(cfg.per_cpu_metrics.then(|| "--per-cpu-metrics".to_string()))
+            .collect(),
+        ),
         env: Some(vec![EnvVar {
             name: "NODE_NAME".to_string(),
             value_from: Some(EnvVarSource {
@@ -594,7 +596,11 @@ annotations: {example.com/owner: network}
         assert!(args.contains(&"--per-cpu-metrics".to_string()));
         assert!(args.contains(&"--build-timeout=1800".to_string()));
         assert_eq!(
-            ds.metadata.labels.as_ref().and_then(|l| l.get("team")).map(String::as_str),
+            ds.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("team"))
+                .map(String::as_str),
             Some("net")
         );
         assert_eq!(

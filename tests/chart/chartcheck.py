@@ -889,8 +889,136 @@ def cmd_reuse_values(args):
           not failures, f"{len(failures)} failed, e.g. " + "; ".join(failures[:4]))
 
 
+# --- claims in the docs against what is built and tested ---------------------------------------
+
+
+def md_table(text, header_start):
+    """Rows (lists of cells) of the markdown table whose header row starts with header_start."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("| " + header_start):
+            rows = []
+            for l in lines[i + 2:]:
+                if not l.startswith("|"):
+                    break
+                rows.append([c.strip() for c in l.strip().strip("|").split("|")])
+            return rows
+    return []
+
+
+def cmd_support(args):
+    root, kver_old = args
+    with open(os.path.join(root, "docs/support.md")) as f:
+        doc = f.read()
+    with open(os.path.join(root, "charts/toa-operator/Chart.yaml")) as f:
+        chart = yaml.safe_load(f)
+    k8s = md_table(doc, "Kubernetes")
+    minimum = next((r[0] for r in k8s if r[1].startswith("minimum")), None)
+    kube_min = re.match(r">=\s*(\d+\.\d+)", chart.get("kubeVersion", ""))
+    check("support matrix: the minimum Kubernetes is the chart's kubeVersion and the oldest check.sh renders",
+          minimum and kube_min and minimum == kube_min.group(1) and kver_old.startswith(minimum + "."),
+          f"docs {minimum}, Chart.yaml {chart.get('kubeVersion')}, check.sh renders {kver_old}")
+    stale = []
+    for path in [os.path.join(root, "README.md"), os.path.join(root, "charts/toa-operator/README.md")] + \
+            [os.path.join(root, "docs", f) for f in sorted(os.listdir(os.path.join(root, "docs"))) if f.endswith(".md")]:
+        with open(path) as f:
+            text = f.read()
+        for m in re.finditer(r"Kubernetes (1\.\d+)(\+| or newer)", text):
+            if minimum and m.group(1) != minimum:
+                stale.append(f"{os.path.relpath(path, root)}: {m.group(0)}")
+        if "arm64" in text and not path.endswith(("support.md", "/README.md")) or \
+                re.search(r"x86_64 and arm64|arm64 and x86_64", text):
+            stale.append(f"{os.path.relpath(path, root)}: claims arm64")
+    check("no document claims another minimum Kubernetes or arm64 support", not stale, "; ".join(stale))
+    with open(os.path.join(root, "tests/vm/lib/kernels.sh")) as f:
+        kernels_sh = f.read()
+    tested = set(re.search(r'TOA_DEFAULT_KERNELS:-"([^"]*)"', kernels_sh).group(1).split())
+    with open(os.path.join(root, "images/node-agent.Containerfile")) as f:
+        compilers = set(re.search(r'ARG COMPILERS="([^"]*)"', f.read()).group(1).split())
+    rows = md_table(doc, "kernel series")
+    check("support matrix lists every kernel series the VM suites run", tested <= {r[0] for r in rows},
+          f"suites run {sorted(tested)}, table has {[r[0] for r in rows]}")
+    for r in rows:
+        series, cc, in_guests, image = r[0], set(re.findall(r"gcc-\d+", r[2])), r[3], r[4]
+        check(f"support matrix {series}: 'module tested in guests: {in_guests.split()[0]}' matches tests/vm/lib/kernels.sh",
+              in_guests.startswith("yes") == (series in tested), f"suites run {sorted(tested)}")
+        if image.startswith("yes"):
+            check(f"support matrix {series}: the agent image has {sorted(cc)}", cc <= compilers,
+                  f"COMPILERS={sorted(compilers)}")
+        elif image.startswith("no"):
+            check(f"support matrix {series}: the agent image really lacks a compiler of {sorted(cc)}",
+                  not cc <= compilers, f"COMPILERS={sorted(compilers)}: the row should say yes")
+        else:
+            check(f"support matrix {series}: untested row claims no build", "untested" in image, image)
+    with open(os.path.join(root, "images/build.sh")) as f:
+        build = f.read()
+    arch = md_table(doc, "architecture")
+    only = [r[0] for r in arch if "the only one" in r[1]]
+    check("support matrix: x86_64 is the only architecture, as images/build.sh builds",
+          only == ["x86_64 (amd64)"] and "TARGET=x86_64-unknown-linux-musl" in build and "aarch64" not in build,
+          f"table {only}")
+    check("images/build.sh tags the images the chart pulls by default (localhost/toa-NAME:appVersion)",
+          "ref=localhost/toa-$name:$VERSION" in build and "appVersion" in build, "tag format changed in build.sh")
+
+
+def gh_anchor(heading):
+    a = heading.strip().lower()
+    a = re.sub(r"[^\w\- ]", "", a)
+    return a.replace(" ", "-")
+
+
+def cmd_runbooks(args):
+    rendered, troubleshooting, crd = args
+    with open(troubleshooting) as f:
+        anchors = {gh_anchor(m.group(1)) for m in re.finditer(r"^#+ (.+)$", f.read(), re.M)}
+    rules = docs_of(rendered, "PrometheusRule")
+    refs = set()
+    for r in rules:
+        for g in r["spec"]["groups"]:
+            for rule in g["rules"]:
+                refs.add((rule["alert"], rule["annotations"].get("runbook", "")))
+    reasons = set()
+    for d in load_docs(crd):
+        for v in d["spec"]["versions"]:
+            st = v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+            reasons |= set(st["reason"].get("enum", []))
+    check("every alert has a runbook annotation", refs and all(r for _, r in refs), f"{sorted(refs)}")
+    for alert, ref in sorted(refs):
+        anchor = ref.split("#", 1)[-1]
+        if "$labels.reason" in anchor:
+            missing = sorted(x for x in reasons if x.lower() not in anchors)
+            check(f"runbook of {alert}: every node reason has its section in docs/troubleshooting.md",
+                  not missing and reasons, f"no section for {missing}")
+        else:
+            check(f"runbook of {alert}: docs/troubleshooting.md#{anchor} exists", anchor in anchors,
+                  f"anchors: {sorted(anchors)}")
+
+
+def cmd_package_refs(args):
+    """The packaged chart's README and NOTES only point at files that are in the package, or
+    say that the path is in the toa-operator repository."""
+    pkgdir, notes = args
+    with open(notes) as f:
+        notes_text = f.read().split("\nNOTES:\n", 1)[-1]
+    with open(os.path.join(pkgdir, "README.md")) as f:
+        readme = f.read()
+    for name, text in (("README.md", readme), ("NOTES.txt", notes_text)):
+        paras = re.split(r"\n\s*\n", text)
+        bad_refs = []
+        for p in paras:
+            for m in re.finditer(r"(?<![\w/.])((?:docs|crds|charts|tests|images|kmod)/[\w./-]*\w)", p):
+                ref = m.group(1)
+                if ref.startswith("charts/toa-operator"):
+                    continue  # the chart itself, as a user's `helm install` path
+                if not os.path.exists(os.path.join(pkgdir, ref)) and "repository" not in p:
+                    bad_refs.append(ref)
+        check(f"packaged chart {name} names only files in the package (or says: in the repository)",
+              not bad_refs, f"{sorted(set(bad_refs))}")
+
+
 def main():
-    cmds = {"values-cases": cmd_values_cases, "reuse-values": cmd_reuse_values, "k8s": cmd_k8s, "crs": cmd_crs, "rules": cmd_rules, "alert-coverage": cmd_alert_coverage,
+    cmds = {"support": cmd_support, "runbooks": cmd_runbooks, "package-refs": cmd_package_refs,
+            "values-cases": cmd_values_cases, "reuse-values": cmd_reuse_values, "k8s": cmd_k8s, "crs": cmd_crs, "rules": cmd_rules, "alert-coverage": cmd_alert_coverage,
             "queries": cmd_queries, "dashboard-tests": cmd_dashboard_tests, "vap": cmd_vap, "rbac": cmd_rbac, "wiring": cmd_wiring}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         print(__doc__, file=sys.stderr)

@@ -8,7 +8,11 @@
 #   rules with a firing and a non-firing case per alert; dashboard and alert PromQL parsed and
 #   their metric names checked against the agent's real exposition
 #   (tests/fixtures/agent-metrics.prom) and the operator's source; the agent-confining
-#   ValidatingAdmissionPolicy's CEL evaluated; RBAC least privilege; docs' code examples compile.
+#   ValidatingAdmissionPolicy's CEL evaluated; RBAC least privilege; docs' code examples compile;
+#   the shared table of valid/invalid values (tests/chart/values-cases.yaml, the operator's tests
+#   read it too); `helm upgrade --reuse-values` from releases lacking a value; the support matrix
+#   against the suites and build files; every command and snippet of the docs run or checked
+#   (tests/chart/docs_commands.py).
 #
 #   tests/chart/check.sh                     (installs helm/kubectl, Python packages and promtool if missing)
 #   tests/chart/check.sh --update-fixtures   also rewrites tests/fixtures/chart-agent-config.yaml
@@ -84,13 +88,15 @@ need_pip kubernetes-validate jsonschema promql-parser cel-python pyyaml
 command -v promtool >/dev/null || need_apt prometheus
 command -v shellcheck >/dev/null || need_apt shellcheck
 command -v gcc >/dev/null || need_apt gcc libc6-dev
-for tool in helm kubernetes-validate promtool shellcheck gcc; do
+command -v tcpdump >/dev/null || need_apt tcpdump
+for tool in helm kubernetes-validate promtool shellcheck gcc tcpdump; do
 	command -v "$tool" >/dev/null || fail "tool $tool is not installed (deps.sh could not install it)"
 done
 
 WORK=$(mktemp -d /tmp/toa-chart-check.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-KVER_OLD=1.29.0
+# The chart's kubeVersion minimum (docs/support.md; chartcheck.py support keeps them equal).
+KVER_OLD=1.31.0
 KVER_NEW=$(python3 -c 'import kubernetes_validate.utils as u; print(u.major_minor(u.latest_version()) + ".0")')
 echo "== Kubernetes versions: $KVER_OLD and $KVER_NEW (newest that kubernetes-validate knows)"
 
@@ -128,12 +134,17 @@ expect "helm template with validatingAdmissionPolicy.enabled=true" \
 	render vap-forced "$KVER_NEW" --set validatingAdmissionPolicy.enabled=true
 
 count_kind() { grep -c "^kind: $2\$" "$WORK/$1.yaml"; }
+expect "helm template with validatingAdmissionPolicy.enabled=false" \
+	render vap-off "$KVER_NEW" --set validatingAdmissionPolicy.enabled=false
 if [ "$(count_kind "default-$KVER_NEW" ValidatingAdmissionPolicy)" = 1 ] &&
-	[ "$(count_kind "default-$KVER_OLD" ValidatingAdmissionPolicy)" = 0 ]; then
-	pass "ValidatingAdmissionPolicy rendered on $KVER_NEW, not on $KVER_OLD (validatingAdmissionPolicy.enabled=auto)"
+	[ "$(count_kind "default-$KVER_OLD" ValidatingAdmissionPolicy)" = 1 ] &&
+	[ "$(count_kind vap-off ValidatingAdmissionPolicy)" = 0 ]; then
+	pass "ValidatingAdmissionPolicy rendered on $KVER_OLD and $KVER_NEW (auto), not with enabled=false"
 else
-	fail "ValidatingAdmissionPolicy auto-detection: $(count_kind "default-$KVER_NEW" ValidatingAdmissionPolicy) on $KVER_NEW, $(count_kind "default-$KVER_OLD" ValidatingAdmissionPolicy) on $KVER_OLD"
+	fail "ValidatingAdmissionPolicy switch: $(count_kind "default-$KVER_NEW" ValidatingAdmissionPolicy) on $KVER_NEW, $(count_kind "default-$KVER_OLD" ValidatingAdmissionPolicy) on $KVER_OLD, $(count_kind vap-off ValidatingAdmissionPolicy) with enabled=false"
 fi
+expect_fail "the chart refuses Kubernetes older than its minimum" "kubeVersion|incompatible" \
+	helm template toa "$CHART" --kube-version 1.30.0
 for k in ServiceMonitor PrometheusRule; do
 	if [ "$(count_kind "default-$KVER_NEW" "$k")" = 0 ] && [ "$(count_kind "all-$KVER_NEW" "$k")" -ge 1 ]; then
 		pass "$k only when asked for"
@@ -159,6 +170,19 @@ expect_fail "ServiceMonitor without the agent Service fails with the fix" "agent
 	helm template toa "$CHART" --api-versions monitoring.coreos.com/v1 --set metrics.monitor.enabled=true --set metrics.agentService.enabled=false
 expect_fail "serviceAccount.create=false without a name fails with the fix" "serviceAccount.agent.name" \
 	helm template toa "$CHART" --set serviceAccount.agent.create=false
+
+echo "== one table of valid and invalid values for chart and operator (tests/chart/values-cases.yaml)"
+mkdir -p "$WORK/cases"
+py values-cases "$CHART" "$HERE/values-cases.yaml" "$KVER_NEW" "$WORK/cases"
+
+echo "== helm upgrade --reuse-values from a release that lacks a newer value"
+if cmp -s "$CHART/values.yaml" "$CHART/files/default-values.yaml"; then
+	pass "charts/toa-operator/files/default-values.yaml equals values.yaml (the defaults --reuse-values lacks)"
+else
+	fail "charts/toa-operator/files/default-values.yaml differs from values.yaml: cp charts/toa-operator/values.yaml charts/toa-operator/files/default-values.yaml"
+fi
+mkdir -p "$WORK/reuse"
+py reuse-values "$CHART" "$KVER_NEW" "$WORK/reuse"
 
 echo "== CRDs: the chart's crds/ equal the generated ones"
 shopt -s nullglob
@@ -288,7 +312,7 @@ dep = next(d for d in docs if d["kind"] == "Deployment")
 cm = next(d for d in docs if d["kind"] == "ConfigMap" and "agent-config.yaml" in d.get("data", {}))
 open(sys.argv[2] + "/agent-config.yaml", "w").write(cm["data"]["agent-config.yaml"])
 for a in dep["spec"]["template"]["spec"]["containers"][0]["args"]:
-    a = a.replace("$(POD_NAMESPACE)", "toa-system").replace("0.0.0.0:", "127.0.0.1:")
+    a = a.replace("$(POD_NAMESPACE)", "toa-system").replace("0.0.0.0:", "127.0.0.1:").replace("[::]:", "[::1]:")
     print(a.replace("/etc/toa-operator/agent-config.yaml", sys.argv[2] + "/agent-config.yaml"))
 PY
 	mapfile -t op_args <"$WORK/operator-args"
@@ -307,7 +331,7 @@ fi
 echo "== NOTES.txt"
 if notes=$(helm install toa "$CHART" --namespace toa-system --dry-run=client 2>&1); then
 	for want in "pod-security.kubernetes.io/enforce=privileged" "kubectl get toapolicies" "kubectl get toanodestates" \
-		"kubectl apply --server-side -f charts/toa-operator/crds/"; do
+		"Before every upgrade apply" "helm show crds CHART | kubectl apply --server-side -f -"; do
 		if grep -qF "$want" <<<"$notes"; then pass "NOTES.txt tells: $want"; else fail "NOTES.txt lacks: $want"; fi
 	done
 	# The ToaPolicy NOTES.txt tells users to apply must be valid.
@@ -317,12 +341,37 @@ if notes=$(helm install toa "$CHART" --namespace toa-system --dry-run=client 2>&
 	fi
 else fail "helm install --dry-run=client: $notes"; fi
 
+echo "== the packaged chart's README and NOTES, alert runbooks, the support matrix"
+mkdir -p "$WORK/pkg/x"
+if tar -xzf "$WORK"/pkg/toa-operator-*.tgz -C "$WORK/pkg/x" &&
+	helm install toa "$WORK"/pkg/toa-operator-*.tgz --namespace toa-system --dry-run=client >"$WORK/pkg-notes.txt" 2>&1; then
+	py package-refs "$WORK/pkg/x/toa-operator" "$WORK/pkg-notes.txt"
+else fail "unpack and dry-run the packaged chart: $(tail -n 3 "$WORK/pkg-notes.txt")"; fi
+py runbooks "$WORK/rules.yaml" "$ROOT/docs/troubleshooting.md" "$ROOT/crds/toanodestates.yaml"
+py support "$ROOT" "$KVER_OLD"
+
+echo "== docs: every command and snippet (tests/chart/docs_commands.py)"
+if helm install toa "$CHART" --namespace toa-system --dry-run=client >"$WORK/notes.txt" 2>&1; then
+	mkdir -p "$WORK/docs"
+	out=$(python3 "$HERE/docs_commands.py" run "$ROOT" "$WORK/docs" "$WORK/notes.txt" 2>&1)
+	while IFS= read -r line; do
+		case "$line" in
+		"PASS "*) PASSED=$((PASSED + 1)) ;;
+		"FAIL "*) FAILED=$((FAILED + 1)) ;;
+		esac
+		echo "$line"
+	done <<<"$out"
+	grep -q '^docs: ' <<<"$out" || fail "docs_commands.py printed no closing count"
+else fail "helm install --dry-run=client for NOTES.txt: $(tail -n 3 "$WORK/notes.txt")"; fi
+
 echo "== docs: code examples compile"
 expect "docs/examples/toa_peer.c compiles (gcc -Wall -Wextra -Werror)" \
 	gcc -std=c11 -Wall -Wextra -Werror -o "$WORK/toa_peer" "$ROOT/docs/examples/toa_peer.c"
 if command -v rustc >/dev/null; then
-	expect "docs/examples/toa_nat64_peer.rs compiles (rustc -D warnings)" \
-		rustc --edition 2021 -D warnings -o "$WORK/toa_nat64_peer" "$ROOT/docs/examples/toa_nat64_peer.rs"
+	expect "docs/examples/toa_nat64_peer.rs compiles (rustc --edition 2021 -D warnings)" \
+		rustc --edition 2021 -D warnings -o "$WORK/toa_nat64_peer_2021" "$ROOT/docs/examples/toa_nat64_peer.rs"
+	expect "docs/examples/toa_nat64_peer.rs compiles (rustc --edition 2024 -D warnings, a default cargo new crate)" \
+		rustc --edition 2024 -D warnings -o "$WORK/toa_nat64_peer" "$ROOT/docs/examples/toa_nat64_peer.rs"
 else fail "rustc missing: cannot compile docs/examples/toa_nat64_peer.rs"; fi
 if [ -x "$WORK/toa_peer" ]; then
 	# Without the module the lookups must report "no TOA" rather than crash: run against loopback.
@@ -331,7 +380,7 @@ fi
 if [ -x "$WORK/toa_nat64_peer" ]; then
 	expect "toa_nat64_peer runs on a plain loopback connection (self test)" "$WORK/toa_nat64_peer" --self-test
 fi
-for f in "$ROOT"/docs/*.md; do
+for f in "$ROOT"/docs/*.md "$ROOT/README.md"; do
 	# Every relative link in the docs points to a file that exists.
 	dead=$(grep -oE '\]\((\.\./|\./)?[A-Za-z0-9_./-]+(#[a-z0-9-]+)?\)' "$f" | sed -E 's/^\]\(//; s/\)$//; s/#.*//' |
 		grep -vE '^(https?:|mailto:)' | while read -r l; do [ -e "$(dirname "$f")/$l" ] || echo "$l"; done)
