@@ -223,7 +223,15 @@ def helm(argv, where, body, root, workdir):
     chart_dir = os.path.join(root, "charts/toa-operator")
     # CHART: the chart reference the user installed (NOTES.txt cannot know it).
     fixed = [chart_dir if a == "CHART" else a.replace("charts/toa-operator", chart_dir) for a in argv]
-    if sub == "install":
+    if sub == "install" and any(re.search(r"(monitor|prometheusRule)\.enabled=true", a) for a in argv):
+        # Monitoring objects need the prometheus-operator CRDs in the cluster: helm template
+        # with that API declared stands in for such a cluster.
+        r = subprocess.run(["helm", "template"] + fixed[2:] + ["--api-versions", "monitoring.coreos.com/v1"],
+                           capture_output=True, text=True, cwd=root)
+        check_run(f"{where}: {shlex.join(argv)} (rendered as on a cluster with monitoring.coreos.com/v1)", r)
+        COUNTS["cluster"] += 1
+        CLUSTER.append({"where": where, "command": shlex.join(argv), "stdin": body, "needs": "cluster"})
+    elif sub == "install":
         r = subprocess.run(fixed + ["--dry-run=client"], capture_output=True, text=True, cwd=root)
         name = f"{where}: {shlex.join(argv)} --dry-run=client"
         check_run(name, r)
@@ -501,9 +509,10 @@ def cmd_run(args):
         for c in CLUSTER:
             f.write(json.dumps(c) + "\n")
     total = COUNTS["run"] + COUNTS["checked"]
-    print(f"docs: {total} commands and snippets checked: {COUNTS['run']} run offline, {COUNTS['checked']} checked "
-          f"without running ({COUNTS['cluster']} need a cluster, {COUNTS['node']} a node; "
-          f"`docs_commands.py list` prints them for the cluster suite)")
+    print(f"docs: {total} commands and snippets: {COUNTS['run']} run offline (renders, dry-runs, compiles, "
+          f"tcpdump on a capture), {COUNTS['checked']} checked without running (flags, syntax, files); "
+          f"{COUNTS['cluster']} of them need a cluster and {COUNTS['node']} a node to run for real "
+          f"(`tests/chart/docs_commands.py list ROOT NOTES` prints those for the cluster suite)")
 
 
 def cmd_list(args):
