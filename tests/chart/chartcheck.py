@@ -868,7 +868,6 @@ def cmd_reuse_values(args):
     copy = os.path.join(workdir, "reuse-chart")
     failures, count = [], 0
     for path in value_paths(defaults):
-        old = copy_tree = None
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(chart, copy)
         old = json.loads(json.dumps(defaults))
@@ -882,7 +881,6 @@ def cmd_reuse_values(args):
         r = subprocess.run(["helm", "template", "toa", copy, "--namespace", "toa-system", "--kube-version", kver],
                            capture_output=True, text=True)
         count += 1
-        del copy_tree
         if r.returncode != 0:
             failures.append(f"{'.'.join(path)}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
     check(f"helm upgrade --reuse-values from a release without each of the {count} values renders",

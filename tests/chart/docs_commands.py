@@ -174,8 +174,6 @@ def check_flags(tool, argv, allowed, name):
             for ch in tok[1:]:
                 if f"-{ch}" not in allowed:
                     unknown.append(f"-{ch}")
-            if len(tok) > 2 and tok[1:].isalpha() and "o" in tok:
-                pass
     return unknown
 
 
@@ -245,7 +243,7 @@ def helm(argv, where, body, root, workdir):
             bad(f"{where}: helm {sub} flags", f"unknown {unknown}")
             return
         # helm template takes the same chart and values flags; release-only ones are dropped.
-        keep, skip_next = ["helm", "template"], False
+        keep = ["helm", "template"]
         for a in fixed[2:]:
             if a in ("--reuse-values", "--reset-then-reuse-values", "--install", "--atomic", "--wait"):
                 continue
