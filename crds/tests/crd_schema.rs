@@ -324,12 +324,20 @@ fn crd_metadata_matches_the_contract() {
         (
             toa_crds::ToaPolicy::crd(),
             "toap",
-            vec!["Selected", "Loaded", "Failed", "Ready", "Age"],
+            vec![
+                "Selected",
+                "Loaded",
+                "Failed",
+                "Conflicting",
+                "Ready",
+                "Reason",
+                "Age",
+            ],
         ),
         (
             toa_crds::ToaNodeState::crd(),
             "toans",
-            vec!["Policy", "Phase", "Kernel", "Module", "Age"],
+            vec!["Policy", "Phase", "Reason", "Kernel", "Module", "Age"],
         ),
     ] {
         assert_eq!(crd.spec.group, "toa.dev");

@@ -150,8 +150,13 @@ spec:
     fn crd_rules_apply_to_files() {
         let e = p("module:\n  ipv4OptionKinds: [1]\n").expect_err("reserved");
         assert!(e.to_string().contains("standard TCP option"), "{e}");
-        let e = p("module:\n  ipv4OptionKinds: [253]\n").expect_err("shared");
-        assert!(e.to_string().contains("253"), "{e}");
+        // One kind in both families is valid (told apart by length); both empty is not.
+        let s = p("module:\n  ipv4OptionKinds: [254]\n  nat64OptionKinds: [254]\n")
+            .expect("254 for both");
+        assert_eq!(s.module.nat64_option_kinds, [254]);
+        let e =
+            p("module:\n  ipv4OptionKinds: []\n  nat64OptionKinds: []\n").expect_err("no kinds");
+        assert!(e.to_string().contains("both empty"), "{e}");
         let e = p("module:\n  trustedSources: [\"10.0.0.1/8\"]\n").expect_err("host bits");
         assert!(e.to_string().contains("10.0.0.1/8"), "{e}");
         let e = p("module:\n  ipv4OptionKinds: [300]\n").expect_err("u8");
