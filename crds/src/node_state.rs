@@ -275,6 +275,9 @@ named_enum!(
         ModuleBusy,
         /// The kernel refused a module parameter value.
         ParametersRejected,
+        /// The kernel refused the module as built for another kernel build (symbol versions,
+        /// version magic): the headers used do not match the running kernel exactly.
+        KernelMismatch,
     }
 );
 

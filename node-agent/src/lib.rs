@@ -12,6 +12,7 @@ pub mod desired;
 pub mod headers;
 pub mod host;
 pub mod kernel;
+pub mod kmsg;
 pub mod kube_mode;
 pub mod metrics;
 pub mod modinfo;

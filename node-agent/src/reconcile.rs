@@ -471,8 +471,8 @@ impl Reconciler {
         if let Err(e) = module::load(self.host.as_ref(), image, &args) {
             self.metrics
                 .record_load(false, source, Some(started.elapsed().as_secs_f64()));
-            let r = module::explain_load(e, facts.locked_down(), facts.secure_boot);
-            tracing::warn!(errno = e.0, reason = r.reason.as_str(), message = %r.message, "finit_module refused");
+            let r = module::explain_load(&e, facts.locked_down(), facts.secure_boot);
+            tracing::warn!(errno = e.errno.0, reason = r.reason.as_str(), message = %r.message, kernel_log = ?e.kernel_log, "finit_module refused");
             return fail(r.reason, r.message);
         }
         let seconds = started.elapsed().as_secs_f64();

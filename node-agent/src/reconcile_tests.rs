@@ -361,7 +361,10 @@ fn lockdown_refusal_is_signature_required() {
         "/sys/kernel/security/lockdown",
         "none [integrity] confidentiality\n",
     );
-    e.host.lock().load_errors.push_back(Errno(libc::EPERM));
+    e.host
+        .lock()
+        .load_errors
+        .push_back(Errno(libc::EPERM).into());
     let (p, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
     assert_eq!(p.status.reason, Some(Reason::SignatureRequired));
     assert_eq!(
