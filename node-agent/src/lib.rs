@@ -20,6 +20,7 @@ pub mod module;
 pub mod params;
 pub mod reconcile;
 pub mod runner;
+pub mod selftest;
 pub mod server;
 pub mod source;
 pub mod standalone;

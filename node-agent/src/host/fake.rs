@@ -34,6 +34,10 @@ pub struct FakeState {
     pub loads: Vec<String>,
     pub unloads: usize,
     pub sysfs_writes: Vec<(PathBuf, String)>,
+    /// What the next self-tests report (front first; the last one repeats); empty = Passed.
+    pub self_tests: VecDeque<crate::selftest::Outcome>,
+    /// Plans the self-test was run with.
+    pub self_test_plans: Vec<crate::selftest::plan::Plan>,
 }
 
 #[derive(Debug, Default)]
@@ -248,6 +252,23 @@ impl Host for FakeHost {
             .collect();
         insert_module_locked(&mut st, info.srcversion.as_deref(), &refs);
         Ok(())
+    }
+
+    fn run_self_test(&self, plan: &crate::selftest::plan::Plan) -> crate::selftest::Outcome {
+        let mut st = self.lock();
+        st.self_test_plans.push(plan.clone());
+        match st.self_tests.len() {
+            0 => crate::selftest::Outcome::Passed {
+                checks: vec!["fake: passed".into()],
+            },
+            1 => st.self_tests[0].clone(),
+            _ => st
+                .self_tests
+                .pop_front()
+                .unwrap_or(crate::selftest::Outcome::Skipped {
+                    why: "fake: no outcome".into(),
+                }),
+        }
     }
 
     fn unload_module(&self, _name: &str) -> Result<(), Errno> {

@@ -96,6 +96,8 @@ pub trait Host: Send + Sync {
     fn load_module(&self, image: &Path, params: &str) -> Result<(), LoadRefusal>;
     /// `delete_module(2)` with `O_NONBLOCK` (never waits inside the kernel).
     fn unload_module(&self, name: &str) -> Result<(), Errno>;
+    /// Runs the TOA self-test's handshakes (see [`crate::selftest`]) against the loaded module.
+    fn run_self_test(&self, plan: &crate::selftest::plan::Plan) -> crate::selftest::Outcome;
     /// Runs a command to completion or until its timeout (then kills its process group).
     fn run(&self, cmd: &CommandSpec) -> io::Result<CommandOutcome>;
 }

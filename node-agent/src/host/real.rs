@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 const MAX_SYMLINK_HOPS: usize = 40;
 /// The kernel log device (Documentation/ABI/testing/dev-kmsg).
 const KMSG: &str = "/dev/kmsg";
+/// Bound on each wait of the self-test (SYN-ACK, accept); a loopback-speed handshake takes
+/// well under a millisecond, a loaded TCG guest a few.
+const SELF_TEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The machine the agent runs on. Host files live under `root` (`/` on a plain host, `/host`
 /// in the DaemonSet), except sysfs: it is global and the DaemonSet mounts it at `/sys`.
@@ -184,6 +187,10 @@ impl Host for RealHost {
             errno,
             kernel_log: kmsg::lines_about(crate::MODULE_NAME, &messages),
         })
+    }
+
+    fn run_self_test(&self, plan: &crate::selftest::plan::Plan) -> crate::selftest::Outcome {
+        crate::selftest::netns::run(plan, SELF_TEST_TIMEOUT)
     }
 
     fn unload_module(&self, name: &str) -> Result<(), Errno> {
