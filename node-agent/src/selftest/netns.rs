@@ -53,6 +53,16 @@ impl IfReq {
     }
 }
 
+/// `ioctl(2)` with the request type of the C library at hand (glibc: unsigned long; musl,
+/// which the static agent uses: int). Every request here is below 2^31.
+///
+/// # Safety
+/// `arg` must point to the structure that `request` reads or writes.
+unsafe fn ioctl<T>(fd: RawFd, request: libc::c_ulong, arg: *mut T) -> libc::c_int {
+    // SAFETY: forwarded from the caller.
+    unsafe { libc::ioctl(fd, request as _, arg) }
+}
+
 /// Why the test could not be run (setup), as opposed to what it saw.
 enum Error {
     Setup(String),
@@ -119,7 +129,7 @@ fn open_tun() -> Result<File, Error> {
         .map_err(setup("cannot open /dev/net/tun"))?;
     let mut req = IfReq::with_flags(IFF_TUN | IFF_NO_PI);
     // SAFETY: TUNSETIFF reads and writes a struct ifreq that lives across the call.
-    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req) } != 0 {
+    if unsafe { ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req) } != 0 {
         return Err(Error::Setup(format!(
             "cannot create the TUN device: {}",
             io::Error::last_os_error()
@@ -151,7 +161,7 @@ fn configure(node: Ipv4Addr, balancer: Ipv4Addr) -> Result<(), Error> {
     ];
     for (request, mut req, what) in steps {
         // SAFETY: each request reads a struct ifreq that lives across the call.
-        if unsafe { libc::ioctl(sock.as_raw_fd(), request, &mut req) } != 0 {
+        if unsafe { ioctl(sock.as_raw_fd(), request, &mut req) } != 0 {
             return Err(Error::Setup(format!(
                 "cannot {what} of the TUN device: {}",
                 io::Error::last_os_error()
@@ -169,7 +179,7 @@ fn configure(node: Ipv4Addr, balancer: Ipv4Addr) -> Result<(), Error> {
     route.rt_flags = libc::RTF_UP | libc::RTF_HOST;
     route.rt_dev = dev.as_mut_ptr();
     // SAFETY: SIOCADDRT reads the rtentry and the NUL-terminated device name, both alive.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &mut route) } != 0 {
+    if unsafe { ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &mut route) } != 0 {
         return Err(Error::Setup(format!(
             "cannot route {balancer} through the TUN device: {}",
             io::Error::last_os_error()
