@@ -13,7 +13,7 @@ mod yaml;
 pub use module::{ModuleSettings, SettingsError};
 pub use node_state::{
     BuildInfo, DesiredState, KernelInfo, ModuleInfo, ModuleSource, NodePhase, NodeReason,
-    ToaNodeState, ToaNodeStateSpec, ToaNodeStateStatus,
+    SelfTestInfo, SelfTestResult, ToaNodeState, ToaNodeStateSpec, ToaNodeStateStatus,
 };
 pub use policy::{
     KernelCount, Lifecycle, NodeFailure, OnDelete, Rollout, ToaPolicy, ToaPolicySpec,

@@ -104,6 +104,9 @@ pub struct ToaNodeStateStatus {
     /// Last module build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildInfo>,
+    /// The agent's TOA self-test of the loaded module (after every load or adoption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_test: Option<SelfTestInfo>,
     /// The agent wants a disruptive reload (its module source differs from
     /// the loaded one, or a foreign module is to be replaced). It stays true
     /// until the reload is done.
@@ -164,6 +167,29 @@ pub enum ModuleSource {
     Cache,
     /// Already loaded with a matching srcversion (agent restart).
     Adopted,
+}
+
+/// What the agent's self-test saw: one handshake per configured address family, sent by the
+/// agent as a balancer through a TUN device in a private network namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelfTestInfo {
+    /// Passed, Failed, or Skipped (the test could not run; not evidence against the module).
+    pub result: SelfTestResult,
+    /// What each check saw (the addresses returned to the test's server).
+    #[serde(default)]
+    pub message: String,
+    /// srcversion of the module that was tested.
+    #[serde(default)]
+    pub srcversion: String,
+}
+
+/// Result of the agent's self-test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum SelfTestResult {
+    Passed,
+    Failed,
+    Skipped,
 }
 
 /// Last module build.
@@ -279,6 +305,12 @@ named_enum!(
         /// Phase Pending, not a failure: a foreign TOA module is loaded, replaceForeignModule
         /// is set, and its replacement waits for its paced turn (spec.reloadAllowed).
         ReplacePending,
+        /// The kernel refused the module as built for another kernel build (symbol versions,
+        /// version magic): the headers used do not match the running kernel exactly.
+        KernelMismatch,
+        /// The module is loaded but the agent's TOA handshake in a private network namespace
+        /// did not show the address it sent (see selfTest.message).
+        SelfTestFailed,
     }
 );
 

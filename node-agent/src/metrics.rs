@@ -69,6 +69,7 @@ pub struct Metrics {
     build_duration: Histogram,
     loads: Family<Labels, Counter>,
     load_duration: Histogram,
+    self_tests: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -114,6 +115,12 @@ impl Metrics {
             "Duration of finit_module plus verification",
             load_duration.clone(),
         );
+        let self_tests = Family::<Labels, Counter>::default();
+        registry.register(
+            "toa_agent_self_tests",
+            "TOA self-tests after a load or adoption, by result (Passed, Failed, Skipped)",
+            self_tests.clone(),
+        );
         registry.register_collector(Box::new(ToaCollector {
             host,
             view,
@@ -126,7 +133,19 @@ impl Metrics {
             build_duration,
             loads,
             load_duration,
+            self_tests,
         }
+    }
+
+    pub fn record_self_test(&self, result: crate::status::SelfTestResult) {
+        let r = match result {
+            crate::status::SelfTestResult::Passed => "Passed",
+            crate::status::SelfTestResult::Failed => "Failed",
+            crate::status::SelfTestResult::Skipped => "Skipped",
+        };
+        self.self_tests
+            .get_or_create(&vec![("result".to_string(), r.to_string())])
+            .inc();
     }
 
     pub fn record_build(&self, outcome: BuildOutcome, seconds: f64) {

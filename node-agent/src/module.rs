@@ -1,7 +1,8 @@
 //! The loaded-module view (`/sys/module/toa`), `finit_module` / `delete_module`, and the
 //! translation of kernel refusals into reasons and remedies.
 
-use crate::host::{Errno, Host};
+use crate::host::{Errno, Host, LoadRefusal};
+use crate::kmsg;
 use crate::status::Reason;
 use std::path::{Path, PathBuf};
 
@@ -48,62 +49,95 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// Explains a `finit_module` errno. `locked_down`: lockdown is integrity/confidentiality.
-pub fn explain_load(errno: Errno, locked_down: bool, secure_boot: Option<bool>) -> Refusal {
+/// Explains a refused `finit_module` from its errno and the kernel log lines the attempt
+/// produced. `locked_down`: lockdown is integrity/confidentiality.
+///
+/// `EINVAL` and `ENOEXEC` are ambiguous from the errno alone: kernel/module/version.c refuses a
+/// module built against another kernel build with `EINVAL` ("disagrees about version of
+/// symbol") or `ENOEXEC` ("version magic"), and kernel/params.c refuses a bad parameter value
+/// with `EINVAL` too; the log line decides, and is quoted in the message.
+pub fn explain_load(
+    refusal: &LoadRefusal,
+    locked_down: bool,
+    secure_boot: Option<bool>,
+) -> Refusal {
+    let errno = refusal.errno;
     let e = errno.0;
     let sb = if secure_boot == Some(true) {
         " (Secure Boot is on)"
     } else {
         ""
     };
-    let (reason, message) = match e {
-        libc::EKEYREJECTED | libc::ENOKEY => (
+    let cause = kmsg::classify(&refusal.kernel_log);
+    let (reason, message) = match (e, &cause) {
+        (libc::EKEYREJECTED | libc::ENOKEY, _) => (
             Reason::SignatureRequired,
             format!("the kernel requires signed modules{sb} and rejected the unsigned toa.ko ({errno}); enroll a machine owner key (MOK) and sign the module, or disable module signature enforcement"),
         ),
-        libc::EPERM if locked_down => (
+        (libc::EPERM, _) if locked_down => (
             Reason::SignatureRequired,
             format!("kernel lockdown{sb} refuses unsigned modules ({errno}); sign toa.ko with an enrolled key or boot without lockdown"),
         ),
-        libc::EPERM => (
+        (libc::EPERM, _) => (
             Reason::LoadFailed,
             format!("not permitted to load modules ({errno}); the agent needs CAP_SYS_MODULE (privileged container) and kernel.modules_disabled=0"),
         ),
-        libc::EEXIST => (
+        (libc::EEXIST, _) => (
             Reason::LoadFailed,
             format!("a module named toa is already loaded ({errno}); it appeared while the agent was loading"),
         ),
-        libc::EBUSY => (
+        (libc::EBUSY, _) => (
             Reason::ForeignModule,
-            format!("the module refused to initialise: its resources are taken ({errno}); another TOA module probably holds the getsockopt range, see the kernel log"),
+            format!("the module refused to initialise: its resources are taken ({errno}); another TOA module probably holds the getsockopt range"),
         ),
-        libc::ENOEXEC => (
-            Reason::UnsupportedKernel,
+        (libc::EINVAL | libc::ENOEXEC | libc::ENOENT, kmsg::LogCause::KernelMismatch(line)) => (
+            Reason::KernelMismatch,
+            format!("the kernel refused toa.ko as built for another kernel build ({errno}): \"{line}\"; the kernel headers used for the build do not match the running kernel exactly: install the headers package of this exact kernel build (same release and version), or let the agent fetch them"),
+        ),
+        (libc::EINVAL, kmsg::LogCause::BadParameter(line)) => (
+            Reason::ParametersRejected,
+            format!("the kernel rejected a module parameter ({errno}): \"{line}\"; correct the value in the ToaPolicy's module settings"),
+        ),
+        (libc::EINVAL, _) => (
+            Reason::LoadFailed,
+            format!("the kernel rejected the module ({errno}) and its log names no cause: either a module parameter or a module/kernel build mismatch; check `dmesg` on the node for lines starting with \"toa:\""),
+        ),
+        (libc::ENOEXEC, _) => (
+            Reason::KernelMismatch,
             format!("the kernel rejected toa.ko as invalid ({errno}); it was built for another kernel or the build tree does not match the running kernel (check the headers package version)"),
         ),
-        libc::EINVAL => (
-            Reason::ParametersRejected,
-            format!("the kernel rejected the module or its parameters ({errno}); see the kernel log for the bad parameter or version magic"),
-        ),
-        libc::ENOENT => (
+        (libc::ENOENT, _) => (
             Reason::UnsupportedKernel,
             format!("the module needs a kernel symbol this kernel does not have ({errno}); see the kernel log for the unknown symbol"),
         ),
-        libc::ENOMEM => (
+        (libc::ENOMEM, _) => (
             Reason::LoadFailed,
             format!("out of kernel memory while loading ({errno})"),
         ),
-        libc::ENOSYS => (
+        (libc::ENOSYS, _) => (
             Reason::UnsupportedKernel,
             format!("this kernel does not support loading modules ({errno}); CONFIG_MODULES is off"),
         ),
         _ => (Reason::LoadFailed, format!("finit_module failed: {errno}")),
     };
+    // Whatever the cause, the lines the kernel printed are the best evidence: quote the ones
+    // the message does not already contain.
+    let extra: Vec<&str> = refusal
+        .kernel_log
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !message.contains(*l))
+        .collect();
+    let message = if extra.is_empty() {
+        message
+    } else {
+        format!("{message}; kernel log: {}", extra.join(" | "))
+    };
     Refusal { reason, message }
 }
 
 /// Loads a local `.ko` with parameters.
-pub fn load(host: &dyn Host, image: &Path, params: &str) -> Result<(), Errno> {
+pub fn load(host: &dyn Host, image: &Path, params: &str) -> Result<(), LoadRefusal> {
     host.load_module(image, params)
 }
 
@@ -144,36 +178,89 @@ mod tests {
         assert_eq!(loaded(&host).expect("loaded").srcversion, None);
     }
 
+    fn refused(errno: i32, log: &[&str]) -> LoadRefusal {
+        LoadRefusal {
+            errno: Errno(errno),
+            kernel_log: log.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    fn explain(errno: i32) -> Refusal {
+        explain_load(&refused(errno, &[]), false, None)
+    }
+
     #[test]
     fn refusals_have_reasons_and_remedies() {
-        let r = explain_load(Errno(libc::EKEYREJECTED), false, Some(true));
+        let r = explain_load(&refused(libc::EKEYREJECTED, &[]), false, Some(true));
         assert_eq!(r.reason, Reason::SignatureRequired);
         assert!(r.message.contains("Secure Boot") && r.message.contains("sign"));
         assert_eq!(
-            explain_load(Errno(libc::EPERM), true, None).reason,
+            explain_load(&refused(libc::EPERM, &[]), true, None).reason,
             Reason::SignatureRequired
         );
-        let r = explain_load(Errno(libc::EPERM), false, None);
+        let r = explain(libc::EPERM);
         assert_eq!(r.reason, Reason::LoadFailed);
         assert!(r.message.contains("CAP_SYS_MODULE"));
-        assert_eq!(
-            explain_load(Errno(libc::EBUSY), false, None).reason,
-            Reason::ForeignModule
+        assert_eq!(explain(libc::EBUSY).reason, Reason::ForeignModule);
+        assert_eq!(explain(libc::ENOEXEC).reason, Reason::KernelMismatch);
+        assert!(explain(libc::EEXIST).message.contains("already loaded"));
+        assert!(explain(libc::E2BIG).message.contains("finit_module"));
+    }
+
+    #[test]
+    fn einval_from_a_build_mismatch_is_not_a_parameter_problem() {
+        // Before, every EINVAL was reported as ParametersRejected: the wrong cause and remedy.
+        let r = explain_load(
+            &refused(
+                libc::EINVAL,
+                &["toa: disagrees about version of symbol module_layout"],
+            ),
+            false,
+            None,
         );
-        assert_eq!(
-            explain_load(Errno(libc::ENOEXEC), false, None).reason,
-            Reason::UnsupportedKernel
-        );
-        assert_eq!(
-            explain_load(Errno(libc::EINVAL), false, None).reason,
-            Reason::ParametersRejected
-        );
-        assert!(explain_load(Errno(libc::EEXIST), false, None)
+        assert_eq!(r.reason, Reason::KernelMismatch);
+        assert!(r
             .message
-            .contains("already loaded"));
-        assert!(explain_load(Errno(libc::E2BIG), false, None)
+            .contains("disagrees about version of symbol module_layout"));
+        assert!(r.message.contains("headers"));
+        let r = explain_load(
+            &refused(
+                libc::ENOEXEC,
+                &["toa: version magic '6.12.9 SMP' should be '6.1.0-56-amd64 SMP'"],
+            ),
+            false,
+            None,
+        );
+        assert_eq!(r.reason, Reason::KernelMismatch);
+        assert!(r.message.contains("should be '6.1.0-56-amd64 SMP'"));
+    }
+
+    #[test]
+    fn einval_from_a_parameter_names_the_parameter() {
+        let line = "toa: `abc' invalid for parameter `ipv4_kinds'";
+        let r = explain_load(&refused(libc::EINVAL, &[line]), false, None);
+        assert_eq!(r.reason, Reason::ParametersRejected);
+        assert!(r.message.contains("ipv4_kinds"), "{}", r.message);
+        // Without any log line, neither cause is claimed.
+        let r = explain(libc::EINVAL);
+        assert_eq!(r.reason, Reason::LoadFailed);
+        assert!(r.message.contains("parameter") && r.message.contains("mismatch"));
+    }
+
+    #[test]
+    fn other_kernel_lines_are_quoted() {
+        let r = explain_load(
+            &refused(
+                libc::EBUSY,
+                &["toa: TOA: sockopt 4096 already registered (another TOA module loaded?)"],
+            ),
+            false,
+            None,
+        );
+        assert_eq!(r.reason, Reason::ForeignModule);
+        assert!(r
             .message
-            .contains("finit_module"));
+            .contains("kernel log: toa: TOA: sockopt 4096 already registered"));
     }
 
     #[test]

@@ -14,9 +14,11 @@ use crate::kernel::{self, KernelFacts};
 use crate::metrics::{BuildOutcome, Metrics};
 use crate::module::{self, Loaded};
 use crate::params;
+use crate::selftest;
 use crate::source::ModuleSource as Sources;
 use crate::status::{
-    BuildStatus, KernelStatus, ModuleSource, ModuleStatus, NodeStatus, Phase, Reason,
+    BuildStatus, KernelStatus, ModuleSource, ModuleStatus, NodeStatus, Phase, Reason, SelfTestInfo,
+    SelfTestResult,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,6 +59,9 @@ pub struct Reconciler {
     build_failure: Option<(CacheKey, Instant, NodeStatus)>,
     unload_started: Option<Instant>,
     unload_attempts: u32,
+    /// The last self-test of the loaded module (re-run after a load, an adoption, a parameter
+    /// change, and on every pass while it fails).
+    self_test: Option<SelfTestInfo>,
 }
 
 /// Intermediate results inside a pass: a terminal status, or a value to continue with.
@@ -100,6 +105,7 @@ impl Reconciler {
             build_failure: None,
             unload_started: None,
             unload_attempts: 0,
+            self_test: None,
         }
     }
 
@@ -475,8 +481,8 @@ impl Reconciler {
         if let Err(e) = module::load(self.host.as_ref(), image, &args) {
             self.metrics
                 .record_load(false, source, Some(started.elapsed().as_secs_f64()));
-            let r = module::explain_load(e, facts.locked_down(), facts.secure_boot);
-            tracing::warn!(errno = e.0, reason = r.reason.as_str(), message = %r.message, "finit_module refused");
+            let r = module::explain_load(&e, facts.locked_down(), facts.secure_boot);
+            tracing::warn!(errno = e.errno.0, reason = r.reason.as_str(), message = %r.message, kernel_log = ?e.kernel_log, "finit_module refused");
             return fail(r.reason, r.message);
         }
         let seconds = started.elapsed().as_secs_f64();
@@ -531,8 +537,11 @@ impl Reconciler {
             reload_pending,
             ..Default::default()
         };
+        let mut params_changed = false;
         match params::apply(self.host.as_ref(), &desired.spec.module) {
             Ok(changed) if !changed.is_empty() => {
+                // New kinds, sources or ports change what the self-test must send.
+                params_changed = true;
                 tracing::info!(?changed, "module parameters changed at runtime (no reload)");
                 status.message = Some(format!(
                     "parameters changed without reload: {}",
@@ -552,6 +561,18 @@ impl Reconciler {
                 status.message = Some(e.to_string());
             }
         }
+        if status.phase == Phase::Loaded {
+            let info = self.self_test_for(srcversion, params_changed);
+            if info.result == SelfTestResult::Failed {
+                status.phase = Phase::Failed;
+                status.reason = Some(Reason::SelfTestFailed);
+                status.message = Some(format!(
+                    "the module is loaded but TOA does not work on this node: the agent's self-test {}",
+                    info.message
+                ));
+            }
+            status.self_test = Some(info);
+        }
         status.module = Some(ModuleStatus {
             srcversion: srcversion.to_string(),
             parameters: params::read_loaded(self.host.as_ref()),
@@ -563,6 +584,43 @@ impl Reconciler {
             FAILURE_RETRY
         };
         Pass { status, requeue }
+    }
+}
+
+impl Reconciler {
+    /// The self-test result for the loaded module `srcversion`: the last one while it still
+    /// applies (same module, same parameters, passed or skipped), else a new run.
+    fn self_test_for(&mut self, srcversion: &str, params_changed: bool) -> SelfTestInfo {
+        if let Some(last) = &self.self_test {
+            if last.srcversion == srcversion
+                && !params_changed
+                && last.result != SelfTestResult::Failed
+            {
+                return last.clone();
+            }
+        }
+        let started = Instant::now();
+        let outcome = selftest::run(self.host.as_ref());
+        let result = match &outcome {
+            selftest::Outcome::Passed { .. } => SelfTestResult::Passed,
+            selftest::Outcome::Failed { .. } => SelfTestResult::Failed,
+            selftest::Outcome::Skipped { .. } => SelfTestResult::Skipped,
+        };
+        self.metrics.record_self_test(result);
+        let seconds = started.elapsed().as_secs_f64();
+        match result {
+            SelfTestResult::Failed => {
+                tracing::warn!(%outcome, seconds, "TOA self-test failed")
+            }
+            _ => tracing::info!(%outcome, seconds, "TOA self-test"),
+        }
+        let info = SelfTestInfo {
+            result,
+            message: outcome.to_string(),
+            srcversion: srcversion.to_string(),
+        };
+        self.self_test = Some(info.clone());
+        info
     }
 }
 

@@ -363,7 +363,10 @@ fn lockdown_refusal_is_signature_required() {
         "/sys/kernel/security/lockdown",
         "none [integrity] confidentiality\n",
     );
-    e.host.lock().load_errors.push_back(Errno(libc::EPERM));
+    e.host
+        .lock()
+        .load_errors
+        .push_back(Errno(libc::EPERM).into());
     let (p, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
     assert_eq!(p.status.reason, Some(Reason::SignatureRequired));
     assert_eq!(
@@ -456,4 +459,71 @@ fn bad_module_source_dir_is_explained() {
         .message
         .unwrap_or_default()
         .contains("--module-src"));
+}
+
+#[test]
+fn self_test_runs_after_load_and_is_reported() {
+    let e = env();
+    let mut agent = e.agent();
+    let (p, _) = run(&mut agent, &want(DesiredState::Loaded));
+    assert_eq!(p.status.phase, Phase::Loaded);
+    let st = p.status.self_test.expect("self test reported");
+    assert_eq!(st.result, SelfTestResult::Passed);
+    assert_eq!(st.srcversion, SV);
+    // Planned from the loaded module's parameters (ipv4_kinds=200 by default).
+    let plans = e.host.lock().self_test_plans.clone();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].handshakes[0].kind, 200);
+    // A passed test is not repeated on every resync.
+    let (p, _) = run(&mut agent, &want(DesiredState::Loaded));
+    assert_eq!(
+        p.status.self_test.map(|s| s.result),
+        Some(SelfTestResult::Passed)
+    );
+    assert_eq!(e.host.lock().self_test_plans.len(), 1);
+    assert!(e
+        .metrics
+        .render()
+        .expect("render")
+        .contains("toa_agent_self_tests_total{result=\"Passed\"} 1"));
+}
+
+#[test]
+fn self_test_failure_is_a_reason_with_what_was_seen_and_is_retried() {
+    let e = env();
+    e.host
+        .lock()
+        .self_tests
+        .push_back(crate::selftest::Outcome::Failed {
+            seen: "kind 200: accept() returned 10.0.0.1:50000".into(),
+        });
+    let mut agent = e.agent();
+    let (p, _) = run(&mut agent, &want(DesiredState::Loaded));
+    assert_eq!(p.status.phase, Phase::Failed);
+    assert_eq!(p.status.reason, Some(Reason::SelfTestFailed));
+    let msg = p.status.message.unwrap_or_default();
+    assert!(msg.contains("accept() returned 10.0.0.1:50000"), "{msg}");
+    assert_eq!(p.requeue, FAILURE_RETRY);
+    // The module stays loaded (no unload, no reload) and the test is run again next pass.
+    assert_eq!(e.host.lock().unloads, 0);
+    let (p, _) = run(&mut agent, &want(DesiredState::Loaded));
+    assert_eq!(p.status.reason, Some(Reason::SelfTestFailed));
+    assert_eq!(e.host.lock().self_test_plans.len(), 2);
+    assert_eq!(e.loads(), 1);
+}
+
+#[test]
+fn skipped_self_test_does_not_fail_the_node() {
+    let e = env();
+    e.host
+        .lock()
+        .self_tests
+        .push_back(crate::selftest::Outcome::Skipped {
+            why: "cannot open /dev/net/tun".into(),
+        });
+    let (p, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(p.status.phase, Phase::Loaded);
+    let st = p.status.self_test.expect("reported");
+    assert_eq!(st.result, SelfTestResult::Skipped);
+    assert!(st.message.contains("/dev/net/tun"));
 }

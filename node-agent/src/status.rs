@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use toa_crds::{ModuleSource, NodePhase as Phase, NodeReason as Reason};
+pub use toa_crds::{
+    ModuleSource, NodePhase as Phase, NodeReason as Reason, SelfTestInfo, SelfTestResult,
+};
 
 /// Wire name of a module source (as in the CRD and the metrics' `source` label).
 pub fn source_name(s: ModuleSource) -> &'static str {
@@ -61,6 +63,8 @@ pub struct NodeStatus {
     pub module: Option<ModuleStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_test: Option<SelfTestInfo>,
     pub reload_pending: bool,
     pub agent_version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,6 +81,7 @@ impl Default for NodeStatus {
             kernel: None,
             module: None,
             build: None,
+            self_test: None,
             reload_pending: false,
             agent_version: String::new(),
             last_heartbeat_time: None,
@@ -109,6 +114,7 @@ impl NodeStatus {
                 duration_seconds: b.duration_seconds,
                 log_tail: b.log_tail.clone(),
             }),
+            self_test: self.self_test.clone(),
             reload_pending: self.reload_pending,
             agent_version: Some(self.agent_version.clone()),
             last_heartbeat_time: self

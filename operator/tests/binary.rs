@@ -177,8 +177,10 @@ fn wait_until(child: &mut std::process::Child, what: &str, secs: u64, mut f: imp
     panic!("timed out waiting for {what}:\n{}", output(child));
 }
 
-#[test]
-fn binary_leads_serves_and_shuts_down_gracefully() {
+/// Runs the operator binary against the fake API with `--log-format FORMAT` through leading,
+/// serving and a graceful SIGTERM shutdown; returns its logs (stdout and stderr, piped: not a
+/// terminal).
+fn run_operator(log_format: &str) -> String {
     let api: Shared = Arc::default();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let listener = rt
@@ -188,7 +190,7 @@ fn binary_leads_serves_and_shuts_down_gracefully() {
     let app = axum::Router::new().fallback(handle).with_state(api.clone());
     rt.spawn(async move { axum::serve(listener, app).await });
 
-    let dir = std::env::temp_dir().join(format!("toa-op-bin-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("toa-op-bin-{}-{log_format}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
@@ -205,7 +207,7 @@ fn binary_leads_serves_and_shuts_down_gracefully() {
     let metrics_port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_toa-operator"))
         .args(["--agent-config", agent_config.to_str().unwrap_or_default()])
-        .args(["--namespace", "toa-system", "--log-format", "json"])
+        .args(["--namespace", "toa-system", "--log-format", log_format])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "info")
@@ -255,13 +257,6 @@ fn binary_leads_serves_and_shuts_down_gracefully() {
     };
     let logs = output(&mut child);
     assert!(status.success(), "exit {status:?}\n{logs}");
-    // JSON logs, one object per line.
-    let first = logs
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_default();
-    let parsed: BTreeMap<String, Value> = serde_json::from_str(first).unwrap_or_default();
-    assert!(parsed.contains_key("level"), "not JSON logs: {logs}");
     // The lease was given back on the way out.
     let holder = api
         .lock()
@@ -273,4 +268,28 @@ fn binary_leads_serves_and_shuts_down_gracefully() {
         "lease still held: {holder:?}\n{logs}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+    logs
+}
+
+#[test]
+fn binary_leads_serves_and_shuts_down_gracefully() {
+    let logs = run_operator("json");
+    // JSON logs, one object per line.
+    let first = logs
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_default();
+    let parsed: BTreeMap<String, Value> = serde_json::from_str(first).unwrap_or_default();
+    assert!(parsed.contains_key("level"), "not JSON logs: {logs}");
+}
+
+#[test]
+fn text_logs_have_no_colour_codes_when_not_on_a_terminal() {
+    // `kubectl logs` and log files show ANSI escapes as garbage.
+    let logs = run_operator("text");
+    assert!(logs.contains("INFO"), "no text log lines: {logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escape codes in piped logs: {logs:?}"
+    );
 }

@@ -1,7 +1,7 @@
 //! An in-memory host for unit tests: files, a module table that reacts to loads, unloads
 //! and parameter writes like the kernel does, and a scripted `make`.
 
-use super::{CommandOutcome, CommandSpec, Errno, Host, Uname};
+use super::{CommandOutcome, CommandSpec, Errno, Host, LoadRefusal, Uname};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,8 +22,9 @@ pub enum FakeBuild {
 pub struct FakeState {
     pub files: BTreeMap<PathBuf, Vec<u8>>,
     pub uname: Option<Uname>,
-    /// Errors returned by the next `finit_module` calls, in order; empty = success.
-    pub load_errors: VecDeque<Errno>,
+    /// Refusals (errno and kernel log lines) returned by the next `finit_module` calls, in
+    /// order; empty = success.
+    pub load_errors: VecDeque<LoadRefusal>,
     /// Errors returned by the next `delete_module` calls, in order; empty = success.
     pub unload_errors: VecDeque<Errno>,
     /// Parameter values the "kernel" rejects with EINVAL, as (name, value).
@@ -33,6 +34,10 @@ pub struct FakeState {
     pub loads: Vec<String>,
     pub unloads: usize,
     pub sysfs_writes: Vec<(PathBuf, String)>,
+    /// What the next self-tests report (front first; the last one repeats); empty = Passed.
+    pub self_tests: VecDeque<crate::selftest::Outcome>,
+    /// Plans the self-test was run with.
+    pub self_test_plans: Vec<crate::selftest::plan::Plan>,
 }
 
 #[derive(Debug, Default)]
@@ -222,7 +227,7 @@ impl Host for FakeHost {
             .ok_or_else(|| io::Error::other("no uname configured"))
     }
 
-    fn load_module(&self, image: &Path, params: &str) -> Result<(), Errno> {
+    fn load_module(&self, image: &Path, params: &str) -> Result<(), LoadRefusal> {
         let mut st = self.lock();
         st.loads.push(params.to_string());
         if let Some(e) = st.load_errors.pop_front() {
@@ -232,7 +237,7 @@ impl Host for FakeHost {
             .files
             .contains_key(Path::new("/sys/module/toa/initstate"))
         {
-            return Err(Errno(libc::EEXIST));
+            return Err(Errno(libc::EEXIST).into());
         }
         let bytes = std::fs::read(image).map_err(|_| Errno(libc::ENOENT))?;
         let info = crate::modinfo::parse(&bytes).map_err(|_| Errno(libc::ENOEXEC))?;
@@ -247,6 +252,23 @@ impl Host for FakeHost {
             .collect();
         insert_module_locked(&mut st, info.srcversion.as_deref(), &refs);
         Ok(())
+    }
+
+    fn run_self_test(&self, plan: &crate::selftest::plan::Plan) -> crate::selftest::Outcome {
+        let mut st = self.lock();
+        st.self_test_plans.push(plan.clone());
+        match st.self_tests.len() {
+            0 => crate::selftest::Outcome::Passed {
+                checks: vec!["fake: passed".into()],
+            },
+            1 => st.self_tests[0].clone(),
+            _ => st
+                .self_tests
+                .pop_front()
+                .unwrap_or(crate::selftest::Outcome::Skipped {
+                    why: "fake: no outcome".into(),
+                }),
+        }
     }
 
     fn unload_module(&self, _name: &str) -> Result<(), Errno> {

@@ -44,6 +44,23 @@ pub enum CommandOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Errno(pub i32);
 
+/// A refused `finit_module(2)`: the errno, and the kernel log lines about the module that the
+/// attempt produced (empty when the log could not be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadRefusal {
+    pub errno: Errno,
+    pub kernel_log: Vec<String>,
+}
+
+impl From<Errno> for LoadRefusal {
+    fn from(errno: Errno) -> Self {
+        Self {
+            errno,
+            kernel_log: Vec::new(),
+        }
+    }
+}
+
 impl std::fmt::Display for Errno {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", io::Error::from_raw_os_error(self.0))
@@ -74,10 +91,13 @@ pub trait Host: Send + Sync {
     fn write_sysfs(&self, path: &Path, value: &str) -> io::Result<()>;
     /// `uname(2)`.
     fn uname(&self) -> io::Result<Uname>;
-    /// `finit_module(2)` of a local `.ko` file with a parameter string.
-    fn load_module(&self, image: &Path, params: &str) -> Result<(), Errno>;
+    /// `finit_module(2)` of a local `.ko` file with a parameter string; a refusal carries the
+    /// kernel log lines about the module that the attempt produced.
+    fn load_module(&self, image: &Path, params: &str) -> Result<(), LoadRefusal>;
     /// `delete_module(2)` with `O_NONBLOCK` (never waits inside the kernel).
     fn unload_module(&self, name: &str) -> Result<(), Errno>;
+    /// Runs the TOA self-test's handshakes (see [`crate::selftest`]) against the loaded module.
+    fn run_self_test(&self, plan: &crate::selftest::plan::Plan) -> crate::selftest::Outcome;
     /// Runs a command to completion or until its timeout (then kills its process group).
     fn run(&self, cmd: &CommandSpec) -> io::Result<CommandOutcome>;
 }

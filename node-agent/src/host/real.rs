@@ -1,6 +1,7 @@
 //! The real host: files under a host root, raw syscalls for modules, processes for builds.
 
-use super::{CommandOutcome, CommandSpec, Errno, Host, Uname};
+use super::{CommandOutcome, CommandSpec, Errno, Host, LoadRefusal, Uname};
+use crate::kmsg::{self, KmsgCursor};
 use std::ffi::{CStr, CString};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
@@ -11,6 +12,11 @@ use std::time::{Duration, Instant};
 
 /// Symlink hops allowed while resolving one path (the kernel's own limit is 40).
 const MAX_SYMLINK_HOPS: usize = 40;
+/// The kernel log device (Documentation/ABI/testing/dev-kmsg).
+const KMSG: &str = "/dev/kmsg";
+/// Bound on each wait of the self-test (SYN-ACK, accept); a loopback-speed handshake takes
+/// well under a millisecond, a loaded TCG guest a few.
+const SELF_TEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The machine the agent runs on. Host files live under `root` (`/` on a plain host, `/host`
 /// in the DaemonSet), except sysfs: it is global and the DaemonSet mounts it at `/sys`.
@@ -145,10 +151,19 @@ impl Host for RealHost {
         })
     }
 
-    fn load_module(&self, image: &Path, params: &str) -> Result<(), Errno> {
+    fn load_module(&self, image: &Path, params: &str) -> Result<(), LoadRefusal> {
         let file = std::fs::File::open(image)
             .map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::ENOENT)))?;
         let params = CString::new(params).map_err(|_| Errno(libc::EINVAL))?;
+        // Positioned before the attempt, so only what this load printed is read afterwards.
+        // The kernel log is global (not namespaced): the container's /dev/kmsg is the host's.
+        let mut kmsg = match KmsgCursor::open_at_end(Path::new(KMSG)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read {KMSG}; load refusals are explained without the kernel log");
+                None
+            }
+        };
         // SAFETY: finit_module(fd, const char *params, int flags) with a live fd and a
         // NUL-terminated string that outlives the call.
         let rc = unsafe {
@@ -160,14 +175,22 @@ impl Host for RealHost {
             )
         };
         if rc == 0 {
-            Ok(())
-        } else {
-            Err(Errno(
-                io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO),
-            ))
+            return Ok(());
         }
+        let errno = Errno(
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
+        );
+        let messages = kmsg.as_mut().map(KmsgCursor::read_new).unwrap_or_default();
+        Err(LoadRefusal {
+            errno,
+            kernel_log: kmsg::lines_about(crate::MODULE_NAME, &messages),
+        })
+    }
+
+    fn run_self_test(&self, plan: &crate::selftest::plan::Plan) -> crate::selftest::Outcome {
+        crate::selftest::netns::run(plan, SELF_TEST_TIMEOUT)
     }
 
     fn unload_module(&self, name: &str) -> Result<(), Errno> {

@@ -53,6 +53,15 @@ check "/readyz is 200 when Loaded" "$code $(cat /run/toa/readyz)" test "$code" =
 code=$(curl -s -o /dev/null -w '%{http_code}' "$METRICS/healthz")
 check "/healthz is 200" "HTTP $code" test "$code" = 200
 
+check "self-test: passed after the load (accept/getpeername saw 192.0.2.77:40077)" \
+	"$(jq -c .selfTest "$STATUS")" \
+	test "$(status_field .selfTest.result)" = Passed -a "$(status_field .selfTest.srcversion)" = "$SV"
+check "self-test: NAT64 getsockopt 4096 saw [2001:db8::77]:40077" "$(status_field .selfTest.message)" \
+	grep -qF '[2001:db8::77]:40077' <<<"$(status_field .selfTest.message)"
+check "self-test: nothing left behind (no toa-selftest device, no namespace socket)" \
+	"$(ip -o link show 2>&1 | grep -c toa-selftest) devices" \
+	test "$(ip -o link show | grep -c toa-selftest || true)" -eq 0
+
 # ---------------------------------------------------------------- traffic + metrics
 v4out=$(toatest conn --count 5 2>&1)
 check "traffic: 5 IPv4 TOA connections show the real address" "$(tail -n 3 <<<"$v4out")" \
@@ -148,6 +157,8 @@ else
 	dump_log
 fi
 check "restart: source Adopted" "source=$(status_field .module.source)" test "$(status_field .module.source)" = Adopted
+check "restart: self-test passed on the adopted module" "$(jq -c .selfTest "$STATUS")" \
+	test "$(status_field .selfTest.result)" = Passed
 check "restart: no compiler run" "make calls: $(cat /run/make-calls)" test "$(make_calls)" -eq 0
 check "restart: no reload" "loads $(loads_logged)" test "$(loads_logged)" -eq 1
 check "restart: parameters kept" "ipv4_kinds=$(cat /sys/module/toa/parameters/ipv4_kinds)" \

@@ -1,0 +1,74 @@
+//! The self-test's handshake machinery against this machine's own kernel, which has no TOA
+//! module: the handshake must complete through the TUN device in a private namespace, and
+//! the test must report that the server saw the balancer, not the client it claimed.
+//! Needs root (CAP_SYS_ADMIN for the namespace) and /dev/net/tun; CI runs as root.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+use toa_node_agent::selftest::netns;
+use toa_node_agent::selftest::plan::{Handshake, Plan};
+use toa_node_agent::selftest::Outcome;
+
+fn plan(nat64: bool) -> Plan {
+    Plan {
+        balancer: Ipv4Addr::new(10, 20, 0, 1),
+        node: Ipv4Addr::new(198, 51, 100, 1),
+        port: 8080,
+        handshakes: vec![Handshake {
+            kind: if nat64 { 253 } else { 200 },
+            nat64,
+        }],
+    }
+}
+
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !std::path::Path::new("/dev/net/tun").exists() {
+        eprintln!("SKIPPED: needs root and /dev/net/tun");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn without_the_module_the_server_sees_the_balancer() {
+    if !privileged() {
+        return;
+    }
+    match netns::run(&plan(false), Duration::from_secs(3)) {
+        Outcome::Failed { seen } => assert!(
+            seen.contains("accept() returned 10.20.0.1:50000")
+                && seen.contains("getpeername() 10.20.0.1:50000")
+                && seen.contains("expected 192.0.2.77:40077"),
+            "{seen}"
+        ),
+        other => panic!("expected Failed (no module on this kernel), got {other:?}"),
+    }
+}
+
+#[test]
+fn without_the_module_nat64_getsockopt_is_refused() {
+    if !privileged() {
+        return;
+    }
+    match netns::run(&plan(true), Duration::from_secs(3)) {
+        Outcome::Failed { seen } => assert!(
+            seen.contains("getsockopt(IPPROTO_IP, 4096) failed"),
+            "{seen}"
+        ),
+        other => panic!("expected Failed (no module on this kernel), got {other:?}"),
+    }
+}
+
+#[test]
+fn nothing_is_left_in_the_callers_namespace() {
+    if !privileged() {
+        return;
+    }
+    let before = std::fs::read_to_string("/proc/net/dev").expect("read /proc/net/dev");
+    let _ = netns::run(&plan(false), Duration::from_secs(3));
+    let after = std::fs::read_to_string("/proc/net/dev").expect("read /proc/net/dev");
+    assert!(!after.contains("toa-selftest"), "device leaked: {after}");
+    assert_eq!(before.lines().count(), after.lines().count());
+}
