@@ -58,6 +58,9 @@ static struct kprobe toa_kp_conn_request = {
 
 /* ---- final ACK: child socket ---- */
 
+/* Floor of the syn_recv_sock kretprobe's instances (more on hosts with many CPUs). */
+#define TOA_SYN_RECV_MAXACTIVE	256
+
 struct toa_syn_recv_data {
 	struct toa_tuple tuple;
 	struct toa_addr toa;
@@ -112,7 +115,7 @@ static struct kretprobe toa_krp_syn_recv = {
 	.entry_handler = toa_syn_recv_entry,
 	.handler = toa_syn_recv_ret,
 	.data_size = sizeof(struct toa_syn_recv_data),
-	.maxactive = 256,
+	.maxactive = TOA_SYN_RECV_MAXACTIVE,
 };
 
 /* ---- getpeername / accept ---- */
@@ -139,7 +142,9 @@ static int toa_getname_entry(struct kretprobe_instance *ri, struct pt_regs *regs
 	sock = (struct socket *)regs_get_kernel_argument(regs, 0);
 	sk = READ_ONCE(sock->sk);
 	if (!sk || !toa_table_lookup(sk, &d->toa)) {
-		toa_count(TOA_CNT_GETNAME_TOA_EMPTY);
+		/* Only TCP sockets can have an entry: UDP, raw and others are not counted. */
+		if (sk && sk->sk_type == SOCK_STREAM && sk->sk_protocol == IPPROTO_TCP)
+			toa_count(TOA_CNT_GETNAME_TOA_EMPTY);
 		return 1;
 	}
 	if (d->toa.type != TOA_TYPE_IPV4) {
@@ -180,7 +185,11 @@ static int toa_getname6_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 	return 0;
 }
 
-/* getpeername may sleep inside (lock_sock for BPF hooks): allow many in flight. */
+/*
+ * getpeername may sleep inside (lock_sock for BPF hooks): allow many in flight. The real
+ * value is set at registration from the CPU count (toa_maxactive), never below the
+ * kernel's own default of 2 per possible CPU.
+ */
 #define TOA_GETNAME_MAXACTIVE	1024
 
 static struct kretprobe toa_krp_getname = {
@@ -239,20 +248,60 @@ static const char *toa_hook_symbol(unsigned int i)
 	return ((struct kretprobe *)toa_hooks[i].probe)->kp.symbol_name;
 }
 
+/*
+ * Calls the probe machinery skipped: a kprobe's nmissed counts hits while another kprobe
+ * handler ran on that CPU (recursion guard); a kretprobe adds the calls whose return
+ * handler could not run because all maxactive instances were in use.
+ */
+static unsigned long toa_hook_missed(unsigned int i)
+{
+	if (toa_hooks[i].type == TOA_HOOK_KPROBE)
+		return READ_ONCE(((struct kprobe *)toa_hooks[i].probe)->nmissed);
+	return READ_ONCE(((struct kretprobe *)toa_hooks[i].probe)->kp.nmissed) +
+	       (unsigned long)READ_ONCE(((struct kretprobe *)toa_hooks[i].probe)->nmissed);
+}
+
+/*
+ * One line per probe in /proc/net/toa_stats: `missed_<function>:`, the total in the first
+ * CPU column (the kernel keeps one count per probe, not per CPU) and 0 in the others, so
+ * the file keeps its shape and a sum over the columns is the total.
+ */
+void toa_hooks_show_missed(struct seq_file *m)
+{
+	char name[48];
+	unsigned int i;
+	bool first;
+	int cpu;
+
+	for (i = 0; i < ARRAY_SIZE(toa_hooks); i++) {
+		snprintf(name, sizeof(name), "missed_%s:", toa_hook_symbol(i));
+		seq_printf(m, "%-24s", name);
+		first = true;
+		for_each_possible_cpu(cpu) {
+			seq_printf(m, " %16lu", first ? toa_hook_missed(i) : 0UL);
+			first = false;
+		}
+		seq_putc(m, '\n');
+	}
+}
+
 static void toa_hooks_unregister_first(unsigned int n)
 {
 	while (n--) {
-		if (toa_hooks[n].type == TOA_HOOK_KPROBE) {
+		if (toa_hooks[n].type == TOA_HOOK_KPROBE)
 			unregister_kprobe(toa_hooks[n].probe);
-		} else {
-			struct kretprobe *rp = toa_hooks[n].probe;
-
-			unregister_kretprobe(rp);
-			if (rp->nmissed)
-				pr_info("kretprobe on %s missed %d calls\n", rp->kp.symbol_name,
-					rp->nmissed);
-		}
+		else
+			unregister_kretprobe(toa_hooks[n].probe);
+		if (toa_hook_missed(n))
+			pr_info("probe on %s missed %lu calls\n", toa_hook_symbol(n),
+				toa_hook_missed(n));
 	}
+}
+
+/* At least 2 instances per possible CPU (the kernel's default), and the floor given. */
+static int toa_maxactive(int floor)
+{
+	return max_t(int, floor, 2 * num_possible_cpus());
 }
 
 int toa_hooks_register(void)
@@ -260,6 +309,9 @@ int toa_hooks_register(void)
 	unsigned int i;
 	int err;
 
+	toa_krp_getname.maxactive = toa_maxactive(TOA_GETNAME_MAXACTIVE);
+	toa_krp_getname6.maxactive = toa_maxactive(TOA_GETNAME_MAXACTIVE);
+	toa_krp_syn_recv.maxactive = toa_maxactive(TOA_SYN_RECV_MAXACTIVE);
 	for (i = 0; i < ARRAY_SIZE(toa_hooks); i++) {
 		if (toa_hooks[i].type == TOA_HOOK_KPROBE)
 			err = register_kprobe(toa_hooks[i].probe);

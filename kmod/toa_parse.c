@@ -49,6 +49,8 @@ int toa_parse_options(const uint8_t *opt, size_t len, const struct toa_kinds *ki
 	for (j = 0; j < 16; j++)
 		res->toa.addr[j] = 0;
 	res->offset = 0;
+	res->last = res->toa;
+	res->last_offset = 0;
 	res->malformed = 0;
 	res->duplicates = 0;
 
@@ -91,8 +93,44 @@ int toa_parse_options(const uint8_t *opt, size_t len, const struct toa_kinds *ki
 			} else {
 				res->duplicates++;
 			}
+			toa_decode(opt + i, type, &res->last);
+			res->last_offset = (uint32_t)i;
 		}
 		i += olen;
 	}
 	return res->toa.type != TOA_TYPE_NONE;
+}
+
+static enum toa_addr_verdict toa_addr_check_v4(const uint8_t *a)
+{
+	if (a[0] == 0)
+		return TOA_ADDR_UNSPECIFIED;
+	if (a[0] == 127)
+		return TOA_ADDR_LOOPBACK;
+	if ((a[0] & 0xf0) == 0xe0)
+		return TOA_ADDR_MULTICAST;
+	if ((a[0] & 0xf0) == 0xf0)
+		return TOA_ADDR_BROADCAST;
+	return TOA_ADDR_OK;
+}
+
+enum toa_addr_verdict toa_addr_check(const struct toa_addr *a)
+{
+	unsigned int i, zero10 = 1, zero15 = 1;
+
+	if (a->type == TOA_TYPE_IPV4)
+		return toa_addr_check_v4(a->addr);
+	for (i = 0; i < 10; i++)
+		zero10 &= a->addr[i] == 0;
+	for (i = 0; i < 15; i++)
+		zero15 &= a->addr[i] == 0;
+	if (zero15 && a->addr[15] == 0)
+		return TOA_ADDR_UNSPECIFIED;
+	if (zero15 && a->addr[15] == 1)
+		return TOA_ADDR_LOOPBACK;
+	if (a->addr[0] == 0xff)
+		return TOA_ADDR_MULTICAST;
+	if (zero10 && a->addr[10] == 0xff && a->addr[11] == 0xff)
+		return TOA_ADDR_V4MAPPED;
+	return TOA_ADDR_OK;
 }
