@@ -124,6 +124,9 @@ int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
 		    struct toa_tuple *tuple, struct toa_addr *toa);
 
 /* ---- SYN pending table (toa_pending.c) ---- */
+/* Per network namespace, and in all; an entry takes one kmalloc-96 object. */
+#define TOA_PENDING_NET_MAX	4096
+#define TOA_PENDING_MAX		65536
 int toa_pending_init(void);
 void toa_pending_exit(void);
 void toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa);

@@ -9,6 +9,8 @@
  *
  *  tcp_conn_request (kprobe)          SYN reached a listener: parse its options and keep
  *                                     a TOA in the pending table (4-tuple key).
+ *  tcp_check_req (kprobe)             a bare ACK to a TCP_DEFER_ACCEPT listener, which the
+ *                                     kernel drops: keep its TOA like a SYN's.
  *  tcp_v4_syn_recv_sock (kretprobe)   the handshake completes and the child socket is
  *                                     created. Entry: parse the final ACK (its TOA wins
  *                                     over the SYN's) or take the SYN's pending TOA.
@@ -29,8 +31,10 @@
 #include <linux/kprobes.h>
 #include <linux/net.h>
 #include <linux/ptrace.h>
+#include <net/inet_connection_sock.h>
 #include <net/ipv6.h>
 #include <net/sock.h>
+#include <net/tcp.h>
 #include "toa.h"
 
 /* ---- SYN ---- */
@@ -54,6 +58,38 @@ static int toa_conn_request_pre(struct kprobe *p, struct pt_regs *regs)
 static struct kprobe toa_kp_conn_request = {
 	.symbol_name = "tcp_conn_request",
 	.pre_handler = toa_conn_request_pre,
+};
+
+/* ---- bare ACK dropped by TCP_DEFER_ACCEPT ---- */
+
+/*
+ * struct sock *tcp_check_req(struct sock *sk, struct sk_buff *skb, struct request_sock *req,
+ *                            bool fastopen, bool *req_stolen)
+ * A segment for a request socket; sk is the listener. With TCP_DEFER_ACCEPT the kernel
+ * drops the bare final ACK here (TCPDeferAcceptDrop) and creates the child later from the
+ * first data segment, so a TOA carried only on that ACK would be lost: keep it in the
+ * pending table like a SYN's. Only bare ACKs to deferring listeners are parsed here; every
+ * other segment is parsed where the child is created (tcp_v4_syn_recv_sock).
+ */
+static int toa_check_req_pre(struct kprobe *p, struct pt_regs *regs)
+{
+	const struct sock *sk = (const struct sock *)regs_get_kernel_argument(regs, 0);
+	const struct sk_buff *skb = (const struct sk_buff *)regs_get_kernel_argument(regs, 1);
+	struct toa_tuple tuple;
+	struct toa_addr toa;
+
+	if (!READ_ONCE(inet_csk(sk)->icsk_accept_queue.rskq_defer_accept) ||
+	    TCP_SKB_CB(skb)->end_seq != TCP_SKB_CB(skb)->seq ||
+	    !(TCP_SKB_CB(skb)->tcp_flags & TCPHDR_ACK))
+		return 0;
+	if (toa_skb_find_v4(sk, skb, &tuple, &toa) == 1)
+		toa_pending_store(&tuple, &toa);
+	return 0;
+}
+
+static struct kprobe toa_kp_check_req = {
+	.symbol_name = "tcp_check_req",
+	.pre_handler = toa_check_req_pre,
 };
 
 /* ---- final ACK: child socket ---- */
@@ -238,6 +274,7 @@ static const struct {
 	{ TOA_HOOK_KRETPROBE, &toa_krp_getname },
 	{ TOA_HOOK_KRETPROBE, &toa_krp_getname6 },
 	{ TOA_HOOK_KRETPROBE, &toa_krp_syn_recv },
+	{ TOA_HOOK_KPROBE, &toa_kp_check_req },
 	{ TOA_HOOK_KPROBE, &toa_kp_conn_request },
 };
 

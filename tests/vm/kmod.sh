@@ -94,6 +94,8 @@ run_kernel() {
 	local ird="$work/initramfs"
 	initramfs_new "$ird"
 	initramfs_add_kmod "$ird" tun
+	# owns SO_ORIGINAL_DST: the unload scenario checks that other netfilter sockopts keep working
+	initramfs_add_kmod "$ird" nf_conntrack
 	initramfs_add_file "$ird" "$work/kmod/toa.ko" toa.ko 0644
 	initramfs_add_file "$ird" "$RUN_DIR/toatest" bin/toatest 0755
 	local dup=()

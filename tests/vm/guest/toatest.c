@@ -28,6 +28,7 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -347,7 +348,7 @@ static const char *const checked_counters[] = {
 /* One `missed_<function>` line per probe (calls the kprobe machinery skipped). */
 static const char *const missed_counters[] = {
 	"missed_inet_sock_destruct", "missed_inet_getname", "missed_inet6_getname",
-	"missed_tcp_v4_syn_recv_sock", "missed_tcp_conn_request", NULL
+	"missed_tcp_v4_syn_recv_sock", "missed_tcp_check_req", "missed_tcp_conn_request", NULL
 };
 
 static void stats_read(struct stats *s)
@@ -498,6 +499,13 @@ static void check_deltas(struct result *r, const struct stats *before, const str
 		const char *c = checked_counters[i];
 		long long a = stats_get(&after, c), b = stats_get(before, c);
 
+		/*
+		 * A counter the module does not have at all moved by 0 (an older module run
+		 * against this suite fails on behaviour, not on names); the format scenario
+		 * checks that every counter exists.
+		 */
+		if (a < 0 && b < 0)
+			a = b = 0;
 		if (a < 0 || b < 0) {
 			res_fail(r, "counter %s missing from toa_stats", c);
 			continue;
@@ -2081,6 +2089,207 @@ static void scen_probe_misses(const char *name, int want_zero)
 	report(name, &r);
 }
 
+/*
+ * Another netfilter sockopt user (nf_conntrack's SO_ORIGINAL_DST, registered before toa)
+ * must keep working while toa is unloaded: netfilter's lookup walks past toa's registration
+ * and fails (ENOPROTOOPT) while toa is going away and still registered. A thread asks for
+ * SO_ORIGINAL_DST on a TCP socket (answer ENOENT: not a conntracked connection) in a loop
+ * during rmmod; no answer may be ENOPROTOOPT.
+ */
+struct origdst_loop {
+	int fd;
+	volatile int stop;
+	long calls, enoprotoopt, other;
+};
+
+static void *origdst_main(void *arg)
+{
+	struct origdst_loop *l = arg;
+
+	while (!l->stop) {
+		struct sockaddr_in sin;
+		socklen_t len = sizeof(sin);
+
+		if (getsockopt(l->fd, SOL_IP, 80 /* SO_ORIGINAL_DST */, &sin, &len) == 0 || errno == ENOENT)
+			;
+		else if (errno == ENOPROTOOPT)
+			l->enoprotoopt++;
+		else
+			l->other++;
+		l->calls++;
+	}
+	return NULL;
+}
+
+static void scen_unload_keeps_other_sockopts(void)
+{
+	struct result r = { .bad = 0 };
+	struct origdst_loop l = { .fd = -1 };
+	pthread_t th;
+	int rc;
+
+	if (access("/sys/module/nf_conntrack", F_OK)) {
+		res_fail(&r, "nf_conntrack is not loaded (the guest loads it to own SO_ORIGINAL_DST)");
+		report("unload_keeps_other_netfilter_sockopts_working", &r);
+		return;
+	}
+	rc = mod_load("");
+	if (rc) {
+		res_fail(&r, "load: %s", strerror(-rc));
+		report("unload_keeps_other_netfilter_sockopts_working", &r);
+		return;
+	}
+	l.fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (pthread_create(&th, NULL, origdst_main, &l))
+		die("pthread_create");
+	sleep_ms(200);
+	rc = mod_unload(100);
+	sleep_ms(50);
+	l.stop = 1;
+	pthread_join(th, NULL);
+	close(l.fd);
+	printf("# SO_ORIGINAL_DST during rmmod: %ld calls, %ld ENOPROTOOPT, %ld other errors\n",
+	       l.calls, l.enoprotoopt, l.other);
+	if (rc)
+		res_fail(&r, "rmmod: %s", strerror(-rc));
+	if (l.enoprotoopt)
+		res_fail(&r, "%ld of %ld SO_ORIGINAL_DST calls failed ENOPROTOOPT during rmmod", l.enoprotoopt,
+			 l.calls);
+	if (l.other)
+		res_fail(&r, "%ld SO_ORIGINAL_DST calls failed with an unexpected error", l.other);
+	if (!l.calls)
+		res_fail(&r, "the SO_ORIGINAL_DST loop never ran");
+	report("unload_keeps_other_netfilter_sockopts_working", &r);
+}
+
+/*
+ * A listener with TCP_DEFER_ACCEPT (nginx `listen ... deferred`): the kernel drops the bare
+ * final ACK and creates the child from the first data segment. A TOA carried only on that
+ * bare ACK must still reach the application.
+ */
+#define PORT_DEFER 8082
+
+static void scen_defer_accept(const char *name, int ack_toa, int syn_toa)
+{
+	struct result r = { .bad = 0 };
+	struct expect_cnt e = { .n = 0 };
+	struct opts syn = { .n = 0 }, ack = { .n = 0 };
+	struct stats before;
+	struct flow f;
+	struct obs o;
+	int lfd = listen_on(0, PORT_DEFER), secs = 5;
+	const char *want = ack_toa ? "203.0.113.70:1070" : "203.0.113.71:1071";
+
+	if (setsockopt(lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)))
+		die("TCP_DEFER_ACCEPT: %s", strerror(errno));
+	if (ack_toa)
+		o_toa4(&ack, 200, "203.0.113.70", 1070);
+	if (syn_toa)
+		o_toa4(&syn, 200, "203.0.113.71", 1071);
+	stats_read(&before);
+	flow_init(&f, BAL_IP, PORT_DEFER);
+	if (flow_connect(&f, syn.b, syn.n, ack.b, ack.n, &r) == 0) {
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+
+		/* deferred: nothing to accept before the data */
+		if (poll(&p, 1, 300) > 0)
+			res_fail(&r, "TCP_DEFER_ACCEPT listener accepted before any data");
+		flow_data(&f, "toa-data", 8, NULL, 0);
+		if (server_accept(lfd, &o, &r) == 0) {
+			if (strcmp(o.peer, want))
+				res_fail(&r, "getpeername(): expected %s got %s", want, o.peer);
+			if (strcmp(o.acc, want))
+				res_fail(&r, "accept(): expected %s got %s", want, o.acc);
+			flow_rst(&f);
+			close(o.fd);
+		} else {
+			flow_rst(&f);
+		}
+	}
+	close(lfd);
+	exp_add(&e, "syn_recv_sock_toa", 1);
+	exp_add(&e, "getname_toa_ok", 2);
+	exp_add(&e, "ip4_address_alloc", 1);
+	exp_add(&e, "ip4_address_free", 1);
+	exp_add(&e, "getsockopt_empty", 1);
+	exp_add(&e, "syn_pending_stored", ack_toa + syn_toa);
+	check_deltas(&r, &before, &e);
+	report(name, &r);
+}
+
+/*
+ * A SYN flood with TOA in one network namespace (never completed: the kernel answers with
+ * SYN cookies and keeps no state) must not cost another namespace its SYN's TOA. The
+ * flood's options are stored up to the per-namespace quota (4096) and every other one is
+ * counted in syn_pending_dropped; then a normal handshake in the initial namespace, its TOA
+ * on the SYN only, gets its real address. Figures: SYNs, time, stored, dropped, the bound.
+ */
+#define FLOOD_SYNS 20000
+#define PENDING_NET_MAX 4096
+#define PENDING_ENTRY_BYTES 96	/* kmalloc-96 */
+
+static void scen_pending_flood(void)
+{
+	struct result r = { .bad = 0 };
+	struct stats before, after;
+	struct scen s;
+	long long stored, dropped;
+	int status;
+	pid_t pid;
+
+	stats_read(&before);
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		die("fork: %s", strerror(errno));
+	if (pid == 0) {
+		struct opts o = { .n = 0 };
+		struct flow f;
+		double t0;
+		int i;
+
+		if (unshare(CLONE_NEWNET) < 0)
+			die("unshare(CLONE_NEWNET): %s", strerror(errno));
+		close(tunfd);
+		close(lfd_v4);
+		close(lfd_dual);
+		tunfd = -1;
+		tun_setup();
+		lfd_v4 = listen_on(0, PORT_V4);
+		o_toa4(&o, 200, "198.51.100.200", 2000);
+		t0 = now_s();
+		for (i = 0; i < FLOOD_SYNS; i++) {
+			flow_init(&f, BAL_IP, PORT_V4);
+			f.sport = (uint16_t)(1024 + i);
+			flow_syn(&f, o.b, o.n);
+		}
+		printf("# flood: %d TOA SYNs in a second network namespace in %.2f s\n", FLOOD_SYNS,
+		       now_s() - t0);
+		fflush(stdout);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		res_fail(&r, "the flooding child failed (status %d)", status);
+	stats_read(&after);
+	stored = stats_get(&after, "syn_pending_stored") - stats_get(&before, "syn_pending_stored");
+	dropped = stats_get(&after, "syn_pending_dropped") - stats_get(&before, "syn_pending_dropped");
+	printf("# flood: syn_pending_stored +%lld, syn_pending_dropped +%lld; bound %d entries per namespace = %d KiB (%d B each)\n",
+	       stored, dropped, PENDING_NET_MAX, PENDING_NET_MAX * PENDING_ENTRY_BYTES / 1024,
+	       PENDING_ENTRY_BYTES);
+	if (stored != PENDING_NET_MAX)
+		res_fail(&r, "syn_pending_stored +%lld, expected the namespace quota %d", stored, PENDING_NET_MAX);
+	if (stored + dropped != FLOOD_SYNS)
+		res_fail(&r, "stored %lld + dropped %lld != %d SYNs: options lost without a count", stored,
+			 dropped, FLOOD_SYNS);
+	report("flood_one_netns_pending_quota_drops_counted", &r);
+
+	s = (struct scen){ .name = "flood_other_netns_syn_toa_still_real_address", .entry = E_V4,
+			   .real = "203.0.113.95:1095", .syn_pending = 1 };
+	o_toa4(&s.syn, 200, "203.0.113.95", 1095);
+	run_scen(&s);
+}
+
 /* ------------------------------------------------------------------ the suite */
 
 #define SC(...) ((struct scen){ __VA_ARGS__ })
@@ -2271,6 +2480,10 @@ static void suite(void)
 	o_toa4(&s.data_opt, 200, "203.0.113.18", 1018);
 	run_scen(&s);
 
+	scen_defer_accept("defer_accept_bare_ack_toa_kept_until_data", 1, 0);
+	scen_defer_accept("defer_accept_syn_toa_kept_until_data", 0, 1);
+	scen_defer_accept("defer_accept_syn_and_bare_ack_ack_wins", 1, 1);
+
 	s = SC(.name = "graceful_fin_close_frees_entry", .entry = E_V4, .real = "203.0.113.19:1019", .fin = 1);
 	o_toa4(&s.ack, 200, "203.0.113.19", 1019);
 	run_scen(&s);
@@ -2376,6 +2589,7 @@ static void suite(void)
 
 	scen_toa_table();
 	scen_burst(200);
+	scen_pending_flood();
 	scen_balanced("alloc_equals_free_ip4_ip6_after_default_scenarios");
 
 	/* --- runtime parameters --- */
@@ -2524,6 +2738,7 @@ static void suite(void)
 	scen_balanced("alloc_equals_free_ip4_ip6_at_end");
 	scen_probe_misses("probe_missed_counts_zero_at_end", 1);
 	scen_unload("final_unload_logs_TOA_unloaded");
+	scen_unload_keeps_other_sockopts();
 	scen_klog_clean();
 
 	printf("%d passed, %d failed\n", n_pass, n_fail);
