@@ -3,7 +3,7 @@
 
 use crate::desired::DesiredState;
 use crate::host::Host;
-use crate::stats::{self, CORE_COUNTERS};
+use crate::stats;
 use crate::status::{ModuleSource, Phase, Reason};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -175,7 +175,13 @@ fn help_for(name: &str) -> &'static str {
         "getname_toa_empty" => "Peer getname calls on sockets without a TOA entry",
         "ip6_address_alloc" => "NAT64 address entries allocated",
         "ip6_address_free" => "NAT64 address entries freed",
-        _ => "toa counter",
+        "toa_untrusted" => "Segments whose TOA came from a source that is not trusted",
+        "toa_refused_address" => "Segments whose TOA address cannot be a real client",
+        "toa_ambiguous" => "Segments with several TOA options that dup_rule refused",
+        n if n.starts_with("missed_") => {
+            "Calls of this kernel probe that were skipped (options or frees may be lost)"
+        }
+        _ => "toa counter (see kmod/README.md)",
     }
 }
 
@@ -239,10 +245,10 @@ impl Collector for ToaCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.read_stats();
         if let Some(stats) = &stats {
-            for name in CORE_COUNTERS {
-                let Some(counter) = stats.get(name) else {
-                    continue;
-                };
+            // Every row of the file, in its order: counters a newer module adds (trust
+            // refusals, probe misses) are exported without an agent update.
+            for counter in &stats.counters {
+                let name = counter.name.as_str();
                 let metric = format!("toa_{name}");
                 let mut me = encoder.encode_descriptor(
                     &metric,
@@ -319,6 +325,7 @@ impl Collector for ToaCollector {
 mod tests {
     use super::*;
     use crate::host::fake::FakeHost;
+    use crate::stats::CORE_COUNTERS;
 
     fn stats_text(cpus: usize) -> String {
         let mut s: String = (0..cpus).map(|c| format!("CPU{c} ")).collect();
@@ -333,6 +340,12 @@ mod tests {
         s.push_str("ip4_address_alloc:");
         for _ in 0..cpus {
             s.push_str(" 9");
+        }
+        s.push('\n');
+        // A probe's miss count: the total in the first column, 0 in the others.
+        s.push_str("missed_inet_getname:");
+        for c in 0..cpus {
+            s.push_str(if c == 0 { " 5" } else { " 0" });
         }
         s.push('\n');
         s
@@ -371,8 +384,9 @@ mod tests {
         assert!(out.contains(
             "toa_node_info{kernel_release=\"6.1.0-56-amd64\",srcversion=\"SV\",agent_version=\""
         ));
-        // Extra rows are not exported under invented names.
-        assert!(!out.contains("ip4_address_alloc"));
+        // Rows beyond the core ones are exported too, under their own names.
+        assert!(out.contains("\ntoa_ip4_address_alloc_total 36\n"), "{out}");
+        assert!(out.contains("\ntoa_missed_inet_getname_total 5\n"), "{out}");
         // Values follow the file, not a cache.
         host.put(STATS_PATH, stats_text(8));
         assert!(m
