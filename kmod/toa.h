@@ -35,9 +35,6 @@ enum toa_dup_rule {
 	TOA_DUP_LAST,		/* the last one: balancers that append after them */
 };
 
-struct toa_port_range {
-	u16 lo, hi;
-};
 
 struct toa_cidr {
 	u8 family;		/* AF_INET or AF_INET6 */

@@ -341,42 +341,21 @@ MODULE_PARM_DESC(accept_any_source,
 /* Parses "80,443,8000-8100" (ports 1..65535); empty = every port. */
 static int toa_parse_ports(struct toa_config *next, char *s, const char *name)
 {
-	u16 count = 0;
-	char *tok;
+	size_t bad_off, bad_len;
+	int n, i;
 
-	next->n_ports = 0;
-	bitmap_zero(next->ports, 65536);
-	if (!*s)
-		return 0;
-	while ((tok = strsep(&s, ",")) != NULL) {
-		char *dash;
-		u16 lo, hi;
-
-		tok = strim(tok);
-		if (count == TOA_MAX_PORT_RANGES) {
-			pr_warn("%s: too many entries at '%s' (at most %d ports or ranges)\n", name,
-				tok, TOA_MAX_PORT_RANGES);
-			return -EINVAL;
-		}
-		dash = strchr(tok, '-');
-		if (dash)
-			*dash = 0;
-		if (kstrtou16(tok, 10, &lo) || !lo ||
-		    (dash && (kstrtou16(dash + 1, 10, &hi) || hi < lo))) {
-			if (dash)
-				*dash = '-';
-			pr_warn("%s: invalid port or range '%s' (expected 1..65535 or LOW-HIGH with LOW <= HIGH)\n",
-				name, tok);
-			return -EINVAL;
-		}
-		if (!dash)
-			hi = lo;
-		next->port_list[count].lo = lo;
-		next->port_list[count].hi = hi;
-		bitmap_set(next->ports, lo, hi - lo + 1);
-		count++;
+	n = toa_parse_port_list(s, strlen(s), next->port_list, TOA_MAX_PORT_RANGES, &bad_off,
+				&bad_len);
+	if (n < 0) {
+		pr_warn("%s: invalid port or range '%.*s' (expected at most %d entries of 1..65535 or LOW-HIGH with LOW <= HIGH)\n",
+			name, (int)bad_len, s + bad_off, TOA_MAX_PORT_RANGES);
+		return -EINVAL;
 	}
-	next->n_ports = count;
+	next->n_ports = n;
+	bitmap_zero(next->ports, 65536);
+	for (i = 0; i < n; i++)
+		bitmap_set(next->ports, next->port_list[i].lo,
+			   next->port_list[i].hi - next->port_list[i].lo + 1);
 	return 0;
 }
 

@@ -134,3 +134,69 @@ enum toa_addr_verdict toa_addr_check(const struct toa_addr *a)
 		return TOA_ADDR_V4MAPPED;
 	return TOA_ADDR_OK;
 }
+
+static int toa_is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n';
+}
+
+/* Decimal 1..65535 in s[0..len), digits only. Returns 0 when invalid. */
+static uint32_t toa_port_value(const char *s, size_t len)
+{
+	uint32_t v = 0;
+	size_t i;
+
+	if (!len || len > 5)
+		return 0;
+	for (i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return 0;
+		v = v * 10 + (uint32_t)(s[i] - '0');
+	}
+	return v <= 65535 ? v : 0;
+}
+
+int toa_parse_port_list(const char *s, size_t len, struct toa_port_range *out, unsigned int max,
+			size_t *bad_off, size_t *bad_len)
+{
+	size_t i = 0, start, end, dash, j;
+	unsigned int n = 0;
+	uint32_t lo, hi;
+
+	while (i < len && toa_is_blank(s[i]))
+		i++;
+	if (i == len)
+		return 0;
+	for (;;) {
+		/* one entry: s[start..end) without the blanks around it */
+		start = i;
+		while (i < len && s[i] != ',')
+			i++;
+		end = i;
+		while (start < end && toa_is_blank(s[start]))
+			start++;
+		while (end > start && toa_is_blank(s[end - 1]))
+			end--;
+		*bad_off = start;
+		*bad_len = end - start;
+		if (n == max)
+			return -1;
+		dash = end;
+		for (j = start; j < end; j++) {
+			if (s[j] == '-') {
+				dash = j;
+				break;
+			}
+		}
+		lo = toa_port_value(s + start, dash - start);
+		hi = dash == end ? lo : toa_port_value(s + dash + 1, end - dash - 1);
+		if (!lo || !hi || hi < lo)
+			return -1;
+		out[n].lo = (uint16_t)lo;
+		out[n].hi = (uint16_t)hi;
+		n++;
+		if (i == len)
+			return (int)n;
+		i++;	/* the comma */
+	}
+}

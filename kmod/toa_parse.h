@@ -74,6 +74,21 @@ int toa_kinds_has(const uint32_t *set, uint8_t kind);
 int toa_parse_options(const uint8_t *opt, size_t len, const struct toa_kinds *kinds,
 		      struct toa_parse_result *res);
 
+/* A local port or an inclusive range of them (parameter `ports`). */
+struct toa_port_range {
+	uint16_t lo, hi;
+};
+
+/*
+ * Parses a `ports` value: comma-separated ports 1..65535 and LOW-HIGH ranges (LOW <= HIGH),
+ * spaces and tabs allowed around each entry, s[0..len) (no terminator needed). An empty
+ * or all-blank value is 0 entries (every port). Returns the number of entries written to
+ * out[0..max), or -1 with bad_off and bad_len set to the offending entry (a bad number or
+ * range, an empty entry, or entry max + 1).
+ */
+int toa_parse_port_list(const char *s, size_t len, struct toa_port_range *out, unsigned int max,
+			size_t *bad_off, size_t *bad_len);
+
 /*
  * Classifies a decoded address: TOA_ADDR_OK, or the reason it cannot be a real client
  * (a balancer never writes such an address; a client that forges one wants the

@@ -131,6 +131,90 @@ static void fail(const char *what, const uint8_t *data, size_t size)
 	abort();
 }
 
+/*
+ * Reference for toa_parse_port_list(): tokens cut at each comma with memchr, each token
+ * trimmed, then read with strtoul on a terminated copy after a character-class check.
+ * Returns entries, or -1 with the bad token's span.
+ */
+static int ref_ports(const char *s, size_t len, struct toa_port_range *out, unsigned int max,
+		     size_t *boff, size_t *blen)
+{
+	size_t pos = 0, blank = 0;
+	unsigned int n = 0;
+
+	while (blank < len && (s[blank] == ' ' || s[blank] == '\t' || s[blank] == '\n'))
+		blank++;
+	if (blank == len)
+		return 0;
+	for (;;) {
+		const char *comma = memchr(s + pos, ',', len - pos);
+		size_t tend = comma ? (size_t)(comma - s) : len, a = pos, b = tend, k, dashes = 0;
+		char lo_txt[16], hi_txt[16], *dash;
+		unsigned long lo, hi;
+
+		while (a < b && (s[a] == ' ' || s[a] == '\t' || s[a] == '\n'))
+			a++;
+		while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t' || s[b - 1] == '\n'))
+			b--;
+		*boff = a;
+		*blen = b - a;
+		if (n == max || b == a || b - a > 11)
+			return -1;
+		for (k = a; k < b; k++) {
+			if (s[k] == '-')
+				dashes++;
+			else if (s[k] < '0' || s[k] > '9')
+				return -1;
+		}
+		if (dashes > 1)
+			return -1;
+		memset(lo_txt, 0, sizeof(lo_txt));
+		memcpy(lo_txt, s + a, b - a);
+		dash = strchr(lo_txt, '-');
+		if (dash) {
+			*dash = 0;
+			strcpy(hi_txt, dash + 1);
+		} else {
+			strcpy(hi_txt, lo_txt);
+		}
+		if (!lo_txt[0] || !hi_txt[0] || strlen(lo_txt) > 5 || strlen(hi_txt) > 5)
+			return -1;
+		lo = strtoul(lo_txt, NULL, 10);
+		hi = strtoul(hi_txt, NULL, 10);
+		if (lo < 1 || lo > 65535 || hi < lo || hi > 65535)
+			return -1;
+		out[n].lo = (uint16_t)lo;
+		out[n].hi = (uint16_t)hi;
+		n++;
+		if (!comma)
+			return (int)n;
+		pos = tend + 1;
+	}
+}
+
+static void check_ports(const uint8_t *data, size_t size)
+{
+	struct toa_port_range got[8], want[8];
+	size_t go = 0, gl = 0, wo = 0, wl = 0;
+	char *copy = malloc(size);	/* exact size, no terminator: ASan sees any overread */
+	int n, r, i;
+
+	if (!copy && size)
+		abort();
+	if (size)
+		memcpy(copy, data, size);
+	n = toa_parse_port_list(copy, size, got, 8, &go, &gl);
+	free(copy);
+	r = ref_ports((const char *)data, size, want, 8, &wo, &wl);
+	if (n != r)
+		fail("ports: entry count", data, size);
+	if (n < 0 && (go != wo || gl != wl))
+		fail("ports: bad entry span", data, size);
+	for (i = 0; i < n; i++)
+		if (got[i].lo != want[i].lo || got[i].hi != want[i].hi)
+			fail("ports: entry", data, size);
+}
+
 void toa_fuzz_check_one(const uint8_t *data, size_t size)
 {
 	struct toa_parse_result res;
@@ -142,6 +226,8 @@ void toa_fuzz_check_one(const uint8_t *data, size_t size)
 
 	if (size > 8192)
 		return;
+	/* The same bytes as a `ports` parameter value. */
+	check_ports(data, size);
 	toa_kinds_clear(&k);
 	toa_kinds_add(k.ipv4, 200);
 	toa_kinds_add(k.nat64, 253);

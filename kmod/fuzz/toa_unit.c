@@ -176,9 +176,59 @@ static int run_addr_case(const struct addr_case *c)
 	return got == c->want;
 }
 
+/* `ports` values: expected readback ("" = no entries) or NULL for a rejected value. */
+static const struct {
+	const char *in, *want, *bad;
+} port_cases[] = {
+	{ "", "", NULL },
+	{ "  ", "", NULL },
+	{ "80", "80-80", NULL },
+	{ " 443, 8000-8080 ,9000-9000", "443-443,8000-8080,9000-9000", NULL },
+	{ "1,65535", "1-1,65535-65535", NULL },
+	{ "0", NULL, "0" },
+	{ "65536", NULL, "65536" },
+	{ "9000-8000", NULL, "9000-8000" },
+	{ "80,http", NULL, "http" },
+	{ "1-", NULL, "1-" },
+	{ "-5", NULL, "-5" },
+	{ "80,,81", NULL, "" },
+	{ "80,", NULL, "" },
+	{ "1-2-3", NULL, "1-2-3" },
+	{ "+80", NULL, "+80" },
+	{ "000080", NULL, "000080" },
+	{ "1,2,3,4,5", NULL, "5" },	/* max 4 in this table */
+};
+
+static int run_port_case(unsigned int i)
+{
+	struct toa_port_range r[4];
+	char got[128] = "", bad[64] = "";
+	size_t off = 0, len = 0;
+	int n = toa_parse_port_list(port_cases[i].in, strlen(port_cases[i].in), r, 4, &off, &len);
+	int j, ok;
+
+	for (j = 0; j < n; j++)
+		snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%u-%u", j ? "," : "", r[j].lo,
+			 r[j].hi);
+	if (n < 0)
+		snprintf(bad, sizeof(bad), "%.*s", (int)len, port_cases[i].in + off);
+	ok = port_cases[i].want ? n >= 0 && !strcmp(got, port_cases[i].want) :
+				  n < 0 && !strcmp(bad, port_cases[i].bad);
+	printf("%s - ports '%s' -> %s%s%s\n", ok ? "ok" : "not ok", port_cases[i].in,
+	       n < 0 ? "rejected at '" : got, n < 0 ? bad : "", n < 0 ? "'" : "");
+	return ok;
+}
+
 int main(void)
 {
 	unsigned int i, passed = 0, failed = 0;
+
+	for (i = 0; i < sizeof(port_cases) / sizeof(port_cases[0]); i++) {
+		if (run_port_case(i))
+			passed++;
+		else
+			failed++;
+	}
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		if (run_case(&cases[i]))
