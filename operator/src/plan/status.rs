@@ -404,3 +404,36 @@ pub(crate) fn phase_counts<'a>(
     }
     out
 }
+
+#[cfg(test)]
+mod trust_tests {
+    use super::*;
+
+    #[test]
+    fn trust_warning_says_whom_the_module_trusts() {
+        let none = ModuleSettings::default();
+        let (warn, reason, msg) = trust_warning(&none);
+        assert!(warn);
+        assert_eq!(reason, PolicyReason::NoTrustedSources);
+        assert!(msg.contains("ignores TOA options from every source"), "{msg}");
+
+        let any = ModuleSettings {
+            accept_from_any_source: true,
+            ..ModuleSettings::default()
+        };
+        let (warn, reason, msg) = trust_warning(&any);
+        assert!(warn);
+        assert_eq!(reason, PolicyReason::AcceptFromAnySource);
+        assert!(msg.contains("trustedSources instead"), "{msg}");
+
+        let listed = ModuleSettings {
+            trusted_sources: vec!["10.0.0.0/8".into()],
+            accept_from_any_source: true,
+            ..ModuleSettings::default()
+        };
+        let (warn, reason, msg) = trust_warning(&listed);
+        assert!(!warn);
+        assert_eq!(reason, PolicyReason::TrustedSourcesListed);
+        assert!(msg.contains("1 trusted network") && msg.contains("ignored"), "{msg}");
+    }
+}
