@@ -113,7 +113,9 @@ pub struct ModuleSettings {
 }
 
 /// One local port, or the range `port..=endPort`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, KubeSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, KubeSchema,
+)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.endPort) || self.endPort >= self.port").message("endPort must not be below port"))]
 pub struct PortRange {
@@ -192,7 +194,9 @@ pub enum SettingsError {
     #[error("trustedSources entry {0:?} is listed twice")]
     DuplicateSource(String),
     /// Too many port entries.
-    #[error("ports lists {0} entries, at most {MAX_PORT_RANGES} are allowed: merge them into ranges")]
+    #[error(
+        "ports lists {0} entries, at most {MAX_PORT_RANGES} are allowed: merge them into ranges"
+    )]
     TooManyPorts(usize),
     /// Port 0, or a range that ends before it starts.
     #[error("ports entry {0} is not usable: ports are 1-65535 and endPort must not be below port")]

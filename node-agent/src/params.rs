@@ -78,12 +78,12 @@ pub fn read_loaded(host: &dyn Host) -> BTreeMap<String, String> {
         PARAM_PORTS,
     ]
     .into_iter()
-        .filter_map(|name| {
-            host.read_to_string(&param_path(name))
-                .ok()
-                .map(|v| (name.to_string(), v.trim().to_string()))
-        })
-        .collect()
+    .filter_map(|name| {
+        host.read_to_string(&param_path(name))
+            .ok()
+            .map(|v| (name.to_string(), v.trim().to_string()))
+    })
+    .collect()
 }
 
 /// Canonical comparable form: order and spacing do not matter, CIDRs compare by value.

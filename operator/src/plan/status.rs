@@ -14,7 +14,8 @@ use k8s_openapi::jiff::Timestamp;
 use toa_crds::conditions::{new_condition, set_condition, types, PolicyReason};
 use toa_crds::policy::MAX_REPORTED_FAILURES;
 use toa_crds::{
-    DesiredState, KernelCount, ModuleSettings, NodeFailure, NodePhase, OnDelete, ToaNodeState, ToaPolicyStatus,
+    DesiredState, KernelCount, ModuleSettings, NodeFailure, NodePhase, OnDelete, ToaNodeState,
+    ToaPolicyStatus,
 };
 
 use super::assign::{Assignment, NodeView, PolicyView};
@@ -415,7 +416,10 @@ mod trust_tests {
         let (warn, reason, msg) = trust_warning(&none);
         assert!(warn);
         assert_eq!(reason, PolicyReason::NoTrustedSources);
-        assert!(msg.contains("ignores TOA options from every source"), "{msg}");
+        assert!(
+            msg.contains("ignores TOA options from every source"),
+            "{msg}"
+        );
 
         let any = ModuleSettings {
             accept_from_any_source: true,
@@ -434,6 +438,9 @@ mod trust_tests {
         let (warn, reason, msg) = trust_warning(&listed);
         assert!(!warn);
         assert_eq!(reason, PolicyReason::TrustedSourcesListed);
-        assert!(msg.contains("1 trusted network") && msg.contains("ignored"), "{msg}");
+        assert!(
+            msg.contains("1 trusted network") && msg.contains("ignored"),
+            "{msg}"
+        );
     }
 }
