@@ -33,7 +33,7 @@ TOA_KERNEL_TABLE="
 7.2 sid linux-image-amd64 suite
 "
 # The kernels tests/vm/kmod.sh runs without --kernel. Add a series here once it works.
-TOA_DEFAULT_KERNELS=${TOA_DEFAULT_KERNELS:-"5.10 6.1 6.12 7.2"}
+TOA_DEFAULT_KERNELS=${TOA_DEFAULT_KERNELS:-"5.10 6.1 6.1-rt 6.12 7.2"}
 
 TOA_KERNEL_CACHE=${TOA_KERNEL_CACHE:-$TOA_CACHE_DIR/kernels}
 
