@@ -380,7 +380,10 @@ impl ModuleSettings {
     pub fn module_arguments(&self) -> Vec<String> {
         self.module_parameters()
             .into_iter()
-            .filter(|(k, v)| !v.is_empty() && !(*k == PARAM_ACCEPT_ANY_SOURCE && v == "0"))
+            .filter(|(k, v)| {
+                let module_default = v.is_empty() || (*k == PARAM_ACCEPT_ANY_SOURCE && v == "0");
+                !module_default
+            })
             .map(|(k, v)| format!("{k}={v}"))
             .collect()
     }
