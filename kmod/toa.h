@@ -14,6 +14,7 @@
 #ifndef TOA_H
 #define TOA_H
 
+#include <linux/bitops.h>
 #include <linux/types.h>
 #include <linux/in6.h>
 #include <linux/percpu.h>
@@ -25,6 +26,15 @@ struct sock;
 
 /* ---- configuration (toa_params.c) ---- */
 #define TOA_MAX_TRUSTED	64
+#define TOA_MAX_PORT_RANGES	64
+
+/* Which option a segment with several valid TOA options yields (parameter dup_rule). */
+enum toa_dup_rule {
+	TOA_DUP_REJECT = 0,	/* none: the segment is ambiguous (default) */
+	TOA_DUP_FIRST,		/* the first one: balancers that insert before the client's options */
+	TOA_DUP_LAST,		/* the last one: balancers that append after them */
+};
+
 
 struct toa_cidr {
 	u8 family;		/* AF_INET or AF_INET6 */
@@ -40,10 +50,16 @@ struct toa_config {
 	u16 n_nat64;
 	u16 n_trusted;
 	struct toa_cidr trusted[TOA_MAX_TRUSTED];
+	bool accept_any;	/* accept_any_source: TOA from every source when n_trusted == 0 */
+	u8 dup_rule;		/* enum toa_dup_rule */
+	u16 n_ports;		/* 0: every local port is in scope */
+	struct toa_port_range port_list[TOA_MAX_PORT_RANGES];	/* for readback */
+	unsigned long ports[BITS_TO_LONGS(65536)];	/* local ports in scope */
 };
 
 extern struct toa_config __rcu *toa_cfg;
 bool toa_config_trusted_v4(const struct toa_config *cfg, __be32 saddr);
+bool toa_config_port_in_scope(const struct toa_config *cfg, __be16 lport);
 
 /* ---- counters (toa_stats.c) ---- */
 enum toa_counter {
@@ -63,6 +79,8 @@ enum toa_counter {
 	TOA_CNT_SYN_PENDING_DROPPED,
 	TOA_CNT_GETSOCKOPT_OK,
 	TOA_CNT_GETSOCKOPT_EMPTY,
+	TOA_CNT_TOA_REFUSED_ADDRESS,
+	TOA_CNT_TOA_AMBIGUOUS,
 	TOA_CNT_MAX
 };
 
@@ -103,6 +121,9 @@ int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
 		    struct toa_tuple *tuple, struct toa_addr *toa);
 
 /* ---- SYN pending table (toa_pending.c) ---- */
+/* Per network namespace, and in all; an entry takes one kmalloc-96 object. */
+#define TOA_PENDING_NET_MAX	4096
+#define TOA_PENDING_MAX		65536
 int toa_pending_init(void);
 void toa_pending_exit(void);
 void toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa);
@@ -116,11 +137,14 @@ int toa_table_store(const struct sock *sk, const struct toa_tuple *t,
 bool toa_table_lookup(const struct sock *sk, struct toa_addr *toa);
 void toa_table_forget(const struct sock *sk);
 unsigned int toa_table_flush(void);
-void toa_table_show(struct seq_file *m);
+struct net;
+struct proc_dir_entry;
+struct proc_dir_entry *toa_table_proc_create(struct net *net);
 
 /* ---- hooks (toa_hooks.c) ---- */
 int toa_hooks_register(void);
 void toa_hooks_unregister(void);
+void toa_hooks_show_missed(struct seq_file *m);
 
 /* ---- NAT64 getsockopt (toa_sockopt.c) ---- */
 #define TOA_SO_GET_LOOKUP	4096

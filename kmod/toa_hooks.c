@@ -9,6 +9,8 @@
  *
  *  tcp_conn_request (kprobe)          SYN reached a listener: parse its options and keep
  *                                     a TOA in the pending table (4-tuple key).
+ *  tcp_check_req (kprobe)             a bare ACK to a TCP_DEFER_ACCEPT listener, which the
+ *                                     kernel drops: keep its TOA like a SYN's.
  *  tcp_v4_syn_recv_sock (kretprobe)   the handshake completes and the child socket is
  *                                     created. Entry: parse the final ACK (its TOA wins
  *                                     over the SYN's) or take the SYN's pending TOA.
@@ -29,8 +31,10 @@
 #include <linux/kprobes.h>
 #include <linux/net.h>
 #include <linux/ptrace.h>
+#include <net/inet_connection_sock.h>
 #include <net/ipv6.h>
 #include <net/sock.h>
+#include <net/tcp.h>
 #include "toa.h"
 
 /* ---- SYN ---- */
@@ -56,7 +60,42 @@ static struct kprobe toa_kp_conn_request = {
 	.pre_handler = toa_conn_request_pre,
 };
 
+/* ---- bare ACK dropped by TCP_DEFER_ACCEPT ---- */
+
+/*
+ * struct sock *tcp_check_req(struct sock *sk, struct sk_buff *skb, struct request_sock *req,
+ *                            bool fastopen, bool *req_stolen)
+ * A segment for a request socket; sk is the listener. With TCP_DEFER_ACCEPT the kernel
+ * drops the bare final ACK here (TCPDeferAcceptDrop) and creates the child later from the
+ * first data segment, so a TOA carried only on that ACK would be lost: keep it in the
+ * pending table like a SYN's. Only bare ACKs to deferring listeners are parsed here; every
+ * other segment is parsed where the child is created (tcp_v4_syn_recv_sock).
+ */
+static int toa_check_req_pre(struct kprobe *p, struct pt_regs *regs)
+{
+	const struct sock *sk = (const struct sock *)regs_get_kernel_argument(regs, 0);
+	const struct sk_buff *skb = (const struct sk_buff *)regs_get_kernel_argument(regs, 1);
+	struct toa_tuple tuple;
+	struct toa_addr toa;
+
+	if (!READ_ONCE(inet_csk(sk)->icsk_accept_queue.rskq_defer_accept) ||
+	    TCP_SKB_CB(skb)->end_seq != TCP_SKB_CB(skb)->seq ||
+	    !(TCP_SKB_CB(skb)->tcp_flags & TCPHDR_ACK))
+		return 0;
+	if (toa_skb_find_v4(sk, skb, &tuple, &toa) == 1)
+		toa_pending_store(&tuple, &toa);
+	return 0;
+}
+
+static struct kprobe toa_kp_check_req = {
+	.symbol_name = "tcp_check_req",
+	.pre_handler = toa_check_req_pre,
+};
+
 /* ---- final ACK: child socket ---- */
+
+/* Floor of the syn_recv_sock kretprobe's instances (more on hosts with many CPUs). */
+#define TOA_SYN_RECV_MAXACTIVE	256
 
 struct toa_syn_recv_data {
 	struct toa_tuple tuple;
@@ -112,7 +151,7 @@ static struct kretprobe toa_krp_syn_recv = {
 	.entry_handler = toa_syn_recv_entry,
 	.handler = toa_syn_recv_ret,
 	.data_size = sizeof(struct toa_syn_recv_data),
-	.maxactive = 256,
+	.maxactive = TOA_SYN_RECV_MAXACTIVE,
 };
 
 /* ---- getpeername / accept ---- */
@@ -139,7 +178,9 @@ static int toa_getname_entry(struct kretprobe_instance *ri, struct pt_regs *regs
 	sock = (struct socket *)regs_get_kernel_argument(regs, 0);
 	sk = READ_ONCE(sock->sk);
 	if (!sk || !toa_table_lookup(sk, &d->toa)) {
-		toa_count(TOA_CNT_GETNAME_TOA_EMPTY);
+		/* Only TCP sockets can have an entry: UDP, raw and others are not counted. */
+		if (sk && sk->sk_type == SOCK_STREAM && sk->sk_protocol == IPPROTO_TCP)
+			toa_count(TOA_CNT_GETNAME_TOA_EMPTY);
 		return 1;
 	}
 	if (d->toa.type != TOA_TYPE_IPV4) {
@@ -159,6 +200,14 @@ static int toa_getname_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 	/* A failed call (e.g. ENOTCONN) copies nothing to the caller. */
 	if ((int)regs_return_value(regs) < 0 || sin->sin_family != AF_INET)
 		return 0;
+#ifdef TOA_TEST_NO_GETNAME_REWRITE
+	/*
+	 * Test builds only (KCFLAGS=-DTOA_TEST_NO_GETNAME_REWRITE): a probe that fires but does
+	 * not act, as when the probed function was inlined or cloned, so that the agent's
+	 * self-test can be shown to catch it (tests/vm/agent-guest/suite.sh).
+	 */
+	return 0;
+#endif
 	sin->sin_port = htons(d->toa.port);
 	memcpy(&sin->sin_addr.s_addr, d->toa.addr, 4);
 	toa_count(TOA_CNT_GETNAME_TOA_OK);
@@ -180,7 +229,11 @@ static int toa_getname6_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 	return 0;
 }
 
-/* getpeername may sleep inside (lock_sock for BPF hooks): allow many in flight. */
+/*
+ * getpeername may sleep inside (lock_sock for BPF hooks): allow many in flight. The real
+ * value is set at registration from the CPU count (toa_maxactive), never below the
+ * kernel's own default of 2 per possible CPU.
+ */
 #define TOA_GETNAME_MAXACTIVE	1024
 
 static struct kretprobe toa_krp_getname = {
@@ -229,6 +282,7 @@ static const struct {
 	{ TOA_HOOK_KRETPROBE, &toa_krp_getname },
 	{ TOA_HOOK_KRETPROBE, &toa_krp_getname6 },
 	{ TOA_HOOK_KRETPROBE, &toa_krp_syn_recv },
+	{ TOA_HOOK_KPROBE, &toa_kp_check_req },
 	{ TOA_HOOK_KPROBE, &toa_kp_conn_request },
 };
 
@@ -239,20 +293,60 @@ static const char *toa_hook_symbol(unsigned int i)
 	return ((struct kretprobe *)toa_hooks[i].probe)->kp.symbol_name;
 }
 
+/*
+ * Calls the probe machinery skipped: a kprobe's nmissed counts hits while another kprobe
+ * handler ran on that CPU (recursion guard); a kretprobe adds the calls whose return
+ * handler could not run because all maxactive instances were in use.
+ */
+static unsigned long toa_hook_missed(unsigned int i)
+{
+	if (toa_hooks[i].type == TOA_HOOK_KPROBE)
+		return READ_ONCE(((struct kprobe *)toa_hooks[i].probe)->nmissed);
+	return READ_ONCE(((struct kretprobe *)toa_hooks[i].probe)->kp.nmissed) +
+	       (unsigned long)READ_ONCE(((struct kretprobe *)toa_hooks[i].probe)->nmissed);
+}
+
+/*
+ * One line per probe in /proc/net/toa_stats: `missed_<function>:`, the total in the first
+ * CPU column (the kernel keeps one count per probe, not per CPU) and 0 in the others, so
+ * the file keeps its shape and a sum over the columns is the total.
+ */
+void toa_hooks_show_missed(struct seq_file *m)
+{
+	char name[48];
+	unsigned int i;
+	bool first;
+	int cpu;
+
+	for (i = 0; i < ARRAY_SIZE(toa_hooks); i++) {
+		snprintf(name, sizeof(name), "missed_%s:", toa_hook_symbol(i));
+		seq_printf(m, "%-24s", name);
+		first = true;
+		for_each_possible_cpu(cpu) {
+			seq_printf(m, " %16lu", first ? toa_hook_missed(i) : 0UL);
+			first = false;
+		}
+		seq_putc(m, '\n');
+	}
+}
+
 static void toa_hooks_unregister_first(unsigned int n)
 {
 	while (n--) {
-		if (toa_hooks[n].type == TOA_HOOK_KPROBE) {
+		if (toa_hooks[n].type == TOA_HOOK_KPROBE)
 			unregister_kprobe(toa_hooks[n].probe);
-		} else {
-			struct kretprobe *rp = toa_hooks[n].probe;
-
-			unregister_kretprobe(rp);
-			if (rp->nmissed)
-				pr_info("kretprobe on %s missed %d calls\n", rp->kp.symbol_name,
-					rp->nmissed);
-		}
+		else
+			unregister_kretprobe(toa_hooks[n].probe);
+		if (toa_hook_missed(n))
+			pr_info("probe on %s missed %lu calls\n", toa_hook_symbol(n),
+				toa_hook_missed(n));
 	}
+}
+
+/* At least 2 instances per possible CPU (the kernel's default), and the floor given. */
+static int toa_maxactive(int floor)
+{
+	return max_t(int, floor, 2 * num_possible_cpus());
 }
 
 int toa_hooks_register(void)
@@ -260,6 +354,9 @@ int toa_hooks_register(void)
 	unsigned int i;
 	int err;
 
+	toa_krp_getname.maxactive = toa_maxactive(TOA_GETNAME_MAXACTIVE);
+	toa_krp_getname6.maxactive = toa_maxactive(TOA_GETNAME_MAXACTIVE);
+	toa_krp_syn_recv.maxactive = toa_maxactive(TOA_SYN_RECV_MAXACTIVE);
 	for (i = 0; i < ARRAY_SIZE(toa_hooks); i++) {
 		if (toa_hooks[i].type == TOA_HOOK_KPROBE)
 			err = register_kprobe(toa_hooks[i].probe);

@@ -41,11 +41,19 @@ static int __init toa_init(void)
 	return 0;
 
 out_proc:
+	/*
+	 * The probes registered before the failing one may already have fired: free what
+	 * they stored (toa_hooks_register unregistered them, so nothing adds any more).
+	 */
+	synchronize_rcu();
+	toa_table_flush();
 	toa_proc_exit();
 out_pending:
 	toa_pending_exit();
 out_sockopt:
 	toa_sockopt_unregister();
+	/* Entries go through kfree_rcu: let those finish before the module text goes. */
+	rcu_barrier();
 	return err;
 }
 
@@ -53,9 +61,16 @@ static void __exit toa_exit(void)
 {
 	unsigned int freed;
 
+	/*
+	 * The sockopt first: while a module is being unloaded, netfilter's sockopt lookup
+	 * fails (ENOPROTOOPT) every IPv4 get/setsockopt that reaches a range it registered,
+	 * including other users' (SO_ORIGINAL_DST, iptables-legacy, ipvsadm) when they are
+	 * looked up behind ours. Unregistering it first keeps that window to this call only,
+	 * instead of the whole probe removal (several grace periods).
+	 */
+	toa_sockopt_unregister();
 	/* No handler runs after this, so nothing adds or reads entries from here on. */
 	toa_hooks_unregister();
-	toa_sockopt_unregister();
 	/* Readers that started before (proc files) are done after a grace period. */
 	synchronize_rcu();
 	freed = toa_table_flush();

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Module parameters ipv4_kinds, nat64_kinds and trusted_sources.
+ * Module parameters ipv4_kinds, nat64_kinds, trusted_sources, accept_any_source, ports and
+ * dup_rule.
  *
- * All three are writable at runtime through /sys/module/toa/parameters/. A write is parsed
+ * All are writable at runtime through /sys/module/toa/parameters/. A write is parsed
  * and validated completely before anything changes; invalid input returns -EINVAL with a
  * log line naming the bad token and the old value stays. The configuration the hooks read
  * is published with RCU. It lives in two static slots: a writer fills the unused slot,
@@ -45,12 +46,16 @@ static DEFINE_MUTEX(toa_cfg_lock);
 
 struct toa_config __rcu *toa_cfg = RCU_INITIALIZER(&toa_cfg_slots[0]);
 
+/*
+ * Trust is explicit: with no trusted_sources nothing is trusted unless accept_any_source is
+ * set (then every source is). A non-empty list always applies, whatever accept_any_source.
+ */
 bool toa_config_trusted_v4(const struct toa_config *cfg, __be32 saddr)
 {
 	unsigned int i;
 
 	if (!cfg->n_trusted)
-		return true;
+		return cfg->accept_any;
 	for (i = 0; i < cfg->n_trusted; i++) {
 		const struct toa_cidr *c = &cfg->trusted[i];
 		__be32 mask;
@@ -62,6 +67,11 @@ bool toa_config_trusted_v4(const struct toa_config *cfg, __be32 saddr)
 			return true;
 	}
 	return false;
+}
+
+bool toa_config_port_in_scope(const struct toa_config *cfg, __be16 lport)
+{
+	return !cfg->n_ports || test_bit(ntohs(lport), cfg->ports);
 }
 
 /* Which list a kinds parameter edits; the address is the parameter's arg. */
@@ -286,4 +296,145 @@ static const struct kernel_param_ops toa_trusted_ops = {
 
 module_param_cb(trusted_sources, &toa_trusted_ops, NULL, 0644);
 MODULE_PARM_DESC(trusted_sources,
-		 "Accept TOA only from these balancer networks: comma list of IPv4/IPv6 CIDRs (empty = any source)");
+		 "Accept TOA only from these balancer networks: comma list of IPv4/IPv6 CIDRs (empty = no source unless accept_any_source=1)");
+
+/* ---- accept_any_source ---- */
+
+static int toa_parse_accept_any(struct toa_config *next, char *s, const char *name)
+{
+	bool v;
+
+	if (kstrtobool(s, &v)) {
+		pr_warn("%s: invalid value '%s' (expected 0 or 1)\n", name, s);
+		return -EINVAL;
+	}
+	next->accept_any = v;
+	return 0;
+}
+
+static int toa_accept_any_set(const char *val, const struct kernel_param *kp)
+{
+	return toa_cfg_update(val, kp->name, toa_parse_accept_any);
+}
+
+static int toa_accept_any_get(char *buf, const struct kernel_param *kp)
+{
+	bool v;
+
+	mutex_lock(&toa_cfg_lock);
+	v = toa_cfg_slots[toa_cfg_cur].accept_any;
+	mutex_unlock(&toa_cfg_lock);
+	return scnprintf(buf, PAGE_SIZE, "%d\n", v);
+}
+
+static const struct kernel_param_ops toa_accept_any_ops = {
+	.set = toa_accept_any_set,
+	.get = toa_accept_any_get,
+};
+
+module_param_cb(accept_any_source, &toa_accept_any_ops, NULL, 0644);
+MODULE_PARM_DESC(accept_any_source,
+		 "1: accept TOA from every source while trusted_sources is empty (default 0: trust nothing)");
+
+/* ---- ports ---- */
+
+/* Parses "80,443,8000-8100" (ports 1..65535); empty = every port. */
+static int toa_parse_ports(struct toa_config *next, char *s, const char *name)
+{
+	size_t bad_off, bad_len;
+	int n, i;
+
+	n = toa_parse_port_list(s, strlen(s), next->port_list, TOA_MAX_PORT_RANGES, &bad_off,
+				&bad_len);
+	if (n < 0) {
+		pr_warn("%s: invalid port or range '%.*s' (expected at most %d entries of 1..65535 or LOW-HIGH with LOW <= HIGH)\n",
+			name, (int)bad_len, s + bad_off, TOA_MAX_PORT_RANGES);
+		return -EINVAL;
+	}
+	next->n_ports = n;
+	bitmap_zero(next->ports, 65536);
+	for (i = 0; i < n; i++)
+		bitmap_set(next->ports, next->port_list[i].lo,
+			   next->port_list[i].hi - next->port_list[i].lo + 1);
+	return 0;
+}
+
+static int toa_ports_set(const char *val, const struct kernel_param *kp)
+{
+	return toa_cfg_update(val, kp->name, toa_parse_ports);
+}
+
+static int toa_ports_get(char *buf, const struct kernel_param *kp)
+{
+	const struct toa_config *c;
+	unsigned int i;
+	int len = 0;
+
+	mutex_lock(&toa_cfg_lock);
+	c = &toa_cfg_slots[toa_cfg_cur];
+	for (i = 0; i < c->n_ports; i++) {
+		const struct toa_port_range *r = &c->port_list[i];
+
+		if (r->lo == r->hi)
+			len += scnprintf(buf + len, PAGE_SIZE - len, "%s%u", i ? "," : "", r->lo);
+		else
+			len += scnprintf(buf + len, PAGE_SIZE - len, "%s%u-%u", i ? "," : "",
+					 r->lo, r->hi);
+	}
+	mutex_unlock(&toa_cfg_lock);
+	len += scnprintf(buf + len, PAGE_SIZE - len, "\n");
+	return len;
+}
+
+static const struct kernel_param_ops toa_ports_ops = {
+	.set = toa_ports_set,
+	.get = toa_ports_get,
+};
+
+module_param_cb(ports, &toa_ports_ops, NULL, 0644);
+MODULE_PARM_DESC(ports,
+		 "Local listening ports whose connections may carry TOA: comma list of ports and LOW-HIGH ranges (empty = every port)");
+
+/* ---- dup_rule ---- */
+
+static const char *const toa_dup_rule_names[] = {
+	[TOA_DUP_REJECT] = "reject",
+	[TOA_DUP_FIRST] = "first",
+	[TOA_DUP_LAST] = "last",
+};
+
+static int toa_parse_dup_rule(struct toa_config *next, char *s, const char *name)
+{
+	int i = match_string(toa_dup_rule_names, ARRAY_SIZE(toa_dup_rule_names), s);
+
+	if (i < 0) {
+		pr_warn("%s: invalid value '%s' (expected reject, first or last)\n", name, s);
+		return -EINVAL;
+	}
+	next->dup_rule = i;
+	return 0;
+}
+
+static int toa_dup_rule_set(const char *val, const struct kernel_param *kp)
+{
+	return toa_cfg_update(val, kp->name, toa_parse_dup_rule);
+}
+
+static int toa_dup_rule_get(char *buf, const struct kernel_param *kp)
+{
+	u8 v;
+
+	mutex_lock(&toa_cfg_lock);
+	v = toa_cfg_slots[toa_cfg_cur].dup_rule;
+	mutex_unlock(&toa_cfg_lock);
+	return scnprintf(buf, PAGE_SIZE, "%s\n", toa_dup_rule_names[v]);
+}
+
+static const struct kernel_param_ops toa_dup_rule_ops = {
+	.set = toa_dup_rule_set,
+	.get = toa_dup_rule_get,
+};
+
+module_param_cb(dup_rule, &toa_dup_rule_ops, NULL, 0644);
+MODULE_PARM_DESC(dup_rule,
+		 "Several valid TOA options in one segment: reject (default: none is used, counted toa_ambiguous), first or last");

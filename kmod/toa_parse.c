@@ -49,6 +49,8 @@ int toa_parse_options(const uint8_t *opt, size_t len, const struct toa_kinds *ki
 	for (j = 0; j < 16; j++)
 		res->toa.addr[j] = 0;
 	res->offset = 0;
+	res->last = res->toa;
+	res->last_offset = 0;
 	res->malformed = 0;
 	res->duplicates = 0;
 
@@ -91,8 +93,110 @@ int toa_parse_options(const uint8_t *opt, size_t len, const struct toa_kinds *ki
 			} else {
 				res->duplicates++;
 			}
+			toa_decode(opt + i, type, &res->last);
+			res->last_offset = (uint32_t)i;
 		}
 		i += olen;
 	}
 	return res->toa.type != TOA_TYPE_NONE;
+}
+
+static enum toa_addr_verdict toa_addr_check_v4(const uint8_t *a)
+{
+	if (a[0] == 0)
+		return TOA_ADDR_UNSPECIFIED;
+	if (a[0] == 127)
+		return TOA_ADDR_LOOPBACK;
+	if ((a[0] & 0xf0) == 0xe0)
+		return TOA_ADDR_MULTICAST;
+	if ((a[0] & 0xf0) == 0xf0)
+		return TOA_ADDR_BROADCAST;
+	return TOA_ADDR_OK;
+}
+
+enum toa_addr_verdict toa_addr_check(const struct toa_addr *a)
+{
+	unsigned int i, zero10 = 1, zero15 = 1;
+
+	if (a->type == TOA_TYPE_IPV4)
+		return toa_addr_check_v4(a->addr);
+	for (i = 0; i < 10; i++)
+		zero10 &= a->addr[i] == 0;
+	for (i = 0; i < 15; i++)
+		zero15 &= a->addr[i] == 0;
+	if (zero15 && a->addr[15] == 0)
+		return TOA_ADDR_UNSPECIFIED;
+	if (zero15 && a->addr[15] == 1)
+		return TOA_ADDR_LOOPBACK;
+	if (a->addr[0] == 0xff)
+		return TOA_ADDR_MULTICAST;
+	if (zero10 && a->addr[10] == 0xff && a->addr[11] == 0xff)
+		return TOA_ADDR_V4MAPPED;
+	return TOA_ADDR_OK;
+}
+
+static int toa_is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n';
+}
+
+/* Decimal 1..65535 in s[0..len), digits only. Returns 0 when invalid. */
+static uint32_t toa_port_value(const char *s, size_t len)
+{
+	uint32_t v = 0;
+	size_t i;
+
+	if (!len || len > 5)
+		return 0;
+	for (i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return 0;
+		v = v * 10 + (uint32_t)(s[i] - '0');
+	}
+	return v <= 65535 ? v : 0;
+}
+
+int toa_parse_port_list(const char *s, size_t len, struct toa_port_range *out, unsigned int max,
+			size_t *bad_off, size_t *bad_len)
+{
+	size_t i = 0, start, end, dash, j;
+	unsigned int n = 0;
+	uint32_t lo, hi;
+
+	while (i < len && toa_is_blank(s[i]))
+		i++;
+	if (i == len)
+		return 0;
+	for (;;) {
+		/* one entry: s[start..end) without the blanks around it */
+		start = i;
+		while (i < len && s[i] != ',')
+			i++;
+		end = i;
+		while (start < end && toa_is_blank(s[start]))
+			start++;
+		while (end > start && toa_is_blank(s[end - 1]))
+			end--;
+		*bad_off = start;
+		*bad_len = end - start;
+		if (n == max)
+			return -1;
+		dash = end;
+		for (j = start; j < end; j++) {
+			if (s[j] == '-') {
+				dash = j;
+				break;
+			}
+		}
+		lo = toa_port_value(s + start, dash - start);
+		hi = dash == end ? lo : toa_port_value(s + dash + 1, end - dash - 1);
+		if (!lo || !hi || hi < lo)
+			return -1;
+		out[n].lo = (uint16_t)lo;
+		out[n].hi = (uint16_t)hi;
+		n++;
+		if (i == len)
+			return (int)n;
+		i++;	/* the comma */
+	}
 }

@@ -40,8 +40,20 @@ struct toa_addr {
 struct toa_parse_result {
 	struct toa_addr toa;	/* first valid TOA; type NONE when there is none */
 	uint32_t offset;	/* offset of that option in the buffer */
+	struct toa_addr last;	/* last valid TOA (the first one when there is only one) */
+	uint32_t last_offset;	/* offset of that option in the buffer */
 	uint32_t malformed;	/* malformed options seen (see toa_parse_options) */
-	uint32_t duplicates;	/* further valid TOA options ignored */
+	uint32_t duplicates;	/* valid TOA options after the first one */
+};
+
+/* Why a decoded address cannot be a real client (toa_addr_check). */
+enum toa_addr_verdict {
+	TOA_ADDR_OK = 0,
+	TOA_ADDR_UNSPECIFIED,	/* 0.0.0.0/8, :: */
+	TOA_ADDR_LOOPBACK,	/* 127.0.0.0/8, ::1 */
+	TOA_ADDR_MULTICAST,	/* 224.0.0.0/4, ff00::/8 */
+	TOA_ADDR_BROADCAST,	/* 255.255.255.255 (and the rest of 240.0.0.0/4, reserved) */
+	TOA_ADDR_V4MAPPED,	/* ::ffff:0:0/96 in a NAT64 option */
 };
 
 void toa_kinds_clear(struct toa_kinds *k);
@@ -61,5 +73,27 @@ int toa_kinds_has(const uint32_t *set, uint8_t kind);
  */
 int toa_parse_options(const uint8_t *opt, size_t len, const struct toa_kinds *kinds,
 		      struct toa_parse_result *res);
+
+/* A local port or an inclusive range of them (parameter `ports`). */
+struct toa_port_range {
+	uint16_t lo, hi;
+};
+
+/*
+ * Parses a `ports` value: comma-separated ports 1..65535 and LOW-HIGH ranges (LOW <= HIGH),
+ * spaces and tabs allowed around each entry, s[0..len) (no terminator needed). An empty
+ * or all-blank value is 0 entries (every port). Returns the number of entries written to
+ * out[0..max), or -1 with bad_off and bad_len set to the offending entry (a bad number or
+ * range, an empty entry, or entry max + 1).
+ */
+int toa_parse_port_list(const char *s, size_t len, struct toa_port_range *out, unsigned int max,
+			size_t *bad_off, size_t *bad_len);
+
+/*
+ * Classifies a decoded address: TOA_ADDR_OK, or the reason it cannot be a real client
+ * (a balancer never writes such an address; a client that forges one wants the
+ * application to see a local or special peer). Pure function, fuzzed like the parser.
+ */
+enum toa_addr_verdict toa_addr_check(const struct toa_addr *a);
 
 #endif /* TOA_PARSE_H */

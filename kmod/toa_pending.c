@@ -1,13 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * TOA seen on a SYN, kept until the handshake completes.
+ * TOA seen on a SYN (or on a bare ACK that TCP_DEFER_ACCEPT dropped), kept until the child
+ * socket is created.
  *
- * The SYN creates only a request socket; the full socket appears when the final ACK
- * reaches tcp_v4_syn_recv_sock(). In between, the TOA is remembered here keyed by the
- * connection's 4-tuple and network namespace. The table is bounded (TOA_PENDING_MAX
- * entries, further SYNs are counted in syn_pending_dropped) and entries expire after
- * TOA_PENDING_TTL, so a SYN flood cannot grow it. Readers use RCU; writers take a
- * spinlock with interrupts saved, since kprobe handlers may run with interrupts disabled.
+ * The SYN creates only a request socket (or, under SYN cookies, nothing); the full socket
+ * appears when the final ACK (or the first data segment) reaches tcp_v4_syn_recv_sock(). In
+ * between, the TOA is remembered here keyed by the connection's 4-tuple and network
+ * namespace. Only listeners in scope (the `ports` parameter) and trusted, unambiguous,
+ * plausible options get here (toa_skb_find_v4).
+ *
+ * Bounds: at most TOA_PENDING_NET_MAX entries per network namespace, so a flood in one
+ * namespace (one tenant) cannot take the room of another, and TOA_PENDING_MAX in all, so
+ * memory stays bounded however many namespaces there are. Both are checked before
+ * anything is allocated; a SYN over either is counted in syn_pending_dropped. Entries
+ * expire after TOA_PENDING_TTL, longer than a pending handshake lives (SYN-ACK
+ * retransmissions with the default tcp_synack_retries=5 end after about 63 s). SYN cookie
+ * SYNs are stored like the others: under a flood the kernel answers with cookies and keeps
+ * no state, and this table is then the only place the SYN's option survives; the
+ * per-namespace quota is what keeps that from hurting other namespaces.
+ *
+ * Readers use RCU; writers take the lock of the bucket's stripe (TOA_PENDING_LOCKS locks)
+ * with interrupts saved, since kprobe handlers may run with interrupts disabled. A
+ * namespace's entries are removed when it is destroyed.
  */
 #include <linux/hash.h>
 #include <linux/jhash.h>
@@ -17,12 +31,13 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/workqueue.h>
+#include <net/net_namespace.h>
+#include <net/netns/generic.h>
 #include "toa.h"
 
-#define TOA_PENDING_BITS	10
-#define TOA_PENDING_MAX		16384
-/* Longer than SYN-ACK retransmission with default tcp_synack_retries reaches in practice. */
-#define TOA_PENDING_TTL		(30 * HZ)
+#define TOA_PENDING_BITS	14
+#define TOA_PENDING_LOCK_BITS	8
+#define TOA_PENDING_TTL		(75 * HZ)
 #define TOA_PENDING_GC		(5 * HZ)
 
 struct toa_pending_entry {
@@ -33,19 +48,36 @@ struct toa_pending_entry {
 	unsigned long expires;
 };
 
+/* Per network namespace: entries it holds now. */
+struct toa_pending_net {
+	atomic_t count;
+};
+
 static struct hlist_head toa_pending_hash[1 << TOA_PENDING_BITS];
-static DEFINE_SPINLOCK(toa_pending_lock);
-static unsigned int toa_pending_count;	/* under toa_pending_lock */
+static spinlock_t toa_pending_locks[1 << TOA_PENDING_LOCK_BITS];
+static atomic_t toa_pending_total = ATOMIC_INIT(0);
 static u32 toa_pending_seed;
+static unsigned int toa_pending_net_id;
 static struct delayed_work toa_pending_gc_work;
 
-static struct hlist_head *toa_pending_bucket(const struct toa_tuple *t)
+static unsigned int toa_pending_hash_of(const struct toa_tuple *t)
 {
 	u32 h = jhash_3words((__force u32)t->raddr, (__force u32)t->laddr,
 			     ((__force u32)t->rport << 16) | (__force u32)t->lport,
 			     toa_pending_seed ^ hash_ptr(t->net, 32));
 
-	return &toa_pending_hash[h >> (32 - TOA_PENDING_BITS)];
+	return h >> (32 - TOA_PENDING_BITS);
+}
+
+static spinlock_t *toa_pending_lock_of(unsigned int bucket)
+{
+	return &toa_pending_locks[bucket & ((1 << TOA_PENDING_LOCK_BITS) - 1)];
+}
+
+static struct toa_pending_net *toa_pending_net(const struct net *net)
+{
+	/* net_generic() takes a non-const pointer; it only reads. */
+	return net_generic((struct net *)net, toa_pending_net_id);
 }
 
 static bool toa_tuple_eq(const struct toa_tuple *a, const struct toa_tuple *b)
@@ -54,21 +86,30 @@ static bool toa_tuple_eq(const struct toa_tuple *a, const struct toa_tuple *b)
 	       a->rport == b->rport && a->lport == b->lport;
 }
 
-/* Caller holds toa_pending_lock. */
+/* Caller holds the bucket's lock. */
 static void toa_pending_unlink(struct toa_pending_entry *e)
 {
 	hlist_del_rcu(&e->node);
-	toa_pending_count--;
+	atomic_dec(&toa_pending_net(e->key.net)->count);
+	atomic_dec(&toa_pending_total);
 	kfree_rcu(e, rcu);
 }
 
 void toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa)
 {
+	struct toa_pending_net *pn = toa_pending_net(t->net);
+	unsigned int b = toa_pending_hash_of(t);
 	struct toa_pending_entry *e, *old = NULL;
+	spinlock_t *lock = toa_pending_lock_of(b);
 	struct hlist_node *tmp;
-	struct hlist_head *head;
 	unsigned long flags;
 
+	/* Quotas first: a flood costs two atomic reads per SYN, no allocation, no lock. */
+	if (atomic_read(&pn->count) >= TOA_PENDING_NET_MAX ||
+	    atomic_read(&toa_pending_total) >= TOA_PENDING_MAX) {
+		toa_count(TOA_CNT_SYN_PENDING_DROPPED);
+		return;
+	}
 	e = kmalloc(sizeof(*e), GFP_ATOMIC);
 	if (!e) {
 		toa_count(TOA_CNT_SYN_PENDING_DROPPED);
@@ -77,29 +118,29 @@ void toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa)
 	e->key = *t;
 	e->toa = *toa;
 	e->expires = jiffies + TOA_PENDING_TTL;
-	head = toa_pending_bucket(t);
 
-	spin_lock_irqsave(&toa_pending_lock, flags);
-	hlist_for_each_entry_safe(old, tmp, head, node) {
+	spin_lock_irqsave(lock, flags);
+	hlist_for_each_entry_safe(old, tmp, &toa_pending_hash[b], node) {
 		if (toa_tuple_eq(&old->key, t))
 			break;
 		if (time_after_eq(jiffies, old->expires))
 			toa_pending_unlink(old);
 	}
 	if (old) {
-		/* A retransmitted SYN: its option replaces the earlier one. */
+		/*
+		 * The same connection again: a deferred bare ACK after its SYN (the ACK's
+		 * option wins, as on a final ACK). A retransmitted SYN never gets here: the
+		 * kernel answers it from the request socket without tcp_conn_request.
+		 */
 		hlist_replace_rcu(&old->node, &e->node);
 		kfree_rcu(old, rcu);
-	} else if (toa_pending_count >= TOA_PENDING_MAX) {
-		spin_unlock_irqrestore(&toa_pending_lock, flags);
-		kfree(e);
-		toa_count(TOA_CNT_SYN_PENDING_DROPPED);
-		return;
 	} else {
-		hlist_add_head_rcu(&e->node, head);
-		toa_pending_count++;
+		/* The quota checks above raced with other CPUs by at most one entry each. */
+		hlist_add_head_rcu(&e->node, &toa_pending_hash[b]);
+		atomic_inc(&pn->count);
+		atomic_inc(&toa_pending_total);
 	}
-	spin_unlock_irqrestore(&toa_pending_lock, flags);
+	spin_unlock_irqrestore(lock, flags);
 	toa_count(TOA_CNT_SYN_PENDING_STORED);
 }
 
@@ -108,10 +149,10 @@ bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa)
 	struct toa_pending_entry *e;
 	bool found = false;
 
-	if (!READ_ONCE(toa_pending_count))
+	if (!atomic_read(&toa_pending_total))
 		return false;
 	rcu_read_lock();
-	hlist_for_each_entry_rcu(e, toa_pending_bucket(t), node) {
+	hlist_for_each_entry_rcu(e, &toa_pending_hash[toa_pending_hash_of(t)], node) {
 		if (toa_tuple_eq(&e->key, t) && time_before(jiffies, e->expires)) {
 			*toa = e->toa;
 			found = true;
@@ -124,53 +165,78 @@ bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa)
 
 void toa_pending_remove(const struct toa_tuple *t)
 {
+	unsigned int b = toa_pending_hash_of(t);
+	spinlock_t *lock = toa_pending_lock_of(b);
 	struct toa_pending_entry *e;
 	struct hlist_node *tmp;
 	unsigned long flags;
 
-	if (!READ_ONCE(toa_pending_count))
+	if (!atomic_read(&toa_pending_total))
 		return;
-	spin_lock_irqsave(&toa_pending_lock, flags);
-	hlist_for_each_entry_safe(e, tmp, toa_pending_bucket(t), node) {
+	spin_lock_irqsave(lock, flags);
+	hlist_for_each_entry_safe(e, tmp, &toa_pending_hash[b], node) {
 		if (toa_tuple_eq(&e->key, t)) {
 			toa_pending_unlink(e);
 			break;
 		}
 	}
-	spin_unlock_irqrestore(&toa_pending_lock, flags);
+	spin_unlock_irqrestore(lock, flags);
 }
 
-/* Removes expired entries (all entries when @all). */
-static void toa_pending_sweep(bool all)
+/* Removes expired entries, or every entry of @net, or every entry (@all). */
+static void toa_pending_sweep(const struct net *net, bool all)
 {
 	struct toa_pending_entry *e;
 	struct hlist_node *tmp;
 	unsigned long flags;
 	unsigned int i;
 
-	spin_lock_irqsave(&toa_pending_lock, flags);
 	for (i = 0; i < ARRAY_SIZE(toa_pending_hash); i++) {
+		spinlock_t *lock = toa_pending_lock_of(i);
+
+		if (hlist_empty(&toa_pending_hash[i]))
+			continue;
+		spin_lock_irqsave(lock, flags);
 		hlist_for_each_entry_safe(e, tmp, &toa_pending_hash[i], node) {
-			if (all || time_after_eq(jiffies, e->expires))
+			if (all || (net ? e->key.net == net : time_after_eq(jiffies, e->expires)))
 				toa_pending_unlink(e);
 		}
+		spin_unlock_irqrestore(lock, flags);
 	}
-	spin_unlock_irqrestore(&toa_pending_lock, flags);
 }
 
 static void toa_pending_gc(struct work_struct *work)
 {
-	toa_pending_sweep(false);
+	toa_pending_sweep(NULL, false);
 	schedule_delayed_work(&toa_pending_gc_work, TOA_PENDING_GC);
 }
+
+/* A namespace goes away: its entries must not match a later namespace at the same address. */
+static void __net_exit toa_pending_net_exit(struct net *net)
+{
+	toa_pending_sweep(net, false);
+}
+
+static struct pernet_operations toa_pending_net_ops = {
+	.exit = toa_pending_net_exit,
+	.id = &toa_pending_net_id,
+	.size = sizeof(struct toa_pending_net),
+};
 
 int toa_pending_init(void)
 {
 	unsigned int i;
+	int err;
 
 	for (i = 0; i < ARRAY_SIZE(toa_pending_hash); i++)
 		INIT_HLIST_HEAD(&toa_pending_hash[i]);
+	for (i = 0; i < ARRAY_SIZE(toa_pending_locks); i++)
+		spin_lock_init(&toa_pending_locks[i]);
 	toa_pending_seed = get_random_u32();
+	/* Zeroed per-namespace state (count 0) for every namespace, existing and new. */
+	err = register_pernet_subsys(&toa_pending_net_ops);
+	if (err)
+		return err;
 	INIT_DELAYED_WORK(&toa_pending_gc_work, toa_pending_gc);
 	schedule_delayed_work(&toa_pending_gc_work, TOA_PENDING_GC);
 	return 0;
@@ -180,5 +246,6 @@ int toa_pending_init(void)
 void toa_pending_exit(void)
 {
 	cancel_delayed_work_sync(&toa_pending_gc_work);
-	toa_pending_sweep(true);
+	toa_pending_sweep(NULL, true);
+	unregister_pernet_subsys(&toa_pending_net_ops);
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * /proc/net/toa_stats and /proc/net/toa_table, in the initial network namespace (node
- * agents read them through the host's /proc/1/net/).
+ * /proc/net/toa_stats in the initial network namespace (node agents read it through the
+ * host's /proc/1/net/), and /proc/net/toa_table in every network namespace, each listing
+ * only its own namespace's connections, readable by root only.
  */
 #include <linux/printk.h>
 #include <linux/proc_fs.h>
@@ -15,17 +16,26 @@ static int toa_stats_seq_show(struct seq_file *m, void *v)
 	return 0;
 }
 
-static int toa_table_seq_show(struct seq_file *m, void *v)
+static int __net_init toa_proc_net_init(struct net *net)
 {
-	toa_table_show(m);
-	return 0;
+	return toa_table_proc_create(net) ? 0 : -ENOMEM;
 }
+
+static void __net_exit toa_proc_net_exit(struct net *net)
+{
+	remove_proc_entry("toa_table", net->proc_net);
+}
+
+static struct pernet_operations toa_proc_net_ops = {
+	.init = toa_proc_net_init,
+	.exit = toa_proc_net_exit,
+};
 
 int toa_proc_init(void)
 {
 	if (!proc_create_single("toa_stats", 0444, init_net.proc_net, toa_stats_seq_show))
 		goto fail;
-	if (!proc_create_single("toa_table", 0444, init_net.proc_net, toa_table_seq_show)) {
+	if (register_pernet_subsys(&toa_proc_net_ops)) {
 		remove_proc_entry("toa_stats", init_net.proc_net);
 		goto fail;
 	}
@@ -37,6 +47,6 @@ fail:
 
 void toa_proc_exit(void)
 {
-	remove_proc_entry("toa_table", init_net.proc_net);
+	unregister_pernet_subsys(&toa_proc_net_ops);
 	remove_proc_entry("toa_stats", init_net.proc_net);
 }

@@ -12,6 +12,7 @@
 #include <linux/rcupdate.h>
 #include <linux/skbuff.h>
 #include <linux/tcp.h>
+#include <net/route.h>
 #include <net/sock.h>
 #include "toa.h"
 
@@ -47,11 +48,52 @@ static void toa_fill_tuple(const struct sock *listener, const struct iphdr *iph,
 	t->lport = th->dest;
 }
 
+/* The option the configured dup_rule picks; false when the segment is ambiguous. */
+static bool toa_pick(const struct toa_config *cfg, const struct toa_parse_result *res,
+		     struct toa_addr *toa)
+{
+	if (!res->duplicates) {
+		*toa = res->toa;
+		return true;
+	}
+	switch (cfg->dup_rule) {
+	case TOA_DUP_FIRST:
+		*toa = res->toa;
+		return true;
+	case TOA_DUP_LAST:
+		*toa = res->last;
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * A decoded address that cannot be a real client: special ranges (toa_addr_check), or,
+ * for IPv4, an address of this host in the listener's namespace (one FIB lookup, only for
+ * segments that carry a trusted TOA).
+ */
+static bool toa_addr_refused(const struct sock *listener, const struct toa_addr *toa)
+{
+	__be32 v4;
+
+	if (toa_addr_check(toa) != TOA_ADDR_OK)
+		return true;
+	if (toa->type != TOA_TYPE_IPV4)
+		return false;
+	memcpy(&v4, toa->addr, 4);
+	return inet_addr_type(sock_net(listener), v4) == RTN_LOCAL;
+}
+
 /*
  * Fills *tuple from the segment (received by @listener) and returns 1 with *toa set when
- * the segment carries a valid TOA option from a trusted source, 0 when it carries none (or
- * an untrusted one), -EINVAL when it is not a well-formed IPv4/TCP segment (*tuple not
- * set). Counts malformed options and untrusted TOA.
+ * the segment carries a usable TOA option, 0 when it carries none or one that is refused,
+ * -EINVAL when it is not a well-formed IPv4/TCP segment (*tuple not set).
+ *
+ * In order: a local port outside `ports` is not parsed at all; then malformed options are
+ * counted; a valid TOA from a source that is not trusted counts toa_untrusted; several
+ * valid TOA options that dup_rule does not resolve count toa_ambiguous; an address that
+ * cannot be a client counts toa_refused_address. Each refused segment counts once.
  */
 int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
 		    struct toa_tuple *tuple, struct toa_addr *toa)
@@ -60,7 +102,8 @@ int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
 	struct toa_parse_result res;
 	const struct iphdr *iph;
 	const struct tcphdr *th = toa_skb_headers_v4(skb, &iph);
-	bool found, trusted;
+	enum toa_counter refused = TOA_CNT_MAX;
+	bool found;
 
 	if (!th)
 		return -EINVAL;
@@ -68,21 +111,31 @@ int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
 
 	rcu_read_lock();
 	cfg = rcu_dereference(toa_cfg);
+	if (!toa_config_port_in_scope(cfg, th->dest)) {
+		rcu_read_unlock();
+		return 0;
+	}
 	found = toa_parse_options((const u8 *)(th + 1), th->doff * 4 - sizeof(*th),
 				  &cfg->kinds, &res);
-	trusted = !found || toa_config_trusted_v4(cfg, iph->saddr);
+	if (found) {
+		if (!toa_config_trusted_v4(cfg, iph->saddr))
+			refused = TOA_CNT_TOA_UNTRUSTED;
+		else if (!toa_pick(cfg, &res, toa))
+			refused = TOA_CNT_TOA_AMBIGUOUS;
+	}
 	rcu_read_unlock();
 
 	if (res.malformed)
 		toa_count_n(TOA_CNT_TOA_MALFORMED, res.malformed);
 	if (!found)
 		return 0;
-	if (!trusted) {
-		toa_count(TOA_CNT_TOA_UNTRUSTED);
-		pr_debug("toa: untrusted TOA from %pI4:%u ignored\n", &iph->saddr,
-			 ntohs(th->source));
+	if (refused == TOA_CNT_MAX && toa_addr_refused(listener, toa))
+		refused = TOA_CNT_TOA_REFUSED_ADDRESS;
+	if (refused != TOA_CNT_MAX) {
+		toa_count(refused);
+		pr_debug("toa: TOA from %pI4:%u refused (counter %d)\n", &iph->saddr,
+			 ntohs(th->source), refused);
 		return 0;
 	}
-	*toa = res.toa;
 	return 1;
 }

@@ -27,6 +27,8 @@ static const char *const toa_counter_names[TOA_CNT_MAX] = {
 	[TOA_CNT_SYN_PENDING_DROPPED] = "syn_pending_dropped",
 	[TOA_CNT_GETSOCKOPT_OK] = "getsockopt_ok",
 	[TOA_CNT_GETSOCKOPT_EMPTY] = "getsockopt_empty",
+	[TOA_CNT_TOA_REFUSED_ADDRESS] = "toa_refused_address",
+	[TOA_CNT_TOA_AMBIGUOUS] = "toa_ambiguous",
 };
 
 void toa_stats_show(struct seq_file *m)
@@ -50,4 +52,5 @@ void toa_stats_show(struct seq_file *m)
 			seq_printf(m, " %16llu", per_cpu(toa_stats, cpu).v[i]);
 		seq_putc(m, '\n');
 	}
+	toa_hooks_show_missed(m);
 }

@@ -11,9 +11,11 @@
  */
 #include <linux/atomic.h>
 #include <linux/hash.h>
+#include <linux/proc_fs.h>
 #include <linux/rculist.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <net/net_namespace.h>
 #include <net/sock.h>
 #include "toa.h"
 
@@ -175,22 +177,96 @@ unsigned int toa_table_flush(void)
 	return n;
 }
 
-void toa_table_show(struct seq_file *m)
-{
-	struct toa_sock_entry *e;
-	unsigned int i;
+/*
+ * /proc/net/toa_table of one network namespace: a seq_file iterator over the hash table
+ * under RCU (one pass, no buffer sizing), listing only the entries whose connection lives
+ * in the reader's namespace (the namespace of the /proc/net it opened). Position 0 is the
+ * header; entry k of that namespace is position k + 1.
+ */
+struct toa_table_iter {
+	struct seq_net_private p;	/* first: seq_file_net() reads it */
+	unsigned int bucket;
+};
 
-	seq_puts(m, "socket type address port\n");
-	rcu_read_lock();
-	for (i = 0; i < ARRAY_SIZE(toa_table_hash); i++) {
-		hlist_for_each_entry_rcu(e, &toa_table_hash[i], node) {
-			if (e->toa.type == TOA_TYPE_NAT64)
-				seq_printf(m, "%p nat64 %pI6c %u\n", e->sk, e->toa.addr,
-					   e->toa.port);
-			else
-				seq_printf(m, "%p ipv4 %pI4 %u\n", e->sk, e->toa.addr,
-					   e->toa.port);
+/* The next entry of this namespace after @n in bucket it->bucket, or in later buckets. */
+static struct toa_sock_entry *toa_iter_scan(struct seq_file *m, struct hlist_node *n)
+{
+	struct toa_table_iter *it = m->private;
+	const struct net *net = seq_file_net(m);
+
+	for (;;) {
+		for (; n; n = rcu_dereference(hlist_next_rcu(n))) {
+			struct toa_sock_entry *e = hlist_entry(n, struct toa_sock_entry, node);
+
+			if (e->tuple.net == net)
+				return e;
 		}
+		if (++it->bucket >= ARRAY_SIZE(toa_table_hash))
+			return NULL;
+		n = rcu_dereference(hlist_first_rcu(&toa_table_hash[it->bucket]));
 	}
+}
+
+static void *toa_table_seq_start(struct seq_file *m, loff_t *pos)
+	__acquires(RCU)
+{
+	struct toa_table_iter *it = m->private;
+	struct toa_sock_entry *e;
+	loff_t k;
+
+	rcu_read_lock();
+	if (!*pos)
+		return SEQ_START_TOKEN;
+	it->bucket = 0;
+	e = toa_iter_scan(m, rcu_dereference(hlist_first_rcu(&toa_table_hash[0])));
+	for (k = 1; e && k < *pos; k++)
+		e = toa_iter_scan(m, rcu_dereference(hlist_next_rcu(&e->node)));
+	return e;
+}
+
+static void *toa_table_seq_next(struct seq_file *m, void *v, loff_t *pos)
+{
+	struct toa_table_iter *it = m->private;
+
+	++*pos;
+	if (v == SEQ_START_TOKEN) {
+		it->bucket = 0;
+		return toa_iter_scan(m, rcu_dereference(hlist_first_rcu(&toa_table_hash[0])));
+	}
+	return toa_iter_scan(m, rcu_dereference(hlist_next_rcu(&((struct toa_sock_entry *)v)->node)));
+}
+
+static void toa_table_seq_stop(struct seq_file *m, void *v)
+	__releases(RCU)
+{
 	rcu_read_unlock();
+}
+
+static int toa_table_seq_show(struct seq_file *m, void *v)
+{
+	const struct toa_sock_entry *e = v;
+
+	if (v == SEQ_START_TOKEN) {
+		seq_puts(m, "socket type address port\n");
+		return 0;
+	}
+	if (e->toa.type == TOA_TYPE_NAT64)
+		seq_printf(m, "%p nat64 %pI6c %u\n", e->sk, e->toa.addr, e->toa.port);
+	else
+		seq_printf(m, "%p ipv4 %pI4 %u\n", e->sk, e->toa.addr, e->toa.port);
+	return 0;
+}
+
+static const struct seq_operations toa_table_seq_ops = {
+	.start = toa_table_seq_start,
+	.next = toa_table_seq_next,
+	.stop = toa_table_seq_stop,
+	.show = toa_table_seq_show,
+};
+
+/* Root only (root of the namespace's owning user namespace): it names real clients. */
+struct proc_dir_entry *toa_table_proc_create(struct net *net)
+{
+	return proc_create_net("toa_table", 0400, net->proc_net, &toa_table_seq_ops,
+			       sizeof(struct toa_table_iter));
 }

@@ -15,6 +15,9 @@ pub mod types {
     pub const DEGRADED: &str = "Degraded";
     /// Nodes this policy selects are held by a higher-ranked policy.
     pub const CONFLICT: &str = "Conflict";
+    /// True when the module trusts TOA from every source
+    /// (`acceptFromAnySource`) or from none (no `trustedSources`).
+    pub const TRUST_WARNING: &str = "TrustWarning";
 }
 
 /// Condition status strings.
@@ -57,6 +60,12 @@ pub enum PolicyReason {
     NodesClaimedElsewhere,
     /// Conflict=False.
     NoConflicts,
+    /// TrustWarning=True: acceptFromAnySource with no trustedSources.
+    AcceptFromAnySource,
+    /// TrustWarning=True: neither trustedSources nor acceptFromAnySource.
+    NoTrustedSources,
+    /// TrustWarning=False.
+    TrustedSourcesListed,
 }
 
 impl PolicyReason {
@@ -76,6 +85,9 @@ impl PolicyReason {
             PolicyReason::NoFailures => "NoFailures",
             PolicyReason::NodesClaimedElsewhere => "NodesClaimedElsewhere",
             PolicyReason::NoConflicts => "NoConflicts",
+            PolicyReason::AcceptFromAnySource => "AcceptFromAnySource",
+            PolicyReason::NoTrustedSources => "NoTrustedSources",
+            PolicyReason::TrustedSourcesListed => "TrustedSourcesListed",
         }
     }
 }

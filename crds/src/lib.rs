@@ -10,7 +10,7 @@ pub mod node_state;
 pub mod policy;
 mod yaml;
 
-pub use module::{ModuleSettings, SettingsError};
+pub use module::{ModuleSettings, PortRange, SettingsError};
 pub use node_state::{
     BuildInfo, DesiredState, KernelInfo, ModuleInfo, ModuleSource, NodePhase, NodeReason,
     SelfTestInfo, SelfTestResult, ToaNodeState, ToaNodeStateSpec, ToaNodeStateStatus,

@@ -41,6 +41,13 @@ pub const PARAM_IPV4_KINDS: &str = "ipv4_kinds";
 pub const PARAM_NAT64_KINDS: &str = "nat64_kinds";
 /// See [`PARAM_IPV4_KINDS`].
 pub const PARAM_TRUSTED_SOURCES: &str = "trusted_sources";
+/// See [`PARAM_IPV4_KINDS`]: `1` accepts TOA from every source while
+/// `trusted_sources` is empty (the module's default `0` trusts nothing).
+pub const PARAM_ACCEPT_ANY_SOURCE: &str = "accept_any_source";
+/// See [`PARAM_IPV4_KINDS`]: local ports in scope, `80,8000-8100` (empty = all).
+pub const PARAM_PORTS: &str = "ports";
+/// At most this many `ports` entries (the module keeps 64).
+pub const MAX_PORT_RANGES: usize = 64;
 
 /// True when `kind` is a standard TCP option kind that TOA must not use.
 pub fn is_reserved_option_kind(kind: u8) -> bool {
@@ -84,8 +91,11 @@ pub struct ModuleSettings {
         "self.all(k, !(k <= 30 || k in [34, 69, 172, 174]))"
     ).message("option kinds 0-30, 34, 69, 172 and 174 are standard TCP options; use 200, 253, 254 or another unassigned kind"))]
     pub nat64_option_kinds: Vec<u8>,
-    /// Balancer networks (IPv4/IPv6 CIDRs) allowed to send TOA options.
-    /// Empty: accept TOA from any source.
+    /// Balancer networks (IPv4/IPv6 CIDRs) allowed to send TOA options: the
+    /// source address the node sees on the balancer's packets (the balancer's
+    /// own address, or with kube-proxy SNAT (`externalTrafficPolicy: Cluster`)
+    /// the node addresses of the cluster). Empty: TOA is accepted from no
+    /// source unless acceptFromAnySource is true.
     #[serde(default)]
     #[schemars(length(max = 16), inner(length(max = 49)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
@@ -93,6 +103,41 @@ pub struct ModuleSettings {
         "self.all(c, isCIDR(c) && cidr(c) == cidr(c).masked())"
     ).message("trustedSources entries must be CIDRs with no host bits set, such as 10.0.0.0/8 or 2001:db8::/32"))]
     pub trusted_sources: Vec<String>,
+    /// Accept TOA from every source while trustedSources is empty. Any host
+    /// that reaches a port in scope can then choose the client address
+    /// applications see; the policy reports it in its TrustWarning condition.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_from_any_source: bool,
+    /// Local listening ports whose connections may carry TOA (the services
+    /// behind the balancer). Empty: every port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub ports: Vec<PortRange>,
+}
+
+/// One local port, or the range `port..=endPort`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, KubeSchema,
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.endPort) || self.endPort >= self.port").message("endPort must not be below port"))]
+pub struct PortRange {
+    /// First port, 1..65535.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Last port of the range (inclusive), >= port. Absent: just `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub end_port: Option<u16>,
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.end_port {
+            Some(end) if end != self.port => write!(f, "{}-{end}", self.port),
+            _ => write!(f, "{}", self.port),
+        }
+    }
 }
 
 impl Default for ModuleSettings {
@@ -101,6 +146,8 @@ impl Default for ModuleSettings {
             ipv4_option_kinds: default_ipv4_kinds(),
             nat64_option_kinds: default_nat64_kinds(),
             trusted_sources: Vec::new(),
+            accept_from_any_source: false,
+            ports: Vec::new(),
         }
     }
 }
@@ -149,6 +196,14 @@ pub enum SettingsError {
     /// The same network twice.
     #[error("trustedSources entry {0:?} is listed twice")]
     DuplicateSource(String),
+    /// Too many port entries.
+    #[error(
+        "ports lists {0} entries, at most {MAX_PORT_RANGES} are allowed: merge them into ranges"
+    )]
+    TooManyPorts(usize),
+    /// Port 0, or a range that ends before it starts.
+    #[error("ports entry {0} is not usable: ports are 1-65535 and endPort must not be below port")]
+    BadPort(String),
 }
 
 /// A parsed, canonical network prefix.
@@ -236,6 +291,19 @@ impl ModuleSettings {
             }
             seen.push(entry);
         }
+        if self.ports.len() > MAX_PORT_RANGES {
+            return Err(SettingsError::TooManyPorts(self.ports.len()));
+        }
+        if let Some(p) = self
+            .ports
+            .iter()
+            .find(|p| p.port == 0 || p.end_port.is_some_and(|e| e < p.port))
+        {
+            return Err(SettingsError::BadPort(format!(
+                "port {} endPort {:?}",
+                p.port, p.end_port
+            )));
+        }
         Ok(())
     }
 
@@ -255,15 +323,28 @@ impl ModuleSettings {
                 sources.push(s.clone());
             }
         }
+        let mut ports: Vec<PortRange> = self
+            .ports
+            .iter()
+            .map(|p| PortRange {
+                port: p.port,
+                end_port: p.end_port.filter(|e| *e != p.port),
+            })
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
         Self {
             ipv4_option_kinds: ipv4,
             nat64_option_kinds: nat64,
             trusted_sources: sources,
+            accept_from_any_source: self.accept_from_any_source,
+            ports,
         }
     }
 
     /// The `toa` module parameters for these settings, in a fixed order:
-    /// `ipv4_kinds`, `nat64_kinds`, `trusted_sources` (empty value = any source).
+    /// `ipv4_kinds`, `nat64_kinds`, `trusted_sources`, `accept_any_source`
+    /// (`0`/`1`), `ports` (empty value = every port).
     /// Values are comma-joined from [`Self::normalized`].
     pub fn module_parameters(&self) -> Vec<(&'static str, String)> {
         let n = self.normalized();
@@ -278,16 +359,34 @@ impl ModuleSettings {
             (PARAM_IPV4_KINDS, join(&n.ipv4_option_kinds)),
             (PARAM_NAT64_KINDS, join(&n.nat64_option_kinds)),
             (PARAM_TRUSTED_SOURCES, n.trusted_sources.join(",")),
+            (
+                PARAM_ACCEPT_ANY_SOURCE,
+                u8::from(n.accept_from_any_source).to_string(),
+            ),
+            (
+                PARAM_PORTS,
+                n.ports
+                    .iter()
+                    .map(PortRange::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
         ]
     }
 
     /// `name=value` arguments for `insmod`/`modprobe`, e.g. `ipv4_kinds=200,254`.
-    /// `trusted_sources` is left out when empty (the module default is empty); an empty kinds
-    /// list is passed as `ipv4_kinds=` because the module's default for it is not empty.
+    /// Parameters at the module's default are left out: empty `trusted_sources` and `ports`,
+    /// `accept_any_source=0`. An empty kinds list is passed as `ipv4_kinds=` because the
+    /// module's default for it is not empty.
     pub fn module_arguments(&self) -> Vec<String> {
         self.module_parameters()
             .into_iter()
-            .filter(|(k, v)| !v.is_empty() || *k != PARAM_TRUSTED_SOURCES)
+            .filter(|(k, v)| {
+                let module_default = (v.is_empty()
+                    && (*k == PARAM_TRUSTED_SOURCES || *k == PARAM_PORTS))
+                    || (*k == PARAM_ACCEPT_ANY_SOURCE && v == "0");
+                !module_default
+            })
             .map(|(k, v)| format!("{k}={v}"))
             .collect()
     }
@@ -400,6 +499,25 @@ mod tests {
             s.validate(),
             Err(SettingsError::DuplicateSource("10.0.0.0/8".into()))
         );
+        s.trusted_sources = vec![];
+        s.ports = vec![PortRange {
+            port: 9000,
+            end_port: Some(8000),
+        }];
+        assert!(matches!(s.validate(), Err(SettingsError::BadPort(_))));
+        s.ports = vec![PortRange {
+            port: 0,
+            end_port: None,
+        }];
+        assert!(matches!(s.validate(), Err(SettingsError::BadPort(_))));
+        s.ports = vec![
+            PortRange {
+                port: 1,
+                end_port: None
+            };
+            65
+        ];
+        assert_eq!(s.validate(), Err(SettingsError::TooManyPorts(65)));
     }
 
     #[test]
@@ -408,6 +526,17 @@ mod tests {
             ipv4_option_kinds: vec![254, 200, 254],
             nat64_option_kinds: vec![253],
             trusted_sources: vec!["10.0.0.0/8".into(), "fd00::/8".into(), "10.0.0.0/8".into()],
+            accept_from_any_source: false,
+            ports: vec![
+                PortRange {
+                    port: 8000,
+                    end_port: Some(8100),
+                },
+                PortRange {
+                    port: 443,
+                    end_port: Some(443),
+                },
+            ],
         };
         assert_eq!(
             s.module_parameters(),
@@ -415,6 +544,20 @@ mod tests {
                 ("ipv4_kinds", "200,254".to_string()),
                 ("nat64_kinds", "253".to_string()),
                 ("trusted_sources", "10.0.0.0/8,fd00::/8".to_string()),
+                ("accept_any_source", "0".to_string()),
+                ("ports", "443,8000-8100".to_string()),
+            ]
+        );
+        let any = ModuleSettings {
+            accept_from_any_source: true,
+            ..ModuleSettings::default()
+        };
+        assert_eq!(
+            any.module_arguments(),
+            vec![
+                "ipv4_kinds=200".to_string(),
+                "nat64_kinds=253".to_string(),
+                "accept_any_source=1".to_string()
             ]
         );
         assert_eq!(

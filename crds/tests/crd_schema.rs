@@ -227,6 +227,7 @@ fn cel_and_rust_agree_on_every_option_kind() {
             ipv4_option_kinds: vec![kind],
             nat64_option_kinds: vec![if kind == 253 { 254 } else { 253 }],
             trusted_sources: vec![],
+            ..Default::default()
         };
         assert_eq!(
             cel_ok,

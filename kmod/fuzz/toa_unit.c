@@ -53,6 +53,8 @@ static const struct unit_case cases[] = {
 	{ "ipv4 kind with length 20", "c8 14 30 39 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 01",
 	  "", "", 0, 0, "", 0, 0, 1, 0 },
 	{ "duplicate ipv4: first wins", V4 " " V4B, "", "", 1, TOA_TYPE_IPV4, A4, 8080, 0, 0, 1 },
+	{ "three ipv4: first kept, two duplicates", V4 " " V4B " " V4B, "", "", 1, TOA_TYPE_IPV4, A4,
+	  8080, 0, 0, 2 },
 	{ "ipv4 then nat64: first wins", V4 " " N64, "", "", 1, TOA_TYPE_IPV4, A4, 8080, 0, 0,
 	  1 },
 	{ "nat64 then ipv4: first wins", N64 " " V4, "", "", 1, TOA_TYPE_NAT64, A6, 12345, 0, 0,
@@ -124,9 +126,96 @@ static int run_case(const struct unit_case *c)
 	if (ok && c->found)
 		ok = r.toa.type == c->type && r.toa.port == c->port && r.offset == c->offset &&
 		     memcmp(r.toa.addr, addr, alen) == 0;
+	/* without duplicates the last valid option is the first one */
+	if (ok && c->found && !c->duplicates)
+		ok = r.last_offset == r.offset && !memcmp(&r.last, &r.toa, sizeof(r.toa));
 	printf("%s - %s (found=%d type=%u port=%u offset=%u malformed=%u duplicates=%u)\n",
 	       ok ? "ok" : "not ok", c->name, found, r.toa.type, r.toa.port, r.offset,
 	       r.malformed, r.duplicates);
+	return ok;
+}
+
+/* Addresses a balancer never writes: toa_addr_check() verdicts. */
+struct addr_case {
+	uint8_t type;
+	const char *addr;	/* hex, 4 or 16 bytes */
+	enum toa_addr_verdict want;
+};
+
+static const struct addr_case addr_cases[] = {
+	{ TOA_TYPE_IPV4, A4, TOA_ADDR_OK },
+	{ TOA_TYPE_IPV4, "00 00 00 00", TOA_ADDR_UNSPECIFIED },
+	{ TOA_TYPE_IPV4, "00 01 02 03", TOA_ADDR_UNSPECIFIED },
+	{ TOA_TYPE_IPV4, "7f 00 00 01", TOA_ADDR_LOOPBACK },
+	{ TOA_TYPE_IPV4, "7f ff ff ff", TOA_ADDR_LOOPBACK },
+	{ TOA_TYPE_IPV4, "80 00 00 00", TOA_ADDR_OK },
+	{ TOA_TYPE_IPV4, "df ff ff ff", TOA_ADDR_OK },
+	{ TOA_TYPE_IPV4, "e0 00 00 01", TOA_ADDR_MULTICAST },
+	{ TOA_TYPE_IPV4, "ef ff ff ff", TOA_ADDR_MULTICAST },
+	{ TOA_TYPE_IPV4, "ff ff ff ff", TOA_ADDR_BROADCAST },
+	{ TOA_TYPE_NAT64, A6, TOA_ADDR_OK },
+	{ TOA_TYPE_NAT64, "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00", TOA_ADDR_UNSPECIFIED },
+	{ TOA_TYPE_NAT64, "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 01", TOA_ADDR_LOOPBACK },
+	{ TOA_TYPE_NAT64, "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 02", TOA_ADDR_OK },
+	{ TOA_TYPE_NAT64, "ff 02 00 00 00 00 00 00 00 00 00 00 00 00 00 01", TOA_ADDR_MULTICAST },
+	{ TOA_TYPE_NAT64, "00 00 00 00 00 00 00 00 00 00 ff ff cb 00 71 01", TOA_ADDR_V4MAPPED },
+	{ TOA_TYPE_NAT64, "00 64 ff 9b 00 00 00 00 00 00 00 00 cb 00 71 01", TOA_ADDR_OK },
+};
+
+static int run_addr_case(const struct addr_case *c)
+{
+	struct toa_addr a;
+	enum toa_addr_verdict got;
+
+	memset(&a, 0, sizeof(a));
+	a.type = c->type;
+	hex_decode(c->addr, a.addr, sizeof(a.addr));
+	got = toa_addr_check(&a);
+	printf("%s - address %s -> verdict %d (want %d)\n", got == c->want ? "ok" : "not ok",
+	       c->addr, got, c->want);
+	return got == c->want;
+}
+
+/* `ports` values: expected readback ("" = no entries) or NULL for a rejected value. */
+static const struct {
+	const char *in, *want, *bad;
+} port_cases[] = {
+	{ "", "", NULL },
+	{ "  ", "", NULL },
+	{ "80", "80-80", NULL },
+	{ " 443, 8000-8080 ,9000-9000", "443-443,8000-8080,9000-9000", NULL },
+	{ "1,65535", "1-1,65535-65535", NULL },
+	{ "0", NULL, "0" },
+	{ "65536", NULL, "65536" },
+	{ "9000-8000", NULL, "9000-8000" },
+	{ "80,http", NULL, "http" },
+	{ "1-", NULL, "1-" },
+	{ "-5", NULL, "-5" },
+	{ "80,,81", NULL, "" },
+	{ "80,", NULL, "" },
+	{ "1-2-3", NULL, "1-2-3" },
+	{ "+80", NULL, "+80" },
+	{ "000080", NULL, "000080" },
+	{ "1,2,3,4,5", NULL, "5" },	/* max 4 in this table */
+};
+
+static int run_port_case(unsigned int i)
+{
+	struct toa_port_range r[4];
+	char got[128] = "", bad[64] = "";
+	size_t off = 0, len = 0;
+	int n = toa_parse_port_list(port_cases[i].in, strlen(port_cases[i].in), r, 4, &off, &len);
+	int j, ok;
+
+	for (j = 0; j < n; j++)
+		snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%u-%u", j ? "," : "", r[j].lo,
+			 r[j].hi);
+	if (n < 0)
+		snprintf(bad, sizeof(bad), "%.*s", (int)len, port_cases[i].in + off);
+	ok = port_cases[i].want ? n >= 0 && !strcmp(got, port_cases[i].want) :
+				  n < 0 && !strcmp(bad, port_cases[i].bad);
+	printf("%s - ports '%s' -> %s%s%s\n", ok ? "ok" : "not ok", port_cases[i].in,
+	       n < 0 ? "rejected at '" : got, n < 0 ? bad : "", n < 0 ? "'" : "");
 	return ok;
 }
 
@@ -134,8 +223,21 @@ int main(void)
 {
 	unsigned int i, passed = 0, failed = 0;
 
+	for (i = 0; i < sizeof(port_cases) / sizeof(port_cases[0]); i++) {
+		if (run_port_case(i))
+			passed++;
+		else
+			failed++;
+	}
+
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		if (run_case(&cases[i]))
+			passed++;
+		else
+			failed++;
+	}
+	for (i = 0; i < sizeof(addr_cases) / sizeof(addr_cases[0]); i++) {
+		if (run_addr_case(&addr_cases[i]))
 			passed++;
 		else
 			failed++;

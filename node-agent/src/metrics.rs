@@ -3,7 +3,7 @@
 
 use crate::desired::DesiredState;
 use crate::host::Host;
-use crate::stats::{self, CORE_COUNTERS};
+use crate::stats;
 use crate::status::{ModuleSource, Phase, Reason};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -202,6 +202,11 @@ fn help_for(name: &str) -> &'static str {
         "syn_pending_dropped" => "Addresses from a SYN dropped (pending table full or expired)",
         "getsockopt_ok" => "getsockopt(4096) calls answered with a NAT64 client address",
         "getsockopt_empty" => "getsockopt(4096) calls on sockets without a NAT64 entry",
+        "toa_refused_address" => "Segments whose TOA address cannot be a real client",
+        "toa_ambiguous" => "Segments with several TOA options that dup_rule refused",
+        n if n.starts_with("missed_") => {
+            "Calls of this kernel probe that were skipped (options or frees may be lost)"
+        }
         _ => "toa module counter (from /proc/net/toa_stats)",
     }
 }
@@ -363,6 +368,7 @@ impl Collector for ToaCollector {
 mod tests {
     use super::*;
     use crate::host::fake::FakeHost;
+    use crate::stats::CORE_COUNTERS;
 
     fn stats_text(cpus: usize) -> String {
         let mut s: String = (0..cpus).map(|c| format!("CPU{c} ")).collect();
@@ -385,6 +391,13 @@ mod tests {
             }
             s.push('\n');
         }
+        s.push('\n');
+        // A probe's miss count: the total in the first column, 0 in the others.
+        s.push_str("missed_inet_getname:");
+        for c in 0..cpus {
+            s.push_str(if c == 0 { " 5" } else { " 0" });
+        }
+        s.push('\n');
         s
     }
 
@@ -431,6 +444,7 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("toa_toa_"), "{out}");
+        assert!(out.contains("\ntoa_missed_inet_getname_total 5\n"), "{out}");
         // Values follow the file, not a cache.
         host.put(STATS_PATH, stats_text(8));
         assert!(m

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 pub const PARAM_IPV4_KINDS: &str = "ipv4_kinds";
 pub const PARAM_NAT64_KINDS: &str = "nat64_kinds";
 pub const PARAM_TRUSTED_SOURCES: &str = "trusted_sources";
+pub const PARAM_ACCEPT_ANY_SOURCE: &str = toa_crds::module::PARAM_ACCEPT_ANY_SOURCE;
+pub const PARAM_PORTS: &str = toa_crds::module::PARAM_PORTS;
 
 fn param_path(name: &str) -> PathBuf {
     Path::new("/sys/module")
@@ -50,16 +52,38 @@ fn canonical_cidr(text: &str) -> Option<String> {
     (prefix <= max).then(|| format!("{ip}/{prefix}"))
 }
 
+/// A port or range in canonical text (`8000-8000` is `8000`); None when it does not parse.
+fn canonical_port_range(text: &str) -> Option<String> {
+    let (lo, hi) = match text.split_once('-') {
+        Some((l, h)) => (l.trim().parse::<u16>().ok()?, h.trim().parse::<u16>().ok()?),
+        None => {
+            let p = text.trim().parse::<u16>().ok()?;
+            (p, p)
+        }
+    };
+    Some(if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    })
+}
+
 /// Reads the parameters of the loaded module (missing ones are left out).
 pub fn read_loaded(host: &dyn Host) -> BTreeMap<String, String> {
-    [PARAM_IPV4_KINDS, PARAM_NAT64_KINDS, PARAM_TRUSTED_SOURCES]
-        .into_iter()
-        .filter_map(|name| {
-            host.read_to_string(&param_path(name))
-                .ok()
-                .map(|v| (name.to_string(), v.trim().to_string()))
-        })
-        .collect()
+    [
+        PARAM_IPV4_KINDS,
+        PARAM_NAT64_KINDS,
+        PARAM_TRUSTED_SOURCES,
+        PARAM_ACCEPT_ANY_SOURCE,
+        PARAM_PORTS,
+    ]
+    .into_iter()
+    .filter_map(|name| {
+        host.read_to_string(&param_path(name))
+            .ok()
+            .map(|v| (name.to_string(), v.trim().to_string()))
+    })
+    .collect()
 }
 
 /// Canonical comparable form: order and spacing do not matter, CIDRs compare by value.
@@ -71,6 +95,8 @@ fn normalize(name: &str, value: &str) -> Vec<String> {
         .map(|t| {
             if name == PARAM_TRUSTED_SOURCES {
                 canonical_cidr(t).unwrap_or_else(|| t.to_string())
+            } else if name == PARAM_PORTS {
+                canonical_port_range(t).unwrap_or_else(|| t.to_string())
             } else {
                 t.parse::<u32>()
                     .map(|n| n.to_string())
@@ -147,6 +173,7 @@ mod tests {
             ipv4_option_kinds: v4.to_vec(),
             nat64_option_kinds: nat64.to_vec(),
             trusted_sources: trusted.iter().map(|s| s.to_string()).collect(),
+            ..ModuleSettings::default()
         }
     }
 
@@ -177,6 +204,43 @@ mod tests {
             "2001:db8::/32"
         ));
         assert!(same_value(PARAM_TRUSTED_SOURCES, "", "\n"));
+        assert!(same_value(PARAM_PORTS, "8000-8000,443", "443,8000\n"));
+        assert!(!same_value(PARAM_PORTS, "443", "443-444"));
+        assert!(same_value(PARAM_ACCEPT_ANY_SOURCE, "0", "0\n"));
+    }
+
+    #[test]
+    fn trust_decision_and_ports_are_written() {
+        let host = FakeHost::debian();
+        host.insert_module(Some("SV"), &[]);
+        let mut m = settings(&[200], &[253], &[]);
+        m.accept_from_any_source = true;
+        m.ports = vec![
+            toa_crds::PortRange {
+                port: 8080,
+                end_port: Some(8081),
+            },
+            toa_crds::PortRange {
+                port: 443,
+                end_port: None,
+            },
+        ];
+        let mut changed = apply(&host, &m).expect("apply");
+        changed.sort();
+        assert_eq!(changed, [PARAM_ACCEPT_ANY_SOURCE, PARAM_PORTS]);
+        assert_eq!(
+            host.get("/sys/module/toa/parameters/ports").as_deref(),
+            Some("443,8080-8081\n")
+        );
+        assert_eq!(
+            host.get("/sys/module/toa/parameters/accept_any_source")
+                .as_deref(),
+            Some("1\n")
+        );
+        assert_eq!(
+            load_args(&m),
+            "ipv4_kinds=200 nat64_kinds=253 accept_any_source=1 ports=443,8080-8081"
+        );
     }
 
     #[test]

@@ -227,6 +227,7 @@ fn parameters_change_without_reload() {
         ipv4_option_kinds: vec![200, 254],
         nat64_option_kinds: vec![253],
         trusted_sources: vec!["10.0.0.0/8".into()],
+        ..Default::default()
     });
     let (p, phases) = run(&mut agent, &d);
     assert!(phases.is_empty());

@@ -94,6 +94,13 @@ run_kernel() {
 	local ird="$work/initramfs"
 	initramfs_new "$ird"
 	initramfs_add_kmod "$ird" tun
+	# nf_conntrack owns SO_ORIGINAL_DST: the unload scenario checks that other netfilter
+	# sockopts keep working. Its libcrc32c needs a crc32c algorithm (a softdep, which
+	# initramfs_add_kmod does not follow): the generic one, where it is a module.
+	if [ -n "$(find "$KMODDIR/kernel" -name 'crc32c_generic.ko*' -print -quit)" ]; then
+		initramfs_add_kmod "$ird" crc32c_generic
+	fi
+	initramfs_add_kmod "$ird" nf_conntrack
 	initramfs_add_file "$ird" "$work/kmod/toa.ko" toa.ko 0644
 	initramfs_add_file "$ird" "$RUN_DIR/toatest" bin/toatest 0755
 	local dup=()

@@ -137,6 +137,8 @@ fn insert_module_locked(st: &mut FakeState, srcversion: Option<&str>, params: &[
         ("ipv4_kinds", "200"),
         ("nat64_kinds", "253"),
         ("trusted_sources", ""),
+        ("accept_any_source", "0"),
+        ("ports", ""),
     ];
     for (k, v) in defaults {
         st.files.insert(

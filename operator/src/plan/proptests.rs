@@ -333,7 +333,8 @@ fn check(s: &ClusterSnapshot, out: &Plan) -> Result<(), TestCaseError> {
                 && st.loaded_nodes == st.selected_nodes
                 && p.metadata.deletion_timestamp.is_none()
         );
-        prop_assert_eq!(st.conditions.len(), 4);
+        // Ready, Progressing, Degraded, Conflict, TrustWarning.
+        prop_assert_eq!(st.conditions.len(), 5);
     }
     Ok(())
 }

@@ -14,7 +14,8 @@ use k8s_openapi::jiff::Timestamp;
 use toa_crds::conditions::{new_condition, set_condition, types, PolicyReason};
 use toa_crds::policy::MAX_REPORTED_FAILURES;
 use toa_crds::{
-    DesiredState, KernelCount, NodeFailure, NodePhase, OnDelete, ToaNodeState, ToaPolicyStatus,
+    DesiredState, KernelCount, ModuleSettings, NodeFailure, NodePhase, OnDelete, ToaNodeState,
+    ToaPolicyStatus,
 };
 
 use super::assign::{Assignment, NodeView, PolicyView};
@@ -126,6 +127,33 @@ pub(crate) fn aggregate<'s>(
             (p.name.to_string(), status)
         })
         .collect()
+}
+
+/// TrustWarning: whom the module accepts TOA from, as the settings decide it.
+pub(crate) fn trust_warning(m: &ModuleSettings) -> (bool, PolicyReason, String) {
+    let n = m.trusted_sources.len();
+    if n > 0 {
+        let mut msg = format!(
+            "TOA accepted only from {}",
+            plural(n, "trusted network", "trusted networks")
+        );
+        if m.accept_from_any_source {
+            msg.push_str(" (acceptFromAnySource is ignored while trustedSources lists networks)");
+        }
+        (false, PolicyReason::TrustedSourcesListed, msg)
+    } else if m.accept_from_any_source {
+        (
+            true,
+            PolicyReason::AcceptFromAnySource,
+            "acceptFromAnySource: any host that can reach a port in scope can choose the client address applications see; list the balancer networks in spec.module.trustedSources instead".to_string(),
+        )
+    } else {
+        (
+            true,
+            PolicyReason::NoTrustedSources,
+            "spec.module.trustedSources is empty and acceptFromAnySource is false: the module ignores TOA options from every source; list the balancer networks (or the node addresses after kube-proxy SNAT) in trustedSources".to_string(),
+        )
+    }
 }
 
 fn policy_status(
@@ -293,11 +321,14 @@ fn policy_status(
         )
     };
 
+    let (warn, reason, msg) = trust_warning(&p.module);
+    let trust = cond(types::TRUST_WARNING, warn, reason, msg);
+
     let mut conditions: Vec<Condition> = p
         .old_status
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
-    for c in [ready, progressing, degraded, conflict] {
+    for c in [ready, progressing, degraded, conflict, trust] {
         set_condition(&mut conditions, c);
     }
     // Fixed order, only our own types: stable output for diffing.
@@ -306,6 +337,7 @@ fn policy_status(
         types::PROGRESSING,
         types::DEGRADED,
         types::CONFLICT,
+        types::TRUST_WARNING,
     ];
     conditions.retain(|c| order.contains(&c.type_.as_str()));
     conditions.sort_by_key(|c| order.iter().position(|o| *o == c.type_));
@@ -372,4 +404,43 @@ pub(crate) fn phase_counts<'a>(
             .insert(phase.to_string(), n);
     }
     out
+}
+
+#[cfg(test)]
+mod trust_tests {
+    use super::*;
+
+    #[test]
+    fn trust_warning_says_whom_the_module_trusts() {
+        let none = ModuleSettings::default();
+        let (warn, reason, msg) = trust_warning(&none);
+        assert!(warn);
+        assert_eq!(reason, PolicyReason::NoTrustedSources);
+        assert!(
+            msg.contains("ignores TOA options from every source"),
+            "{msg}"
+        );
+
+        let any = ModuleSettings {
+            accept_from_any_source: true,
+            ..ModuleSettings::default()
+        };
+        let (warn, reason, msg) = trust_warning(&any);
+        assert!(warn);
+        assert_eq!(reason, PolicyReason::AcceptFromAnySource);
+        assert!(msg.contains("trustedSources instead"), "{msg}");
+
+        let listed = ModuleSettings {
+            trusted_sources: vec!["10.0.0.0/8".into()],
+            accept_from_any_source: true,
+            ..ModuleSettings::default()
+        };
+        let (warn, reason, msg) = trust_warning(&listed);
+        assert!(!warn);
+        assert_eq!(reason, PolicyReason::TrustedSourcesListed);
+        assert!(
+            msg.contains("1 trusted network") && msg.contains("ignored"),
+            "{msg}"
+        );
+    }
 }

@@ -19,7 +19,7 @@ say "before: no TOA module; the server sees the balancer"
 show_conns "$(toatest conn --count 2 2>&1 || true)"
 
 say "starting toa-node-agent (standalone, desired state Loaded): it builds the module for this kernel and loads it"
-write_desired Loaded "module:" "  ipv4OptionKinds: [200]" "  nat64OptionKinds: [253]"
+write_desired Loaded "module:" "  ipv4OptionKinds: [200]" "  nat64OptionKinds: [253]" "  trustedSources: [10.0.0.0/16]"
 start_agent
 if t=$(wait_phase Loaded 900); then
 	echo "   Loaded after ${t}s"

@@ -20,7 +20,7 @@ REL=$(uname -r)
 make_calls() { wc -l </run/make-calls; }
 
 # ---------------------------------------------------------------- cold start
-write_desired Loaded
+write_desired Loaded "module:" "  trustedSources: [10.0.0.0/16]"
 start_agent
 if t=$(wait_phase Loaded 900); then
 	ok "cold start reaches Loaded"

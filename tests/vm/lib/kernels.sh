@@ -29,10 +29,11 @@ TOA_KERNEL_TABLE="
 5.10 bullseye linux-image-amd64 suite
 6.1 bookworm linux-image-amd64 host
 6.12 bookworm linux-image-6.12-amd64 host
+6.1-rt bookworm linux-image-rt-amd64 host
 7.2 sid linux-image-amd64 suite
 "
 # The kernels tests/vm/kmod.sh runs without --kernel. Add a series here once it works.
-TOA_DEFAULT_KERNELS=${TOA_DEFAULT_KERNELS:-"5.10 6.1 6.12 7.2"}
+TOA_DEFAULT_KERNELS=${TOA_DEFAULT_KERNELS:-"5.10 6.1 6.1-rt 6.12 7.2"}
 
 TOA_KERNEL_CACHE=${TOA_KERNEL_CACHE:-$TOA_CACHE_DIR/kernels}
 
@@ -132,15 +133,16 @@ kernel_prepare() {
 		toa_die "$_K_META ($_K_SUITE) depends on no linux-image-* package"
 	KVER=${img_pkg#linux-image-}
 	KVER=${KVER%-unsigned}
+	# A -rt series (PREEMPT_RT flavour) has the plain series' version numbers.
 	case $KVER in
-	"$_K_SERIES".*) ;;
+	"${_K_SERIES%-rt}".*) ;;
 	*) toa_die "series $_K_SERIES: $_K_META in $_K_SUITE now resolves to $KVER; update TOA_KERNEL_TABLE in ${BASH_SOURCE[0]}" ;;
 	esac
 	hdr_pkg=linux-headers-$KVER
 	common_pkg='' kbuild_pkg=''
 	for d in $(_kernel_depends "$hdr_pkg"); do
 		case $d in
-		linux-headers-*-common) common_pkg=$d ;;
+		linux-headers-*-common | linux-headers-*-common-rt) common_pkg=$d ;;
 		linux-kbuild-*) kbuild_pkg=$d ;;
 		esac
 	done
