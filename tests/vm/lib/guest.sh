@@ -10,16 +10,21 @@
 # shellcheck source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+# toatest_needs: a C compiler and a static libc.
+toatest_needs() { need_apt gcc libc6-dev; }
+
 toatest_build() {
 	local out=$1 src="$TOA_VM_DIR/guest/toatest.c"
-	need_apt gcc libc6-dev
+	toatest_needs
 	mkdir -p "$(dirname "$out")"
-	if [ -x "$out" ] && [ "$out" -nt "$src" ]; then
-		return 0
+	if [ -e "$out" ] && [ "$out" -nt "$src" ]; then
+		toa_elf_file "$out" && [ -x "$out" ] && return 0
+		toa_cache_rebuild "$out" "is not an executable ELF file (truncated?)"
 	fi
 	gcc -static -O2 -Wall -Wextra -Werror -pthread -o "$out.tmp" "$src" ||
 		toa_die "building $src failed"
-	mv "$out.tmp" "$out"
+	toa_elf_file "$out.tmp" || toa_die "gcc left no ELF file in $out.tmp"
+	mv "$out.tmp" "$out" || toa_die "cannot rename $out.tmp"
 }
 
 guest_write_init() {
