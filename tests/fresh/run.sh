@@ -18,6 +18,8 @@
 #   deps   TOA_DEPS_ONLY=1 bash tests/run-all.sh           (every suite's dependency step)
 #   chart, rust, agent: bash tests/run-all.sh SUITE (not in the default: they take long)
 #   demo-warm: the demo again, caches warm (for timings)
+#   damage: after demo: truncates a cached guest layer and the built agent, empties a kernel
+#          package, runs the demo again: each must be reported, rebuilt, and the demo finish
 #   base   only build (or check) the cached base root
 #
 # Default steps: demo fuzz kmod deps (in that order: a full run comes before the steps that
@@ -46,7 +48,7 @@ fresh_needs() {
 toa_deps_step fresh_needs
 
 usage() {
-	echo "usage: $0 [--with-changes] [--keep] [demo|demo-warm|fuzz|kmod|deps|chart|rust|agent]..." >&2
+	echo "usage: $0 [--with-changes] [--keep] [base|demo|demo-warm|damage|fuzz|kmod|deps|chart|rust|agent]..." >&2
 	exit 2
 }
 with_changes=
@@ -57,7 +59,7 @@ for a in "$@"; do
 	case $a in
 	--with-changes) with_changes=1 ;;
 	--keep) keep=1 ;;
-	demo | demo-warm | fuzz | kmod | deps | chart | rust | agent) steps+=("$a") ;;
+	demo | demo-warm | damage | fuzz | kmod | deps | chart | rust | agent) steps+=("$a") ;;
 	base) only_base=1 ;;
 	*) usage ;;
 	esac
@@ -100,6 +102,8 @@ base_root_ok() {
 # (apt sources and options, CA certificates, pip/npm/git/go settings, DNS), copied as is.
 copy_machine_config() {
 	local root=$1 f
+	# debootstrap writes its own sources.list: the machine's sources replace it.
+	rm -f "$root/etc/apt/sources.list"
 	for f in /etc/apt/sources.list /etc/apt/sources.list.d /etc/apt/apt.conf.d /etc/apt/trusted.gpg.d \
 		/etc/apt/keyrings /etc/resolv.conf /etc/hosts /etc/ssl/certs /usr/local/share/ca-certificates \
 		/etc/pip.conf /etc/npmrc /usr/etc/npmrc /root/.npmrc /root/.gitconfig /root/.config/go/env \
@@ -202,7 +206,8 @@ overlay_dir() {
 	local src=$1 name
 	name=$(printf '%s' "$src" | tr '/' '_')
 	mkdir -p "$WORK/tc$name.upper" "$WORK/tc$name.work" "$ROOT$src"
-	mount -t overlay "fresh$name" -o "lowerdir=$src,upperdir=$WORK/tc$name.upper,workdir=$WORK/tc$name.work" "$ROOT$src"
+	# redirect_dir=on: rustup renames directories of the lower layer (target remove).
+	mount -t overlay "fresh$name" -o "redirect_dir=on,lowerdir=$src,upperdir=$WORK/tc$name.upper,workdir=$WORK/tc$name.work" "$ROOT$src"
 }
 bind_ro() {
 	local src=$1
@@ -280,14 +285,21 @@ fi
 passed=0
 failed=0
 timings=()
-# run_step NAME CMD CHECK_REGEX: CMD must exit 0 and its output must match CHECK_REGEX.
+# run_step NAME CMD CHECK_REGEX...: CMD must exit 0 and its output must match every CHECK_REGEX.
 run_step() {
-	local name=$1 cmd=$2 check=$3 t0=$SECONDS rc=0 secs
+	local name=$1 cmd=$2 t0=$SECONDS rc=0 secs re matched=1
+	shift 2
 	log "step $name: $cmd"
 	in_root "$cmd" 2>&1 | tee "$LOGS/$name.log" || rc=$?
 	secs=$((SECONDS - t0))
 	timings+=("$(printf '%-10s %5ss  exit %s' "$name" "$secs" "$rc")")
-	if [ "$rc" -eq 0 ] && grep -Eq "$check" "$LOGS/$name.log"; then
+	for re in "$@"; do
+		if ! grep -Eq "$re" "$LOGS/$name.log"; then
+			echo "# fresh $name: the output has no line matching /$re/"
+			matched=
+		fi
+	done
+	if [ "$rc" -eq 0 ] && [ -n "$matched" ]; then
 		echo "ok - fresh $name: $cmd (${secs}s)"
 		passed=$((passed + 1))
 	else
@@ -296,6 +308,20 @@ run_step() {
 	fi
 }
 
+# damage: a cached guest layer truncated, a kernel package emptied, the built agent truncated;
+# the demo must say so for each, rebuild them and finish (run it after demo).
+damage_script='set -euo pipefail
+c=$HOME/.cache/toa-operator
+layer=$(find "$c/agent-guest" -name "base-*.cpio" -print -quit)
+deb=$(find "$c/debs/bookworm" -name "linux-image-*.deb" -print -quit)
+agent=target/x86_64-unknown-linux-musl/release/toa-node-agent
+[ -n "$layer" ] && [ -n "$deb" ] && [ -f "$agent" ] || { echo "damage: run the demo step first"; exit 1; }
+truncate -s $(($(stat -c %s "$layer") / 2)) "$layer"
+: >"$deb"
+truncate -s 100000 "$agent"
+echo "damage: truncated $layer, emptied $deb, truncated $agent"
+bash tests/vm/demo.sh'
+
 for s in "${steps[@]}"; do
 	case $s in
 	demo | demo-warm) run_step "$s" "bash tests/vm/demo.sh" '^demo finished' ;;
@@ -303,6 +329,8 @@ for s in "${steps[@]}"; do
 	kmod) run_step kmod "TOA_DEFAULT_KERNELS=6.1 bash tests/run-all.sh kmod" '^[0-9]+ passed, 0 failed$' ;;
 	deps) run_step deps "TOA_DEPS_ONLY=1 bash tests/run-all.sh" '^[0-9]+ passed, 0 failed$' ;;
 	chart | rust) run_step "$s" "bash tests/run-all.sh $s" '^[0-9]+ passed, 0 failed$' ;;
+	damage) run_step damage "$damage_script" '^demo finished' 'cache: guest layer .*base-.*cpio does not list' \
+		'cache: .*linux-image-.*\.deb differs from the archive' 'cache: built agent .* is not a whole static binary' ;;
 	agent) run_step agent "TOA_AGENT_DEFAULT_KERNELS=6.1 bash tests/run-all.sh agent" '^[0-9]+ passed, 0 failed$' ;;
 	esac
 done
