@@ -27,7 +27,8 @@
 # Every command a script runs that is not installed is reported by name (tests/lib/deps.sh's
 # command_not_found_handle), also when the failure itself was swallowed somewhere.
 # --with-changes also applies the checkout's uncommitted changes (git diff HEAD) to the clone.
-# --keep leaves the work directory (root, logs) in place. Everything runs in a private mount
+# --keep leaves the work directory (root, logs) in place; TOA_FRESH_WORK=DIR runs in DIR, and a
+# kept DIR given again keeps its caches (a warm run, e.g. the damage step after a demo). Everything runs in a private mount
 # namespace: its mounts vanish when it ends, also when it is killed; an EXIT trap unmounts
 # and removes the work directory before that.
 # Ends with `N passed, M failed` (one per step, one failure per missing tool).
@@ -260,19 +261,27 @@ host=$(rustc -vV | sed -n "s/^host: //p")
 for t in $(rustup target list --installed); do
 	[ "$t" = "$host" ] || { echo "fresh: rustup target remove $t"; rustup target remove "$t" >/dev/null; }
 done
+installed=$(python3 -m pip list --format=freeze 2>/dev/null | sed "s/==.*//" | tr "A-Z_" "a-z-")
+remove=()
 for p in "$@"; do
-	if python3 -m pip show -q "$p" >/dev/null 2>&1; then
-		echo "fresh: pip uninstall $p"
-		python3 -m pip uninstall -y -q "$p" >/dev/null
-	fi
-done'
+	if grep -qx "$(tr "A-Z_" "a-z-" <<<"$p")" <<<"$installed"; then remove+=("$p"); fi
+done
+if [ ${#remove[@]} -gt 0 ]; then
+	echo "fresh: pip uninstall ${remove[*]}"
+	python3 -m pip uninstall -y -q "${remove[@]}" >/dev/null 2>&1
+fi'
 chroot "$ROOT" /usr/bin/env -i "${envs[@]}" bash -c "$reset_script" reset "${project_pip[@]}"
-if [ -d "$ROOT/root/.cache/toa-operator" ] || [ -d "$ROOT/root/.cargo/registry" ]; then
+if [ -z "${TOA_FRESH_WORK:-}" ] && { [ -d "$ROOT/root/.cache/toa-operator" ] || [ -d "$ROOT/root/.cargo/registry" ]; }; then
 	die "the root's caches are not empty"
 fi
 
 log "cloning $REPO ($(git -C "$REPO" rev-parse --short HEAD)) into the root"
-git clone -q --no-hardlinks "$REPO" "$ROOT/root/toa-operator"
+if [ -n "${TOA_FRESH_WORK:-}" ] && [ -d "$ROOT/root/toa-operator/.git" ]; then
+	# A kept work directory given again: its clone, caches and builds stay (a warm run).
+	git -C "$ROOT/root/toa-operator" fetch -q "$REPO" HEAD
+else
+	git clone -q --no-hardlinks "$REPO" "$ROOT/root/toa-operator"
+fi
 git -C "$ROOT/root/toa-operator" checkout -q "$(git -C "$REPO" rev-parse HEAD)"
 if [ -n "$with_changes" ]; then
 	git -C "$REPO" diff --binary HEAD >"$WORK/changes.patch"
