@@ -57,9 +57,13 @@ agent_binary() {
 	local out=$1 target=x86_64-unknown-linux-musl built
 	agent_guest_needs
 	built=${CARGO_TARGET_DIR:-$TOA_REPO_DIR/target}/$target/release/toa-node-agent
-	# cargo trusts an output whose fingerprint is fresh even when the file itself is damaged.
+	# cargo trusts an output whose fingerprint is fresh even when the file itself is damaged
+	# (and target/.../release/toa-node-agent is a hard link to its deps/ copy): clean the
+	# package's outputs so that cargo builds it again.
 	if [ -e "$built" ] && ! _agent_binary_ok "$built"; then
 		toa_cache_rebuild "built agent $built" "is not a whole static binary that runs"
+		(cd "$TOA_REPO_DIR" && cargo clean -q --release --target "$target" -p toa-node-agent) ||
+			toa_die "cargo clean -p toa-node-agent failed"
 		rm -f "$built"
 	fi
 	toa_log "building toa-node-agent (release, static, $target)"
