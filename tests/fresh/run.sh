@@ -28,9 +28,9 @@
 # command_not_found_handle), also when the failure itself was swallowed somewhere.
 # --with-changes also applies the checkout's uncommitted changes (git diff HEAD) to the clone.
 # --keep leaves the work directory (root, logs) in place; TOA_FRESH_WORK=DIR runs in DIR, and a
-# kept DIR given again keeps its caches (a warm run, e.g. the damage step after a demo). Everything runs in a private mount
-# namespace: its mounts vanish when it ends, also when it is killed; an EXIT trap unmounts
-# and removes the work directory before that.
+# kept DIR given again keeps its caches (a warm run, e.g. the damage step after a demo).
+# Everything runs in a private mount namespace: its mounts vanish when it ends, also when it is
+# killed; an EXIT trap unmounts and removes the work directory before that.
 # Ends with `N passed, M failed` (one per step, one failure per missing tool).
 set -euo pipefail
 shopt -s inherit_errexit
@@ -125,9 +125,9 @@ mount_system() {
 }
 
 build_base_root() {
-	local tmp=$BASE.tmp.$$ main sec keyring t0=$SECONDS
+	local tmp=$BASE.tmp.$$ main keyring t0=$SECONDS
 	log "building the new-machine root $BASE (debootstrap minbase + ${machine_pkgs[*]})"
-	read -r main sec keyring < <(_suite_host_archives)
+	read -r main _ keyring < <(_suite_host_archives)
 	[ -n "${main:-}" ] || die "cannot read the Debian archive from this machine's apt sources"
 	rm -rf "$tmp"
 	mkdir -p "$FRESH_CACHE/debootstrap-debs"
