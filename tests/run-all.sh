@@ -2,21 +2,28 @@
 # Runs every test suite of toa-operator, installing what each needs, and prints one summary.
 #
 #   tests/run-all.sh            all suites
-#   tests/run-all.sh rust chart only the named suites (rust fuzz kmod agent chart e2e)
+#   tests/run-all.sh rust chart only the named suites (rust fuzz kmod agent chart e2e fresh)
+#   TOA_DEPS_ONLY=1 tests/run-all.sh   only each suite's dependency step (what it installs)
 #
-# Each suite runs even when an earlier one failed, so one run shows every problem.
-# The last line is the total over every suite: `N passed, M failed`.
+# Each suite runs even when an earlier one failed, so one run shows every problem: that is why
+# this file has no `set -e`. Every step here checks its own status instead (the suites
+# themselves run with set -euo pipefail). The last line is the total over every suite:
+# `N passed, M failed`.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+shopt -s inherit_errexit
+cd "$(dirname "$0")/.." || exit 2
 # shellcheck source=tests/lib/deps.sh
 source tests/lib/deps.sh
 
-all_suites=(rust fuzz kmod agent chart e2e)
+all_suites=(rust fuzz kmod agent chart e2e fresh)
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
 
-log_dir=${TOA_TEST_LOG_DIR:-$(mktemp -d /tmp/toa-tests.XXXXXX)}
-mkdir -p "$log_dir"
+log_dir=${TOA_TEST_LOG_DIR:-}
+if [ -z "$log_dir" ]; then
+	log_dir=$(mktemp -d /tmp/toa-tests.XXXXXX) || exit 2
+fi
+mkdir -p "$log_dir" || exit 2
 total_pass=0
 total_fail=0
 summary=()
@@ -40,8 +47,11 @@ run_suite() {
 	echo "=== suite $name: $*"
 	start=$(date +%s)
 	"$@" 2>&1 | tee "$log"
-	rc=${PIPESTATUS[0]}
-	if [ "$name" = rust ]; then counts=$(count_cargo "$log"); else counts=$(count_plain "$log"); fi
+	local statuses=("${PIPESTATUS[@]}")
+	rc=${statuses[0]}
+	# A log that could not be written cannot be counted: that is a failure of its own.
+	if [ "${statuses[1]}" -ne 0 ] && [ "$rc" -eq 0 ]; then rc=1; fi
+	if [ "$name" = rust ] && [ "${TOA_DEPS_ONLY:-0}" != 1 ]; then counts=$(count_cargo "$log"); else counts=$(count_plain "$log"); fi
 	read -r pass fail <<<"${counts:-0 0}"
 	pass=${pass:-0}
 	fail=${fail:-0}
@@ -52,9 +62,16 @@ run_suite() {
 	summary+=("$(printf '%-6s %4s passed %3s failed  exit %-3s %5ss' "$name" "$pass" "$fail" "$rc" $(($(date +%s) - start)))")
 }
 
-rust_suite() {
+# What the Rust suite installs before first use.
+rust_needs() {
 	need_apt build-essential pkg-config
-	need_rust_components
+	need_rust_components clippy rustfmt
+}
+
+rust_suite() {
+	# toa_deps_step exits its shell under TOA_DEPS_ONLY=1: run it in this suite's subshell.
+	(toa_deps_step rust_needs) || return 1
+	[ "${TOA_DEPS_ONLY:-0}" = 1 ] && return 0
 	cargo fmt --all --check &&
 		cargo clippy --workspace --all-targets --locked -- -D warnings &&
 		cargo test --workspace --locked --no-fail-fast
@@ -68,6 +85,7 @@ for s in "${suites[@]}"; do
 	agent) run_suite agent bash tests/vm/agent.sh ;;
 	chart) run_suite chart bash tests/chart/check.sh ;;
 	e2e) run_suite e2e bash tests/e2e/run.sh ;;
+	fresh) run_suite fresh bash tests/fresh/run.sh ;;
 	*)
 		echo "unknown suite '$s': choose from ${all_suites[*]}" >&2
 		exit 2

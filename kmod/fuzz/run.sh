@@ -10,6 +10,7 @@
 # Build outputs and new corpus entries go to kmod/fuzz/out/ (not in git).
 # Ends with "N passed, M failed"; exits non-zero on any failure.
 set -euo pipefail
+shopt -s inherit_errexit
 
 FUZZ_SECONDS=${1:-30}
 case $FUZZ_SECONDS in
@@ -27,7 +28,16 @@ mkdir -p "$OUT"
 
 # shellcheck source=../../tests/lib/deps.sh
 . "$REPO/tests/lib/deps.sh"
-need_apt clang
+
+# What the fuzz suite installs before first use: clang, and its sanitizer/libFuzzer runtime
+# (Debian ships ASan, UBSan and libFuzzer for clang N in libclang-rt-N-dev).
+fuzz_needs() {
+	local version
+	need_apt clang
+	version=$(clang -dumpversion)
+	need_apt "libclang-rt-${version%%.*}-dev"
+}
+toa_deps_step fuzz_needs
 
 passed=0
 failed=0
@@ -72,11 +82,6 @@ have_libfuzzer() {
 	printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n)\n{ (void)d; (void)n; return 0; }\n' >"$OUT/probe.c"
 	clang -fsanitize=fuzzer,address,undefined -o "$OUT/probe" "$OUT/probe.c" >/dev/null 2>&1
 }
-if ! have_libfuzzer; then
-	clang_major=$(clang -dumpversion | cut -d. -f1)
-	need_apt "libclang-rt-$clang_major-dev" || true
-fi
-
 # Work copy of the corpus: libFuzzer adds new inputs to its first directory.
 mkdir -p "$OUT/corpus"
 cp "$HERE"/corpus/* "$OUT/corpus/"

@@ -18,7 +18,10 @@
 #   tests/chart/check.sh --update-fixtures   also rewrites tests/fixtures/chart-agent-config.yaml
 #
 # Ends with `N passed, M failed`; exits non-zero when anything failed.
+# No `set -e`: every check records its own PASS/FAIL and the script goes on to the next; the
+# dependency step below stops the script when an install fails.
 set -uo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$PWD
 CHART=$ROOT/charts/toa-operator
@@ -82,13 +85,14 @@ py() {
 	grep -qE '^(PASS|FAIL) ' <<<"$out" || fail "chartcheck $1 printed no result: $out"
 }
 
+# What this suite installs before first use (rustc and cargo come with the machine's rustup).
+chart_needs() {
+	need_k8s_tools
+	need_pip kubernetes-validate jsonschema promql-parser cel-python pyyaml
+	need_apt prometheus shellcheck gcc libc6-dev tcpdump
+}
 echo "== dependencies"
-need_k8s_tools
-need_pip kubernetes-validate jsonschema promql-parser cel-python pyyaml
-command -v promtool >/dev/null || need_apt prometheus
-command -v shellcheck >/dev/null || need_apt shellcheck
-command -v gcc >/dev/null || need_apt gcc libc6-dev
-command -v tcpdump >/dev/null || need_apt tcpdump
+toa_deps_step chart_needs
 for tool in helm kubernetes-validate promtool shellcheck gcc tcpdump; do
 	command -v "$tool" >/dev/null || fail "tool $tool is not installed (deps.sh could not install it)"
 done

@@ -6,7 +6,9 @@
 # the agent DaemonSet, one ToaNodeState per Linux node (owned by its Node), node labels, the
 # policy status and conditions, operator metrics, and the finalizer on deletion.
 # Ends with `N passed, M failed`; exits non-zero on any failure.
+# No `set -e`: every check below records its own result (ok/FAIL) and the suite goes on.
 set -uo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/../.." || exit 1
 
 SKIP_LINE='SKIPPED: no cluster (set KUBECONFIG to a kind or k3d cluster to run the end-to-end suite)'
@@ -14,6 +16,12 @@ NS=${TOA_E2E_NAMESPACE:-toa-e2e}
 RELEASE=${TOA_E2E_RELEASE:-toa-operator}
 POLICY=toa-e2e
 TIMEOUT=${TOA_E2E_TIMEOUT:-300}
+
+# shellcheck source=tests/lib/deps.sh
+source tests/lib/deps.sh
+# What this suite installs before first use (only when there is a cluster to test).
+e2e_needs() { need_k8s_tools; }
+[ "${TOA_DEPS_ONLY:-0}" != 1 ] || toa_deps_step e2e_needs
 
 # --- is there a cluster? -----------------------------------------------------------------
 # No kubeconfig file at all (KUBECONFIG may list several, colon-separated): nothing to reach,
@@ -27,11 +35,7 @@ if [ -z "$have_kubeconfig" ]; then
 	echo "$SKIP_LINE"
 	exit 0
 fi
-# shellcheck source=tests/lib/deps.sh
-source tests/lib/deps.sh
-if ! command -v kubectl >/dev/null 2>&1 || ! command -v helm >/dev/null 2>&1; then
-	need_k8s_tools >/dev/null 2>&1 || true
-fi
+e2e_needs
 if ! command -v kubectl >/dev/null 2>&1 ||
 	! timeout 15 kubectl cluster-info --request-timeout=10s >/dev/null 2>&1; then
 	echo "$SKIP_LINE"

@@ -15,6 +15,7 @@
 # tests/fixtures/agent-metrics.prom (TOA_UPDATE_FIXTURES=1 rewrites the fixture instead).
 # Each kernel ends with `N passed, M failed`; with several kernels the last line is the total.
 set -euo pipefail
+shopt -s inherit_errexit
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=agent-guest/host.sh
@@ -37,7 +38,15 @@ EOT
 	exit 2
 }
 
+# What this suite installs before first use: the agent guest's list, and promtool (Debian's
+# prometheus) for the scraped exposition.
+agent_suite_needs() {
+	agent_guest_needs
+	need_apt prometheus
+}
+
 kernel_parse_args "$AGENT_DEFAULT_KERNELS" "$@"
+toa_deps_step agent_suite_needs
 
 RUN_DIR="$TOA_CACHE_DIR/vm-run"
 mkdir -p "$RUN_DIR"
@@ -69,7 +78,6 @@ check_fixture() {
 	fi
 }
 
-need_apt prometheus file
 qemu_prepare
 agent_binary "$RUN_DIR/toa-node-agent-musl"
 

@@ -11,10 +11,14 @@
 # Installs what it needs (QEMU unpacked into $TOA_CACHE_DIR, Debian kernel + headers, a
 # bookworm userspace, the Rust musl target); first run about 5-10 minutes, then about 2-3.
 set -euo pipefail
+shopt -s inherit_errexit
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=agent-guest/host.sh
 . "$HERE/agent-guest/host.sh"
+
+# Everything the demo installs before first use: see agent_guest_needs (host.sh).
+demo_needs() { agent_guest_needs; }
 
 series=6.1
 case ${1:-} in
@@ -26,17 +30,20 @@ case ${1:-} in
 	exit 2
 	;;
 esac
+toa_deps_step demo_needs
 
 work="$TOA_CACHE_DIR/vm-run/demo-$series"
 rm -rf "$work" && mkdir -p "$work"
 echo "preparing QEMU, the Debian $series kernel, the guest userspace and the agent (cached after the first run)..."
-need_apt file
 qemu_prepare
 kernel_prepare "$series"
 [ "$KERNEL_WHERE" = host ] || toa_die "the demo guest is Debian bookworm; kernel $series comes from $KERNEL_SUITE"
 agent_binary "$work/toa-node-agent"
-agent_guest_initrd "$series" "$work" "$work/toa-node-agent" >"$work/initrd.log" 2>&1 ||
-	toa_die "building the guest failed: $(tail -n 5 "$work/initrd.log")"
+# Not in an `||` chain, so errexit stays in force inside; a failure shows the log's end.
+initrd_done=
+trap '[ -n "$initrd_done" ] || echo "building the guest failed: $(tail -n 5 "$work/initrd.log")" >&2' EXIT
+agent_guest_initrd "$series" "$work" "$work/toa-node-agent" >"$work/initrd.log" 2>&1
+initrd_done=1
 echo "booting $KVER under QEMU (TCG; the module build inside takes a minute or two)..."
 rc=0
 agent_guest_boot "$work" demo 1200 || rc=$?

@@ -9,6 +9,7 @@
 #
 #   tests/vm/kmod-bench.sh [--kernel SERIES] [--secs N]
 set -euo pipefail
+shopt -s inherit_errexit
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib/qemu.sh
@@ -38,6 +39,13 @@ while [ $# -gt 0 ]; do
 	esac
 done
 case $secs in '' | *[!0-9]*) toa_die "--secs wants a whole number of seconds, got '$secs'" ;; esac
+kmod_bench_needs() {
+	qemu_needs
+	kernel_needs
+	initramfs_needs
+	toatest_needs
+}
+toa_deps_step kmod_bench_needs
 
 work="$TOA_CACHE_DIR/vm-run/bench-$series"
 rm -rf "$work" && mkdir -p "$work"

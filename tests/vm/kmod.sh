@@ -9,6 +9,7 @@
 # and read the scenario results from the serial console. Each kernel ends with its own
 # `N passed, M failed` line; with several kernels the last line is the total.
 set -euo pipefail
+shopt -s inherit_errexit
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib/qemu.sh
@@ -26,6 +27,14 @@ GUEST_MEM=${TOA_GUEST_MEM:-1024}
 KMOD_SRC=${TOA_KMOD_SRC:-$TOA_REPO_DIR/kmod}
 kernels=()
 
+# What this suite installs before first use (each library's own list).
+kmod_suite_needs() {
+	qemu_needs
+	kernel_needs
+	initramfs_needs
+	toatest_needs
+}
+
 usage() {
 	cat >&2 <<EOT
 usage: $0 [--kernel SERIES]...
@@ -37,6 +46,7 @@ EOT
 }
 
 kernel_parse_args "$TOA_DEFAULT_KERNELS" "$@"
+toa_deps_step kmod_suite_needs
 
 RUN_DIR="$TOA_CACHE_DIR/vm-run"
 mkdir -p "$RUN_DIR"

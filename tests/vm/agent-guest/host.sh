@@ -5,6 +5,8 @@
 # initramfs made of three concatenated cpio archives:
 #   base    suite_root bookworm + jq curl procps iproute2  (cached, keyed by the root's key)
 #   kernel  headers/-common/kbuild debs of KVER + tun.ko  (cached, keyed by the .deb names)
+# Cached layers are written under a temporary name, checked with cpio -t and renamed; on read
+# a layer that does not list is packed again (with a log line).
 #   run     agent binary, kmod sources, scripts           (rebuilt every run, small)
 #
 #   agent_binary OUT                      -> static musl release build of toa-node-agent
@@ -29,31 +31,59 @@ AGENT_GUEST_PKGS="jq curl procps iproute2"
 # The whole Debian userspace lives in RAM (about 450 MB unpacked) and gcc needs room.
 AGENT_GUEST_MEM=${TOA_AGENT_GUEST_MEM:-2048}
 
+# agent_guest_needs: the static agent (musl-gcc, the Rust musl target, readelf to prove it
+# static), the layers (initramfs_needs: cpio ...), the guest userspace (suites_needs:
+# debootstrap) and the kernel (kernel_needs).
+agent_guest_needs() {
+	need_apt musl-tools binutils
+	need_rust_target x86_64-unknown-linux-musl
+	initramfs_needs
+	suites_needs
+	kernel_needs
+	qemu_needs
+	toatest_needs
+}
+
+# _agent_binary_ok FILE: a whole ELF file, static (no program interpreter), and it runs.
+_agent_binary_ok() {
+	local headers
+	toa_elf_file "$1" || return 1
+	headers=$(readelf -lW "$1" 2>/dev/null) || return 1
+	! grep -q 'INTERP' <<<"$headers" || return 1
+	"$1" --version >/dev/null 2>&1
+}
+
 agent_binary() {
-	local out=$1 target=x86_64-unknown-linux-musl
-	need_apt musl-tools
-	rustup target list --installed 2>/dev/null | grep -qx "$target" || rustup target add "$target" >/dev/null ||
-		toa_die "rustup target add $target failed"
+	local out=$1 target=x86_64-unknown-linux-musl built
+	agent_guest_needs
+	built=${CARGO_TARGET_DIR:-$TOA_REPO_DIR/target}/$target/release/toa-node-agent
+	# cargo trusts an output whose fingerprint is fresh even when the file itself is damaged
+	# (and target/.../release/toa-node-agent is a hard link to its deps/ copy): clean the
+	# package's outputs so that cargo builds it again.
+	if [ -e "$built" ] && ! _agent_binary_ok "$built"; then
+		toa_cache_rebuild "built agent $built" "is not a whole static binary that runs"
+		(cd "$TOA_REPO_DIR" && cargo clean -q --release --target "$target" -p toa-node-agent) ||
+			toa_die "cargo clean -p toa-node-agent failed"
+		rm -f "$built"
+	fi
 	toa_log "building toa-node-agent (release, static, $target)"
 	(cd "$TOA_REPO_DIR" && cargo build -q --release --target "$target" -p toa-node-agent) ||
 		toa_die "cargo build of toa-node-agent for $target failed"
+	_agent_binary_ok "$built" || toa_die "cargo build left $built, which is not a whole static binary that runs"
 	mkdir -p "$(dirname "$out")"
-	cp "${CARGO_TARGET_DIR:-$TOA_REPO_DIR/target}/$target/release/toa-node-agent" "$out"
-	file -b "$out" 2>/dev/null | grep -q 'statically linked\|static-pie' ||
-		ldd "$out" 2>&1 | grep -q 'not a dynamic executable\|statically linked' ||
-		toa_die "$out is not statically linked"
+	cp "$built" "$out.tmp.$$" || toa_die "cannot copy $built"
+	_agent_binary_ok "$out.tmp.$$" || toa_die "the copy $out.tmp.$$ of $built is damaged"
+	mv "$out.tmp.$$" "$out" || toa_die "cannot rename $out.tmp.$$"
 }
 
-# _agent_cpio DIR OUT [gzip]: newc archive of DIR (owner root). The big layers stay
-# uncompressed: the guest kernel copies them in a blink, where gunzip under TCG takes seconds.
-_agent_cpio() {
-	local dir=$1 out=$2 z=${3:-}
-	if [ -n "$z" ]; then
-		(cd "$dir" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet) | gzip -1 >"$out.tmp"
-	else
-		(cd "$dir" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet) >"$out.tmp"
-	fi
-	mv "$out.tmp" "$out"
+# _agent_cached_layer OUT: true when the cached layer OUT can be used; a damaged one (it does
+# not list with cpio -t: empty, truncated) is removed with a log line, to be packed again.
+_agent_cached_layer() {
+	[ -e "$1" ] || return 1
+	toa_cpio_ok "$1" && return 0
+	toa_cache_rebuild "guest layer $1" "does not list with cpio -t (empty or truncated)"
+	rm -f "$1"
+	return 1
 }
 
 _agent_base_layer() {
@@ -67,11 +97,12 @@ _agent_base_layer() {
 		root=$(suite_kernel_root "$KERNEL_SUITE" "$KDIR" $AGENT_GUEST_PKGS) ||
 			toa_die "suite_kernel_root $KERNEL_SUITE failed"
 	fi
+	[ -n "$root" ] && [ -f "$root/.toa-root-ok" ] || toa_die "suite_root gave no finished root ('$root')"
 	out=$AGENT_GUEST_CACHE/base-${root##*/}.cpio
-	if [ ! -f "$out" ]; then
+	if ! _agent_cached_layer "$out"; then
 		mkdir -p "$AGENT_GUEST_CACHE"
 		toa_log "packing the guest userspace $root"
-		_agent_cpio "$root" "$out"
+		toa_cpio_pack "$root" "$out"
 	fi
 	printf '%s\n' "$out"
 }
@@ -83,8 +114,8 @@ _agent_add_tun() {
 	initramfs_new "$mod"
 	initramfs_add_kmod "$mod" tun
 	mkdir -p "$stage/usr/lib/toa-guest"
-	cp "$mod"/lib/modules/*.ko "$stage/usr/lib/toa-guest/"
-	cp "$mod/etc/modules.order" "$stage/usr/lib/toa-guest/modules.order"
+	cp "$mod"/lib/modules/*.ko "$stage/usr/lib/toa-guest/" || toa_die "cannot stage tun.ko"
+	cp "$mod/etc/modules.order" "$stage/usr/lib/toa-guest/modules.order" || toa_die "cannot stage modules.order"
 	rm -rf "$mod"
 }
 
@@ -92,24 +123,24 @@ _agent_add_tun() {
 # suite_kernel unpacked (its Makefile points into that tree: point it back to /usr/src).
 _agent_suite_kernel_layer() {
 	local sk=${KDIR%/usr/src/linux-headers-"$KVER"} real key out stage d
-	real=$(cd "$sk" && pwd -P)
-	key=$(find "$sk/usr/src" -maxdepth 1 -mindepth 1 -printf '%f\n' | sort | sha256sum | cut -c1-12)
+	real=$(cd "$sk" && pwd -P) || toa_die "no kernel tree $sk"
+	key=$(find "$sk/usr/src" -maxdepth 1 -mindepth 1 -printf '%f\n' | sort | sha256sum | cut -c1-12) ||
+		toa_die "cannot list $sk/usr/src"
 	out=$AGENT_GUEST_CACHE/kernel-$KVER-$key.cpio
-	if [ ! -f "$out" ]; then
-		need_apt cpio kmod xz-utils zstd
+	if ! _agent_cached_layer "$out"; then
 		toa_log "packing headers of $KVER ($KERNEL_SUITE) for the guest"
 		stage=$AGENT_GUEST_CACHE/stage-kernel-$KVER
 		rm -rf "$stage" && mkdir -p "$stage/usr/src" "$stage/usr/lib/modules/$KVER"
-		cp -a "$sk/usr/src/." "$stage/usr/src/"
+		cp -a "$sk/usr/src/." "$stage/usr/src/" || toa_die "cannot stage $sk/usr/src"
 		for d in "$sk"/usr/lib/linux-kbuild-*; do
-			[ -e "$d" ] && cp -a "$d" "$stage/usr/lib/"
+			[ ! -e "$d" ] || cp -a "$d" "$stage/usr/lib/" || toa_die "cannot stage $d"
 		done
 		sed -i -e "s#$real/usr/src/#/usr/src/#g" -e "s#$sk/usr/src/#/usr/src/#g" "$stage/usr/src/linux-headers-$KVER/Makefile"
 		grep -q "$sk\|$real" "$stage/usr/src/linux-headers-$KVER/Makefile" &&
 			toa_die "could not restore the /usr/src paths in the $KVER headers Makefile"
 		ln -sfn "/usr/src/linux-headers-$KVER" "$stage/usr/lib/modules/$KVER/build"
 		_agent_add_tun "$stage"
-		_agent_cpio "$stage" "$out"
+		toa_cpio_pack "$stage" "$out"
 		rm -rf "$stage"
 	fi
 	printf '%s\n' "$out"
@@ -121,8 +152,9 @@ _agent_kernel_layer() {
 		_agent_suite_kernel_layer
 		return
 	fi
-	need_apt cpio kmod xz-utils zstd
-	for d in $(toa_apt_depends apt-cache "linux-headers-$KVER"); do
+	local hdr_deps
+	hdr_deps=$(toa_apt_depends apt-cache "linux-headers-$KVER")
+	for d in $hdr_deps; do
 		case $d in
 		linux-headers-*-common) common=$d ;;
 		linux-kbuild-*) kbuild=$d ;;
@@ -130,7 +162,8 @@ _agent_kernel_layer() {
 	done
 	if [ -z "$common" ]; then
 		_toa_apt_update_once
-		for d in $(toa_apt_depends apt-cache "linux-headers-$KVER"); do
+		hdr_deps=$(toa_apt_depends apt-cache "linux-headers-$KVER")
+		for d in $hdr_deps; do
 			case $d in
 			linux-headers-*-common) common=$d ;;
 			linux-kbuild-*) kbuild=$d ;;
@@ -138,58 +171,64 @@ _agent_kernel_layer() {
 		done
 	fi
 	[ -n "$common" ] && [ -n "$kbuild" ] || toa_die "linux-headers-$KVER names no -common / linux-kbuild package"
-	debs=$(toa_fetch_debs "$TOA_CACHE_DIR/debs/bookworm" apt-get "linux-headers-$KVER" "$common" "$kbuild")
-	key=$(printf '%s\n' "$debs" | xargs -n1 basename | sha256sum | cut -c1-12)
+	debs=$(toa_fetch_debs "$TOA_CACHE_DIR/debs/bookworm" apt-get "linux-headers-$KVER" "$common" "$kbuild") ||
+		toa_die "cannot fetch the header packages of $KVER"
+	key=$(printf '%s\n' "$debs" | xargs -n1 basename | sha256sum | cut -c1-12) || toa_die "cannot key the $KVER layer"
 	out=$AGENT_GUEST_CACHE/kernel-$KVER-$key.cpio
-	if [ ! -f "$out" ]; then
+	if ! _agent_cached_layer "$out"; then
 		toa_log "packing headers of $KVER for the guest"
 		stage=$AGENT_GUEST_CACHE/stage-kernel-$KVER
 		rm -rf "$stage" && mkdir -p "$stage"
-		for d in $debs; do dpkg -x "$d" "$stage"; done
+		for d in $debs; do dpkg -x "$d" "$stage" || toa_die "cannot unpack $d"; done
 		# Merged /usr in the guest: /lib is a symlink there, so files go to usr/lib.
 		if [ -d "$stage/lib" ]; then
 			mkdir -p "$stage/usr/lib"
-			cp -a "$stage/lib/." "$stage/usr/lib/"
+			cp -a "$stage/lib/." "$stage/usr/lib/" || toa_die "cannot merge $stage/lib into usr/lib"
 			rm -rf "${stage:?}/lib"
 		fi
 		rm -rf "$stage/usr/share/doc"
 		_agent_add_tun "$stage"
-		_agent_cpio "$stage" "$out"
+		toa_cpio_pack "$stage" "$out"
 		rm -rf "$stage"
 	fi
 	printf '%s\n' "$out"
 }
 
 _agent_run_layer() {
-	local work=$1 binary=$2 stage=$1/run-layer
+	local work=$1 binary=$2 stage=$1/run-layer bb
 	rm -rf "$stage"
 	mkdir -p "$stage/agent-test" "$stage/usr/local/bin" "$stage/usr/local/sbin" \
 		"$stage/usr/share/toa-node-agent/kmod"
-	install -m 0755 "$AGENT_GUEST_HERE/init" "$stage/init"
-	install -m 0644 "$AGENT_GUEST_HERE/common.sh" "$AGENT_GUEST_HERE/suite.sh" \
-		"$AGENT_GUEST_HERE/demo-guest.sh" "$stage/agent-test/"
-	mv "$stage/agent-test/demo-guest.sh" "$stage/agent-test/demo.sh"
-	install -m 0755 "$AGENT_GUEST_HERE/make-wrapper" "$stage/usr/local/sbin/make"
-	install -m 0755 "$binary" "$stage/usr/local/bin/toa-node-agent"
-	install -m 0755 "$work/toatest" "$stage/usr/local/bin/toatest"
-	install -m 0755 "$(_initramfs_busybox)" "$stage/usr/local/bin/busybox"
+	{
+		install -m 0755 "$AGENT_GUEST_HERE/init" "$stage/init" &&
+			install -m 0644 "$AGENT_GUEST_HERE/common.sh" "$AGENT_GUEST_HERE/suite.sh" \
+				"$AGENT_GUEST_HERE/demo-guest.sh" "$stage/agent-test/" &&
+			mv "$stage/agent-test/demo-guest.sh" "$stage/agent-test/demo.sh" &&
+			install -m 0755 "$AGENT_GUEST_HERE/make-wrapper" "$stage/usr/local/sbin/make" &&
+			install -m 0755 "$binary" "$stage/usr/local/bin/toa-node-agent" &&
+			install -m 0755 "$work/toatest" "$stage/usr/local/bin/toatest"
+	} || toa_die "cannot stage the run layer in $stage"
+	bb=$(_initramfs_busybox) || toa_die "no busybox"
+	install -m 0755 "$bb" "$stage/usr/local/bin/busybox" || toa_die "cannot stage busybox"
 	# The module sources as the agent image ships them: sources only, no build outputs.
 	(cd "$TOA_REPO_DIR/kmod" && tar --exclude='*.o' --exclude='*.ko' --exclude='.*.cmd' \
 		--exclude='*.mod' --exclude='*.mod.c' --exclude=Module.symvers --exclude=modules.order \
-		--exclude=fuzz --exclude='.tmp*' -cf - .) | (cd "$stage/usr/share/toa-node-agent/kmod" && tar -xf -)
-	_agent_cpio "$stage" "$work/run.cpio.gz" gzip
+		--exclude=fuzz --exclude='.tmp*' -cf - .) | (cd "$stage/usr/share/toa-node-agent/kmod" && tar -xf -) ||
+		toa_die "cannot stage the module sources"
+	toa_cpio_pack "$stage" "$work/run.cpio.gz" gzip
 	rm -rf "$stage"
 }
 
 # agent_guest_initrd SERIES WORK BINARY: kernel_prepare must have run for SERIES.
 agent_guest_initrd() {
 	local work=$2 binary=$3 base kl
+	agent_guest_needs
 	mkdir -p "$work"
 	toatest_build "$work/toatest"
-	base=$(_agent_base_layer)
-	kl=$(_agent_kernel_layer)
+	base=$(_agent_base_layer) || toa_die "no guest userspace layer"
+	kl=$(_agent_kernel_layer) || toa_die "no guest kernel layer"
 	_agent_run_layer "$work" "$binary"
-	cat "$base" "$kl" "$work/run.cpio.gz" >"$work/initrd"
+	cat "$base" "$kl" "$work/run.cpio.gz" >"$work/initrd" || toa_die "cannot write $work/initrd"
 }
 
 agent_guest_boot() {

@@ -21,34 +21,62 @@ toa_die() {
 }
 
 # toa_fetch_debs DEST_DIR APT_GET_CMD PKG...
-# Makes sure DEST_DIR holds one .deb per PKG. APT_GET_CMD is the word list that runs apt-get
-# (e.g. "apt-get" or "suite_apt bullseye apt-get"), so other Debian suites use their own lists.
+# Makes sure DEST_DIR holds the archive's current .deb of each PKG, checked against the size and
+# SHA256 the archive's index gives (a cached .deb that differs, e.g. truncated, is downloaded
+# again, with a log line). APT_GET_CMD is the word list that runs apt-get (e.g. "apt-get").
+# Downloads go to a temporary directory and are renamed once checked.
 # Prints the .deb paths, one per line, in PKG order.
 toa_fetch_debs() {
-	local dest=$1 apt_cmd=$2 p f seed
+	local dest=$1 apt_cmd=$2 uris p line name size sum f seed tmp
 	shift 2
 	mkdir -p "$dest"
+	if ! uris=$(toa_deb_uris "$apt_cmd" "$@"); then
+		# A fresh machine (or old lists): the packages are unknown until apt-get update.
+		_toa_apt_update_once
+		uris=$(toa_deb_uris "$apt_cmd" "$@") ||
+			toa_die "apt-get download --print-uris $* failed: $uris (check the apt sources / network to the Debian archive)"
+	fi
 	for p in "$@"; do
-		f=$(find "$dest" -maxdepth 1 -name "${p}_*.deb" | sort | tail -n1)
-		if [ -z "$f" ] && [ -d "$TOA_SEED_DEBS" ]; then
-			seed=$(find "$TOA_SEED_DEBS" -maxdepth 1 -name "${p}_*.deb" | sort | tail -n1)
-			if [ -n "$seed" ]; then
-				cp "$seed" "$dest/"
-				f="$dest/$(basename "$seed")"
-			fi
+		line=$(awk -v p="$p" 'index($2, p "_") == 1 { print $2, $3, $4; exit }' <<<"$uris")
+		[ -n "$line" ] || toa_die "the archive's index names no .deb for $p: $uris"
+		read -r name size sum <<<"$line"
+		f=$dest/$name
+		if [ -e "$f" ] && ! toa_deb_ok "$f" "$size" "$sum"; then
+			toa_log "cache: $f differs from the archive's size/SHA256 (truncated or damaged): downloading it again"
+			rm -f "$f"
 		fi
-		if [ -z "$f" ]; then
+		seed=$TOA_SEED_DEBS/$name
+		if [ ! -e "$f" ] && [ -f "$seed" ] && toa_deb_ok "$seed" "$size" "$sum"; then
+			cp "$seed" "$f.tmp.$$"
+			mv "$f.tmp.$$" "$f"
+		fi
+		if [ ! -e "$f" ]; then
 			toa_log "downloading $p"
+			tmp=$(mktemp -d "$dest/.download.XXXXXX")
 			# apt-get download writes into the current directory.
 			# shellcheck disable=SC2086
-			(cd "$dest" && $apt_cmd download -qq "$p" >/dev/null 2>"$dest/.apt-$p.err") ||
-				toa_die "apt-get download $p failed: $(tail -n3 "$dest/.apt-$p.err") (check the apt sources / network to the Debian archive)"
-			rm -f "$dest/.apt-$p.err"
-			f=$(find "$dest" -maxdepth 1 -name "${p}_*.deb" | sort | tail -n1)
-			[ -n "$f" ] || toa_die "apt-get download $p produced no ${p}_*.deb in $dest"
+			if ! (cd "$tmp" && $apt_cmd download -qq "$p" >/dev/null 2>"$tmp/err"); then
+				toa_log "apt-get download $p: $(tail -n3 "$tmp/err")"
+				rm -rf "$tmp"
+				toa_die "apt-get download $p failed (check the apt sources / network to the Debian archive)"
+			fi
+			if ! toa_deb_ok "$tmp/$name" "$size" "$sum"; then
+				rm -rf "$tmp"
+				toa_die "apt-get download $p gave no $name of $size bytes with $sum"
+			fi
+			mv "$tmp/$name" "$f"
+			rm -rf "$tmp"
 		fi
 		printf '%s\n' "$f"
 	done
+}
+
+# toa_deb_uris APT_GET_CMD PKG...: the archive's "'URI' FILE SIZE SHA256:HEX" line per PKG.
+toa_deb_uris() {
+	local apt_cmd=$1
+	shift
+	# shellcheck disable=SC2086
+	$apt_cmd download --print-uris -qq "$@" 2>&1
 }
 
 # toa_apt_depends APT_CACHE_CMD PKG: prints the direct Depends of PKG (first alternative only).
@@ -59,6 +87,7 @@ toa_apt_depends() {
 }
 
 # toa_host_installed PKG: true when PKG is installed on this machine.
-toa_host_installed() {
-	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
-}
+toa_host_installed() { toa_apt_installed "$1"; }
+
+# toa_cache_rebuild WHAT REASON: the log line for a cache entry that failed its check on read.
+toa_cache_rebuild() { toa_log "cache: $1 $2: rebuilding it"; }

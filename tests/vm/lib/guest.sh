@@ -10,16 +10,29 @@
 # shellcheck source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+# toatest_needs: a C compiler and a static libc.
+toatest_needs() { need_apt gcc libc6-dev; }
+
 toatest_build() {
-	local out=$1 src="$TOA_VM_DIR/guest/toatest.c"
-	need_apt gcc libc6-dev
-	mkdir -p "$(dirname "$out")"
-	if [ -x "$out" ] && [ "$out" -nt "$src" ]; then
-		return 0
+	local out=$1 src="$TOA_VM_DIR/guest/toatest.c" sum built
+	toatest_needs
+	# Keyed by the source's checksum: checkouts sharing one cache (other branches, other
+	# worktrees) never run each other's driver, which an mtime check allowed.
+	sum=$(sha256sum "$src") || toa_die "cannot read $src"
+	built=$TOA_CACHE_DIR/toatest/toatest-${sum:0:16}
+	if [ -e "$built" ] && ! { toa_elf_file "$built" && [ -x "$built" ]; }; then
+		toa_cache_rebuild "$built" "is not an executable whole ELF file (truncated?)"
+		rm -f "$built"
 	fi
-	gcc -static -O2 -Wall -Wextra -Werror -pthread -o "$out.tmp" "$src" ||
-		toa_die "building $src failed"
-	mv "$out.tmp" "$out"
+	if [ ! -e "$built" ]; then
+		mkdir -p "${built%/*}"
+		gcc -static -O2 -Wall -Wextra -Werror -pthread -o "$built.tmp.$$" "$src" ||
+			toa_die "building $src failed"
+		toa_elf_file "$built.tmp.$$" || toa_die "gcc left no whole ELF file in $built.tmp.$$"
+		mv "$built.tmp.$$" "$built" || toa_die "cannot rename $built.tmp.$$"
+	fi
+	mkdir -p "$(dirname "$out")"
+	cp "$built" "$out.tmp.$$" && mv "$out.tmp.$$" "$out" || toa_die "cannot copy $built to $out"
 }
 
 guest_write_init() {

@@ -39,6 +39,14 @@ TOA_KERNEL_CACHE=${TOA_KERNEL_CACHE:-$TOA_CACHE_DIR/kernels}
 
 kernel_series() { awk 'NF == 4 { print $1 }' <<<"$TOA_KERNEL_TABLE"; }
 
+# kernel_needs: unpacking and vmlinux extraction (xz, zstd), and the toolchain that builds
+# modules for the kernels this machine builds for (gcc, make, libelf-dev, pahole, bc). Kernels
+# of other suites build in a debootstrap root (suites_needs).
+kernel_needs() {
+	need_apt xz-utils zstd gcc make libelf-dev dwarves bc
+	suites_needs
+}
+
 _kernel_row() {
 	local row
 	row=$(awk -v s="$1" 'NF == 4 && $1 == s' <<<"$TOA_KERNEL_TABLE")
@@ -76,17 +84,19 @@ _kernel_depends() {
 # and keeps the first candidate that decompresses to an ELF file. QEMU boots that ELF through
 # PVH, which skips the slow real-mode decompressor under TCG.
 _kernel_extract_vmlinux() {
-	local in=$1 out=$2 off tool magic
+	local in=$1 out=$2 off offs tool magic
 	for tool in xz zstd gzip; do
 		case $tool in
 		xz) magic='\xFD7zXZ\x00' ;;
 		zstd) magic='\x28\xB5\x2F\xFD' ;;
 		gzip) magic='\x1F\x8B\x08' ;;
 		esac
-		for off in $(LC_ALL=C grep -aboP "$magic" "$in" | cut -d: -f1); do
+			offs=$(LC_ALL=C grep -aboP "$magic" "$in" | cut -d: -f1) || offs=
+		for off in $offs; do
+			# A candidate that is not the payload fails to decompress: the ELF check decides.
 			tail -c +$((off + 1)) "$in" | $tool -dc 2>/dev/null >"$out.tmp" || true
-			if [ "$(head -c 4 "$out.tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ]; then
-				mv "$out.tmp" "$out"
+			if toa_elf_file "$out.tmp"; then
+				mv "$out.tmp" "$out" || toa_die "cannot rename $out.tmp"
 				return 0
 			fi
 		done
@@ -97,7 +107,7 @@ _kernel_extract_vmlinux() {
 
 kernel_prepare() {
 	_kernel_row "$1"
-	need_apt xz-utils zstd binutils dpkg-dev
+	kernel_needs
 	KERNEL_WHERE=$_K_WHERE
 	KERNEL_SUITE=$_K_SUITE
 	KERNEL_SERIES=$_K_SERIES
@@ -117,19 +127,23 @@ kernel_prepare() {
 		VMLINUX=$TOA_KERNEL_CACHE/$KVER/vmlinux
 		export KVER KDIR VMLINUX KMODDIR KERNEL_SUITE KERNEL_SERIES KERNEL_WHERE
 		[ -d "$KMODDIR/kernel" ] || toa_die "suite_kernel left no $KMODDIR/kernel"
+		if [ -e "$VMLINUX" ] && ! toa_elf_file "$VMLINUX"; then
+			toa_cache_rebuild "$VMLINUX" "is not a whole ELF file (truncated?)"
+			rm -f "$VMLINUX"
+		fi
 		if [ ! -f "$VMLINUX" ]; then
 			mkdir -p "${VMLINUX%/*}"
 			_kernel_extract_vmlinux "$sk/boot/vmlinuz-$KVER" "$VMLINUX"
 		fi
 		return 0
 	else
-		need_apt gcc make libelf-dev dwarves bc
 		_K_APT_GET=apt-get
 		_K_APT_CACHE=apt-cache
 	fi
 
-	local img_pkg hdr_pkg common_pkg kbuild_pkg d
-	img_pkg=$(_kernel_depends "$_K_META" | grep -m1 '^linux-image-') ||
+	local img_pkg hdr_pkg common_pkg kbuild_pkg d meta_deps hdr_deps
+	meta_deps=$(_kernel_depends "$_K_META") || toa_die "cannot resolve $_K_META ($_K_SUITE)"
+	img_pkg=$(grep -m1 '^linux-image-' <<<"$meta_deps") ||
 		toa_die "$_K_META ($_K_SUITE) depends on no linux-image-* package"
 	KVER=${img_pkg#linux-image-}
 	KVER=${KVER%-unsigned}
@@ -140,14 +154,15 @@ kernel_prepare() {
 	esac
 	hdr_pkg=linux-headers-$KVER
 	common_pkg='' kbuild_pkg=''
-	for d in $(_kernel_depends "$hdr_pkg"); do
+	hdr_deps=$(_kernel_depends "$hdr_pkg") || toa_die "cannot resolve $hdr_pkg ($_K_SUITE)"
+	for d in $hdr_deps; do
 		case $d in
 		linux-headers-*-common | linux-headers-*-common-rt) common_pkg=$d ;;
 		linux-kbuild-*) kbuild_pkg=$d ;;
 		esac
 	done
 	[ -n "$common_pkg" ] && [ -n "$kbuild_pkg" ] ||
-		toa_die "$hdr_pkg does not name its -common headers and linux-kbuild packages (got: $(_kernel_depends "$hdr_pkg" | tr '\n' ' '))"
+		toa_die "$hdr_pkg does not name its -common headers and linux-kbuild packages (got: ${hdr_deps//$'\n'/ })"
 
 	local kbase="$TOA_KERNEL_CACHE/$KVER"
 	local hdr_root="$kbase/hdr"
@@ -156,24 +171,44 @@ kernel_prepare() {
 	KDIR="$hdr_root/usr/src/linux-headers-$KVER"
 	export KVER KDIR VMLINUX KMODDIR KERNEL_SUITE KERNEL_SERIES KERNEL_WHERE
 
-	if [ -f "$kbase/.complete" ] && [ -f "$VMLINUX" ]; then
-		return 0
+	# The packages are checked against the archive's checksums on every run (a damaged one is
+	# downloaded again); the unpacked tree is checked before it is trusted.
+	local debs deb
+	debs=$(toa_fetch_debs "$TOA_CACHE_DIR/debs/$_K_SUITE" "$_K_APT_GET" "$img_pkg" "$hdr_pkg" "$common_pkg" "$kbuild_pkg") ||
+		toa_die "cannot fetch the packages of kernel $KVER"
+	if [ -e "$kbase" ]; then
+		_kernel_tree_ok "$kbase" && return 0
+		toa_cache_rebuild "kernel tree $kbase" "is incomplete or damaged"
 	fi
 	toa_log "preparing kernel $KVER ($_K_SUITE): $img_pkg $hdr_pkg $common_pkg $kbuild_pkg"
-	local debs deb
-	debs=$(toa_fetch_debs "$TOA_CACHE_DIR/debs/$_K_SUITE" "$_K_APT_GET" "$img_pkg" "$hdr_pkg" "$common_pkg" "$kbuild_pkg")
-	rm -rf "$kbase/img" "$hdr_root"
-	mkdir -p "$kbase/img" "$hdr_root"
-	dpkg -x "$(sed -n 1p <<<"$debs")" "$kbase/img"
-	for deb in $(sed -n '2,$p' <<<"$debs"); do dpkg -x "$deb" "$hdr_root"; done
+	# Unpacked under a temporary name; the Makefile already names the final path.
+	local tmp=$kbase.tmp.$$
+	rm -rf "$tmp"
+	mkdir -p "$tmp/img" "$tmp/hdr"
+	dpkg -x "$(sed -n 1p <<<"$debs")" "$tmp/img" || toa_die "cannot unpack $img_pkg"
+	for deb in $(sed -n '2,$p' <<<"$debs"); do dpkg -x "$deb" "$tmp/hdr" || toa_die "cannot unpack $deb"; done
 	# The arch headers include the -common ones by absolute path (/usr/src/...): point that
 	# include at the unpacked copy (suite builds bind-mount it at the same path in the root).
-	sed -i -E "s#^include /usr/src/#include $hdr_root/usr/src/#" "$KDIR/Makefile"
-	grep -q "^include $hdr_root/usr/src/linux-headers-" "$KDIR/Makefile" ||
-		toa_die "could not rewrite the include line of $KDIR/Makefile: $(cat "$KDIR/Makefile")"
-	[ -d "$KMODDIR/kernel" ] || toa_die "$img_pkg has no lib/modules/$KVER/kernel"
-	_kernel_extract_vmlinux "$kbase/img/boot/vmlinuz-$KVER" "$VMLINUX"
-	touch "$kbase/.complete"
+	local tkdir=$tmp/hdr/usr/src/linux-headers-$KVER
+	sed -i -E "s#^include /usr/src/#include $hdr_root/usr/src/#" "$tkdir/Makefile" ||
+		toa_die "cannot rewrite $tkdir/Makefile"
+	grep -q "^include $hdr_root/usr/src/linux-headers-" "$tkdir/Makefile" ||
+		toa_die "could not rewrite the include line of $tkdir/Makefile: $(cat "$tkdir/Makefile")"
+	[ -d "$tmp/img/lib/modules/$KVER/kernel" ] || toa_die "$img_pkg has no lib/modules/$KVER/kernel"
+	_kernel_extract_vmlinux "$tmp/img/boot/vmlinuz-$KVER" "$tmp/vmlinux"
+	touch "$tmp/.complete"
+	rm -rf "$kbase"
+	mv -T "$tmp" "$kbase" || toa_die "cannot rename $tmp to $kbase"
+	_kernel_tree_ok "$kbase" || toa_die "the new kernel tree $kbase fails its own check"
+}
+
+# _kernel_tree_ok KBASE: marker, a whole ELF vmlinux, the modules, headers whose Makefile
+# includes the -common headers inside KBASE.
+_kernel_tree_ok() {
+	local kbase=$1 kdir=$1/hdr/usr/src/linux-headers-$KVER
+	[ -f "$kbase/.complete" ] && toa_elf_file "$kbase/vmlinux" &&
+		[ -d "$kbase/img/lib/modules/$KVER/kernel" ] && [ -s "$kdir/.config" ] &&
+		grep -q "^include $kbase/hdr/usr/src/linux-headers-" "$kdir/Makefile" 2>/dev/null
 }
 
 # kernel_build_kmod SRC_DIR OUT_DIR: build toa.ko for the prepared kernel with its own
@@ -205,7 +240,8 @@ kernel_build_kmod() {
 	work="$TOA_CACHE_DIR/build/$KVER"
 	rm -rf "$work" && mkdir -p "$work"
 	# Build a copy: kmod/ stays free of build outputs and concurrent runs do not collide.
-	(cd "$src" && tar --exclude='*.o' --exclude='*.ko' --exclude='.*.cmd' --exclude='*.mod' --exclude='*.mod.c' --exclude=Module.symvers --exclude=modules.order --exclude=fuzz -cf - .) | (cd "$work" && tar -xf -)
+	(cd "$src" && tar --exclude='*.o' --exclude='*.ko' --exclude='.*.cmd' --exclude='*.mod' --exclude='*.mod.c' --exclude=Module.symvers --exclude=modules.order --exclude=fuzz -cf - .) | (cd "$work" && tar -xf -) ||
+		toa_die "cannot copy $src to $work"
 	make -C "$work" KDIR="$KDIR" W=1 >"$out/build.log" 2>&1 || rc=$?
 	if [ "$rc" -ne 0 ]; then
 		tail -n 30 "$out/build.log" >&2

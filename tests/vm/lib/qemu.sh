@@ -15,27 +15,46 @@
 QEMU_CACHE=${QEMU_CACHE:-$TOA_CACHE_DIR/qemu}
 
 _qemu_missing_libs() {
-	LD_LIBRARY_PATH="$QEMU_ROOT/usr/lib/x86_64-linux-gnu:$QEMU_ROOT/lib/x86_64-linux-gnu" \
-		ldd "$QEMU_ROOT/usr/bin/qemu-system-x86_64" | awk '/not found/ { print $1 }'
+	local out
+	out=$(LD_LIBRARY_PATH="$QEMU_ROOT/usr/lib/x86_64-linux-gnu:$QEMU_ROOT/lib/x86_64-linux-gnu" \
+		ldd "$QEMU_ROOT/usr/bin/qemu-system-x86_64") || toa_die "ldd $QEMU_ROOT/usr/bin/qemu-system-x86_64 failed: $out"
+	awk '/not found/ { print $1 }' <<<"$out"
+}
+
+# qemu_needs: only Essential tools (dpkg -x, ldd, timeout); the QEMU packages are unpacked, and
+# the shared libraries this machine lacks are fetched along with them.
+qemu_needs() { :; }
+
+# _qemu_ok ROOT: the unpacked QEMU in ROOT is complete and runs.
+_qemu_ok() {
+	# (.complete beside ROOT: the marker of caches written before the marker moved inside)
+	{ [ -f "$1/.complete" ] || [ -f "$1/../.complete" ]; } && toa_elf_file "$1/usr/bin/qemu-system-x86_64" &&
+		QEMU_ROOT=$1 _qemu_env "$1/usr/bin/qemu-system-x86_64" --version >/dev/null 2>&1
 }
 
 qemu_prepare() {
+	qemu_needs
 	QEMU_ROOT="$QEMU_CACHE/root"
 	QEMU_BIN="$QEMU_ROOT/usr/bin/qemu-system-x86_64"
 	export QEMU_ROOT QEMU_BIN
-	[ -f "$QEMU_CACHE/.complete" ] && [ -x "$QEMU_BIN" ] && return 0
-
-	need_apt dpkg-dev binutils
+	if [ -e "$QEMU_ROOT" ]; then
+		_qemu_ok "$QEMU_ROOT" && return 0
+		toa_cache_rebuild "QEMU in $QEMU_ROOT" "is incomplete or does not run"
+	fi
 	toa_log "preparing QEMU in $QEMU_CACHE"
+	# Unpacked under a temporary name, renamed once it runs.
+	local final=$QEMU_ROOT
+	QEMU_ROOT=$QEMU_CACHE/root.tmp.$$
 	rm -rf "$QEMU_ROOT"
 	mkdir -p "$QEMU_ROOT" "$QEMU_CACHE/debs"
 	_toa_apt_update_once
-	local deb pkg missing round=0
+	local deb debs pkg missing round=0
 	local -a queue=(qemu-system-x86 qemu-system-common qemu-system-data seabios)
 	local -A seen=()
 	for pkg in "${queue[@]}"; do seen[$pkg]=1; done
 	while :; do
-		for deb in $(toa_fetch_debs "$QEMU_CACHE/debs" apt-get "${queue[@]}"); do
+		debs=$(toa_fetch_debs "$QEMU_CACHE/debs" apt-get "${queue[@]}")
+		for deb in $debs; do
 			dpkg -x "$deb" "$QEMU_ROOT"
 		done
 		missing=$(_qemu_missing_libs)
@@ -45,9 +64,10 @@ qemu_prepare() {
 		# Next round: library dependencies (direct Depends of what we unpacked) that this machine
 		# does not have installed. ldd tells when we are done; the package lists tell what to get.
 		local -a next=()
-		local p d
+		local p d deps
 		for p in "${queue[@]}"; do
-			for d in $(toa_apt_depends apt-cache "$p"); do
+			deps=$(toa_apt_depends apt-cache "$p")
+			for d in $deps; do
 				case $d in lib*) ;; *) continue ;; esac
 				[ -n "${seen[$d]:-}" ] && continue
 				seen[$d]=1
@@ -59,8 +79,11 @@ qemu_prepare() {
 		toa_log "QEMU needs libraries: $(echo "$missing" | tr '\n' ' ') -> fetching ${next[*]}"
 		queue=("${next[@]}")
 	done
-	_qemu_env "$QEMU_BIN" --version >/dev/null || toa_die "unpacked QEMU in $QEMU_ROOT does not run"
-	touch "$QEMU_CACHE/.complete"
+	touch "$QEMU_ROOT/.complete"
+	_qemu_ok "$QEMU_ROOT" || toa_die "unpacked QEMU in $QEMU_ROOT does not run"
+	rm -rf "$final"
+	mv -T "$QEMU_ROOT" "$final"
+	QEMU_ROOT=$final
 }
 
 _qemu_env() {

@@ -25,11 +25,18 @@
 
 TOA_CACHE_DIR=${TOA_CACHE_DIR:-$HOME/.cache/toa-operator}
 export TOA_CACHE_DIR
+# need_apt, toa_deb_ok
+# shellcheck source=../../lib/deps.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../lib/deps.sh"
 
 # Suites we know how to assemble (suite -> archive suites it lists).
 TOA_SUITES="bullseye bookworm trixie sid"
 # apt lists older than this are refreshed before use (sid and the security suites move daily).
 TOA_SUITE_LISTS_MAX_AGE=${TOA_SUITE_LISTS_MAX_AGE:-43200}
+
+# suites_needs: debootstrap builds the roots; flock/unshare/chroot are Essential (util-linux,
+# coreutils).
+suites_needs() { need_apt debootstrap; }
 
 _suite_log() { echo "suites: $*" >&2; }
 _suite_err() { echo "suites: error: $*" >&2; }
@@ -216,7 +223,7 @@ suite_fetch() {
 	_suite_update "$suite" || return 1
 	d=$(_suite_dir "$suite")/debs
 	# One apt run for all packages (each run loads the whole package cache).
-	local -A file=() size=()
+	local -A file=() size=() sum=()
 	local missing=()
 	for attempt in 1 2; do
 		if ! out=$(_suite_run_apt "$suite" apt-get -qq --print-uris download "$@" 2>&1); then
@@ -225,24 +232,45 @@ suite_fetch() {
 		fi
 		for p in "$@"; do
 			# Lines: 'URI' NAME_VERSION_ARCH.deb SIZE HASH
-			f=$(awk -v p="$p" 'index($2, p "_") == 1 { print $2, $3; exit }' <<<"$out")
+			f=$(awk -v p="$p" 'index($2, p "_") == 1 { print $2, $3, $4; exit }' <<<"$out")
 			if [ -z "$f" ]; then
 				_suite_err "apt-get --print-uris download $p printed no file: $out"
 				return 1
 			fi
-			file[$p]=${f% *}
-			size[$p]=${f#* }
+			read -r "file[$p]" "size[$p]" "sum[$p]" <<<"$f"
 		done
 		missing=()
 		for p in "$@"; do
 			f=$d/${file[$p]}
-			[ -f "$f" ] && [ "$(stat -c %s "$f")" = "${size[$p]}" ] || missing+=("$p")
+			[ -e "$f" ] || {
+				missing+=("$p")
+				continue
+			}
+			if ! toa_deb_ok "$f" "${size[$p]}" "${sum[$p]}"; then
+				_suite_log "cache: $f differs from the archive's size/SHA256 (truncated or damaged): downloading it again"
+				rm -f "$f"
+				missing+=("$p")
+			fi
 		done
 		[ "${#missing[@]}" -eq 0 ] && break
-		if (cd "$d" && _suite_run_apt "$suite" apt-get -qq download "${missing[@]}" >/dev/null 2>"$d/.download.$$.err"); then
+		# Downloaded into a temporary directory, moved once each file matches the index.
+		local tmp ok=1
+		tmp=$(mktemp -d "$d/.download.XXXXXX") || return 1
+		if (cd "$tmp" && _suite_run_apt "$suite" apt-get -qq download "${missing[@]}" >/dev/null 2>"$d/.download.$$.err"); then
+			for p in "${missing[@]}"; do
+				if toa_deb_ok "$tmp/${file[$p]}" "${size[$p]}" "${sum[$p]}"; then
+					mv "$tmp/${file[$p]}" "$d/${file[$p]}" || ok=
+				else
+					_suite_err "apt-get download $p gave no ${file[$p]} of ${size[$p]} bytes with ${sum[$p]}"
+					ok=
+				fi
+			done
+			rm -rf "$tmp"
+			[ -n "$ok" ] || return 1
 			rm -f "$d/.download.$$.err"
 			break
 		fi
+		rm -rf "$tmp"
 		if [ "$attempt" = 1 ]; then
 			# The archive may have replaced the versions our lists know about.
 			_suite_log "download of ${missing[*]} failed, refreshing the $suite lists and retrying"
@@ -464,7 +492,11 @@ suite_root() {
 _suite_locked_build() {
 	local root=$1
 	shift
-	[ -f "$root/.toa-root-ok" ] && return 0
+	if [ -f "$root/.toa-root-ok" ]; then
+		_suite_root_ok "$root" && return 0
+		_suite_log "cache: root $root is damaged (a package of its list is not installed): rebuilding it"
+		rm -rf "$root"
+	fi
 	mkdir -p "${root%/*}" || return 1
 	(
 		flock -w 1800 9 || {
@@ -474,6 +506,17 @@ _suite_locked_build() {
 		[ -f "$root/.toa-root-ok" ] && exit 0
 		"$@"
 	) 9>"${root%/*}/.${root##*/}.lock"
+}
+
+# _suite_root_ok ROOT: the marker, and every package its toa-root.info lists is installed.
+_suite_root_ok() {
+	local root=$1 line p status
+	[ -f "$root/.toa-root-ok" ] || return 1
+	line=$(grep -m1 '^packages=' "$root/etc/toa-root.info" 2>/dev/null) || return 1
+	for p in ${line#packages=}; do
+		status=$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Status}' "$p" 2>/dev/null) || return 1
+		[ "$status" = "install ok installed" ] || return 1
+	done
 }
 
 # _suite_derive_root SUITE BASE ROOT "PKG...": ROOT = copy of BASE + PKGs. apt runs here,
@@ -535,14 +578,7 @@ _suite_debootstrap_version() {
 _suite_build_root() {
 	local suite=$1 root=$2 list=$3 t0 main sec keyring p pkgs=()
 	t0=$(_suite_now)
-	if ! command -v debootstrap >/dev/null; then
-		# shellcheck source=../../lib/deps.sh
-		. "$(dirname "${BASH_SOURCE[0]}")/../../lib/deps.sh" || return 1
-		need_apt debootstrap || {
-			_suite_err "cannot install debootstrap (apt-get install debootstrap)"
-			return 1
-		}
-	fi
+	suites_needs
 	read -r main sec keyring < <(_suite_host_archives) || return 1
 	[ -n "$main" ] || return 1
 	for p in $list; do
