@@ -231,7 +231,8 @@ agent_guest_initrd() {
 	cat "$base" "$kl" "$work/run.cpio.gz" >"$work/initrd" || toa_die "cannot write $work/initrd"
 }
 
-agent_guest_boot() {
+agent_guest_boot() { # WORK MODE TIMEOUT [VAR=VALUE...]: extra words reach /init as variables
 	local work=$1 mode=$2 tmo=$3
-	qemu_run "$VMLINUX" "$work/initrd" "$AGENT_GUEST_MEM" "$tmo" "$work/serial.log" "toamode=$mode"
+	shift 3
+	qemu_run "$VMLINUX" "$work/initrd" "$AGENT_GUEST_MEM" "$tmo" "$work/serial.log" "toamode=$mode" "$@"
 }

@@ -220,6 +220,33 @@ check "metrics: phase Failed with reason" "$(scrape | grep 'phase="Failed"')" \
 stop_agent
 mv /root/hidden/linux-headers-* /usr/src/
 
+# ---------------------------------------------------------------- self-test catches a silent module
+# A test build whose getname probe fires but does not rewrite (kmod/toa_hooks.c,
+# TOA_TEST_NO_GETNAME_REWRITE), as when a probed function is inlined: the module loads, yet the
+# agent must report SelfTestFailed with what it saw. One kernel per run asks for it (toaknob=1 on
+# the kernel command line): the test build costs one more compile. Its own cache directory keeps
+# the test build away from the real cache.
+if [ "${toaknob:-0}" = 1 ]; then
+	write_desired Loaded
+	CACHE=/run/toa-knob-cache KCFLAGS=-DTOA_TEST_NO_GETNAME_REWRITE start_agent
+	if wait_phase Failed 900 >/dev/null; then ok "self-test knob: the silent module ends Failed"; else
+		nok "self-test knob: the silent module ends Failed" "phase $(status_field .phase) $(status_field .reason): $(status_field .message)"
+		dump_log
+	fi
+	check "self-test knob: reason SelfTestFailed, module still loaded" \
+		"reason=$(status_field .reason) loaded=$(test -e /sys/module/toa && echo yes)" \
+		test "$(status_field .reason)" = SelfTestFailed -a -e /sys/module/toa
+	check "self-test knob: the message says what accept() returned (the balancer)" "$(status_field .message)" \
+		grep -qF 'accept() returned 10.0.0.1:50000' <<<"$(status_field .message)"
+	check "self-test knob: selfTest.result Failed, counted in toa_agent_self_tests_total" \
+		"$(scrape | grep toa_agent_self_tests)" \
+		test "$(status_field .selfTest.result)" = Failed -a \
+		"$(scrape | metric 'toa_agent_self_tests_total{result="Failed"}' /dev/stdin)" -ge 1
+	stop_agent
+	rmmod toa
+	rm -rf /run/toa-knob-cache
+fi
+
 echo "# agent log (tail):"
 tail -n 8 "$AGENT_LOG" | sed 's/^/#   /'
 echo "$PASS passed, $FAIL failed"
