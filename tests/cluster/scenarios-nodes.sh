@@ -1,0 +1,240 @@
+# shellcheck shell=bash source-path=SCRIPTDIR disable=SC2016 # guest scripts are single-quoted on purpose
+# Guest scenarios of the cluster suite: QEMU guests booting real Debian kernels are the
+# cluster's nodes and run the real agent as the operator's DaemonSet pod would
+# (tests/cluster/lib/nodes.sh). tests/cluster/run.sh calls `nodes_checks` once the chart is
+# installed and the operator replicas run. Every check is asserted from the API (kubectl),
+# inside the guests (node_exec) and from the agents' metrics.
+#
+# Policy: crds/examples/trusted-balancers.yaml (selects example.com/pool=web without
+# node.kubernetes.io/exclude-from-external-load-balancers; kinds [200], nat64 [253], trusted
+# 10.0.0.0/8 ...). Guests: guest-6-1 (6.1) and guest-6-12 (6.12), labelled
+# example.com/pool=web; guest-late (the first kernel again) joins later with the same label.
+#
+# Environment: TOA_CLUSTER_KERNELS (default "6.1 6.12"), TOA_NODES_GUEST_MEM (MB, 2048).
+
+NODES_KERNELS=${TOA_CLUSTER_KERNELS:-"6.1 6.12"}
+NODES_POLICY_FILE=$TOA_REPO_DIR/crds/examples/trusted-balancers.yaml
+NODES_POLICY=trusted-balancers
+NODES_LABEL=example.com/pool=web
+NODES_NAMES=()
+# Seconds to wait for a phase that needs no compiler (the modules were built beforehand).
+NODES_WAIT=${TOA_NODES_WAIT:-240}
+
+_nc_name() { echo "guest-${1//./-}"; }
+
+# ToaNodeState helpers ------------------------------------------------------------------
+_nc_state() { cp_kubectl get toanodestate "$1" -o json; }
+_nc_phase_is() { # NAME PHASE [SOURCE]
+	local js
+	js=$(_nc_state "$1") || return 1
+	jq -e --arg p "$2" --arg s "${3:-}" '
+	  .status.phase == $p and .status.observedGeneration == .metadata.generation
+	  and ($s == "" or .status.module.source == $s)' >/dev/null <<<"$js"
+}
+_nc_gone() { ! cp_kubectl get toanodestate "$1" >/dev/null 2>&1; }
+_nc_guest() { node_exec "$1" "${2:-60}"; }
+_nc_loads_logged() { _nc_guest "$1" <<<"dmesg | grep -c 'toa load success' || true"; }
+
+_nc_show() {
+	cp_kubectl get toapolicies,toanodestates -o wide 2>&1 | sed 's/^/  | /'
+}
+
+# Checks ---------------------------------------------------------------------------------
+_nc_boot_guests() {
+	local s name
+	for s in $NODES_KERNELS; do
+		name=$(_nc_name "$s")
+		node_boot "$name" "$s" "$NODES_LABEL"
+		echo "$name: $(node_kver "$name") booted in $(cat "$NODES_DIR/$name/boot.seconds")s"
+		cp_kubectl get node "$name" -o json | jq -e --arg k "$(node_kver "$name")" \
+			'.status.nodeInfo.kernelVersion == $k and .metadata.labels["kubernetes.io/os"] == "linux"' >/dev/null
+	done
+}
+
+_nc_prewarm() {
+	local n
+	# One at a time: never two compilers under TCG at once (the control plane would starve).
+	for n in "${NODES_NAMES[@]}"; do
+		node_prewarm "$n"
+		echo "$n: module build $(cat "$NODES_DIR/$n/build.seconds")s (0 = cached from an earlier run)"
+	done
+}
+
+_nc_pods_start() {
+	local n
+	for n in "${NODES_NAMES[@]}"; do
+		node_pod_start "$n"
+	done
+	# With no ToaPolicy selecting them yet, each agent reports that it waits for a ToaNodeState.
+	for n in "${NODES_NAMES[@]}"; do
+		wait_until 60 "$n's agent runs and serves /metrics" \
+			curl -sf "http://127.0.0.1:$(node_metrics_port "$n")/metrics"
+		_nc_guest "$n" <<<'grep -c "" /run/toa/agent.args; kill -0 "$(cat /run/toa/agent.pid)"'
+	done
+}
+
+_nc_policy_loaded() {
+	local n t0 js want_kernels got_kernels
+	t0=$(date +%s)
+	cp_kubectl apply -f "$NODES_POLICY_FILE"
+	for n in "${NODES_NAMES[@]}"; do
+		wait_until "$NODES_WAIT" "ToaNodeState $n Loaded" _nc_phase_is "$n" Loaded
+		echo "$n Loaded $(($(date +%s) - t0))s after the apply"
+	done
+	wait_until 60 "policy $NODES_POLICY Ready=True" _nc_policy_ready "${#NODES_NAMES[@]}"
+	echo "all ${#NODES_NAMES[@]} guests Loaded and the policy Ready in $(($(date +%s) - t0))s"
+	_nc_show
+	js=$(cp_kubectl get toapolicy "$NODES_POLICY" -o json)
+	want_kernels=$(for n in "${NODES_NAMES[@]}"; do node_kver "$n"; done | sort | uniq -c | awk '{ printf "%s=%s\n", $2, $1 }')
+	got_kernels=$(jq -r '.status.kernels[] | "\(.release)=\(.nodes)"' <<<"$js" | sort)
+	[ "$got_kernels" = "$(sort <<<"$want_kernels")" ] || {
+		echo "policy kernels: got $(tr '\n' ' ' <<<"$got_kernels"), expected $(tr '\n' ' ' <<<"$want_kernels")"
+		return 1
+	}
+	for n in "${NODES_NAMES[@]}"; do
+		js=$(_nc_state "$n")
+		# The status was written by the agent in the guest (server-side apply, its own manager).
+		jq -e '[.metadata.managedFields[] | select(.subresource == "status") | .manager] | index("toa-node-agent") != null' >/dev/null <<<"$js" ||
+			{ echo "$n: no status field manager toa-node-agent: $(jq -c '[.metadata.managedFields[] | {manager, subresource}]' <<<"$js")"; return 1; }
+		jq -e --arg k "$(node_kver "$n")" '.status.kernel.release == $k and .status.module.parameters.ipv4_kinds == "200"' >/dev/null <<<"$js" ||
+			{ echo "$n: status $(jq -c .status <<<"$js")"; return 1; }
+		# ...and the module really is loaded in the guest, with the policy's parameters.
+		_nc_guest "$n" <<<'set -e; test -d /sys/module/toa; echo "$(uname -r): ipv4_kinds=$(cat /sys/module/toa/parameters/ipv4_kinds) trusted=$(cat /sys/module/toa/parameters/trusted_sources)"'
+	done
+	# `kubectl get` columns: the policy row shows the counts, each node row its phase.
+	cp_kubectl get toapolicy "$NODES_POLICY" --no-headers | grep -q "${#NODES_NAMES[@]}" ||
+		{ echo "kubectl get toapolicy shows no node count"; return 1; }
+	for n in "${NODES_NAMES[@]}"; do
+		cp_kubectl get toanodestate "$n" --no-headers | grep -qw Loaded ||
+			{ echo "kubectl get toanodestate $n: no Loaded column"; return 1; }
+	done
+}
+
+_nc_policy_ready() { # N: Ready=True with N selected and N loaded, for the current generation
+	cp_kubectl get toapolicy "$NODES_POLICY" -o json | jq -e --argjson n "$1" '
+	  .status.observedGeneration == .metadata.generation
+	  and .status.selectedNodes == $n and .status.loadedNodes == $n and .status.failedNodes == 0
+	  and ([.status.conditions[] | select(.type == "Ready")][0].status == "True")' >/dev/null
+}
+
+_nc_traffic() {
+	local n out
+	for n in "${NODES_NAMES[@]}"; do
+		# toatest's balancer (a TUN in the guest, source 10.0.0.2: inside the policy's trusted
+		# 10.0.0.0/8) sends kind 200 options carrying 203.0.113.7.
+		out=$(_nc_guest "$n" <<<'toatest conn --count 3 --kind 200 2>&1')
+		grep -q "3 of 3 connections showed the real address" <<<"$out" ||
+			{ echo "$n: $out"; return 1; }
+		echo "$n ($(node_kver "$n")): $(tail -n1 <<<"$out")"
+	done
+}
+
+# Kinds and trusted sources change at run time: written to /sys/module/toa/parameters, no
+# reload (the load count in the kernel log stays), and traffic with the new kind works.
+_nc_params_no_reload() {
+	local n before=() i=0 gen out
+	for n in "${NODES_NAMES[@]}"; do before+=("$(_nc_loads_logged "$n")"); done
+	cp_kubectl patch toapolicy "$NODES_POLICY" --type=merge \
+		-p '{"spec":{"module":{"ipv4OptionKinds":[200,254],"trustedSources":["10.0.0.0/8","192.0.2.0/24"]}}}'
+	for n in "${NODES_NAMES[@]}"; do
+		wait_until "$NODES_WAIT" "$n applies the new parameters" _nc_params_are "$n" "200,254"
+		out=$(_nc_guest "$n" <<<'cat /sys/module/toa/parameters/ipv4_kinds /sys/module/toa/parameters/trusted_sources | tr "\n" " "')
+		echo "$n: $out"
+		grep -q '192.0.2.0/24' <<<"$out" || { echo "$n: trusted sources not applied"; return 1; }
+		[ "$(_nc_loads_logged "$n")" = "${before[$i]}" ] ||
+			{ echo "$n: the module was reloaded ($(_nc_loads_logged "$n") loads, ${before[$i]} before)"; return 1; }
+		out=$(_nc_guest "$n" <<<'toatest conn --count 2 --kind 254 2>&1')
+		grep -q "2 of 2 connections showed the real address" <<<"$out" || { echo "$n: $out"; return 1; }
+		i=$((i + 1))
+	done
+	gen=$(cp_kubectl get toapolicy "$NODES_POLICY" -o jsonpath='{.metadata.generation}')
+	wait_until 60 "policy Ready for generation $gen" _nc_policy_ready "${#NODES_NAMES[@]}"
+}
+
+_nc_params_are() { # NAME KINDS: the agent reports them for the current generation
+	_nc_state "$1" | jq -e --arg k "$2" '
+	  .status.phase == "Loaded" and .status.observedGeneration == .metadata.generation
+	  and .status.module.parameters.ipv4_kinds == $k' >/dev/null
+}
+
+# The agent pod restarts (SIGTERM, new process): the loaded module is adopted, no compiler run,
+# no reload.
+_nc_agent_restart_adopts() {
+	local n loads
+	for n in "${NODES_NAMES[@]}"; do
+		loads=$(_nc_loads_logged "$n")
+		_nc_guest "$n" <<<': >/run/make-calls'
+		node_pod_stop "$n"
+		_nc_guest "$n" <<<'test -d /sys/module/toa' || { echo "$n: SIGTERM unloaded the module"; return 1; }
+		node_pod_start "$n"
+		wait_until "$NODES_WAIT" "$n Loaded with source Adopted" _nc_adopted "$n"
+		[ "$(_nc_loads_logged "$n")" = "$loads" ] || { echo "$n: reloaded"; return 1; }
+		_nc_guest "$n" <<<'if [ -s /run/make-calls ]; then echo "make ran:"; cat /run/make-calls; exit 1; fi'
+		echo "$n: Adopted, no build, no reload"
+	done
+}
+_nc_adopted() {
+	_nc_state "$1" | jq -e '.status.phase == "Loaded" and .status.module.source == "Adopted"' >/dev/null
+}
+
+# A node that joins later (a new guest, the first kernel again) is picked up.
+_nc_late_node() {
+	local s name t0
+	s=${NODES_KERNELS%% *}
+	name=guest-late
+	node_boot "$name" "$s" "$NODES_LABEL"
+	node_prewarm "$name"
+	NODES_NAMES+=("$name")
+	t0=$(date +%s)
+	node_pod_start "$name"
+	wait_until "$NODES_WAIT" "ToaNodeState $name Loaded" _nc_phase_is "$name" Loaded
+	wait_until 60 "policy counts the new node" _nc_policy_ready "${#NODES_NAMES[@]}"
+	echo "$name ($(node_kver "$name")) Loaded $(($(date +%s) - t0))s after its agent started"
+	_nc_state "$name" | jq -e '.status.module.parameters.ipv4_kinds == "200,254"' >/dev/null ||
+		{ echo "$name: not the policy's current parameters: $(_nc_state "$name" | jq -c .status.module)"; return 1; }
+}
+
+# Deleting the policy: every guest's module unloaded, the ToaNodeStates gone, the finalizer
+# released (the delete returns).
+_nc_policy_delete() {
+	local n
+	cp_kubectl delete toapolicy "$NODES_POLICY" --timeout="${NODES_WAIT}s"
+	for n in "${NODES_NAMES[@]}"; do
+		wait_until 60 "ToaNodeState $n deleted" _nc_gone "$n"
+		_nc_guest "$n" <<<'if test -d /sys/module/toa; then echo "toa still loaded"; exit 1; fi; dmesg | grep -c "TOA unloaded"'
+		cp_kubectl get node "$n" -o json | jq -e '.metadata.labels["toa.dev/agent"] == null' >/dev/null ||
+			{ echo "$n keeps the toa.dev/agent label"; return 1; }
+	done
+}
+
+# nodes_checks: the hook tests/cluster/run.sh calls.
+nodes_checks() {
+	local s prev
+	# Stop the guests on every exit path, before the control plane's own EXIT trap.
+	prev=$(trap -p EXIT | sed -E "s/^trap -- '(.*)' EXIT$/\1/")
+	# shellcheck disable=SC2064 # the previous trap's text is expanded now, on purpose
+	trap "nodes_stop_all; $prev" EXIT
+	local t0=$SECONDS
+	[ -n "$NODES_DIR" ] || NODES_DIR=$(mktemp -d "${CP_RUN_DIR:-/tmp}/nodes.XXXXXX")
+	export NODES_DIR
+	# A subshell: a failure here (toa_die) must end this step, not the suite.
+	# shellcheck disable=SC2086 # word list of series
+	(nodes_prepare $NODES_KERNELS) || {
+		fail_check nodes-prepare "kernels, guest layers or the agent build failed (see above)"
+		return 0
+	}
+	echo "# nodes: prepared kernels $NODES_KERNELS in $((SECONDS - t0))s"
+	for s in $NODES_KERNELS; do NODES_NAMES+=("$(_nc_name "$s")"); done
+	check nodes-guests-boot-as-nodes _nc_boot_guests
+	check nodes-module-prebuilt-one-guest-at-a-time _nc_prewarm
+	check nodes-agent-pods-start-from-the-daemonset _nc_pods_start
+	check nodes-policy-loads-every-guest _nc_policy_loaded
+	check nodes-traffic-shows-real-address _nc_traffic
+	check nodes-kinds-and-trusted-sources-change-without-reload _nc_params_no_reload
+	check nodes-agent-restart-adopts-without-build _nc_agent_restart_adopts
+	check nodes-late-node-is-picked-up _nc_late_node
+	# The late node joined inside a check's subshell: record it here too.
+	[ -d "$NODES_DIR/guest-late" ] && NODES_NAMES+=(guest-late)
+	check nodes-policy-delete-unloads-guests _nc_policy_delete
+	nodes_stop_all
+}
