@@ -177,6 +177,77 @@ _nc_adopted() {
 	_nc_state "$1" | jq -e '.status.phase == "Loaded" and .status.module.source == "Adopted"' >/dev/null
 }
 
+# Prometheus scrapes every agent (hostfwd) and the operator replicas, with the labels the
+# chart's ServiceMonitor relabelling adds; the chart's alert rules are loaded.
+_nc_prometheus_scrapes() {
+	local n targets=$NODES_DIR/prom-targets want_op=0 a
+	: >"$targets"
+	for n in "${NODES_NAMES[@]}"; do
+		echo "toa-node-agent 127.0.0.1:$(node_metrics_port "$n") $n" >>"$targets"
+	done
+	# The operator replicas' metrics (host processes, tests/cluster/lib/operator.sh op_port).
+	for a in "$CP_RUN_DIR"/operator/replica-*.port; do
+		[ -e "$a" ] || continue
+		echo "toa-operator 127.0.0.1:$(cat "$a") -" >>"$targets"
+		want_op=$((want_op + 1))
+	done
+	prom_start "$targets"
+	echo "prometheus at $(_prom_url), targets: $(awk '{ print $1 "=" $2 }' "$targets" | tr '\n' ' ')"
+	wait_until 60 "every agent target up" _nc_prom_count 'up{job="toa-node-agent"} == 1' "${#NODES_NAMES[@]}"
+	for n in "${NODES_NAMES[@]}"; do
+		wait_until 30 "toa_module_loaded 1 on $n" _nc_prom_count "toa_module_loaded{job=\"toa-node-agent\",node=\"$n\"} == 1" 1
+		_nc_prom_count "toa_node_info{node=\"$n\",kernel_release=\"$(node_kver "$n")\"}" 1 ||
+			{ echo "$n: toa_node_info: $(prom_query "toa_node_info{node=\"$n\"}")"; return 1; }
+	done
+	if [ "$want_op" -eq 0 ]; then
+		echo "no operator replica port under $CP_RUN_DIR/operator/replica-*.port"
+		return 1
+	fi
+	wait_until 60 "every operator replica scraped" _nc_prom_count 'up{job="toa-operator"} == 1' "$want_op"
+	[ "$(prom_query 'ALERTS{alertstate="firing"}' | jq length)" = 0 ] ||
+		{ echo "alerts firing with every node Loaded: $(prom_query 'ALERTS{alertstate="firing"}')"; return 1; }
+}
+_nc_prom_count() { # EXPR N: the instant query returns exactly N series
+	[ "$(prom_query "$1" | jq length)" = "$2" ]
+}
+_nc_alert_is() { [ "$(prom_alert_state "$1" "$2")" = "$3" ]; }
+
+# A module removed by hand fires ToaModuleNotLoaded (the agent reports toa_module_loaded 0 until
+# its next pass repairs it); the repair resolves it. The first rmmod is repaired at a pass that
+# can come any time within 30 s; the second one, right after that repair, leaves a whole pass
+# interval for the alert (4 s `for:`) to fire.
+_nc_alert_module_not_loaded() {
+	local n=${NODES_NAMES[0]} loads t0
+	loads=$(_nc_loads_logged "$n")
+	_nc_guest "$n" <<<'rmmod toa'
+	wait_until 45 "the agent on $n repairs the first rmmod" _nc_loads_above "$n" "$loads"
+	t0=$(date +%s)
+	_nc_guest "$n" <<<'rmmod toa'
+	wait_until 25 "ToaModuleNotLoaded firing for $n" _nc_alert_is ToaModuleNotLoaded "$n" firing
+	echo "ToaModuleNotLoaded firing $(($(date +%s) - t0))s after the rmmod"
+	wait_until 60 "the agent repairs and the alert resolves" _nc_alert_is ToaModuleNotLoaded "$n" inactive
+	echo "resolved $(($(date +%s) - t0))s after the rmmod"
+	_nc_guest "$n" <<<'test -d /sys/module/toa'
+	wait_until 30 "$n Loaded from the cache" _nc_phase_is "$n" Loaded Cache
+}
+_nc_loads_above() { [ "$(_nc_loads_logged "$1")" -gt "$2" ]; }
+
+# The agent stopped: ToaAgentDown fires; the module removed meanwhile by hand is repaired when
+# the agent starts again, and the alert resolves.
+_nc_alert_agent_down() {
+	local n=${NODES_NAMES[0]} t0
+	node_pod_stop "$n"
+	t0=$(date +%s)
+	wait_until 30 "ToaAgentDown firing for $n" _nc_alert_is ToaAgentDown "$n" firing
+	echo "ToaAgentDown firing $(($(date +%s) - t0))s after the agent stopped"
+	_nc_guest "$n" <<<'rmmod toa; test ! -d /sys/module/toa'
+	node_pod_start "$n"
+	wait_until "$NODES_WAIT" "$n repaired (Loaded from the cache)" _nc_phase_is "$n" Loaded Cache
+	wait_until 30 "ToaAgentDown resolved" _nc_alert_is ToaAgentDown "$n" inactive
+	wait_until 30 "toa_module_loaded 1 again" _nc_prom_count "toa_module_loaded{node=\"$n\"} == 1" 1
+	[ "$(prom_alert_state ToaModuleNotLoaded "$n")" != firing ]
+}
+
 # A node that joins later (a new guest, the first kernel again) is picked up.
 _nc_late_node() {
 	local s name t0
@@ -230,11 +301,15 @@ nodes_checks() {
 	check nodes-agent-pods-start-from-the-daemonset _nc_pods_start
 	check nodes-policy-loads-every-guest _nc_policy_loaded
 	check nodes-traffic-shows-real-address _nc_traffic
+	check nodes-prometheus-scrapes-agents-and-operator _nc_prometheus_scrapes
+	check nodes-alert-module-removed-by-hand-fires-and-resolves _nc_alert_module_not_loaded
+	check nodes-alert-agent-down-then-repair _nc_alert_agent_down
 	check nodes-kinds-and-trusted-sources-change-without-reload _nc_params_no_reload
 	check nodes-agent-restart-adopts-without-build _nc_agent_restart_adopts
 	check nodes-late-node-is-picked-up _nc_late_node
 	# The late node joined inside a check's subshell: record it here too.
 	[ -d "$NODES_DIR/guest-late" ] && NODES_NAMES+=(guest-late)
 	check nodes-policy-delete-unloads-guests _nc_policy_delete
+	prom_stop
 	nodes_stop_all
 }

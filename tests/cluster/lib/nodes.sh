@@ -397,6 +397,8 @@ nodes_stop_all() {
 	done
 }
 
+# shellcheck source=prometheus.sh
+. "$NODES_LIB_DIR/prometheus.sh"
 # The guest scenarios (nodes_checks, the hook tests/cluster/run.sh calls).
 # shellcheck source=../scenarios-nodes.sh
 . "$NODES_LIB_DIR/../scenarios-nodes.sh"
