@@ -61,6 +61,7 @@ fn default_nat64_kinds() -> Vec<u8> {
 /// Which TCP option kinds the module accepts and from which balancers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::kubernetes_integer_formats)]
 #[x_kube(validation = Rule::new(
     "self.ipv4OptionKinds.all(k, !(k in self.nat64OptionKinds))"
 ).message("ipv4OptionKinds and nat64OptionKinds must not share a kind: the module parses a kind as one family only"))]
