@@ -2,7 +2,7 @@
 # Runs every test suite of toa-operator, installing what each needs, and prints one summary.
 #
 #   tests/run-all.sh            all suites
-#   tests/run-all.sh rust chart only the named suites (rust fuzz kmod agent chart e2e)
+#   tests/run-all.sh rust chart only the named suites (rust fuzz kmod agent chart cluster e2e)
 #
 # Each suite runs even when an earlier one failed, so one run shows every problem.
 # The last line is the total over every suite: `N passed, M failed`.
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=tests/lib/deps.sh
 source tests/lib/deps.sh
 
-all_suites=(rust fuzz kmod agent chart e2e)
+all_suites=(rust fuzz kmod agent chart cluster e2e)
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
 
@@ -67,6 +67,7 @@ for s in "${suites[@]}"; do
 	kmod) run_suite kmod bash tests/vm/kmod.sh ;;
 	agent) run_suite agent bash tests/vm/agent.sh ;;
 	chart) run_suite chart bash tests/chart/check.sh ;;
+	cluster) run_suite cluster bash tests/cluster/run.sh ;;
 	e2e) run_suite e2e bash tests/e2e/run.sh ;;
 	*)
 		echo "unknown suite '$s': choose from ${all_suites[*]}" >&2

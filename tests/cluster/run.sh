@@ -30,10 +30,13 @@ source tests/cluster/lib/operator.sh
 source tests/cluster/lib/checks.sh
 # shellcheck source=tests/cluster/lib/lifecycle.sh
 source tests/cluster/lib/lifecycle.sh
-if [ -f tests/cluster/lib/nodes.sh ]; then
+# QEMU-guest nodes and Prometheus (the nodes part of the suite): they define `nodes_checks`.
+TOA_REPO_DIR=$PWD
+export TOA_REPO_DIR
+for f in tests/cluster/lib/nodes.sh tests/cluster/lib/prometheus.sh tests/cluster/scenarios-nodes.sh; do
 	# shellcheck source=/dev/null
-	source tests/cluster/lib/nodes.sh
-fi
+	if [ -f "$f" ]; then source "$f"; fi
+done
 
 groups=${CLUSTER_CHECKS:-crds invalid install policy leadership faults upgrade nodes uninstall}
 want() { [[ " $groups " == *" $1 "* ]]; }

@@ -42,8 +42,12 @@
 # (cp_spawn NAME LOG CMD... does it); cp_stop stops each by pid at exit, also on failure, so a
 # QEMU guest started with cp_spawn (or whose pid is written there) is stopped too.
 # Hook for scenarios that need QEMU-guest nodes: tests/cluster/run.sh sources
-# tests/cluster/lib/nodes.sh when it exists and, after the chart is installed and the operator
-# replicas run, calls `nodes_checks` if that function is defined. Inside it use
+# tests/cluster/lib/nodes.sh, tests/cluster/lib/prometheus.sh and tests/cluster/scenarios-nodes.sh
+# (each when it exists; TOA_REPO_DIR exported as the repo root) and, after the chart is
+# installed, the API-level, leadership, fault and upgrade checks ran and the operator replicas
+# run, calls `nodes_checks` if that function is defined (group `nodes`; the uninstall checks
+# come after it). Operator replicas: tests/cluster/lib/operator.sh (op_port N = metrics port of
+# replica N on 127.0.0.1, replicas 0 and 1). Inside it use
 # `check NAME FUNCTION [ARGS...]` from tests/cluster/lib/harness.sh to record named checks
 # (counted in the suite's `N passed, M failed`). The operator DaemonSet is
 # $CP_NAMESPACE/toa-node-agent (read its pod spec for the agent's args/env).
@@ -307,6 +311,8 @@ contexts:
   context: {cluster: suite, user: $user}
 current-context: suite
 EOX
+	# helm warns about group-readable kubeconfigs.
+	chmod 600 "$file"
 }
 
 # cp_kubeconfig_for_token TOKEN FILE [SERVER]: a kubeconfig that embeds the CA and TOKEN.
