@@ -5,17 +5,18 @@
 # installed and the operator replicas run. Every check is asserted from the API (kubectl),
 # inside the guests (node_exec) and from the agents' metrics.
 #
-# Policy: crds/examples/trusted-balancers.yaml (selects example.com/pool=web without
-# node.kubernetes.io/exclude-from-external-load-balancers; kinds [200], nat64 [253], trusted
-# 10.0.0.0/8 ...). Guests: guest-6-1 (6.1) and guest-6-12 (6.12), labelled
-# example.com/pool=web; guest-late (the first kernel again) joins later with the same label.
+# Policy: crds/examples/trusted-balancers.yaml (kinds [200], nat64 [253], trusted 10.0.0.0/8
+# 100.64.0.0/10 fd00:ab::/32, maxUnavailable 2) renamed `guests` and selecting the label
+# toa-test/guest=true only, so that Node objects other checks leave behind are not selected.
+# Guests: guest-6-1 (6.1) and guest-6-12 (6.12) labelled toa-test/guest=true; guest-late (the
+# first kernel again) joins later with the same label.
 #
 # Environment: TOA_CLUSTER_KERNELS (default "6.1 6.12"), TOA_NODES_GUEST_MEM (MB, 2048).
 
 NODES_KERNELS=${TOA_CLUSTER_KERNELS:-"6.1 6.12"}
-NODES_POLICY_FILE=$TOA_REPO_DIR/crds/examples/trusted-balancers.yaml
-NODES_POLICY=trusted-balancers
-NODES_LABEL=example.com/pool=web
+NODES_POLICY_EXAMPLE=$TOA_REPO_DIR/crds/examples/trusted-balancers.yaml
+NODES_POLICY=guests
+NODES_LABEL=toa-test/guest=true
 NODES_NAMES=()
 # Seconds to wait for a phase that needs no compiler (the modules were built beforehand).
 NODES_WAIT=${TOA_NODES_WAIT:-240}
@@ -37,6 +38,18 @@ _nc_loads_logged() { _nc_guest "$1" <<<"dmesg | grep -c 'toa load success' || tr
 
 _nc_show() {
 	cp_kubectl get toapolicies,toanodestates -o wide 2>&1 | sed 's/^/  | /'
+}
+
+# _nc_policy_yaml: the example policy, renamed and selecting the guests' label only.
+_nc_policy_yaml() {
+	python3 -c '
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+key, value = sys.argv[3].split("=", 1)
+doc["metadata"]["name"] = sys.argv[2]
+doc["spec"]["nodeSelector"] = {"matchLabels": {key: value}}
+yaml.safe_dump(doc, sys.stdout, sort_keys=False)
+' "$NODES_POLICY_EXAMPLE" "$NODES_POLICY" "$NODES_LABEL"
 }
 
 # Checks ---------------------------------------------------------------------------------
@@ -76,7 +89,7 @@ _nc_pods_start() {
 _nc_policy_loaded() {
 	local n t0 js want_kernels got_kernels
 	t0=$(date +%s)
-	cp_kubectl apply -f "$NODES_POLICY_FILE"
+	_nc_policy_yaml | cp_kubectl apply -f -
 	for n in "${NODES_NAMES[@]}"; do
 		wait_until "$NODES_WAIT" "ToaNodeState $n Loaded" _nc_phase_is "$n" Loaded
 		echo "$n Loaded $(($(date +%s) - t0))s after the apply"

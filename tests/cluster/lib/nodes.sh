@@ -139,6 +139,7 @@ node_boot() {
 	local name=$1 series=$2 dir ctl mport gport pid t0=$SECONDS i
 	shift 2
 	_nodes_kernel_env "$series"
+	qemu_prepare
 	dir=$NODES_DIR/$name
 	mkdir -p "$dir"
 	gport=$(_nodes_agent_port)
@@ -171,7 +172,7 @@ node_boot() {
 	echo "$pid" >"$dir/qemu.pid"
 	for i in $(seq 1 300); do
 		grep -q "TOA-NODE-READY $name" "$dir/serial.log" 2>/dev/null && break
-		kill -0 "$pid" 2>/dev/null || toa_die "guest $name exited during boot: $(tail -n 5 "$dir/qemu.log" "$dir/serial.log" | tr '\n' ' ')"
+		kill -0 "$pid" 2>/dev/null || toa_die "guest $name exited during boot: $(tail -q -n 5 "$dir/qemu.log" "$dir/serial.log" 2>&1 | tr '\n' ' ')"
 		sleep 1
 	done
 	[ "$i" -lt 300 ] || toa_die "guest $name did not reach /init in 300 s (serial log $dir/serial.log)"
