@@ -110,8 +110,17 @@ fn unrecognized_formats(schema: &Value, path: &str, out: &mut Vec<String>) {
                 let known = match map.get("type").and_then(Value::as_str) {
                     Some("integer") => ["int32", "int64"].contains(&format),
                     Some("number") => ["float", "double"].contains(&format),
-                    _ => ["date-time", "date", "byte", "duration", "uuid", "cidr", "ipv4", "ipv6"]
-                        .contains(&format),
+                    _ => [
+                        "date-time",
+                        "date",
+                        "byte",
+                        "duration",
+                        "uuid",
+                        "cidr",
+                        "ipv4",
+                        "ipv6",
+                    ]
+                    .contains(&format),
                 };
                 if !known {
                     out.push(format!("{path}: format {format:?}"));

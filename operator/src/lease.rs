@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
@@ -70,6 +70,8 @@ pub struct LeaseLock {
     timing: LeaseTiming,
     /// Last record seen and when (our monotonic clock) we first saw it.
     observed: Option<(Record, Instant)>,
+    /// Owner of a Lease we create (the release's ConfigMap), so that it goes with the release.
+    owner: Option<OwnerReference>,
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -90,7 +92,15 @@ impl LeaseLock {
             identity: identity.to_string(),
             timing,
             observed: None,
+            owner: None,
         }
+    }
+
+    /// A Lease this lock creates carries `owner` as ownerReference: the garbage collector
+    /// removes it with the owner (the Helm release's ConfigMap).
+    pub fn with_owner(mut self, owner: Option<OwnerReference>) -> Self {
+        self.owner = owner;
+        self
     }
 
     pub fn identity(&self) -> &str {
@@ -192,6 +202,7 @@ impl LeaseLock {
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
+                owner_references: self.owner.clone().map(|o| vec![o]),
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {
