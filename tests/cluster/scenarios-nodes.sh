@@ -261,6 +261,78 @@ _nc_alert_agent_down() {
 	[ "$(prom_alert_state ToaModuleNotLoaded "$n")" != firing ]
 }
 
+# rollout.maxUnavailable bounds how many nodes reload at once. Every guest gets a "foreign"
+# toa (the agent's own cached build with its srcversion altered: a module no build of this
+# agent produced) while its agent is stopped; the policy allows replacing foreign modules with
+# maxUnavailable 1. When the agents start, every node asks for a reload (reloadPending) and the
+# operator grants them one at a time: replayed from the audit log (every write to toanodestates
+# is logged with its request body), at no moment do two nodes hold a grant with a reload
+# pending, and at some moment a node waited while another held the grant.
+_nc_max_unavailable() {
+	local n t_start out
+	cp_kubectl patch toapolicy "$NODES_POLICY" --type=merge \
+		-p '{"spec":{"rollout":{"maxUnavailable":1},"lifecycle":{"replaceForeignModule":true}}}'
+	wait_until 60 "policy Ready for the new generation" _nc_policy_ready "${#NODES_NAMES[@]}"
+	for n in "${NODES_NAMES[@]}"; do
+		node_pod_stop "$n"
+		_nc_guest "$n" <<'EOS'
+set -euo pipefail
+ko=$(ls /var/lib/toa-operator/cache/modules/*/toa.ko | head -n1)
+cp "$ko" /run/toa-foreign.ko
+# Same length, another first character: the kernel reports a srcversion no cache entry has.
+perl -pi -e 's/(srcversion=)([0-9A-F])/$1 . ($2 eq "F" ? "E" : "F")/e' /run/toa-foreign.ko
+rmmod toa
+insmod /run/toa-foreign.ko
+echo "foreign srcversion $(cat /sys/module/toa/srcversion), ours $(modinfo -F srcversion "$ko")"
+test "$(cat /sys/module/toa/srcversion)" != "$(modinfo -F srcversion "$ko")"
+EOS
+	done
+	t_start=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
+	for n in "${NODES_NAMES[@]}"; do node_pod_start "$n" >/dev/null; done
+	for n in "${NODES_NAMES[@]}"; do
+		wait_until "$NODES_WAIT" "$n replaced the foreign module (Loaded from the cache)" _nc_replaced "$n"
+		_nc_guest "$n" <<<'test "$(cat /sys/module/toa/srcversion)" = "$(modinfo -F srcversion "$(ls /var/lib/toa-operator/cache/modules/*/toa.ko | head -n1)")"'
+	done
+	out=$(python3 - "$CP_AUDIT_LOG" "$t_start" "${NODES_NAMES[@]}" <<'PY'
+import json, sys
+log, start, nodes = sys.argv[1], sys.argv[2], sys.argv[3:]
+granted = {n: False for n in nodes}
+pending = {n: False for n in nodes}
+most = grants = 0
+waited = False
+for line in open(log):
+    e = json.loads(line)
+    ref = e.get("objectRef") or {}
+    if e.get("stage") != "ResponseComplete" or ref.get("resource") != "toanodestates":
+        continue
+    name = ref.get("name")
+    if name not in granted or e.get("stageTimestamp", "") < start:
+        continue
+    if (e.get("responseStatus") or {}).get("code", 0) >= 300 or e.get("verb") not in ("create", "update", "patch"):
+        continue
+    body = e.get("requestObject") or {}
+    if ref.get("subresource") == "status":
+        if "status" in body:
+            pending[name] = bool(body["status"].get("reloadPending", False))
+    elif "spec" in body:
+        new = bool(body["spec"].get("reloadAllowed", False))
+        if new and not granted[name]:
+            grants += 1
+        granted[name] = new
+    busy = [n for n in nodes if granted[n] and pending[n]]
+    most = max(most, len(busy))
+    if busy and any(pending[n] and not granted[n] for n in nodes):
+        waited = True
+print(f"grants={grants} most_at_once={most} a_node_waited={waited}")
+sys.exit(0 if most == 1 and grants >= len(nodes) and waited else 1)
+PY
+	) || { echo "audit replay: $out"; return 1; }
+	echo "audit replay: $out (maxUnavailable 1, ${#NODES_NAMES[@]} nodes)"
+}
+_nc_replaced() {
+	_nc_state "$1" | jq -e '.status.phase == "Loaded" and .status.module.source == "Cache" and (.status.reloadPending // false) == false' >/dev/null
+}
+
 # A node that joins later (a new guest, the first kernel again) is picked up.
 _nc_late_node() {
 	local s name t0
@@ -319,6 +391,7 @@ nodes_checks() {
 	check nodes-alert-agent-down-then-repair _nc_alert_agent_down
 	check nodes-kinds-and-trusted-sources-change-without-reload _nc_params_no_reload
 	check nodes-agent-restart-adopts-without-build _nc_agent_restart_adopts
+	check nodes-max-unavailable-bounds-concurrent-reloads _nc_max_unavailable
 	check nodes-late-node-is-picked-up _nc_late_node
 	# The late node joined inside a check's subshell: record it here too.
 	[ -d "$NODES_DIR/guest-late" ] && NODES_NAMES+=(guest-late)
