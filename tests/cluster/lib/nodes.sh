@@ -201,34 +201,37 @@ _nodes_modcache_layer() {
 # node_exec NAME [TIMEOUT_S]: stdin is a bash script run in the guest (ctl.sh); prints its
 # output and returns its exit status.
 node_exec() {
-	local name=$1 tmo=${2:-120} port out rc
+	local name=$1 tmo=${2:-120} port rc=0
 	port=$(cat "$NODES_DIR/$name/ctl.port")
-	# The script comes on our stdin; the python client forwards it, half-closes, reads to EOF.
-	out=$(python3 -c '
-import socket, sys
-port, tmo = int(sys.argv[1]), float(sys.argv[2])
+	# The script comes on our stdin; the python client forwards it, half-closes, reads to EOF,
+	# prints the output and exits with the guest's status (125: channel failure).
+	python3 -c '
+import re, socket, sys
+port, tmo, name = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 data = sys.stdin.buffer.read()
-s = socket.create_connection(("127.0.0.1", port), timeout=10)
-s.settimeout(tmo)
-s.sendall(data)
-s.shutdown(socket.SHUT_WR)
-buf = b""
-while True:
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    buf += chunk
-sys.stdout.write(buf.decode(errors="replace"))
-' "$port" "$tmo") || {
-		echo "node_exec $name: the command channel failed (timeout ${tmo}s?)" >&2
-		return 125
-	}
-	rc=$(sed -n 's/^TOA-CTL-RC \([0-9]*\)$/\1/p' <<<"$out" | tail -n1)
-	sed '/^TOA-CTL-RC [0-9]*$/d' <<<"$out"
-	[ -n "$rc" ] || {
-		echo "node_exec $name: no exit status from the guest" >&2
-		return 125
-	}
+try:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.settimeout(tmo)
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    buf = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+except OSError as e:
+    sys.stderr.write(f"node_exec {name}: command channel: {e}\n")
+    sys.exit(125)
+text = buf.decode(errors="replace")
+m = re.search(r"\nTOA-CTL-RC (\d+)\n$", text)
+if not m:
+    sys.stdout.write(text)
+    sys.stderr.write(f"node_exec {name}: no exit status from the guest\n")
+    sys.exit(125)
+sys.stdout.write(text[: m.start()])
+sys.exit(int(m.group(1)))
+' "$port" "$tmo" "$1" || rc=$?
 	return "$rc"
 }
 
