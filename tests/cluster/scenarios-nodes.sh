@@ -105,7 +105,7 @@ _nc_policy_loaded() {
 		return 1
 	}
 	for n in "${NODES_NAMES[@]}"; do
-		js=$(_nc_state "$n")
+		js=$(cp_kubectl get toanodestate "$n" -o json --show-managed-fields)
 		# The status was written by the agent in the guest (server-side apply, its own manager).
 		jq -e '[.metadata.managedFields[] | select(.subresource == "status") | .manager] | index("toa-node-agent") != null' >/dev/null <<<"$js" ||
 			{ echo "$n: no status field manager toa-node-agent: $(jq -c '[.metadata.managedFields[] | {manager, subresource}]' <<<"$js")"; return 1; }
