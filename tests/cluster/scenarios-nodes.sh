@@ -114,13 +114,39 @@ _nc_policy_loaded() {
 		# ...and the module really is loaded in the guest, with the policy's parameters.
 		_nc_guest "$n" <<<'set -e; test -d /sys/module/toa; echo "$(uname -r): ipv4_kinds=$(cat /sys/module/toa/parameters/ipv4_kinds) trusted=$(cat /sys/module/toa/parameters/trusted_sources)"'
 	done
-	# `kubectl get` columns: the policy row shows the counts, each node row its phase.
-	cp_kubectl get toapolicy "$NODES_POLICY" --no-headers | grep -q "${#NODES_NAMES[@]}" ||
-		{ echo "kubectl get toapolicy shows no node count"; return 1; }
+	# `kubectl get` columns: NAME SELECTED LOADED FAILED READY for the policy, NAME POLICY PHASE
+	# KERNEL for each node.
+	local row
+	row=$(cp_kubectl get toapolicy "$NODES_POLICY" --no-headers)
+	awk -v n="${#NODES_NAMES[@]}" '{ exit !($2 == n && $3 == n && $4 == 0 && $5 == "True") }' <<<"$row" ||
+		{ echo "kubectl get toapolicy: '$row'"; return 1; }
 	for n in "${NODES_NAMES[@]}"; do
-		cp_kubectl get toanodestate "$n" --no-headers | grep -qw Loaded ||
-			{ echo "kubectl get toanodestate $n: no Loaded column"; return 1; }
+		row=$(cp_kubectl get toanodestate "$n" --no-headers)
+		awk -v p="$NODES_POLICY" -v k="$(node_kver "$n")" '{ exit !($2 == p && $3 == "Loaded" && $4 == k) }' <<<"$row" ||
+			{ echo "kubectl get toanodestate $n: '$row'"; return 1; }
 	done
+}
+
+# From inside a guest, with the pod's own token (bound to its Node): the agent of one node
+# cannot write another node's ToaNodeState status (the chart's ValidatingAdmissionPolicy), and
+# can write its own. Dry runs: admission runs, nothing is stored.
+_nc_token_confined() {
+	local a=${NODES_NAMES[0]} b=${NODES_NAMES[1]} out
+	out=$(_nc_guest "$a" <<EOS
+sa=/var/run/secrets/kubernetes.io/serviceaccount
+for target in $b $a; do
+	code=\$(curl -s -o /run/patch-\$target.json -w '%{http_code}' --cacert \$sa/ca.crt \
+		-H "Authorization: Bearer \$(cat \$sa/token)" -H 'Content-Type: application/merge-patch+json' \
+		-X PATCH -d '{"status":{"message":"written by the harness with the agent token of $a"}}' \
+		"https://$CP_GUEST_APISERVER_IP:$CP_GUEST_APISERVER_PORT/apis/toa.dev/v1alpha1/toanodestates/\$target/status?dryRun=All")
+	echo "\$target \$code \$(jq -r '.message // empty' /run/patch-\$target.json)"
+done
+EOS
+	)
+	echo "$out"
+	grep -q "^$b 403 .*may only write ToaNodeState $a, not $b" <<<"$out" ||
+		{ echo "the agent token of $a was not refused on $b"; return 1; }
+	grep -q "^$a 200 " <<<"$out" || { echo "the agent token of $a cannot write its own status"; return 1; }
 }
 
 _nc_policy_ready() { # N: Ready=True with N selected and N loaded, for the current generation
@@ -288,7 +314,22 @@ test "$(cat /sys/module/toa/srcversion)" != "$(modinfo -F srcversion "$ko")"
 EOS
 	done
 	t_start=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
+	# The operator replicas pause (SIGSTOP, well below the lease duration) while the agents
+	# start, so that every node asks for its reload before the operator sees any request: the
+	# operator must then grant one and hold the others back, whatever the agents' timing.
+	local pids
+	pids=$(cat "$CP_RUN_DIR"/pids/operator-*.pid)
+	# shellcheck disable=SC2064,SC2086 # pids expanded now; a word list
+	trap "kill -CONT $pids 2>/dev/null || true" EXIT
+	# shellcheck disable=SC2086
+	kill -STOP $pids
 	for n in "${NODES_NAMES[@]}"; do node_pod_start "$n" >/dev/null; done
+	for n in "${NODES_NAMES[@]}"; do
+		wait_until 12 "$n asks for a reload (ForeignModule, reloadPending)" _nc_reload_pending "$n"
+	done
+	# shellcheck disable=SC2086
+	kill -CONT $pids
+	trap - EXIT
 	for n in "${NODES_NAMES[@]}"; do
 		wait_until "$NODES_WAIT" "$n replaced the foreign module (Loaded from the cache)" _nc_replaced "$n"
 		_nc_guest "$n" <<<'test "$(cat /sys/module/toa/srcversion)" = "$(modinfo -F srcversion "$(ls /var/lib/toa-operator/cache/modules/*/toa.ko | head -n1)")"'
@@ -329,6 +370,9 @@ PY
 	) || { echo "audit replay: $out"; return 1; }
 	echo "audit replay: $out (maxUnavailable 1, ${#NODES_NAMES[@]} nodes)"
 }
+_nc_reload_pending() {
+	_nc_state "$1" | jq -e '.status.reloadPending == true and .spec.reloadAllowed == false' >/dev/null
+}
 _nc_replaced() {
 	_nc_state "$1" | jq -e '.status.phase == "Loaded" and .status.module.source == "Cache" and (.status.reloadPending // false) == false' >/dev/null
 }
@@ -357,10 +401,22 @@ _nc_policy_delete() {
 	cp_kubectl delete toapolicy "$NODES_POLICY" --timeout="${NODES_WAIT}s"
 	for n in "${NODES_NAMES[@]}"; do
 		wait_until 60 "ToaNodeState $n deleted" _nc_gone "$n"
-		_nc_guest "$n" <<<'if test -d /sys/module/toa; then echo "toa still loaded"; exit 1; fi; dmesg | grep -c "TOA unloaded"'
+		_nc_guest "$n" <<<'if test -d /sys/module/toa; then echo "toa still loaded"; exit 1; fi'
+		echo "$n: module unloaded, ToaNodeState gone, label removed"
 		cp_kubectl get node "$n" -o json | jq -e '.metadata.labels["toa.dev/agent"] == null' >/dev/null ||
 			{ echo "$n keeps the toa.dev/agent label"; return 1; }
 	done
+}
+
+# The agents' own logs (JSON lines) hold no ERROR; their warnings are shown.
+_nc_agent_logs() {
+	local n out l bad=0
+	for n in "${NODES_NAMES[@]}"; do
+		out=$(_nc_guest "$n" <<<'grep -E "\"level\":\"(WARN|ERROR)\"" /run/toa/agent.log | cut -c1-300 || true')
+		[ -z "$out" ] || while IFS= read -r l; do echo "$n: $l"; done <<<"$out"
+		grep -q '"level":"ERROR"' <<<"$out" && bad=1
+	done
+	[ "$bad" = 0 ]
 }
 
 # nodes_checks: the hook tests/cluster/run.sh calls.
@@ -385,6 +441,7 @@ nodes_checks() {
 	check nodes-module-prebuilt-one-guest-at-a-time _nc_prewarm
 	check nodes-agent-pods-start-from-the-daemonset _nc_pods_start
 	check nodes-policy-loads-every-guest _nc_policy_loaded
+	check nodes-agent-token-cannot-write-another-nodes-state _nc_token_confined
 	check nodes-traffic-shows-real-address _nc_traffic
 	check nodes-prometheus-scrapes-agents-and-operator _nc_prometheus_scrapes
 	check nodes-alert-module-removed-by-hand-fires-and-resolves _nc_alert_module_not_loaded
@@ -395,6 +452,7 @@ nodes_checks() {
 	check nodes-late-node-is-picked-up _nc_late_node
 	# The late node joined inside a check's subshell: record it here too.
 	[ -d "$NODES_DIR/guest-late" ] && NODES_NAMES+=(guest-late)
+	check nodes-agent-logs-have-no-errors _nc_agent_logs
 	check nodes-policy-delete-unloads-guests _nc_policy_delete
 	prom_stop
 	nodes_stop_all
