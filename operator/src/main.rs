@@ -191,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
         LeaseTiming::default(),
     )
     .with_owner(owner);
+    let fence = lock.fence();
     // The election stops (and releases the lease) only after the controllers have stopped, so
     // a successor never overlaps with our last writes.
     let (release_tx, release) = watch::channel(false);
@@ -211,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
 
     let outcome = lead(
         client,
+        fence,
         AgentTarget {
             desired,
             name: args.daemonset_name.clone(),
@@ -268,8 +270,10 @@ async fn run_uninstall(args: &Args, settle: Duration) -> anyhow::Result<()> {
 /// Waits for leadership, runs the controllers while leading. Returns Ok on shutdown and an
 /// error when leadership was lost: the process then exits and restarts with fresh state, the
 /// simplest way to guarantee that a deposed leader stops writing.
+#[allow(clippy::too_many_arguments)]
 async fn lead(
     client: kube::Client,
+    fence: lease::Fence,
     agent: AgentTarget,
     metrics: Arc<Metrics>,
     identity: String,
@@ -304,7 +308,7 @@ async fn lead(
         controller: toa_crds::OPERATOR_FIELD_MANAGER.to_string(),
         instance: Some(identity),
     };
-    controller::run(client, agent, metrics, reporter, stop, synced).await;
+    controller::run(client, agent, metrics, reporter, fence, stop, synced).await;
     let lost = watcher.await.context("leadership watcher")?;
     if lost {
         bail!("lost leadership: exiting so that a restart begins from a clean state");

@@ -228,9 +228,14 @@ check_agents_report_loaded() {
 	k get toapolicy tencent-hybrid-cloud -o json | jq -c '.status.kernels'
 	k get toapolicy tencent-hybrid-cloud -o json | jq -e --arg a "$KERNEL_61" --arg b "$KERNEL_612" \
 		'[.status.kernels[] | .release] | (index($a) != null) and (index($b) != null)' >/dev/null
-	# Who wrote the status: the audit log names the node-bound agent token's user.
-	grep -F '"subresource":"status"' "$CP_AUDIT_LOG" | grep -F '"resource":"toanodestates"' |
-		grep -qF "system:serviceaccount:$CP_NAMESPACE:$CP_AGENT_SA"
+	# Who wrote the status: the audit log names the node-bound agent token's user and node.
+	local writers
+	writers=$(jq -r 'select(.objectRef.resource == "toanodestates" and .objectRef.subresource == "status"
+		and .verb == "patch" and .responseStatus.code == 200)
+		| "\(.objectRef.name) by \(.user.username) (node \(.user.extra["authentication.kubernetes.io/node-name"][0]))"' \
+		"$CP_AUDIT_LOG" | sort -u)
+	echo "$writers"
+	grep -qF "$K_A by system:serviceaccount:$CP_NAMESPACE:$CP_AGENT_SA (node $K_A)" <<<"$writers"
 }
 
 check_agent_token_confined_to_its_node() {
@@ -261,7 +266,7 @@ check_get_columns() {
 	grep -qE '^NAME +SELECTED +LOADED +FAILED +READY +AGE' <<<"$out"
 	grep -qE '^toapolicy.toa.dev/tencent-hybrid-cloud +2 +2 +0 +True ' <<<"$out"
 	grep -qE '^NAME +POLICY +PHASE +KERNEL +MODULE +AGE' <<<"$out"
-	grep -qE "^toanodestate.toa.dev/$K_B +tencent-hybrid-cloud +Loaded +$KERNEL_612 +4E1B2F0C9D8A7B6C5D4E3F2 " <<<"$out"
+	grep -qE "^toanodestate.toa.dev/$K_B +tencent-hybrid-cloud +Loaded +${KERNEL_612//+/\\+} +4E1B2F0C9D8A7B6C5D4E3F2 " <<<"$out"
 }
 
 check_node_joining_later_is_picked_up() {
@@ -308,25 +313,31 @@ check_node_deletion_gcs_its_state() {
 	# The garbage collector did it (or the operator, which also deletes orphans): say which.
 	grep -F '"verb":"delete"' "$CP_AUDIT_LOG" | grep -F "\"name\":\"$K_C\"" | grep -F toanodestates |
 		jq -r '"deleted by " + .user.username' | sort -u
-	wait_value 30 "selectedNodes 1" 1 jp toapolicy/tencent-hybrid-cloud '{.status.selectedNodes}'
+	# tencent-hybrid-cloud now selects none: $K_A is deselected, $K_B is mixed-vendors'.
+	wait_value 30 "selectedNodes 0" 0 jp toapolicy/tencent-hybrid-cloud '{.status.selectedNodes}'
 }
 
 check_policy_deletion_unloads_and_releases() {
+	# $K_B is also selected by tencent-hybrid-cloud: when mixed-vendors goes, it moves there
+	# with that policy's parameters (no unload in between), and mixed-vendors is released.
 	k delete toapolicy mixed-vendors --wait=false
-	wait_value 30 "$K_B told to unload" Unloaded jp "toanodestate/$K_B" '{.spec.desiredState}'
-	# $K_B is still selected by tencent-hybrid-cloud (ingress): after the unload it moves there.
-	k get toapolicy mixed-vendors -o jsonpath='{.metadata.finalizers}{"\n"}'
-	agent_report "$K_B" "$K_B" Unloaded >/dev/null
+	wait_value 30 "$K_B moves to tencent-hybrid-cloud" tencent-hybrid-cloud/Loaded/[200] \
+		jp "toanodestate/$K_B" '{.spec.policy}/{.spec.desiredState}/{.spec.module.ipv4OptionKinds}'
 	wait_gone 30 "mixed-vendors gone" toapolicy/mixed-vendors
 	k get events -A --field-selector involvedObject.name=mixed-vendors -o json |
 		jq -e '.items[] | select(.reason=="FinalizerReleased" and .type=="Normal")' >/dev/null
-	wait_value 30 "$K_B back with tencent-hybrid-cloud" tencent-hybrid-cloud/Loaded \
-		jp "toanodestate/$K_B" '{.spec.policy}/{.spec.desiredState}'
 	agent_report "$K_B" "$K_B" Loaded >/dev/null
+	wait_value 30 "tencent-hybrid-cloud Ready" True policy_condition tencent-hybrid-cloud Ready
+	# Deleting the last policy of $K_B unloads it; the finalizer holds the policy until then.
 	k delete toapolicy tencent-hybrid-cloud --wait=false
 	wait_value 30 "$K_B told to unload" Unloaded jp "toanodestate/$K_B" '{.spec.desiredState}'
+	sleep 2
+	expect_eq "finalizer while unloading" "$(jp toapolicy/tencent-hybrid-cloud '{.metadata.finalizers}')" '["toa.dev/unload"]'
+	expect_eq "label while unloading" "$(jp "node/$K_B" '{.metadata.labels.toa\.dev/agent}')" true
 	agent_report "$K_B" "$K_B" Unloaded >/dev/null
 	wait_gone 30 "tencent-hybrid-cloud gone" toapolicy/tencent-hybrid-cloud
+	k get events -A --field-selector involvedObject.name=tencent-hybrid-cloud -o json |
+		jq -r '.items[] | select(.reason=="FinalizerReleased") | .type + ": " + .message'
 	wait_value 30 "no ToaNodeState left" "" k get toanodestates -o name
 	wait_value 30 "no agent label left" "" k get nodes -l toa.dev/agent -o name
 }
@@ -337,16 +348,23 @@ check_on_delete_keep() {
 	agent_report "$K_A" "$K_A" Loaded >/dev/null
 	agent_report "$K_B" "$K_B" Loaded >/dev/null
 	wait_value 30 "keep-on-delete Ready" True policy_condition keep-on-delete Ready
+	local deleted_at
+	deleted_at=$(date -u +%FT%T.%6NZ)
 	k delete toapolicy keep-on-delete --wait=false
 	wait_gone 30 "keep-on-delete gone" toapolicy/keep-on-delete
 	k get events -A --field-selector involvedObject.name=keep-on-delete -o json |
 		jq -r '.items[] | select(.reason=="FinalizerReleased") | .type + ": " + .message'
 	k get events -A --field-selector involvedObject.name=keep-on-delete -o json |
 		jq -e '.items[] | select(.reason=="FinalizerReleased" and (.message | contains("Keep")))' >/dev/null
-	# No unload was ever asked of a node (the module stays loaded, unmanaged).
-	if grep -F '"resource":"toanodestates"' "$CP_AUDIT_LOG" | jq -c 'select(.verb=="patch" and .objectRef.subresource==null)
-		| .requestObject.spec.desiredState // empty' | tail -n 4 | grep -q Unloaded; then
-		echo "an unload was requested for a Keep policy" >&2
+	# The states go at once and no unload was ever asked of a node (the module stays loaded,
+	# unmanaged).
+	wait_value 30 "no ToaNodeState left" "" k get toanodestates -o name
+	local unloads
+	unloads=$(jq -c --arg t "$deleted_at" 'select(.objectRef.resource == "toanodestates" and
+		.objectRef.subresource == null and .verb == "patch" and .stageTimestamp > $t and
+		.requestObject.spec.desiredState == "Unloaded") | .objectRef.name' "$CP_AUDIT_LOG")
+	if [ -n "$unloads" ]; then
+		echo "an unload was requested for a Keep policy: $unloads" >&2
 		return 1
 	fi
 }

@@ -209,8 +209,8 @@ _cp_port_busy() { ss -Htln "sport = :$1" | grep -q .; }
 
 # _cp_wait_port_free PORT: a stopped kube-apiserver can hold its port for seconds.
 _cp_wait_port_free() {
-	local port=$1 i
-	for i in $(seq 1 120); do
+	local port=$1 _
+	for _ in $(seq 1 120); do
 		_cp_port_busy "$port" || return 0
 		sleep 0.5
 	done
@@ -235,9 +235,10 @@ cp_alive() {
 	kill -0 "$pid" 2>/dev/null
 }
 
-# cp_kill NAME [SIGNAL]: signals the process NAME and (for TERM/KILL) waits until it is gone.
+# cp_kill NAME [SIGNAL] [GRACE_S]: signals the process NAME and (for TERM/KILL) waits until it
+# is gone, SIGKILL after GRACE_S seconds (default 10).
 cp_kill() {
-	local name=$1 sig=${2:-TERM} pid i
+	local name=$1 sig=${2:-TERM} grace=${3:-10} pid _
 	[ -f "$CP_RUN_DIR/pids/$name.pid" ] || return 0
 	pid=$(cp_pid "$name")
 	kill -0 "$pid" 2>/dev/null || {
@@ -246,7 +247,7 @@ cp_kill() {
 	}
 	kill -s "$sig" "$pid" 2>/dev/null || true
 	case "$sig" in TERM | KILL) ;; *) return 0 ;; esac
-	for i in $(seq 1 100); do
+	for _ in $(seq 1 $((grace * 10))); do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
@@ -410,7 +411,8 @@ cp_start_apiserver() {
 	printf 'controlplane: kube-apiserver ready in %.1fs\n' "$(echo "$(date +%s.%N) - $t0" | bc)"
 }
 
-cp_stop_apiserver() { cp_kill kube-apiserver TERM; }
+# kube-apiserver drains its requests and watches on SIGTERM: give it time to stop cleanly.
+cp_stop_apiserver() { cp_kill kube-apiserver TERM 60; }
 
 cp_restart_apiserver() {
 	cp_stop_apiserver
@@ -483,7 +485,7 @@ cp_stop() {
 		cp_kill "$name" TERM
 	done
 	cp_kill kube-controller-manager TERM
-	cp_kill kube-apiserver TERM
+	cp_kill kube-apiserver TERM 60
 	cp_kill etcd TERM
 }
 

@@ -8,7 +8,7 @@ H_FAIL=0
 H_FAILED=()
 
 check() {
-	local name=$1 t0 rc out
+	local name=$1 t0 rc
 	shift
 	t0=$(date +%s)
 	echo "--- check $name"
@@ -17,7 +17,7 @@ check() {
 	(
 		set -e
 		"$@"
-	) 2>&1 | sed 's/^/    /'
+	) 2>&1 | sed -u 's/^/    /'
 	rc=${PIPESTATUS[0]}
 	set -e
 	if [ "$rc" -eq 0 ]; then

@@ -180,7 +180,7 @@ check_helm_upgrade() {
 # as a host process with the Job's ServiceAccount token, then the release is deleted and the
 # operator processes get SIGTERM as their pods would.
 check_helm_uninstall() {
-	local hooks dir=$CP_RUN_DIR/uninstall token args=() out leftovers
+	local dir=$CP_RUN_DIR/uninstall token args=() out leftovers
 	mkdir -p "$dir"
 	chmod 755 "$dir"
 	# A second policy that users leave behind, and the first one still in place.
@@ -228,6 +228,8 @@ json.dump(jobs[0], open(sys.argv[2], "w"))' "$dir/hooks.yaml" "$dir/job.json"
 # the operator takes the policy back, labels the nodes and recreates the DaemonSet.
 check_reinstall() {
 	check_helm_install
+	# The agent ServiceAccount is new: its pods get new tokens.
+	rm -f "$CP_RUN_DIR"/agent-*.kubeconfig
 	op_prepare "$OPERATOR_BIN"
 	op_start 0
 	op_start 1
