@@ -155,7 +155,9 @@ node_boot() {
 		extra=$dir/modcache.cpio
 		_nodes_modcache_layer "$(_nodes_modcache_file "$N_KVER")" "$extra"
 	fi
-	cat "${layers[@]}" "$NODES_DIR/run.cpio.gz" ${extra:+"$extra"} >"$dir/initrd"
+	# Uncompressed layers first: after a gzip member the kernel's unpacker may not find the next
+	# archive ("Initramfs unpacking failed: invalid magic at start of compressed archive").
+	cat "${layers[@]}" ${extra:+"$extra"} "$NODES_DIR/run.cpio.gz" >"$dir/initrd"
 	_nodes_log "booting $name ($N_KVER, ctl 127.0.0.1:$ctl, metrics 127.0.0.1:$mport -> $gport)"
 	# restrict=on: the guest reaches nothing but the guestfwd (one socat per connection, so the
 	# agent's watch and its writes, and reconnections after an apiserver restart, all work).
@@ -176,6 +178,9 @@ node_boot() {
 		sleep 1
 	done
 	[ "$i" -lt 300 ] || toa_die "guest $name did not reach /init in 300 s (serial log $dir/serial.log)"
+	if printf 'dmesg | grep -q "Initramfs unpacking failed"\n' | node_exec "$name" 60 >/dev/null; then
+		toa_die "guest $name: the kernel could not unpack every initramfs layer (dmesg: Initramfs unpacking failed)"
+	fi
 	if grep -q 'TOA-GUEST-ERROR' "$dir/serial.log"; then
 		toa_die "guest $name: $(grep 'TOA-GUEST-ERROR' "$dir/serial.log" | tr '\n' ' ')"
 	fi
@@ -345,7 +350,10 @@ node_prewarm() {
 	cachedir=$(cp_kubectl -n "$CP_NAMESPACE" get daemonset toa-node-agent -o json |
 		jq -r '.spec.template.spec.containers[0].args[] | select(startswith("--cache-dir=")) | sub("^--cache-dir="; "")')
 	[ -n "$cachedir" ] || toa_die "the DaemonSet's agent args name no --cache-dir"
-	if node_exec "$name" 30 <<<"ls $cachedir/*/ 2>/dev/null | grep -q . "; then
+	local present
+	present=$(node_exec "$name" 120 <<<"if ls $cachedir/modules/*/ 2>/dev/null | grep -q .; then echo yes; else echo no; fi") ||
+		toa_die "$name: the command channel failed"
+	if [ "$present" = yes ]; then
 		_nodes_log "$name: module cache present ($tgz)"
 		echo 0 >"$NODES_DIR/$name/build.seconds"
 		return 0
