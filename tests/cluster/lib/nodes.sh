@@ -161,7 +161,8 @@ node_boot() {
 	_nodes_log "booting $name ($N_KVER, ctl 127.0.0.1:$ctl, metrics 127.0.0.1:$mport -> $gport)"
 	# restrict=on: the guest reaches nothing but the guestfwd (one socat per connection, so the
 	# agent's watch and its writes, and reconnections after an apiserver restart, all work).
-	_qemu_env "$QEMU_BIN" \
+	# A simple command (not the _qemu_env function): $! is QEMU itself, so node_kill stops it.
+	LD_LIBRARY_PATH="$QEMU_ROOT/usr/lib/x86_64-linux-gnu:$QEMU_ROOT/lib/x86_64-linux-gnu" "$QEMU_BIN" \
 		-L "$QEMU_ROOT/usr/share/qemu" -L "$QEMU_ROOT/usr/share/seabios" \
 		-accel tcg,thread=single -smp 2 -m "$NODES_MEM" \
 		-nographic -nodefaults -serial "file:$dir/serial.log" -no-reboot \
