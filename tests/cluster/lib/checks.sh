@@ -308,11 +308,19 @@ check_node_deletion_gcs_its_state() {
 	local uid
 	uid=$(jp "node/$K_C" '{.metadata.uid}')
 	expect_eq "owner uid" "$(jp "toanodestate/$K_C" '{.metadata.ownerReferences[0].uid}')" "$uid"
+	# With no operator running, so that the garbage collector (not the operator's orphan
+	# cleanup) must do it through the ownerReference.
+	op_stop 0 TERM
+	op_stop 1 TERM
 	k delete node "$K_C"
 	wait_gone 60 "ToaNodeState $K_C garbage-collected" toanodestate/$K_C
-	# The garbage collector did it (or the operator, which also deletes orphans): say which.
+	# The audit log names who deleted it.
 	grep -F '"verb":"delete"' "$CP_AUDIT_LOG" | grep -F "\"name\":\"$K_C\"" | grep -F toanodestates |
-		jq -r '"deleted by " + .user.username' | sort -u
+		jq -r '"deleted by " + .user.username' | sort -u | tee "$CP_RUN_DIR/gc-deleter"
+	grep -qF "deleted by system:serviceaccount:kube-system:generic-garbage-collector" "$CP_RUN_DIR/gc-deleter"
+	op_start 0
+	op_start 1
+	wait_until 60 "a leader" has_leader
 	# tencent-hybrid-cloud now selects none: $K_A is deselected, $K_B is mixed-vendors'.
 	wait_value 30 "selectedNodes 0" 0 jp toapolicy/tencent-hybrid-cloud '{.status.selectedNodes}'
 }
