@@ -117,7 +117,9 @@ pub fn uninstall_lease(
 ) -> Lease {
     let spec = current.and_then(|l| l.spec.clone()).unwrap_or_default();
     let transitions = spec.lease_transitions.unwrap_or(0)
-        + i32::from(spec.holder_identity.as_deref() != Some(UNINSTALL_IDENTITY));
+        + i32::from(
+            current.is_some() && spec.holder_identity.as_deref() != Some(UNINSTALL_IDENTITY),
+        );
     let mut metadata = current.map(|l| l.metadata.clone()).unwrap_or(ObjectMeta {
         name: Some(name.to_string()),
         ..ObjectMeta::default()
