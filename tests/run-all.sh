@@ -2,7 +2,7 @@
 # Runs every test suite of toa-operator, installing what each needs, and prints one summary.
 #
 #   tests/run-all.sh            all suites
-#   tests/run-all.sh rust chart only the named suites (rust fuzz kmod agent chart e2e fresh)
+#   tests/run-all.sh rust chart only the named suites (rust fuzz kmod agent chart cluster e2e fresh)
 #   TOA_DEPS_ONLY=1 tests/run-all.sh   only each suite's dependency step (what it installs)
 #
 # Each suite runs even when an earlier one failed, so one run shows every problem: that is why
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.." || exit 2
 # shellcheck source=tests/lib/deps.sh
 source tests/lib/deps.sh
 
-all_suites=(rust fuzz kmod agent chart e2e fresh)
+all_suites=(rust fuzz kmod agent chart cluster e2e fresh)
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
 
@@ -84,6 +84,7 @@ for s in "${suites[@]}"; do
 	kmod) run_suite kmod bash tests/vm/kmod.sh ;;
 	agent) run_suite agent bash tests/vm/agent.sh ;;
 	chart) run_suite chart bash tests/chart/check.sh ;;
+	cluster) run_suite cluster bash tests/cluster/run.sh ;;
 	e2e) run_suite e2e bash tests/e2e/run.sh ;;
 	fresh) run_suite fresh bash tests/fresh/run.sh ;;
 	*)

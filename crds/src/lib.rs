@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod module;
 pub mod node_state;
 pub mod policy;
+pub mod schema;
 mod yaml;
 
 pub use module::{ModuleSettings, PortRange, SettingsError};

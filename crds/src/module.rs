@@ -68,6 +68,7 @@ fn default_nat64_kinds() -> Vec<u8> {
 /// Which TCP option kinds the module accepts and from which balancers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = crate::schema::kubernetes_integer_formats)]
 #[x_kube(validation = Rule::new(
     "size(self.ipv4OptionKinds) + size(self.nat64OptionKinds) > 0"
 ).message("ipv4OptionKinds and nat64OptionKinds are both empty: list at least one option kind (an empty list switches that address type off)"))]

@@ -100,6 +100,58 @@ fn schemas_are_structural() {
     }
 }
 
+/// Collects every `format` that kube-apiserver does not recognise (it warns
+/// `unrecognized format "uint8"` on each CRD apply): integers take int32/int64,
+/// numbers float/double (apiextensions-apiserver `GetUnrecognizedFormats`).
+fn unrecognized_formats(schema: &Value, path: &str, out: &mut Vec<String>) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(format) = map.get("format").and_then(Value::as_str) {
+                let known = match map.get("type").and_then(Value::as_str) {
+                    Some("integer") => ["int32", "int64"].contains(&format),
+                    Some("number") => ["float", "double"].contains(&format),
+                    _ => [
+                        "date-time",
+                        "date",
+                        "byte",
+                        "duration",
+                        "uuid",
+                        "cidr",
+                        "ipv4",
+                        "ipv6",
+                    ]
+                    .contains(&format),
+                };
+                if !known {
+                    out.push(format!("{path}: format {format:?}"));
+                }
+            }
+            for (k, v) in map {
+                unrecognized_formats(v, &format!("{path}.{k}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                unrecognized_formats(v, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_format_is_one_the_apiserver_recognises() {
+    for kind in ["ToaPolicy", "ToaNodeState"] {
+        let mut problems = Vec::new();
+        unrecognized_formats(&schema_for(kind), kind, &mut problems);
+        assert!(
+            problems.is_empty(),
+            "{kind}: the apiserver warns about these formats:\n{}",
+            problems.join("\n")
+        );
+    }
+}
+
 #[test]
 fn cel_rules_compile_and_stay_within_cost_budget() {
     for kind in ["ToaPolicy", "ToaNodeState"] {

@@ -96,18 +96,24 @@ impl StatusSink for KubeSink {
         let body = self.body(status);
         // force: the status belongs to this agent alone; take over any stale owner.
         let params = PatchParams::apply(AGENT_FIELD_MANAGER).force();
-        self.rt
-            .block_on(
-                self.api
-                    .patch_status(&self.name, &params, &Patch::Apply(&body)),
-            )
-            .map(|_| ())
-            .map_err(|e| {
-                format!(
-                    "server-side apply of ToaNodeState {} status: {e}",
-                    self.name
-                )
-            })
+        match self.rt.block_on(
+            self.api
+                .patch_status(&self.name, &params, &Patch::Apply(&body)),
+        ) {
+            Ok(_) => Ok(()),
+            // A real API server answers 404 for the status of a ToaNodeState that does not
+            // exist (yet, or any more: no policy selects the node). There is nothing to report
+            // to, and retrying would only repeat the warning; the watch brings the object back
+            // when the operator creates it, and the runner then writes a fresh status.
+            Err(kube::Error::Api(s)) if s.is_not_found() => {
+                tracing::debug!(node = %self.name, "no ToaNodeState to write the status to");
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "server-side apply of ToaNodeState {} status: {e}",
+                self.name
+            )),
+        }
     }
 }
 
@@ -214,6 +220,35 @@ mod tests {
             .expect("join")
             .expect_err("forbidden");
         assert!(err.contains("node-a") && err.contains("forbidden"), "{err}");
+        server.await.expect("server");
+    }
+
+    /// What kube-apiserver answers to a status apply for an object that does not exist
+    /// (seen in tests/cluster: every agent start before a policy selects the node, and every
+    /// node a policy releases): not an error worth a warning and a retry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_of_a_missing_object_is_not_an_error() {
+        let (client, mut handle) = mock();
+        let api: Api<ToaNodeState> = Api::all(client);
+        let mut sink = KubeSink::new(api, "node-a".into(), tokio::runtime::Handle::current());
+        let server = tokio::spawn(async move {
+            let (_req, send) = handle.next_request().await.expect("request");
+            let status = serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "toanodestates.toa.dev \"node-a\" not found", "reason": "NotFound",
+                "details": { "name": "node-a", "group": "toa.dev", "kind": "toanodestates" }, "code": 404
+            });
+            send.send_response(
+                Response::builder()
+                    .status(404)
+                    .body(Body::from(serde_json::to_vec(&status).expect("json")))
+                    .expect("response"),
+            );
+        });
+        let result = tokio::task::spawn_blocking(move || sink.publish(&NodeStatus::default()))
+            .await
+            .expect("join");
+        assert_eq!(result, Ok(()));
         server.await.expect("server");
     }
 

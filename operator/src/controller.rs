@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::apply::{self, ClusterTarget};
 use crate::error::{Backoff, Error};
+use crate::lease::Fence;
 use crate::metrics::Metrics;
 use crate::plan::{plan, ClusterSnapshot, FinalizerRelease, Plan};
 
@@ -91,6 +92,8 @@ pub struct Context {
     pub sync_lock: tokio::sync::Mutex<()>,
     /// Wall clock handed to `plan` (a parameter so tests control time).
     pub clock: fn() -> Timestamp,
+    /// Writes happen only while the leader lease is fresh (see [`Fence`]).
+    pub fence: Fence,
 }
 
 impl Context {
@@ -110,6 +113,22 @@ impl Context {
             backoff: Backoff::default(),
             sync_lock: tokio::sync::Mutex::new(()),
             clock: Timestamp::now,
+            fence: Fence::always_open(),
+        }
+    }
+
+    /// Writes only while `fence` holds (the election's; the default is always open).
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// Fails when the lease is not fresh: called right before each batch of writes.
+    fn fenced(&self) -> Result<(), Error> {
+        if self.fence.holds() {
+            Ok(())
+        } else {
+            Err(self.count(Error::LeaseNotHeld))
         }
     }
 
@@ -147,6 +166,7 @@ pub async fn sync(ctx: &Context, finalized: Option<&str>) -> Result<Plan, Error>
                 .iter()
                 .map(move |(phase, n)| ((policy.as_str(), phase.as_str()), i64::from(*n)))
         }));
+    ctx.fenced()?;
     let target = ClusterTarget {
         client: &ctx.client,
         node_states: &ctx.stores.node_states,
@@ -181,6 +201,7 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
     let deleting = policy.metadata.deletion_timestamp.is_some();
 
     if !deleting {
+        ctx.fenced()?;
         // Before any node is touched: a policy must never load modules it could not unload.
         apply::add_finalizer(&ctx.client, policy)
             .await
@@ -192,6 +213,7 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
     let old = policy.status.clone().unwrap_or_default();
     if let Some(new) = planned.policy_status.get(&name) {
         if *new != old {
+            ctx.fenced()?;
             apply::apply_policy_status(&ctx.client, &name, new)
                 .await
                 .map_err(|e| ctx.count(e))?;
@@ -201,6 +223,7 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
 
     if deleting {
         if let Some(release) = planned.finalizer_releases.get(&name) {
+            ctx.fenced()?;
             if apply::remove_finalizer(&ctx.client, policy)
                 .await
                 .map_err(|e| ctx.count(e))?
@@ -363,6 +386,7 @@ pub async fn run(
     agent: AgentTarget,
     metrics: Arc<Metrics>,
     reporter: Reporter,
+    fence: Fence,
     shutdown: watch::Receiver<bool>,
     synced: watch::Sender<bool>,
 ) {
@@ -413,13 +437,9 @@ pub async fn run(
         node_states,
         daemonsets,
     };
-    let ctx = Arc::new(Context::new(
-        client,
-        stores.clone(),
-        agent.desired,
-        metrics,
-        reporter,
-    ));
+    let ctx = Arc::new(
+        Context::new(client, stores.clone(), agent.desired, metrics, reporter).with_fence(fence),
+    );
 
     let by_node = policy_store.clone();
     let by_state = policy_store.clone();

@@ -405,10 +405,12 @@ pub fn drifted(live: Option<&DaemonSet>, desired: &DaemonSet) -> bool {
     let (Ok(l), Ok(d)) = (serde_json::to_value(live), serde_json::to_value(desired)) else {
         return true;
     };
-    // Compare metadata labels and the spec only: the rest of the live metadata is the server's.
+    // Compare metadata labels, owners and the spec only: the rest of the live metadata is the
+    // server's.
     let pick = |v: &serde_json::Value| {
         serde_json::json!({
             "labels": v.pointer("/metadata/labels").cloned().unwrap_or_default(),
+            "ownerReferences": v.pointer("/metadata/ownerReferences").cloned().unwrap_or_default(),
             "spec": v.get("spec").cloned().unwrap_or_default(),
         })
     };

@@ -24,6 +24,10 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The leader lease was not renewed within the renew deadline (by our own clock): writing
+    /// now could overlap with a successor's writes (e.g. after the process was paused).
+    #[error("not writing: the leader lease was not renewed within the renew deadline")]
+    LeaseNotHeld,
 }
 
 impl Error {
@@ -45,6 +49,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Api { kind, .. } | Error::Encode { kind, .. } => kind,
+            Error::LeaseNotHeld => "Lease",
         }
     }
 
@@ -53,6 +58,7 @@ impl Error {
     pub fn reason(&self) -> String {
         match self {
             Error::Encode { .. } => "Encode".to_string(),
+            Error::LeaseNotHeld => "LeaseNotHeld".to_string(),
             Error::Api { source, .. } => match source {
                 kube::Error::Api(status) if !status.reason.is_empty() => status.reason.clone(),
                 kube::Error::Api(status) => format!("Http{}", status.code),

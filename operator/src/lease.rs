@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
@@ -62,6 +62,57 @@ struct Record {
     transitions: i32,
 }
 
+/// Whether this process may write as leader right now: true only while its last successful
+/// acquire or renew is younger than the renew deadline, by this process's monotonic clock.
+/// The election loop publishes the loss of leadership only on its next step; a process that
+/// was paused (SIGSTOP, a VM freeze, a long GC-like stall) resumes with every timer due at once
+/// and could write from stale caches before that step runs. Writers check the fence first.
+#[derive(Clone, Debug)]
+pub struct Fence {
+    last_renew: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+    deadline: Duration,
+}
+
+impl Fence {
+    /// A fence closed until the first renewal; it stays open for `deadline` after each one.
+    pub fn new(deadline: Duration) -> Self {
+        Fence {
+            last_renew: Default::default(),
+            deadline,
+        }
+    }
+
+    /// A fence that is always open (no election: tests, single-writer tools).
+    pub fn always_open() -> Self {
+        let f = Fence::new(Duration::MAX);
+        f.renewed(Instant::now());
+        f
+    }
+
+    pub fn renewed(&self, at: Instant) {
+        if let Ok(mut g) = self.last_renew.lock() {
+            *g = Some(at);
+        }
+    }
+
+    pub fn close(&self) {
+        if let Ok(mut g) = self.last_renew.lock() {
+            *g = None;
+        }
+    }
+
+    pub fn holds_at(&self, now: Instant) -> bool {
+        match self.last_renew.lock() {
+            Ok(g) => g.is_some_and(|t| now.saturating_duration_since(t) < self.deadline),
+            Err(_) => false,
+        }
+    }
+
+    pub fn holds(&self) -> bool {
+        self.holds_at(Instant::now())
+    }
+}
+
 /// One candidate's view of one Lease.
 pub struct LeaseLock {
     api: Api<Lease>,
@@ -70,6 +121,10 @@ pub struct LeaseLock {
     timing: LeaseTiming,
     /// Last record seen and when (our monotonic clock) we first saw it.
     observed: Option<(Record, Instant)>,
+    /// Owner of a Lease we create (the release's ConfigMap), so that it goes with the release.
+    owner: Option<OwnerReference>,
+    /// Opened by each successful acquire/renew (at the time the attempt started).
+    fence: Fence,
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -90,7 +145,21 @@ impl LeaseLock {
             identity: identity.to_string(),
             timing,
             observed: None,
+            owner: None,
+            fence: Fence::new(timing.renew_deadline),
         }
+    }
+
+    /// The write fence this lock opens on every successful acquire or renew.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
+    }
+
+    /// A Lease this lock creates carries `owner` as ownerReference: the garbage collector
+    /// removes it with the owner (the Helm release's ConfigMap).
+    pub fn with_owner(mut self, owner: Option<OwnerReference>) -> Self {
+        self.owner = owner;
+        self
     }
 
     pub fn identity(&self) -> &str {
@@ -192,6 +261,7 @@ impl LeaseLock {
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
+                owner_references: self.owner.clone().map(|o| vec![o]),
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {
@@ -215,6 +285,7 @@ impl LeaseLock {
     }
 
     fn remember(&mut self, written: &Lease, now: Instant) {
+        self.fence.renewed(now);
         let spec = written.spec.clone().unwrap_or_default();
         self.observed = Some((
             Record {
@@ -283,6 +354,7 @@ pub async fn run(
                 leader.send_replace(true);
             }
             Ok(false) => {
+                lock.fence.close();
                 if *leader.borrow() {
                     tracing::warn!(identity = lock.identity(), "lease taken by another replica");
                 }
@@ -304,6 +376,7 @@ pub async fn run(
             _ = shutdown.changed() => {}
         }
     }
+    lock.fence.close();
     if *leader.borrow() {
         leader.send_replace(false);
         match lock.release(Timestamp::now()).await {
@@ -324,4 +397,29 @@ pub fn default_identity() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
     format!("{host}_{:08x}", h.finish() as u32)
+}
+
+#[cfg(test)]
+mod fence_tests {
+    use super::*;
+
+    #[test]
+    fn fence_is_closed_until_renewed_and_after_the_deadline() {
+        let f = Fence::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert!(!f.holds_at(t0), "closed before the first renewal");
+        f.renewed(t0);
+        assert!(f.holds_at(t0 + Duration::from_secs(9)));
+        // A process paused for longer than the renew deadline must not write on resume.
+        assert!(!f.holds_at(t0 + Duration::from_secs(10)));
+        assert!(!f.holds_at(t0 + Duration::from_secs(20)));
+        f.renewed(t0 + Duration::from_secs(20));
+        assert!(f.holds_at(t0 + Duration::from_secs(21)));
+        f.clone().close();
+        assert!(
+            !f.holds_at(t0 + Duration::from_secs(21)),
+            "clones share state"
+        );
+        assert!(Fence::always_open().holds());
+    }
 }

@@ -15,3 +15,4 @@ pub mod lease;
 pub mod metrics;
 pub mod plan;
 pub mod server;
+pub mod uninstall;

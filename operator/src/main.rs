@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use kube::runtime::events::Reporter;
 use toa_operator::config::AgentConfig;
 use toa_operator::controller::{self, AgentTarget};
@@ -14,6 +14,7 @@ use toa_operator::daemonset;
 use toa_operator::lease::{self, LeaseLock, LeaseTiming};
 use toa_operator::metrics::Metrics;
 use toa_operator::server::{self, HttpState};
+use toa_operator::uninstall;
 use tokio::sync::watch;
 
 /// Where a pod's own namespace is mounted (fallback when neither flag nor env names it).
@@ -28,22 +29,39 @@ enum LogFormat {
 /// Turns ToaPolicies into per-node desired TOA module state (ToaNodeState), labels the nodes
 /// that need the node agent, owns the agent DaemonSet and reports status on each policy.
 #[derive(Debug, Parser)]
-#[command(name = "toa-operator", version, about, long_about = None)]
+#[command(
+    name = "toa-operator",
+    version,
+    about,
+    long_about = None,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Agent config file (YAML): image, imagePullPolicy, imagePullSecrets, serviceAccountName,
     /// priorityClassName, tolerations, resources, nodeSelector, hostCachePath, extraHostPaths,
     /// metricsPort, logFormat, podLabels, podAnnotations. Validated at start-up.
-    #[arg(long, env = "TOA_AGENT_CONFIG", value_name = "FILE")]
-    agent_config: PathBuf,
+    #[arg(long, env = "TOA_AGENT_CONFIG", value_name = "FILE", required = true)]
+    agent_config: Option<PathBuf>,
 
     /// Namespace of the agent DaemonSet and the leader Lease (the operator's own namespace).
     /// Default: the pod's service-account namespace.
-    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE", global = true)]
     namespace: Option<String>,
+
+    /// ConfigMap (in the operator's namespace) that owns the DaemonSet and the Lease the
+    /// operator creates: the chart passes its agent ConfigMap, so that the garbage collector
+    /// removes both with the Helm release. Unset: they have no owner.
+    #[arg(long, env = "TOA_OWNER_CONFIGMAP", value_name = "NAME", global = true)]
+    owner_configmap: Option<String>,
 
     /// Name of the node-agent DaemonSet the operator creates and keeps in shape.
     #[arg(
         long,
+        global = true,
         env = "TOA_DAEMONSET_NAME",
         default_value = "toa-node-agent",
         value_name = "NAME"
@@ -53,6 +71,7 @@ struct Args {
     /// Name of the coordination.k8s.io Lease used for leader election between replicas.
     #[arg(
         long,
+        global = true,
         env = "TOA_LEASE_NAME",
         default_value = "toa-operator-leader",
         value_name = "NAME"
@@ -69,8 +88,28 @@ struct Args {
     metrics_addr: SocketAddr,
 
     /// Log format: human-readable text or one JSON object per line. Filter with RUST_LOG.
-    #[arg(long, env = "TOA_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "TOA_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prepares `helm uninstall` (the chart's pre-delete hook runs it): takes the leader Lease
+    /// so no replica leads again, removes the toa.dev/unload finalizer from every ToaPolicy and
+    /// the toa.dev/agent label from every node, and deletes the agent DaemonSet. Modules stay
+    /// loaded; the CRDs and custom resources stay (Helm keeps them).
+    Uninstall {
+        /// Seconds to wait after taking the Lease, so that a deposed leader has stopped writing
+        /// (its renew deadline).
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        settle_seconds: u64,
+    },
 }
 
 fn init_tracing(format: LogFormat) {
@@ -114,12 +153,24 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(args.log_format);
 
-    let agent_config = AgentConfig::load(&args.agent_config)?;
+    if let Some(Command::Uninstall { settle_seconds }) = &args.command {
+        return run_uninstall(&args, Duration::from_secs(*settle_seconds)).await;
+    }
+    let agent_config_path = args
+        .agent_config
+        .clone()
+        .context("--agent-config (or TOA_AGENT_CONFIG) is required")?;
+    let agent_config = AgentConfig::load(&agent_config_path)?;
     let namespace = resolve_namespace(args.namespace.clone())?;
-    let desired = daemonset::build(&agent_config, &args.daemonset_name, &namespace);
+    let mut desired = daemonset::build(&agent_config, &args.daemonset_name, &namespace);
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let owner = match &args.owner_configmap {
+        Some(name) => Some(uninstall::resolve_owner(&client, &namespace, name).await?),
+        None => None,
+    };
+    desired.metadata.owner_references = owner.clone().map(|o| vec![o]);
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let signals = tokio::spawn({
@@ -141,7 +192,9 @@ async fn main() -> anyhow::Result<()> {
         &args.lease_name,
         &identity,
         LeaseTiming::default(),
-    );
+    )
+    .with_owner(owner);
+    let fence = lock.fence();
     // The election stops (and releases the lease) only after the controllers have stopped, so
     // a successor never overlaps with our last writes.
     let (release_tx, release) = watch::channel(false);
@@ -162,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
 
     let outcome = lead(
         client,
+        fence,
         AgentTarget {
             desired,
             name: args.daemonset_name.clone(),
@@ -192,11 +246,37 @@ async fn main() -> anyhow::Result<()> {
     outcome
 }
 
+/// `toa-operator uninstall` (see [`uninstall`]).
+async fn run_uninstall(args: &Args, settle: Duration) -> anyhow::Result<()> {
+    let namespace = resolve_namespace(args.namespace.clone())?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let target = uninstall::Target {
+        namespace,
+        daemonset_name: args.daemonset_name.clone(),
+        lease_name: args.lease_name.clone(),
+        owner_configmap: args.owner_configmap.clone(),
+        settle,
+    };
+    let report = uninstall::run(&client, &target).await?;
+    tracing::info!(
+        finalizers_removed = ?report.finalizers_removed,
+        nodes_unlabelled = ?report.nodes_unlabelled,
+        daemonset_deleted = report.daemonset_deleted,
+        lease = report.lease,
+        "uninstall prepared: the release can be deleted"
+    );
+    Ok(())
+}
+
 /// Waits for leadership, runs the controllers while leading. Returns Ok on shutdown and an
 /// error when leadership was lost: the process then exits and restarts with fresh state, the
 /// simplest way to guarantee that a deposed leader stops writing.
+#[allow(clippy::too_many_arguments)]
 async fn lead(
     client: kube::Client,
+    fence: lease::Fence,
     agent: AgentTarget,
     metrics: Arc<Metrics>,
     identity: String,
@@ -231,7 +311,7 @@ async fn lead(
         controller: toa_crds::OPERATOR_FIELD_MANAGER.to_string(),
         instance: Some(identity),
     };
-    controller::run(client, agent, metrics, reporter, stop, synced).await;
+    controller::run(client, agent, metrics, reporter, fence, stop, synced).await;
     let lost = watcher.await.context("leadership watcher")?;
     if lost {
         bail!("lost leadership: exiting so that a restart begins from a clean state");
@@ -257,6 +337,7 @@ mod tests {
             ("--lease-name", "TOA_LEASE_NAME"),
             ("--metrics-addr", "TOA_METRICS_ADDR"),
             ("--log-format", "TOA_LOG_FORMAT"),
+            ("--owner-configmap", "TOA_OWNER_CONFIGMAP"),
         ] {
             assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
             assert!(help.contains(env), "{env} missing from --help:\n{help}");
@@ -280,5 +361,35 @@ mod tests {
             Args::try_parse_from(["toa-operator", "--agent-config", "x", "--log-format", "xml"])
                 .expect_err("bad format");
         assert!(e.to_string().contains("xml"));
+        assert!(a.owner_configmap.is_none());
+    }
+
+    #[test]
+    fn run_needs_the_agent_config_and_uninstall_does_not() {
+        let e = Args::try_parse_from(["toa-operator"]).expect_err("missing --agent-config");
+        assert!(e.to_string().contains("--agent-config"), "{e}");
+        let a = Args::try_parse_from([
+            "toa-operator",
+            "uninstall",
+            "--namespace",
+            "toa-system",
+            "--lease-name",
+            "l",
+            "--daemonset-name",
+            "d",
+            "--owner-configmap",
+            "c",
+        ])
+        .expect("uninstall parses");
+        assert!(matches!(
+            a.command,
+            Some(Command::Uninstall { settle_seconds: 10 })
+        ));
+        assert_eq!(a.namespace.as_deref(), Some("toa-system"));
+        assert_eq!(
+            (a.lease_name.as_str(), a.daemonset_name.as_str()),
+            ("l", "d")
+        );
+        assert_eq!(a.owner_configmap.as_deref(), Some("c"));
     }
 }

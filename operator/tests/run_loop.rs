@@ -93,6 +93,7 @@ async fn controller_wiring_writes_and_stops_on_shutdown() {
         agent,
         metrics.clone(),
         reporter,
+        toa_operator::lease::Fence::always_open(),
         stop,
         synced_tx,
     ));

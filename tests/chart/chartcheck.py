@@ -697,8 +697,15 @@ def cmd_rbac(args):
           not forbidden, f"{sorted(forbidden)}")
     role = find("Role", "-operator")
     got = rules_set(role) if role else set()
-    check("operator Role: daemonsets and leases only",
-          role is not None and {r for (_g, r, _v, _n) in got} == {"daemonsets", "leases"}, f"{sorted(got)}")
+    check("operator Role: daemonsets and leases only, plus get of the agent ConfigMap by name",
+          role is not None and {r for (_g, r, _v, _n) in got} == {"daemonsets", "leases", "configmaps"},
+          f"{sorted(got)}")
+    # The agent ConfigMap owns the DaemonSet and the Lease (garbage-collected with the release):
+    # the operator reads its uid, nothing else of any ConfigMap.
+    cms = [x for x in got if x[1] == "configmaps"]
+    check("operator Role: configmaps only get, only the agent ConfigMap",
+          bool(cms) and all(v == "get" and len(n) == 1 and n[0].endswith("-agent-config") for (_g, _r, v, n) in cms),
+          f"{sorted(cms)}")
     lease_named = [x for x in got if x[1] == "leases" and x[2] in ("get", "update", "patch", "delete")]
     check("operator Role: lease get/update limited by resourceNames",
           lease_named and all(x[3] for x in lease_named), f"{lease_named}")

@@ -174,8 +174,9 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Stri
                 } else if let Some(ap) = s.get("additionalProperties").filter(|a| a.is_object()) {
                     validate(ap, v, &sub, errors);
                 } else if !preserve && s.get("additionalProperties") != Some(&Value::Bool(true)) {
-                    let shown = if path.is_empty() { "<root>" } else { path };
-                    errors.push(format!("{shown}: unknown field {k:?}"));
+                    // kube-apiserver's wording for a server-side apply (kubectl apply
+                    // --server-side), which builds a typed patch from the schema.
+                    errors.push(format!(".{sub}: field not declared in schema"));
                 }
             }
         }
@@ -200,15 +201,11 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Stri
             }
             match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
                 Some("set") => {
+                    // kube-apiserver's wording for a server-side apply: the typed patch
+                    // cannot hold two equal set entries (structured-merge-diff).
                     for (i, it) in items.iter().enumerate() {
                         if items[..i].contains(it) {
-                            errors.push(format!(
-                                "{path}[{i}]: Duplicate value: {}",
-                                match it {
-                                    Value::String(x) => format!("{x:?}"),
-                                    o => o.to_string(),
-                                }
-                            ));
+                            errors.push(format!(".{path}: duplicate entries for key [={it}]"));
                         }
                     }
                 }
