@@ -3,7 +3,7 @@
 
 use crate::desired::DesiredState;
 use crate::host::Host;
-use crate::stats;
+use crate::stats::{self, CORE_COUNTERS};
 use crate::status::{ModuleSource, Phase, Reason};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
