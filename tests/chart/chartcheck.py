@@ -722,7 +722,8 @@ AGENT_CONFIG_KEYS = {"image", "imagePullPolicy", "imagePullSecrets", "serviceAcc
                      "tolerations", "resources", "nodeSelector", "hostCachePath", "extraHostPaths", "metricsPort",
                      "logFormat", "podLabels", "podAnnotations", "metricsBindAddress", "perCpuMetrics",
                      "buildTimeoutSeconds", "labels", "annotations"}
-OPERATOR_FLAGS = ["--agent-config", "--namespace", "--daemonset-name", "--lease-name", "--metrics-addr", "--log-format"]
+OPERATOR_FLAGS = ["--agent-config", "--namespace", "--daemonset-name", "--lease-name", "--metrics-addr", "--log-format",
+                  "--owner-configmap"]
 
 
 def cmd_wiring(args):

@@ -96,7 +96,7 @@ registry is set. FIELD is the value's name in messages. */}}
 {{- /* Operator arguments the chart sets itself: a second copy makes the operator exit. */}}
 {{- range $v.operator.extraArgs }}
 {{- $flag := regexReplaceAll "=.*$" . "" }}
-{{- $hint := dict "--metrics-addr" "operator.metricsBindAddress / operator.metricsPort" "--log-format" "operator.logFormat" "--lease-name" "operator.leaseName" "--daemonset-name" "agent.daemonSetName" "--namespace" "the release namespace" "--agent-config" "the agent.* values" }}
+{{- $hint := dict "--metrics-addr" "operator.metricsBindAddress / operator.metricsPort" "--log-format" "operator.logFormat" "--lease-name" "operator.leaseName" "--daemonset-name" "agent.daemonSetName" "--namespace" "the release namespace" "--agent-config" "the agent.* values" "--owner-configmap" "nothing (the chart's agent ConfigMap owns what the operator creates)" }}
 {{- if hasKey $hint $flag }}
 {{- fail (printf "operator.extraArgs sets %s, which the chart already passes (the operator refuses a flag given twice): set %s instead" $flag (index $hint $flag)) }}
 {{- end }}
