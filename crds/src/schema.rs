@@ -16,7 +16,13 @@ pub fn kubernetes_integer_formats(schema: &mut Schema) {
     let Some(obj) = schema.as_object_mut() else {
         return;
     };
-    let is_integer = obj.get("type").and_then(|t| t.as_str()) == Some("integer");
+    // An optional field (`Option<u16>`) has `type: ["integer", "null"]` here; kube turns it
+    // into `nullable: true` later.
+    let is_integer = match obj.get("type") {
+        Some(serde_json::Value::String(t)) => t == "integer",
+        Some(serde_json::Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+        _ => false,
+    };
     let unknown = obj
         .get("format")
         .and_then(|f| f.as_str())
@@ -38,7 +44,8 @@ mod tests {
             "properties": {
                 "kinds": {"type": "array", "items": {"type": "integer", "format": "uint8", "minimum": 2}},
                 "count": {"type": "integer", "format": "int32"},
-                "when": {"type": "string", "format": "date-time"}
+                "when": {"type": "string", "format": "date-time"},
+                "endPort": {"type": ["integer", "null"], "format": "uint16"}
             }
         });
         kubernetes_integer_formats(&mut s);
@@ -47,5 +54,6 @@ mod tests {
         assert_eq!(v["properties"]["kinds"]["items"]["minimum"], 2);
         assert_eq!(v["properties"]["count"]["format"], "int32");
         assert_eq!(v["properties"]["when"]["format"], "date-time");
+        assert!(v["properties"]["endPort"].get("format").is_none());
     }
 }

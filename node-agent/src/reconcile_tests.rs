@@ -462,21 +462,32 @@ fn bad_module_source_dir_is_explained() {
         .contains("--module-src"));
 }
 
+/// A policy that trusts a balancer network: the module then has something in scope for the
+/// self-test (with nothing trusted the test is Skipped, see the next tests).
+fn trusting() -> Desired {
+    with_module(ModuleSettings {
+        trusted_sources: vec!["10.0.0.0/16".into()],
+        ..Default::default()
+    })
+}
+
 #[test]
 fn self_test_runs_after_load_and_is_reported() {
     let e = env();
     let mut agent = e.agent();
-    let (p, _) = run(&mut agent, &want(DesiredState::Loaded));
+    let (p, _) = run(&mut agent, &trusting());
     assert_eq!(p.status.phase, Phase::Loaded);
     let st = p.status.self_test.expect("self test reported");
     assert_eq!(st.result, SelfTestResult::Passed);
     assert_eq!(st.srcversion, SV);
-    // Planned from the loaded module's parameters (ipv4_kinds=200 by default).
+    // Planned from the loaded module's parameters (ipv4_kinds=200 by default, the trusted
+    // network's first address as the balancer).
     let plans = e.host.lock().self_test_plans.clone();
     assert_eq!(plans.len(), 1);
     assert_eq!(plans[0].handshakes[0].kind, 200);
+    assert_eq!(plans[0].balancer.to_string(), "10.0.0.1");
     // A passed test is not repeated on every resync.
-    let (p, _) = run(&mut agent, &want(DesiredState::Loaded));
+    let (p, _) = run(&mut agent, &trusting());
     assert_eq!(
         p.status.self_test.map(|s| s.result),
         Some(SelfTestResult::Passed)
@@ -499,7 +510,7 @@ fn self_test_failure_is_a_reason_with_what_was_seen_and_is_retried() {
             seen: "kind 200: accept() returned 10.0.0.1:50000".into(),
         });
     let mut agent = e.agent();
-    let (p, _) = run(&mut agent, &want(DesiredState::Loaded));
+    let (p, _) = run(&mut agent, &trusting());
     assert_eq!(p.status.phase, Phase::Failed);
     assert_eq!(p.status.reason, Some(Reason::SelfTestFailed));
     let msg = p.status.message.unwrap_or_default();
@@ -507,7 +518,7 @@ fn self_test_failure_is_a_reason_with_what_was_seen_and_is_retried() {
     assert_eq!(p.requeue, FAILURE_RETRY);
     // The module stays loaded (no unload, no reload) and the test is run again next pass.
     assert_eq!(e.host.lock().unloads, 0);
-    let (p, _) = run(&mut agent, &want(DesiredState::Loaded));
+    let (p, _) = run(&mut agent, &trusting());
     assert_eq!(p.status.reason, Some(Reason::SelfTestFailed));
     assert_eq!(e.host.lock().self_test_plans.len(), 2);
     assert_eq!(e.loads(), 1);
@@ -522,9 +533,20 @@ fn skipped_self_test_does_not_fail_the_node() {
         .push_back(crate::selftest::Outcome::Skipped {
             why: "cannot open /dev/net/tun".into(),
         });
-    let (p, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    let (p, _) = run(&mut e.agent(), &trusting());
     assert_eq!(p.status.phase, Phase::Loaded);
     let st = p.status.self_test.expect("reported");
     assert_eq!(st.result, SelfTestResult::Skipped);
     assert!(st.message.contains("/dev/net/tun"));
+}
+
+#[test]
+fn nothing_trusted_skips_the_self_test_with_the_reason() {
+    let e = env();
+    let (p, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(p.status.phase, Phase::Loaded);
+    let st = p.status.self_test.expect("reported");
+    assert_eq!(st.result, SelfTestResult::Skipped);
+    assert!(st.message.contains("trusted_sources"), "{}", st.message);
+    assert!(e.host.lock().self_test_plans.is_empty());
 }
