@@ -114,11 +114,11 @@ _nc_policy_loaded() {
 		# ...and the module really is loaded in the guest, with the policy's parameters.
 		_nc_guest "$n" <<<'set -e; test -d /sys/module/toa; echo "$(uname -r): ipv4_kinds=$(cat /sys/module/toa/parameters/ipv4_kinds) trusted=$(cat /sys/module/toa/parameters/trusted_sources)"'
 	done
-	# `kubectl get` columns: NAME SELECTED LOADED FAILED READY for the policy, NAME POLICY PHASE
-	# KERNEL for each node.
+	# `kubectl get` columns: NAME SELECTED LOADED FAILED CONFLICTING READY REASON for the policy,
+	# NAME POLICY PHASE REASON KERNEL for each node (a Loaded node's REASON cell is blank).
 	local row
 	row=$(cp_kubectl get toapolicy "$NODES_POLICY" --no-headers)
-	awk -v n="${#NODES_NAMES[@]}" '{ exit !($2 == n && $3 == n && $4 == 0 && $5 == "True") }' <<<"$row" ||
+	awk -v n="${#NODES_NAMES[@]}" '{ exit !($2 == n && $3 == n && $4 == 0 && $5 == 0 && $6 == "True") }' <<<"$row" ||
 		{ echo "kubectl get toapolicy: '$row'"; return 1; }
 	for n in "${NODES_NAMES[@]}"; do
 		row=$(cp_kubectl get toanodestate "$n" --no-headers)

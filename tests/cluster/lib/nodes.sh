@@ -58,7 +58,7 @@ _nodes_net_layer() {
 	mkdir -p "$stage/root/usr/lib/toa-cluster"
 	cp "$stage"/mods/lib/modules/*.ko "$stage/root/usr/lib/toa-cluster/"
 	cp "$stage/mods/etc/modules.order" "$stage/root/usr/lib/toa-cluster/modules.order"
-	_agent_cpio "$stage/root" "$out"
+	toa_cpio_pack "$stage/root" "$out"
 	rm -rf "$stage"
 }
 
@@ -78,7 +78,7 @@ _nodes_run_layer() {
 	(cd "$TOA_REPO_DIR/kmod" && tar --exclude='*.o' --exclude='*.ko' --exclude='.*.cmd' \
 		--exclude='*.mod' --exclude='*.mod.c' --exclude=Module.symvers --exclude=modules.order \
 		--exclude=fuzz --exclude='.tmp*' -cf - .) | (cd "$stage/usr/share/toa-node-agent/kmod" && tar -xf -)
-	_agent_cpio "$stage" "$out" gzip
+	toa_cpio_pack "$stage" "$out" gzip
 	rm -rf "$stage"
 }
 
@@ -200,7 +200,7 @@ _nodes_modcache_layer() {
 	stage=$(mktemp -d "$NODES_DIR/stage-cache.XXXXXX")
 	mkdir -p "$stage/var/lib/toa-operator"
 	tar -xzf "$tgz" -C "$stage/var/lib/toa-operator" || toa_die "unreadable module cache $tgz (delete it)"
-	_agent_cpio "$stage" "$out"
+	toa_cpio_pack "$stage" "$out"
 	rm -rf "$stage"
 }
 
