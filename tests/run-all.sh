@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test suite of toa-operator, installing what each needs, and prints one summary.
 #
-#   tests/run-all.sh            all suites
+#   tests/run-all.sh            every suite but fresh (see default_suites below)
 #   tests/run-all.sh rust chart only the named suites (rust fuzz kmod agent chart cluster e2e fresh)
 #   TOA_DEPS_ONLY=1 tests/run-all.sh   only each suite's dependency step (what it installs)
 #
@@ -16,8 +16,12 @@ cd "$(dirname "$0")/.." || exit 2
 source tests/lib/deps.sh
 
 all_suites=(rust fuzz kmod agent chart cluster e2e fresh)
+# Without arguments: every suite but `fresh`. The fresh-machine check repeats the demo with empty
+# caches inside a new root (about 25 minutes); with the cluster suite's guests that no longer
+# fits CI's 90 minutes on 2 cores, so it runs on demand: `tests/run-all.sh fresh`.
+default_suites=(rust fuzz kmod agent chart cluster e2e)
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
+[ ${#suites[@]} -eq 0 ] && suites=("${default_suites[@]}")
 
 log_dir=${TOA_TEST_LOG_DIR:-}
 if [ -z "$log_dir" ]; then
