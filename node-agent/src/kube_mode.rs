@@ -208,12 +208,7 @@ mod tests {
                 "kind": "Status", "apiVersion": "v1", "status": "Failure",
                 "message": "toanodestates.toa.dev \"node-a\" is forbidden", "reason": "Forbidden", "code": 403
             });
-            send.send_response(
-                Response::builder()
-                    .status(403)
-                    .body(Body::from(serde_json::to_vec(&status).expect("json")))
-                    .expect("response"),
-            );
+            answer_status(send, 403, &status);
         });
         let err = tokio::task::spawn_blocking(move || sink.publish(&NodeStatus::default()))
             .await
@@ -221,6 +216,20 @@ mod tests {
             .expect_err("forbidden");
         assert!(err.contains("node-a") && err.contains("forbidden"), "{err}");
         server.await.expect("server");
+    }
+
+    /// Answers a mocked request with an apiserver `Status` object and HTTP `code`.
+    fn answer_status(
+        send: tower_test::mock::SendResponse<Response<Body>>,
+        code: u16,
+        status: &serde_json::Value,
+    ) {
+        send.send_response(
+            Response::builder()
+                .status(code)
+                .body(Body::from(serde_json::to_vec(status).expect("json")))
+                .expect("response"),
+        );
     }
 
     /// What kube-apiserver answers to a status apply for an object that does not exist
@@ -238,12 +247,7 @@ mod tests {
                 "message": "toanodestates.toa.dev \"node-a\" not found", "reason": "NotFound",
                 "details": { "name": "node-a", "group": "toa.dev", "kind": "toanodestates" }, "code": 404
             });
-            send.send_response(
-                Response::builder()
-                    .status(404)
-                    .body(Body::from(serde_json::to_vec(&status).expect("json")))
-                    .expect("response"),
-            );
+            answer_status(send, 404, &status);
         });
         let result = tokio::task::spawn_blocking(move || sink.publish(&NodeStatus::default()))
             .await

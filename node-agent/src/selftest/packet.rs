@@ -12,7 +12,7 @@ pub const FLAG_SYN: u8 = 0x02;
 pub const FLAG_RST: u8 = 0x04;
 pub const FLAG_ACK: u8 = 0x10;
 
-/// One segment from the balancer to the node.
+/// One TCP segment (the balancer's, or the node's answer as [`parse`] reads it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     pub src: Ipv4Addr,
@@ -112,21 +112,9 @@ pub fn checksum(parts: &[&[u8]]) -> u16 {
     !(sum as u16)
 }
 
-/// What the self-test needs of a segment from the node: addresses, ports, numbers, flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    pub sport: u16,
-    pub dport: u16,
-    pub seq: u32,
-    pub ack: u32,
-    pub flags: u8,
-}
-
-/// Parses an IPv4/TCP datagram read from the TUN device; None for anything else (IPv6
-/// router solicitations, truncated data) so the caller just reads on.
-pub fn parse(p: &[u8]) -> Option<Reply> {
+/// Parses an IPv4/TCP datagram read from the TUN device (options left out); None for anything
+/// else (IPv6 router solicitations, truncated data) so the caller just reads on.
+pub fn parse(p: &[u8]) -> Option<Segment> {
     if p.len() < IPV4_HEADER || p[0] >> 4 != 4 {
         return None;
     }
@@ -137,7 +125,7 @@ pub fn parse(p: &[u8]) -> Option<Reply> {
     }
     let t = &p[ihl..total];
     let word = |i: usize| u32::from_be_bytes([t[i], t[i + 1], t[i + 2], t[i + 3]]);
-    Some(Reply {
+    Some(Segment {
         src: Ipv4Addr::new(p[12], p[13], p[14], p[15]),
         dst: Ipv4Addr::new(p[16], p[17], p[18], p[19]),
         sport: u16::from_be_bytes([t[0], t[1]]),
@@ -145,6 +133,7 @@ pub fn parse(p: &[u8]) -> Option<Reply> {
         seq: word(4),
         ack: word(8),
         flags: t[13],
+        options: Vec::new(),
     })
 }
 
