@@ -133,6 +133,17 @@ mod tests {
         (kube::Client::new(svc, "default"), handle)
     }
 
+    /// The status sink of node `node-a`, talking to a mocked apiserver.
+    fn sink_for_node_a() -> (
+        KubeSink,
+        tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    ) {
+        let (client, handle) = mock();
+        let api: Api<ToaNodeState> = Api::all(client);
+        let sink = KubeSink::new(api, "node-a".into(), tokio::runtime::Handle::current());
+        (sink, handle)
+    }
+
     fn object(generation: i64) -> serde_json::Value {
         serde_json::json!({
             "apiVersion": "toa.dev/v1alpha1",
@@ -148,9 +159,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn status_is_server_side_applied_by_the_agent() {
-        let (client, mut handle) = mock();
-        let api: Api<ToaNodeState> = Api::all(client);
-        let mut sink = KubeSink::new(api, "node-a".into(), tokio::runtime::Handle::current());
+        let (mut sink, mut handle) = sink_for_node_a();
         let status = NodeStatus {
             phase: Phase::Loaded,
             observed_generation: Some(4),
@@ -199,9 +208,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn apply_errors_are_reported() {
-        let (client, mut handle) = mock();
-        let api: Api<ToaNodeState> = Api::all(client);
-        let mut sink = KubeSink::new(api, "node-a".into(), tokio::runtime::Handle::current());
+        let (mut sink, mut handle) = sink_for_node_a();
         let server = tokio::spawn(async move {
             let (_req, send) = handle.next_request().await.expect("request");
             let status = serde_json::json!({
@@ -237,9 +244,7 @@ mod tests {
     /// node a policy releases): not an error worth a warning and a retry.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn status_of_a_missing_object_is_not_an_error() {
-        let (client, mut handle) = mock();
-        let api: Api<ToaNodeState> = Api::all(client);
-        let mut sink = KubeSink::new(api, "node-a".into(), tokio::runtime::Handle::current());
+        let (mut sink, mut handle) = sink_for_node_a();
         let server = tokio::spawn(async move {
             let (_req, send) = handle.next_request().await.expect("request");
             let status = serde_json::json!({

@@ -72,16 +72,21 @@ expect_fail() {
 	fi
 }
 # py SUBCOMMAND ARGS...: runs chartcheck.py and counts its PASS/FAIL lines.
-py() {
-	local out line
-	out=$(python3 "$HERE/chartcheck.py" "$@" 2>&1)
+# tally OUT: prints OUT and counts its `PASS ` / `FAIL ` lines into PASSED / FAILED.
+tally() {
+	local line
 	while IFS= read -r line; do
 		case "$line" in
 		"PASS "*) PASSED=$((PASSED + 1)) ;;
 		"FAIL "*) FAILED=$((FAILED + 1)) ;;
 		esac
 		echo "$line"
-	done <<<"$out"
+	done <<<"$1"
+}
+py() {
+	local out
+	out=$(python3 "$HERE/chartcheck.py" "$@" 2>&1)
+	tally "$out"
 	grep -qE '^(PASS|FAIL) ' <<<"$out" || fail "chartcheck $1 printed no result: $out"
 }
 
@@ -358,13 +363,7 @@ echo "== docs: every command and snippet (tests/chart/docs_commands.py)"
 if helm install toa "$CHART" --namespace toa-system --dry-run=client >"$WORK/notes.txt" 2>&1; then
 	mkdir -p "$WORK/docs"
 	out=$(python3 "$HERE/docs_commands.py" run "$ROOT" "$WORK/docs" "$WORK/notes.txt" 2>&1)
-	while IFS= read -r line; do
-		case "$line" in
-		"PASS "*) PASSED=$((PASSED + 1)) ;;
-		"FAIL "*) FAILED=$((FAILED + 1)) ;;
-		esac
-		echo "$line"
-	done <<<"$out"
+	tally "$out"
 	grep -q '^docs: ' <<<"$out" || fail "docs_commands.py printed no closing count"
 else fail "helm install --dry-run=client for NOTES.txt: $(tail -n 3 "$WORK/notes.txt")"; fi
 
