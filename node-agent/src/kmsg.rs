@@ -96,11 +96,7 @@ pub fn lines_about(module: &str, messages: &[String]) -> Vec<String> {
     let prefix = format!("{module}:");
     messages
         .iter()
-        .filter(|m| {
-            m.starts_with(&prefix)
-                || m.to_ascii_lowercase().starts_with(&format!("{module}: "))
-                || m.starts_with("Lockdown:")
-        })
+        .filter(|m| m.starts_with(&prefix) || m.starts_with("Lockdown:"))
         .take(LINES_MAX)
         .cloned()
         .collect()
