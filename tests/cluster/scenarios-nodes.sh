@@ -260,15 +260,22 @@ _nc_alert_module_not_loaded() {
 	loads=$(_nc_loads_logged "$n")
 	_nc_guest "$n" <<<'rmmod toa'
 	wait_until 45 "the agent on $n repairs the first rmmod" _nc_loads_above "$n" "$loads"
+	# Prometheus must have seen the repair before the second rmmod; otherwise the alert state
+	# of the first removal (still firing, then resolving) is mistaken for the second's.
+	wait_until 30 "Prometheus scraped the repaired module on $n" \
+		_nc_prom_count "toa_module_loaded{node=\"$n\"} == 1" 1
+	wait_until 30 "ToaModuleNotLoaded inactive after the first repair" \
+		_nc_alert_is ToaModuleNotLoaded "$n" inactive
 	t0=$(date +%s)
 	_nc_guest "$n" <<<'rmmod toa'
 	wait_until 25 "ToaModuleNotLoaded firing for $n" _nc_alert_is ToaModuleNotLoaded "$n" firing
 	echo "ToaModuleNotLoaded firing $(($(date +%s) - t0))s after the rmmod"
 	wait_until 60 "the agent repairs and the alert resolves" _nc_alert_is ToaModuleNotLoaded "$n" inactive
 	echo "resolved $(($(date +%s) - t0))s after the rmmod"
-	_nc_guest "$n" <<<'test -d /sys/module/toa'
+	wait_until 30 "the module is back on $n" _nc_module_present "$n"
 	wait_until 30 "$n Loaded from the cache" _nc_phase_is "$n" Loaded Cache
 }
+_nc_module_present() { _nc_guest "$1" <<<'test -d /sys/module/toa'; }
 _nc_loads_above() { [ "$(_nc_loads_logged "$1")" -gt "$2" ]; }
 
 # The agent stopped: ToaAgentDown fires; the module removed meanwhile by hand is repaired when
