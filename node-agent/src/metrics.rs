@@ -204,9 +204,6 @@ fn help_for(name: &str) -> &'static str {
         "getsockopt_empty" => "getsockopt(4096) calls on sockets without a NAT64 entry",
         "toa_refused_address" => "Segments whose TOA address cannot be a real client",
         "toa_ambiguous" => "Segments with several TOA options that dup_rule refused",
-        n if n.starts_with("missed_") => {
-            "Calls of this kernel probe that were skipped (options or frees may be lost)"
-        }
         _ => "toa module counter (from /proc/net/toa_stats)",
     }
 }
@@ -277,6 +274,52 @@ impl ToaCollector {
     }
 }
 
+impl ToaCollector {
+    /// The module's `missed_<function>` rows (the kernel's kprobe/kretprobe `nmissed` for the
+    /// probe on that function, see kmod/toa_hooks.c) as one family, `toa_probe_missed_total`,
+    /// labelled `probe=<function>`: one metric with a label, so that alerts can sum and group
+    /// it (one metric per function could not be aggregated by one selector). Nothing is
+    /// encoded when the module prints no such row.
+    fn encode_probe_misses(
+        &self,
+        stats: &stats::Stats,
+        encoder: &mut DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let rows: Vec<(&str, &stats::Counter)> = stats
+            .counters
+            .iter()
+            .filter_map(|c| probe_of_missed_row(&c.name).map(|probe| (probe, c)))
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut me = encoder.encode_descriptor(
+            "toa_probe_missed",
+            "Calls of the module's kernel probe on this function that the kernel skipped \
+             (kprobe nmissed: options may be lost or entries freed late)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (probe, counter) in rows {
+            if self.per_cpu {
+                for (cpu, v) in stats.cpus.iter().zip(&counter.per_cpu) {
+                    let labels = [("probe", probe.to_string()), ("cpu", cpu.to_string())];
+                    ConstCounter::new(*v).encode(me.encode_family(&labels)?)?;
+                }
+            } else {
+                let labels = [("probe", probe)];
+                ConstCounter::new(counter.total()).encode(me.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The probed function of a `missed_<function>` row of /proc/net/toa_stats, None for others.
+fn probe_of_missed_row(name: &str) -> Option<&str> {
+    name.strip_prefix("missed_").filter(|f| !f.is_empty())
+}
+
 impl Collector for ToaCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.read_stats();
@@ -287,7 +330,7 @@ impl Collector for ToaCollector {
                 .counters
                 .iter()
                 .map(|c| c.name.as_str())
-                .filter(|n| !CORE_COUNTERS.contains(n));
+                .filter(|n| !CORE_COUNTERS.contains(n) && probe_of_missed_row(n).is_none());
             for name in CORE_COUNTERS.iter().copied().chain(extra) {
                 let Some(counter) = stats.get(name) else {
                     continue;
@@ -308,6 +351,7 @@ impl Collector for ToaCollector {
                     ConstCounter::new(counter.total()).encode(me)?;
                 }
             }
+            self.encode_probe_misses(stats, &mut encoder)?;
         }
         let loaded = self
             .host
@@ -444,7 +488,11 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("toa_toa_"), "{out}");
-        assert!(out.contains("\ntoa_missed_inet_getname_total 5\n"), "{out}");
+        assert!(
+            out.contains("\ntoa_probe_missed_total{probe=\"inet_getname\"} 5\n"),
+            "{out}"
+        );
+        assert!(!out.contains("toa_missed_"), "{out}");
         // Values follow the file, not a cache.
         host.put(STATS_PATH, stats_text(8));
         assert!(m

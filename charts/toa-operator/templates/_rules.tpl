@@ -138,6 +138,26 @@ groups:
           {{- with $doc }}
           runbook_url: {{ . }}#toa-mismatch-ratio
           {{- end }}
+      - alert: ToaProbeCallsMissed
+        expr: |-
+          sum by (node, probe) (increase(toa_probe_missed_total{ {{- $a -}} }[{{ $w }}])) > 0
+        labels:
+          severity: warning
+          {{- with $r.alertLabels }}
+          {{- toYaml . | nindent 10 }}
+          {{- end }}
+        annotations:
+          summary: The toa module's kernel probes skipped calls on {{`{{ $labels.node }}`}}
+          description: >-
+            The kernel skipped {{`{{ $value }}`}} calls of the toa module's probe on
+            {{`{{ $labels.probe }}`}} on {{`{{ $labels.node }}`}} in the last {{ $w }} (kprobe
+            nmissed: another probe handler was running on that CPU, or kretprobe instances ran
+            out). Each skipped call may have lost a client address or left an entry to be freed
+            late; the missed_* rows of /proc/net/toa_stats on the node show the same counts.
+          runbook: docs/troubleshooting.md#probe-calls-missed
+          {{- with $doc }}
+          runbook_url: {{ . }}#probe-calls-missed
+          {{- end }}
       - alert: ToaAgentDown
         expr: |-
           up{ {{- $a -}} } == 0
