@@ -243,7 +243,7 @@ impl ToaCollector {
         };
         if *last != e {
             if let Some(msg) = &e {
-                tracing::warn!(error = %msg, path = STATS_PATH, "cannot read toa counters; counters omitted from /metrics");
+                tracing::warn!(error = %msg, path = STATS_PATH, "cannot read every toa counter; those are omitted from /metrics");
             }
             *last = e;
         }
@@ -252,9 +252,16 @@ impl ToaCollector {
     fn read_stats(&self) -> Option<stats::Stats> {
         match self.host.read_to_string(Path::new(STATS_PATH)) {
             Ok(text) => match stats::parse(&text) {
-                Ok(s) => {
+                // Rows that could not be read are left out (and logged once); the others are
+                // exported: a toa module of another origin keeps the counters it has.
+                Ok(p) if p.skipped.is_empty() => {
                     self.note_error(None);
-                    Some(s)
+                    Some(p.stats)
+                }
+                Ok(p) => {
+                    let causes: Vec<String> = p.skipped.iter().map(|e| e.to_string()).collect();
+                    self.note_error(Some(format!("some rows left out: {}", causes.join("; "))));
+                    Some(p.stats)
                 }
                 Err(e) => {
                     self.note_error(Some(e.to_string()));
@@ -364,9 +371,11 @@ impl Collector for ToaCollector {
             None,
             MetricType::Gauge,
         )?)?;
-        if let Some(stats) = &stats {
-            let alloc = stats.total("ip6_address_alloc").unwrap_or(0);
-            let free = stats.total("ip6_address_free").unwrap_or(0);
+        // Only from a module that has both rows (one of another origin may have neither).
+        if let Some((alloc, free)) = stats
+            .as_ref()
+            .and_then(|s| Some((s.total("ip6_address_alloc")?, s.total("ip6_address_free")?)))
+        {
             let in_use = i64::try_from(alloc.saturating_sub(free)).unwrap_or(i64::MAX);
             ConstGauge::new(in_use).encode(encoder.encode_descriptor(
                 "toa_ip6_addresses_in_use",
@@ -499,6 +508,22 @@ mod tests {
             .render()
             .expect("render")
             .contains("\ntoa_syn_recv_sock_toa_total 8\n"));
+    }
+
+    #[test]
+    fn foreign_layout_exports_its_own_rows_only() {
+        let (host, _view, m) = setup(false);
+        host.insert_module(Some("VENDOR"), &[]);
+        host.put(
+            STATS_PATH,
+            "CPU0 CPU1\nsyn_recv_sock_toa: 1 2\nfullnat_hits: 3 4\nbroken row\n",
+        );
+        let out = m.render().expect("render");
+        assert!(out.contains("\ntoa_syn_recv_sock_toa_total 3\n"), "{out}");
+        assert!(out.contains("\ntoa_fullnat_hits_total 7\n"), "{out}");
+        assert!(!out.contains("toa_getname_toa_ok_total"), "{out}");
+        assert!(!out.contains("toa_ip6_addresses_in_use"), "{out}");
+        assert!(out.contains("\ntoa_module_loaded 1\n"), "{out}");
     }
 
     #[test]

@@ -42,6 +42,62 @@ pub fn loaded(host: &dyn Host) -> Option<Loaded> {
     })
 }
 
+/// The IPv4 socket option through which the toa module answers NAT64 clients
+/// (`getsockopt(IPPROTO_IP, 4096)`, kmod/toa_sockopt.c); vendor TOA modules use the same
+/// number, so only one of them can be loaded at a time.
+pub const TOA_SOCKOPT: i32 = 4096;
+
+/// Modules in `/proc/modules` whose name mentions toa (`ipvs_toa`, `kmod_toa`, ...): the
+/// likely holders of [`TOA_SOCKOPT`] when no module named `toa` is loaded.
+pub fn toa_like_modules(host: &dyn Host) -> Vec<String> {
+    host.read_to_string(Path::new("/proc/modules"))
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|name| *name != "toa" && name.contains("toa"))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Where a loaded toa module of another origin comes from, in words for the status message:
+/// its file under `/lib/modules/RELEASE` when `modules.dep` (written by depmod, see
+/// depmod(8)) lists a `toa.ko[.xz|.zst|.gz]`, else that it was loaded from elsewhere (by
+/// insmod from a build directory, say); plus the kernel's taint letters for the module
+/// (`/sys/module/toa/taint`: O out-of-tree, E unsigned, see the kernel's
+/// Documentation/admin-guide/tainted-kernels.rst) when it has any.
+pub fn foreign_origin(host: &dyn Host, release: &str) -> String {
+    let dep = format!("/lib/modules/{release}/modules.dep");
+    let path = host.read_to_string(Path::new(&dep)).ok().and_then(|text| {
+        text.lines()
+            .filter_map(|l| l.split_once(':').map(|(file, _)| file.trim()))
+            .find(|file| {
+                let base = file.rsplit('/').next().unwrap_or(file);
+                matches!(base, "toa.ko" | "toa.ko.xz" | "toa.ko.zst" | "toa.ko.gz")
+            })
+            .map(|file| {
+                if file.starts_with('/') {
+                    file.to_string()
+                } else {
+                    format!("/lib/modules/{release}/{file}")
+                }
+            })
+    });
+    let mut out = match path {
+        Some(p) => format!("file {p}"),
+        None => format!("not installed under /lib/modules/{release}: loaded from another path"),
+    };
+    let taint = host
+        .read_to_string(&sys_module().join("taint"))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    if !taint.is_empty() {
+        out.push_str(&format!(", taint {taint}"));
+    }
+    out
+}
+
 /// A kernel refusal in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {

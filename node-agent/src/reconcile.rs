@@ -186,8 +186,9 @@ impl Reconciler {
             let mut status = self.status_with(
                 Phase::Unloaded,
                 format!(
-                    "a toa module not built by this agent (srcversion {}) is loaded and left untouched; set replaceForeignModule to remove it",
-                    loaded.srcversion.as_deref().unwrap_or("none")
+                    "a toa module not built by this agent (srcversion {}, {}) is loaded and left untouched; set replaceForeignModule to remove it",
+                    loaded.srcversion.as_deref().unwrap_or("none"),
+                    self.foreign_origin()
                 ),
             );
             status.reason = Some(Reason::ForeignModule);
@@ -250,6 +251,46 @@ impl Reconciler {
         }
     }
 
+    /// Before a load with no `toa` module present: a module of another name (a vendor's
+    /// `ipvs_toa`, say) that already registered option 4096 would make our load fail with
+    /// EBUSY halfway through; it is reported as ForeignModule instead, with the likely
+    /// holders by name. The agent never unloads a module of another name, whatever
+    /// replaceForeignModule says.
+    #[allow(clippy::result_large_err)]
+    fn check_sockopt_free(&self) -> Step<()> {
+        match self.host.ip_sockopt_registered(module::TOA_SOCKOPT) {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                let holders = module::toa_like_modules(self.host.as_ref());
+                let named = if holders.is_empty() {
+                    "no module name mentions toa in /proc/modules".to_string()
+                } else {
+                    format!("likely {}", holders.join(", "))
+                };
+                Err(fail(
+                    Reason::ForeignModule,
+                    format!(
+                        "socket option {} (IPPROTO_IP) is already registered by another module ({named}): a TOA module of another name is loaded. Unload it (rmmod), then the agent loads toa; the agent never unloads modules of other names",
+                        module::TOA_SOCKOPT
+                    ),
+                ))
+            }
+            // Not knowing is no reason to refuse: the load itself reports EBUSY if taken.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check socket option 4096 before loading");
+                Ok(())
+            }
+        }
+    }
+
+    /// Where a loaded module of another origin comes from (see [`module::foreign_origin`]).
+    fn foreign_origin(&self) -> String {
+        match self.host.uname() {
+            Ok(u) => module::foreign_origin(self.host.as_ref(), &u.release),
+            Err(e) => format!("origin unknown: uname failed: {e}"),
+        }
+    }
+
     /// Whether a loaded toa came from this agent (this process, or any build in the cache).
     fn is_ours(&self, loaded: &Loaded) -> bool {
         let Some(sv) = &loaded.srcversion else {
@@ -287,6 +328,9 @@ impl Reconciler {
                 });
             }
         }
+        if loaded.is_none() {
+            self.check_sockopt_free()?;
+        }
         // Adoption needs only the expected srcversion: from the cache, without compiling.
         let cached = self.cached(&key);
         if let (Some(l), Some(entry)) = (&loaded, &cached) {
@@ -301,8 +345,9 @@ impl Reconciler {
                     return Err(fail(
                         Reason::ForeignModule,
                         format!(
-                            "a toa module not built by this agent is loaded (srcversion {}); it is left untouched. Remove it, or set replaceForeignModule to let the agent replace it",
-                            l.srcversion.as_deref().unwrap_or("none")
+                            "a toa module not built by this agent is loaded (srcversion {}, {}); it is left untouched. Remove it, or set replaceForeignModule to let the agent replace it",
+                            l.srcversion.as_deref().unwrap_or("none"),
+                            self.foreign_origin()
                         ),
                     ));
                 }
@@ -313,7 +358,7 @@ impl Reconciler {
                     // serving meanwhile).
                     let mut p = fail(
                         Reason::ReplacePending,
-                        format!("a foreign toa module (srcversion {sv}) is loaded and keeps serving; replacing it is requested and waits for its paced turn (rollout.maxUnavailable)"),
+                        format!("a foreign toa module (srcversion {sv}, {}) is loaded and keeps serving; replacing it is requested and waits for its paced turn (rollout.maxUnavailable)", self.foreign_origin()),
                     );
                     p.status.phase = Phase::Pending;
                     p.status.reload_pending = true;

@@ -295,6 +295,70 @@ fn foreign_module_is_left_alone() {
     assert!(e2.host.module_loaded());
 }
 
+/// The status says where a foreign module comes from: its file when depmod knows it (a
+/// distribution's package), or that it was loaded from elsewhere; with its taint letters.
+#[test]
+fn foreign_module_status_names_its_origin() {
+    let e = env();
+    let release = e.host.uname().expect("uname").release;
+    e.host.insert_module(Some("VENDOR00000000000000000"), &[]);
+    e.host.put("/sys/module/toa/taint", "OE\n");
+    let (p, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    let msg = p.status.message.unwrap_or_default();
+    assert!(
+        msg.contains(&format!(
+            "not installed under /lib/modules/{release}: loaded from another path, taint OE"
+        )),
+        "{msg}"
+    );
+    e.host.put(
+        &format!("/lib/modules/{release}/modules.dep"),
+        "kernel/net/ipv4/tcp_bbr.ko.xz:\nupdates/dkms/toa.ko.xz: kernel/net/netfilter/x.ko.xz\n",
+    );
+    let (p, _) = run(&mut e.agent(), &want(DesiredState::Unloaded));
+    let msg = p.status.message.unwrap_or_default();
+    assert_eq!(p.status.reason, Some(Reason::ForeignModule));
+    assert!(
+        msg.contains(&format!(
+            "file /lib/modules/{release}/updates/dkms/toa.ko.xz, taint OE"
+        )),
+        "{msg}"
+    );
+}
+
+/// A vendor TOA module under another name holds option 4096: reported before any build or
+/// load, with its name, and never unloaded (even with replaceForeignModule).
+#[test]
+fn vendor_module_of_another_name_is_detected_before_load() {
+    let e = env();
+    e.host
+        .lock()
+        .foreign_sockopts
+        .push(crate::module::TOA_SOCKOPT);
+    e.host.put(
+        "/proc/modules",
+        "ip_vs 184320 2 - Live 0x0\nipvs_toa 16384 0 - Live 0x0 (OE)\n",
+    );
+    let mut d = want(DesiredState::Loaded);
+    d.spec.replace_foreign_module = true;
+    d.spec.reload_allowed = true;
+    let (p, _) = run(&mut e.agent(), &d);
+    assert_eq!(p.status.phase, Phase::Failed);
+    assert_eq!(p.status.reason, Some(Reason::ForeignModule));
+    let msg = p.status.message.unwrap_or_default();
+    assert!(
+        msg.contains("already registered by another module (likely ipvs_toa)"),
+        "{msg}"
+    );
+    assert!(e.host.lock().loads.is_empty());
+    assert_eq!(e.host.lock().unloads, 0);
+    assert_eq!(e.makes(), 0);
+    // Once it is gone, the agent loads.
+    e.host.lock().foreign_sockopts.clear();
+    let (p, _) = run(&mut e.agent(), &d);
+    assert_eq!(p.status.phase, Phase::Loaded, "{:?}", p.status.message);
+}
+
 #[test]
 fn foreign_module_replaced_only_with_grant() {
     let e = env();

@@ -1,5 +1,6 @@
 //! Golden-file tests of the toa_stats parser: every `fixtures/stats/NAME.txt` is parsed and
-//! rendered as `cpus N` + `name total` lines (or `error: ...`), and compared with
+//! rendered as `cpus N` + `name total` lines + `skipped: ...` lines for rows the parser left
+//! out (or `error: ...` for a file it cannot read at all), and compared with
 //! `NAME.golden`. The numeric goldens were computed independently of the parser (by the
 //! generator that wrote the fixtures); the error goldens were reviewed by hand.
 //! `UPDATE_GOLDEN=1 cargo test` rewrites goldens that are missing.
@@ -9,10 +10,13 @@ use toa_node_agent::stats;
 
 fn render(text: &str) -> String {
     match stats::parse(text) {
-        Ok(s) => {
-            let mut out = format!("cpus {}\n", s.cpus.len());
-            for c in &s.counters {
+        Ok(p) => {
+            let mut out = format!("cpus {}\n", p.stats.cpus.len());
+            for c in &p.stats.counters {
                 out.push_str(&format!("{} {}\n", c.name, c.total()));
+            }
+            for e in &p.skipped {
+                out.push_str(&format!("skipped: {e}\n"));
             }
             out
         }
@@ -56,7 +60,9 @@ fn every_cpu_count_has_a_fixture() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stats");
     for n in [1, 2, 64, 256] {
         let text = std::fs::read_to_string(dir.join(format!("cpus-{n}.txt"))).expect("fixture");
-        let s = stats::parse(&text).expect("parse");
+        let p = stats::parse(&text).expect("parse");
+        assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+        let s = p.stats;
         assert_eq!(s.cpus.len(), n);
         assert!(s.counters.iter().all(|c| c.per_cpu.len() == n));
     }

@@ -38,6 +38,9 @@ pub struct FakeState {
     pub self_tests: VecDeque<crate::selftest::Outcome>,
     /// Plans the self-test was run with.
     pub self_test_plans: Vec<crate::selftest::plan::Plan>,
+    /// IPv4 socket options that a module of another name registered (the toa module's own
+    /// 4096 counts only while it is loaded, see `ip_sockopt_registered`).
+    pub foreign_sockopts: Vec<i32>,
 }
 
 #[derive(Debug, Default)]
@@ -227,6 +230,11 @@ impl Host for FakeHost {
             .uname
             .clone()
             .ok_or_else(|| io::Error::other("no uname configured"))
+    }
+
+    fn ip_sockopt_registered(&self, optname: i32) -> io::Result<bool> {
+        let ours = optname == crate::module::TOA_SOCKOPT && self.module_loaded();
+        Ok(ours || self.lock().foreign_sockopts.contains(&optname))
     }
 
     fn load_module(&self, image: &Path, params: &str) -> Result<(), LoadRefusal> {

@@ -100,4 +100,9 @@ pub trait Host: Send + Sync {
     fn run_self_test(&self, plan: &crate::selftest::plan::Plan) -> crate::selftest::Outcome;
     /// Runs a command to completion or until its timeout (then kills its process group).
     fn run(&self, cmd: &CommandSpec) -> io::Result<CommandOutcome>;
+    /// Whether some module registered the IPv4 socket option `optname` (netfilter's
+    /// `nf_register_sockopt`): a `getsockopt(IPPROTO_IP, optname)` on a fresh TCP socket
+    /// fails with ENOPROTOOPT only when nobody did (the kernel's `nf_getsockopt`). The
+    /// registrations are global, not per network namespace.
+    fn ip_sockopt_registered(&self, optname: i32) -> io::Result<bool>;
 }

@@ -193,6 +193,37 @@ impl Host for RealHost {
         crate::selftest::netns::run(plan, SELF_TEST_TIMEOUT)
     }
 
+    fn ip_sockopt_registered(&self, optname: i32) -> io::Result<bool> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        // SAFETY: socket(2) with constant arguments; the descriptor is owned (and closed)
+        // by the OwnedFd right after the check.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: raw is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut buf = [0u8; 64];
+        let mut len = buf.len() as libc::socklen_t;
+        // SAFETY: getsockopt(2) into a buffer of `len` bytes that outlives the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                libc::IPPROTO_IP,
+                optname,
+                buf.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        // Any answer but "no such option" came from a registered handler (ENOENT, EINVAL,
+        // ENOTCONN: whatever that module returns for an unconnected socket).
+        Ok(e.raw_os_error() != Some(libc::ENOPROTOOPT))
+    }
+
     fn unload_module(&self, name: &str) -> Result<(), Errno> {
         let name = CString::new(name).map_err(|_| Errno(libc::EINVAL))?;
         // SAFETY: delete_module(const char *name, unsigned flags) with a NUL-terminated name.
