@@ -1,7 +1,9 @@
 //! The on-host cache of built modules, keyed by (kernel release, kernel version, module
 //! source digest). Entries are written to a temporary directory, checksummed, fsynced and
 //! renamed into place, so a crash never leaves a truncated module under a valid key; every
-//! read re-verifies the checksum.
+//! read re-verifies the checksum. Entries of other kernel releases (the node rebooted into a
+//! new kernel) stay until they have been unused for the agent's `--cache-max-age-days`
+//! (see [`Cache::prune`]), so a rollback to the old kernel loads without a build meanwhile.
 
 use crate::modinfo;
 use crate::source::hex;
@@ -10,9 +12,13 @@ use sha2::{Digest, Sha256};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const MODULE_FILE: &str = "toa.ko";
 const META_FILE: &str = "meta.json";
+/// Unix seconds of the entry's last lookup hit; advisory (an entry without it counts from
+/// its meta.json's modification time, i.e. when it was stored).
+const LAST_USED_FILE: &str = "last-used";
 
 /// What identifies a build: a module built for one of these never fits another.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +178,65 @@ impl Cache {
         }
     }
 
+    /// Records that `entry` was just used (looked up for a load or an adoption). Best effort:
+    /// a failure only makes the entry look older to [`Cache::prune`].
+    pub fn mark_used(&self, entry: &CacheEntry, now: SystemTime) {
+        if let Some(dir) = entry.path.parent() {
+            let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if let Err(e) = std::fs::write(dir.join(LAST_USED_FILE), secs.to_string()) {
+                tracing::debug!(error = %e, dir = %dir.display(), "cannot record cache use");
+            }
+        }
+    }
+
+    /// Removes entries built for a kernel release other than `running_release` that were not
+    /// used for `max_age` (last use from [`Cache::mark_used`], else when stored). Entries
+    /// of the running release are never removed here: the loaded module may be one of them,
+    /// and its srcversion is how the agent recognises its own builds. Returns what was
+    /// removed. Unreadable entries are left for [`Cache::lookup`] to judge.
+    pub fn prune(
+        &self,
+        running_release: &str,
+        max_age: Duration,
+        now: SystemTime,
+    ) -> Vec<CacheMeta> {
+        let Ok(entries) = std::fs::read_dir(self.modules_dir()) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for dir in entries.filter_map(Result::ok).map(|e| e.path()) {
+            if dir
+                .file_name()
+                .is_none_or(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
+            let Some(meta) = std::fs::read(dir.join(META_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<CacheMeta>(&b).ok())
+            else {
+                continue;
+            };
+            if meta.release == running_release {
+                continue;
+            }
+            let last_used = std::fs::read_to_string(dir.join(LAST_USED_FILE))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+                .or_else(|| {
+                    std::fs::metadata(dir.join(META_FILE))
+                        .and_then(|m| m.modified())
+                        .ok()
+                });
+            let idle = last_used.and_then(|t| now.duration_since(t).ok());
+            if idle.is_some_and(|idle| idle > max_age) && std::fs::remove_dir_all(&dir).is_ok() {
+                removed.push(meta);
+            }
+        }
+        removed
+    }
+
     /// The srcversions of every module this agent ever built on this host: a loaded `toa`
     /// with one of these is ours (maybe older), anything else is foreign.
     pub fn known_srcversions(&self) -> Vec<String> {
@@ -216,6 +281,59 @@ mod tests {
             version: "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-01-10)".into(),
             source_digest: digest.into(),
         }
+    }
+
+    fn key_for(release: &str, digest: &str) -> CacheKey {
+        CacheKey {
+            release: release.into(),
+            ..key(digest)
+        }
+    }
+
+    /// After a reboot into 6.12: the 6.1 build stays while it was used recently, goes once it
+    /// has been unused for longer than the maximum age; 6.12's own builds always stay.
+    #[test]
+    fn prune_removes_only_old_releases_unused_for_max_age() {
+        let d = tempfile::tempdir().expect("t");
+        let cache = Cache::new(d.path());
+        let day = Duration::from_secs(86_400);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let old = cache
+            .store(&key_for("6.1.0-56-amd64", "a"), &toa_ko("SV61"))
+            .expect("store");
+        cache.mark_used(&old, t0);
+        let new = cache
+            .store(&key_for("6.12.57-amd64", "a"), &toa_ko("SV612"))
+            .expect("store");
+        cache.mark_used(&new, t0);
+        let max_age = 30 * day;
+        assert!(cache
+            .prune("6.12.57-amd64", max_age, t0 + 29 * day)
+            .is_empty());
+        assert_eq!(cache.known_srcversions(), ["SV61", "SV612"]);
+        let removed = cache.prune("6.12.57-amd64", max_age, t0 + 31 * day);
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0].release, "6.1.0-56-amd64");
+        assert_eq!(cache.known_srcversions(), ["SV612"]);
+        // The running release's entries stay, however old.
+        assert!(cache
+            .prune("6.12.57-amd64", max_age, t0 + 400 * day)
+            .is_empty());
+        assert!(cache.lookup(&key_for("6.12.57-amd64", "a")).is_ok());
+        // Without a last-used record the store time counts (meta.json's mtime: now).
+        let other = cache
+            .store(&key_for("5.10.0-30-amd64", "a"), &toa_ko("SV510"))
+            .expect("store");
+        std::fs::remove_file(other.path.with_file_name(LAST_USED_FILE)).ok();
+        assert!(cache
+            .prune("6.12.57-amd64", max_age, SystemTime::now())
+            .is_empty());
+        assert_eq!(
+            cache
+                .prune("6.12.57-amd64", max_age, SystemTime::now() + 31 * day)
+                .len(),
+            1
+        );
     }
 
     #[test]

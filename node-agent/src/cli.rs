@@ -80,6 +80,17 @@ pub struct Cli {
     )]
     pub build_timeout: u64,
 
+    /// Days a cached module build for another kernel release (the node rebooted into a new
+    /// kernel) is kept unused before it is removed; 0 keeps every build forever. Builds for
+    /// the running kernel are never removed.
+    #[arg(
+        long,
+        env = "TOA_CACHE_MAX_AGE_DAYS",
+        default_value_t = 30,
+        value_name = "DAYS"
+    )]
+    pub cache_max_age_days: u64,
+
     /// Seconds between status writes when nothing changes (the status is also written on
     /// every change). 300 s = at most 12 heartbeat writes per node per hour.
     #[arg(

@@ -85,6 +85,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cache_dir: cli.cache_dir.clone(),
         build_timeout: Duration::from_secs(cli.build_timeout),
         unload_timeout: Duration::from_secs(cli.unload_timeout),
+        cache_max_age: (cli.cache_max_age_days > 0)
+            .then(|| Duration::from_secs(cli.cache_max_age_days.saturating_mul(86_400))),
     };
     let reconciler = Reconciler::new(host.clone(), cfg, metrics.clone());
     let (tx, rx) = mpsc::channel::<Update>();

@@ -38,7 +38,13 @@ pub struct AgentConfig {
     pub cache_dir: PathBuf,
     pub build_timeout: Duration,
     pub unload_timeout: Duration,
+    /// Cached builds for other kernel releases are removed after this long unused (see
+    /// [`Cache::prune`]); None keeps them forever.
+    pub cache_max_age: Option<Duration>,
 }
+
+/// How often the cache is checked for builds of other releases to remove.
+const CACHE_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// The result of one pass.
 #[derive(Debug, Clone)]
@@ -59,6 +65,7 @@ pub struct Reconciler {
     build_failure: Option<(CacheKey, Instant, NodeStatus)>,
     unload_started: Option<Instant>,
     unload_attempts: u32,
+    last_prune: Option<Instant>,
     /// The last self-test of the loaded module (re-run after a load, an adoption, a parameter
     /// change, and on every pass while it fails).
     self_test: Option<SelfTestInfo>,
@@ -105,6 +112,7 @@ impl Reconciler {
             build_failure: None,
             unload_started: None,
             unload_attempts: 0,
+            last_prune: None,
             self_test: None,
         }
     }
@@ -283,6 +291,28 @@ impl Reconciler {
         }
     }
 
+    /// Removes cached builds of other kernel releases unused for `cache_max_age`, at most
+    /// once per [`CACHE_PRUNE_INTERVAL`]. A node that rebooted into a new kernel keeps its old
+    /// builds meanwhile (a rollback loads without a build) and never touches them otherwise.
+    fn prune_cache(&mut self, running_release: &str) {
+        let Some(max_age) = self.cfg.cache_max_age else {
+            return;
+        };
+        if self
+            .last_prune
+            .is_some_and(|t| t.elapsed() < CACHE_PRUNE_INTERVAL)
+        {
+            return;
+        }
+        self.last_prune = Some(Instant::now());
+        for meta in self
+            .cache
+            .prune(running_release, max_age, std::time::SystemTime::now())
+        {
+            tracing::info!(release = %meta.release, srcversion = %meta.srcversion, "removed a cached build of another kernel release, unused for longer than --cache-max-age-days");
+        }
+    }
+
     /// Where a loaded module of another origin comes from (see [`module::foreign_origin`]).
     fn foreign_origin(&self) -> String {
         match self.host.uname() {
@@ -316,6 +346,7 @@ impl Reconciler {
             version: facts.version.clone(),
             source_digest: sources.digest.clone(),
         };
+        self.prune_cache(&facts.release);
         let loaded = module::loaded(self.host.as_ref());
         if let Some(l) = &loaded {
             if l.initstate != "live" {
@@ -410,7 +441,10 @@ impl Reconciler {
 
     fn cached(&self, key: &CacheKey) -> Option<crate::cache::CacheEntry> {
         match self.cache.lookup(key) {
-            Ok(e) => Some(e),
+            Ok(e) => {
+                self.cache.mark_used(&e, std::time::SystemTime::now());
+                Some(e)
+            }
             Err(Miss::Absent) => None,
             Err(Miss::Corrupt(why)) => {
                 tracing::warn!(reason = %why, "cached module failed verification; removed, will rebuild");

@@ -32,6 +32,7 @@ fn env() -> Env {
         cache_dir: cache.path().to_path_buf(),
         build_timeout: Duration::from_secs(60),
         unload_timeout: Duration::from_secs(600),
+        cache_max_age: Some(Duration::from_secs(30 * 86_400)),
     };
     Env {
         host,
@@ -357,6 +358,46 @@ fn vendor_module_of_another_name_is_detected_before_load() {
     e.host.lock().foreign_sockopts.clear();
     let (p, _) = run(&mut e.agent(), &d);
     assert_eq!(p.status.phase, Phase::Loaded, "{:?}", p.status.message);
+}
+
+/// A reboot into a new kernel: the agent builds and loads for the new release directly; it
+/// never unloads anything (the old module went with the old kernel) and keeps the old
+/// release's build in its cache, and an adoption after the reboot needs no build.
+#[test]
+fn reboot_into_new_kernel_builds_for_it_and_keeps_the_old_build() {
+    let e = env();
+    let d = want(DesiredState::Loaded);
+    let (p, _) = run(&mut e.agent(), &d);
+    assert_eq!(p.status.phase, Phase::Loaded);
+    assert_eq!(e.makes(), 1);
+    // Reboot: a new kernel runs, nothing is loaded; a new agent process starts.
+    e.host.remove_prefix("/sys/module/toa");
+    e.host.set_uname(
+        "6.12.57+deb12-amd64",
+        "#1 SMP PREEMPT_DYNAMIC Debian 6.12.57-1 (2026-10-01)",
+    );
+    e.host
+        .put("/lib/modules/6.12.57+deb12-amd64/build/.config", "");
+    e.host
+        .put("/lib/modules/6.12.57+deb12-amd64/build/Makefile", "");
+    e.host.lock().build = Some(FakeBuild::Succeed {
+        srcversion: "SV612000000000000000000".into(),
+    });
+    let mut agent = e.agent();
+    let (p, _) = run(&mut agent, &d);
+    assert_eq!(p.status.phase, Phase::Loaded, "{:?}", p.status.message);
+    assert_eq!(
+        p.status.kernel.map(|k| k.release).as_deref(),
+        Some("6.12.57+deb12-amd64")
+    );
+    assert_eq!(e.makes(), 2, "one build for the new release");
+    assert_eq!(e.host.lock().unloads, 0);
+    let cache = crate::cache::Cache::new(&e.cfg.cache_dir);
+    assert_eq!(cache.known_srcversions(), [SV, "SV612000000000000000000"]);
+    // The agent restarts on the new kernel: adopted, no build.
+    let (p, _) = run(&mut e.agent(), &d);
+    assert_eq!(p.status.phase, Phase::Loaded);
+    assert_eq!(e.makes(), 2);
 }
 
 #[test]
