@@ -162,6 +162,21 @@ _docs_uninstall_hook() {
 
 # --- running the docs' commands ------------------------------------------------------------------
 
+# docs_command FILE PREFIX: the first command of FILE (docs_commands.py plan, placeholders
+# filled) that starts with PREFIX; fails when the doc has none.
+docs_command() {
+	local dir
+	dir=$(_docs_dir)
+	mkdir -p "$dir"
+	if [ ! -s "$dir/plan.jsonl" ]; then
+		helm install "$CP_RELEASE" charts/toa-operator --namespace "$CP_NAMESPACE" --dry-run=client >"$dir/notes.txt"
+		python3 tests/chart/docs_commands.py plan "$PWD" "$dir/notes.txt" >"$dir/plan.jsonl"
+	fi
+	jq -rn --arg f "$1:" --arg p "$2" \
+		'first(inputs | select((.where | startswith($f)) and (.command | startswith($p)))) | .command' \
+		"$dir/plan.jsonl" | grep .
+}
+
 # _docs_run ITEM_JSON: runs one planned command as written (bash, in a directory holding the
 # repo's charts/ and crds/ and the files the docs tell users to write), with its heredoc as stdin.
 _docs_run() {
@@ -281,7 +296,7 @@ check_docs_clean_cluster() {
 	left+=$(k get nodes -l toa.dev/agent -o name)
 	expect_eq "objects of toa-operator left after the documented removal" "$left" ""
 	echo "the removal as docs/upgrading.md writes it left: CRDs none, release objects none, node labels none"
-	echo "(module, host cache: node state, not in this cluster; see the report of the docs group)"
+	echo "(the TOA module and the agent build cache live on the nodes, outside the cluster: docs/upgrading.md says how to remove them)"
 }
 
 _docs_setup() {
@@ -308,9 +323,13 @@ docs_checks() {
 	mkdir -p "$dir/work"
 	ln -sfn "$PWD/charts" "$dir/work/charts"
 	ln -sfn "$PWD/crds" "$dir/work/crds"
+	export OP_BIND_AS_CHART=1
 	local before=$H_FAIL
 	check "docs: plan, the docs' nodes worker-1 and worker-2, kube-prometheus-stack's CRDs" _docs_setup
-	[ "$H_FAIL" -eq "$before" ] || return 0
+	if [ "$H_FAIL" -ne "$before" ]; then
+		unset OP_BIND_AS_CHART
+		return 0
+	fi
 	_docs_standins_start
 	while IFS= read -r item; do
 		action=$(jq -r .action <<<"$item")
@@ -327,6 +346,8 @@ docs_checks() {
 					_docs_same_notes "$dir/notes.txt"
 				check "docs/README.md: one release per cluster, a second one is refused at install" \
 					_docs_second_release_refused
+				check "docs/configuration.md: the operator on the chart's default listen address answers on IPv4 and IPv6" \
+					_docs_dual_stack
 			fi
 			;;
 		policy)
@@ -371,6 +392,7 @@ docs_checks() {
 	done
 	k delete crd toapolicies.toa.dev toanodestates.toa.dev --ignore-not-found >/dev/null
 	cp_kill docs-standins TERM
+	unset OP_BIND_AS_CHART
 	k delete node "${DOCS_NODES[@]}" --wait=false >/dev/null
 	k delete crd servicemonitors.monitoring.coreos.com podmonitors.monitoring.coreos.com \
 		prometheusrules.monitoring.coreos.com >/dev/null
@@ -396,6 +418,22 @@ _docs_second_release_refused() {
 		return 1
 	fi
 	grep -q "toa-operator is already installed in this cluster (Deployment $CP_NAMESPACE/$CP_RELEASE-operator, release \"$CP_RELEASE\")" <<<"$out"
+}
+
+# _docs_dual_stack: docs/configuration.md says the operator listens on `::` by default, which
+# accepts IPv4 too. The replicas run with the Deployment's own --metrics-addr (OP_BIND_AS_CHART).
+_docs_dual_stack() {
+	local r pid port addr
+	grep -n 'listen on `::` by default' docs/configuration.md
+	for r in 0 1; do
+		pid=$(cp_pid "operator-$r")
+		port=$(op_port "$r")
+		addr=$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n 's/^--metrics-addr=//p')
+		expect_eq "replica $r --metrics-addr (the chart's default host)" "$addr" "[::]:$port"
+		curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null
+		curl -fsS -g "http://[::1]:$port/healthz" >/dev/null
+		echo "replica $r: /healthz answers on 127.0.0.1:$port and [::1]:$port"
+	done
 }
 
 _docs_run_and_expect() {
