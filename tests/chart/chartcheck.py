@@ -959,6 +959,17 @@ def cmd_support(args):
                                   f"'{para.strip()[:100]}'")
     check("no document claims least privilege, or spoofing protection without the balancer condition",
           not overclaims, "; ".join(overclaims))
+    # The image build needs root, crates.io and Debian's archive (issue 12, item 10): never
+    # "offline", except where a text says it is not.
+    offline = []
+    for path in [os.path.join(root, "README.md"), os.path.join(root, "images/build.sh")] + \
+            sorted(glob.glob(os.path.join(root, "docs/*.md"))):
+        with open(path) as f:
+            for no, line in enumerate(f, 1):
+                if re.search(r"\boffline\b", line, re.I) and re.search(r"image|build", line, re.I) and \
+                        not re.search(r"not offline", line, re.I):
+                    offline.append(f"{os.path.relpath(path, root)}:{no}: {line.strip()[:90]}")
+    check("no document calls the image build offline", not offline, "; ".join(offline))
     with open(os.path.join(root, "docs/support.md")) as f:
         sec = f.read().split("## Security", 1)[-1].split("\n## ", 1)[0]
     check("docs/support.md's security section states what is not protected (operator power, agent root, "
