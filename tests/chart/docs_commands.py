@@ -618,6 +618,11 @@ def plan(root, notes_path):
             prog = argv[0]
             text = _subst(cmd.split(" #", 1)[0].strip() if re.search(r"\s#\s", cmd) else cmd.strip())
             item = {"where": w, "command": text, "stdin": body}
+            # "# Policy / Phase / Reason": the columns the doc says the output has, in order.
+            m = re.search(r"\s#\s+(.*)$", cmd)
+            for part in (m.group(1).split(":") if m and text.startswith("kubectl get ") else []):
+                if " / " in part:
+                    item["columns"] = [c.strip().upper() for c in part.split(" / ")]
             if prog in SKIP_TOOLS:
                 item.update(action="skip", reason=SKIP_TOOLS[prog])
                 m = re.search(r"-z (\S+) -n (\S+)", text)

@@ -424,6 +424,7 @@ _docs_second_release_refused() {
 # accepts IPv4 too. The replicas run with the Deployment's own --metrics-addr (OP_BIND_AS_CHART).
 _docs_dual_stack() {
 	local r pid port addr
+	# shellcheck disable=SC2016 # the backquotes are the doc's
 	grep -n 'listen on `::` by default' docs/configuration.md
 	for r in 0 1; do
 		pid=$(cp_pid "operator-$r")
@@ -437,8 +438,18 @@ _docs_dual_stack() {
 }
 
 _docs_run_and_expect() {
+	local cols
 	_docs_run "$1"
 	_docs_expect "$(jq -r .where <<<"$1")" "$(jq -r .command <<<"$1")" "$(_docs_dir)/out"
+	# The columns the doc's comment names ("# Policy / Phase / Reason"), in that order.
+	cols=$(jq -r '.columns // [] | join(" +")' <<<"$1")
+	if [ -n "$cols" ]; then
+		if ! head -n 1 "$(_docs_dir)/out" | grep -qE "(^| )$cols( |\$)"; then
+			echo "$(jq -r .where <<<"$1"): the doc names the columns /$cols/; kubectl prints: $(head -n 1 "$(_docs_dir)/out")" >&2
+			return 1
+		fi
+		echo "(columns as the doc's comment names them: $cols)"
+	fi
 }
 
 _docs_same_notes() {
