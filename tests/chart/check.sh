@@ -12,7 +12,8 @@
 #   the shared table of valid/invalid values (tests/chart/values-cases.yaml, the operator's tests
 #   read it too); `helm upgrade --reuse-values` from releases lacking a value; the support matrix
 #   against the suites and build files; every command and snippet of the docs run or checked
-#   (tests/chart/docs_commands.py).
+#   (tests/chart/docs_commands.py; those that need a cluster run as written against a real
+#   control plane in `CLUSTER_CHECKS=docs tests/cluster/run.sh`); licenses.
 #
 #   tests/chart/check.sh                     (installs helm/kubectl, Python packages and promtool if missing)
 #   tests/chart/check.sh --update-fixtures   also rewrites tests/fixtures/chart-agent-config.yaml
