@@ -273,6 +273,15 @@ _docs_expect() {
 	"kubectl -n toa-system get pods -o wide "*) want='toa-node-agent-.* worker-' ;;
 	"kubectl -n toa-system get lease toa-operator-leader") want='^toa-operator-leader +toa-operator-replica-' ;;
 	"kubectl -n toa-system get daemonset toa-node-agent") want='^toa-node-agent +2 ' ;;
+	"kubectl delete toapolicies --all")
+		# "unloads the module": the operator told worker-1's agent to unload before the
+		# policies went (the agent stand-in logs each report it makes).
+		if ! grep -q 'agent stand-in: worker-1 reports Unloaded' "$CP_RUN_DIR/logs/docs-standins.log"; then
+			echo "$where: worker-1 was never told to unload (spec.desiredState Unloaded)" >&2
+			return 1
+		fi
+		echo "(worker-1 was told to unload and reported Unloaded before its policy went)"
+		;;
 	esac
 	if [ -n "$want" ] && ! grep -qE -- "$want" "$out"; then
 		echo "$where: the output lacks /$want/ (what the doc says it shows at this point)" >&2
