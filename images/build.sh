@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the toa-operator and toa-node-agent images offline into OCI archives.
+# Builds the toa-operator and toa-node-agent images into OCI archives, without a registry or a
+# Docker daemon (not offline: it needs root, crates.io and Debian's archive).
 #
 #   images/build.sh [--out DIR] [--version V] [--skip-cargo] [--only operator|node-agent]
 #

@@ -27,6 +27,7 @@ them. Subcommands:
 """
 import copy
 import ipaddress
+import glob
 import json
 import os
 import re
@@ -940,6 +941,42 @@ def cmd_support(args):
                 re.search(r"x86_64 and arm64|arm64 and x86_64", text):
             stale.append(f"{os.path.relpath(path, root)}: claims arm64")
     check("no document claims another minimum Kubernetes or arm64 support", not stale, "; ".join(stale))
+    # Security claims (issue 12, item 8): "least privilege" only where it is denied; spoofing
+    # protection by trustedSources only with the balancer condition in the same paragraph.
+    overclaims = []
+    for path in [os.path.join(root, "README.md"), os.path.join(root, "charts/toa-operator/README.md")] + \
+            sorted(glob.glob(os.path.join(root, "docs/*.md"))):
+        with open(path) as f:
+            text = f.read()
+        rel = os.path.relpath(path, root)
+        for m in re.finditer(r"least[- ]privilege", text, re.I):
+            if not re.search(r"\bnot\b", text[max(0, m.start() - 30):m.start()]):
+                overclaims.append(f"{rel}: '{text[max(0, m.start() - 30):m.end()]}'")
+        for para in re.split(r"\n\s*\n", text):
+            if re.search(r"(stop|prevent|block)s? (address )?spoofing|cannot (be )?spoof", para, re.I) and \
+                    not re.search(r"strip", para, re.I):
+                overclaims.append(f"{rel}: a spoofing claim without the balancer stripping client options: "
+                                  f"'{para.strip()[:100]}'")
+    check("no document claims least privilege, or spoofing protection without the balancer condition",
+          not overclaims, "; ".join(overclaims))
+    # The image build needs root, crates.io and Debian's archive (issue 12, item 10): never
+    # "offline", except where a text says it is not.
+    offline = []
+    for path in [os.path.join(root, "README.md"), os.path.join(root, "images/build.sh")] + \
+            sorted(glob.glob(os.path.join(root, "docs/*.md"))):
+        with open(path) as f:
+            for no, line in enumerate(f, 1):
+                if re.search(r"\boffline\b", line, re.I) and re.search(r"image|build", line, re.I) and \
+                        not re.search(r"not offline", line, re.I):
+                    offline.append(f"{os.path.relpath(path, root)}:{no}: {line.strip()[:90]}")
+    check("no document calls the image build offline", not offline, "; ".join(offline))
+    with open(os.path.join(root, "docs/support.md")) as f:
+        sec = f.read().split("## Security", 1)[-1].split("\n## ", 1)[0]
+    check("docs/support.md's security section states what is not protected (operator power, agent root, "
+          "balancer stripping, unauthenticated metrics)",
+          all(re.search(p, sec, re.I) for p in (r"privileged pod on every node", r"root on its node", r"strip",
+                                                  r"metrics are not authenticated")),
+          "docs/support.md: the security section lacks one of: operator power, agent root, balancer stripping, metrics")
     with open(os.path.join(root, "tests/vm/lib/kernels.sh")) as f:
         kernels_sh = f.read()
     tested = set(re.search(r'TOA_DEFAULT_KERNELS:-"([^"]*)"', kernels_sh).group(1).split())

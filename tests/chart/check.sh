@@ -12,7 +12,8 @@
 #   the shared table of valid/invalid values (tests/chart/values-cases.yaml, the operator's tests
 #   read it too); `helm upgrade --reuse-values` from releases lacking a value; the support matrix
 #   against the suites and build files; every command and snippet of the docs run or checked
-#   (tests/chart/docs_commands.py).
+#   (tests/chart/docs_commands.py; those that need a cluster run as written against a real
+#   control plane in `CLUSTER_CHECKS=docs tests/cluster/run.sh`); licenses.
 #
 #   tests/chart/check.sh                     (installs helm/kubectl, Python packages and promtool if missing)
 #   tests/chart/check.sh --update-fixtures   also rewrites tests/fixtures/chart-agent-config.yaml
@@ -389,6 +390,24 @@ for f in "$ROOT"/docs/*.md "$ROOT/README.md"; do
 		grep -vE '^(https?:|mailto:)' | while read -r l; do [ -e "$(dirname "$f")/$l" ] || echo "$l"; done)
 	if [ -z "$dead" ]; then pass "links in docs/$(basename "$f") resolve"; else fail "docs/$(basename "$f") links to missing files: $dead"; fi
 done
+
+echo "== licenses (Apache-2.0 outside kmod/, GPL-2.0 in kmod/)"
+if grep -q '^ *Apache License$' "$ROOT/LICENSE" && grep -q 'Version 2.0, January 2004' "$ROOT/LICENSE" &&
+	grep -q 'outside kmod/' "$ROOT/LICENSE"; then
+	pass "LICENSE: the Apache License 2.0 text, saying it covers everything outside kmod/"
+else fail "LICENSE lacks the Apache License 2.0 text or the note on kmod/"; fi
+if grep -q 'GNU GENERAL PUBLIC LICENSE' "$ROOT/kmod/LICENSE" && grep -q 'Version 2, June 1991' "$ROOT/kmod/LICENSE"; then
+	pass "kmod/LICENSE: the GPL version 2 text"
+else fail "kmod/LICENSE lacks the GPL version 2 text"; fi
+mapfile -t kmod_src < <(git -C "$ROOT" ls-files 'kmod/*.c' 'kmod/*.h')
+no_spdx=$(cd "$ROOT" && { grep -L 'SPDX-License-Identifier: GPL-2.0' "${kmod_src[@]}" || true; })
+if [ ${#kmod_src[@]} -gt 0 ] && [ -z "$no_spdx" ] && grep -q 'MODULE_LICENSE("GPL")' "$ROOT"/kmod/*.c; then
+	pass "every kmod/ source (${#kmod_src[@]}) says SPDX GPL-2.0; the module declares MODULE_LICENSE(\"GPL\")"
+else fail "kmod/ sources without SPDX-License-Identifier: GPL-2.0 (or no MODULE_LICENSE): ${no_spdx:-none found}"; fi
+if grep -qx 'license = "Apache-2.0"' "$ROOT/Cargo.toml" &&
+	[ "$(grep -l 'license.workspace = true' "$ROOT"/{crds,operator,node-agent}/Cargo.toml | wc -l)" = 3 ]; then
+	pass "the Rust crates declare Apache-2.0 (workspace license)"
+else fail "Cargo.toml: the crates must declare license = \"Apache-2.0\" (workspace)"; fi
 
 echo "== scripts"
 expect "shellcheck tests/chart/check.sh images/build.sh" shellcheck -x "$HERE/check.sh" "$ROOT/images/build.sh"

@@ -25,7 +25,11 @@ chart's rendered NOTES.txt, and for each one does what can be done on this machi
 
   docs_commands.py run ROOT WORKDIR NOTES     prints PASS/FAIL lines and a closing count line
   docs_commands.py list ROOT NOTES            JSON lines of the commands that need a cluster or a
-                                              node, for the real-cluster suite to run
+                                              node
+  docs_commands.py plan ROOT NOTES            the same commands in the order a user runs them, with
+                                              placeholders filled and what to skip and why: the
+                                              cluster suite's `docs` group runs it
+                                              (tests/cluster/lib/docs.sh)
 """
 import json
 import os
@@ -361,7 +365,7 @@ def tcpdump_output_lines(workdir):
 # --- programs --------------------------------------------------------------------------------------
 
 NODE_PROGRAMS = {"lsmod", "cat", "grep", "dmesg", "modinfo", "rmmod", "modprobe", "insmod", "uname", "apt-get",
-                 "dnf", "zypper", "chroot", "sysctl", "ls"}
+                 "dnf", "zypper", "chroot", "sysctl", "ls", "rm"}
 CLUSTER_TOOLS = {"kind", "k3d", "skopeo", "ctr", "docker", "podman", "oc", "crictl"}
 
 
@@ -510,7 +514,8 @@ def cmd_run(args):
     print(f"docs: {total} commands and snippets: {COUNTS['run']} run offline (renders, dry-runs, compiles, "
           f"tcpdump on a capture), {COUNTS['checked']} checked without running (flags, syntax, files); "
           f"{COUNTS['cluster']} of them need a cluster and {COUNTS['node']} a node to run for real "
-          f"(`tests/chart/docs_commands.py list ROOT NOTES` prints those for the cluster suite)")
+          f"(the cluster suite's group `docs` runs them against a real control plane: "
+          f"CLUSTER_CHECKS=docs tests/cluster/run.sh)")
 
 
 def cmd_list(args):
@@ -528,8 +533,154 @@ def cmd_list(args):
             sys.stdout.write(f.read())
 
 
+# --- the plan for the real control plane (tests/cluster/lib/docs.sh) -------------------------------
+
+# The order a user follows: install (quick start), the other install paths, the NOTES, day-two
+# docs, then upgrading.md (upgrade, then removal) last. Files not named here come before it.
+FLOW = ["docs/README.md", "README.md", "charts/toa-operator/README.md", "docs/images.md", "NOTES.txt",
+        "docs/configuration.md", "docs/faq.md", "docs/migration.md", "docs/troubleshooting.md"]
+FLOW_LAST = ["docs/upgrading.md"]
+# Placeholders the docs use, and what they stand for in the suite's cluster.
+PLACEHOLDERS = {"NODE": "worker-1", "NAME": "ingress-nodes", "CHART": "charts/toa-operator"}
+# Verbs that change the cluster: the same command run again is reported as covered, not rerun.
+CHANGES = {("kubectl", "create"), ("kubectl", "label"), ("kubectl", "apply"), ("kubectl", "patch"),
+           ("kubectl", "delete"), ("helm", "install"), ("helm", "upgrade"), ("helm", "uninstall")}
+NO_KUBELET = "the pod it needs would run on a kubelet, and the suite's control plane has none (no container runtime)"
+SKIP_TOOLS = {
+    "kind": "needs a kind cluster (docker + kind): not available on this machine",
+    "k3d": "needs a k3d cluster (docker + k3d): not available on this machine",
+    "skopeo": "pushes to a registry: no registry is reachable from this machine",
+    "ctr": "runs on a node's containerd: the suite's nodes have no container runtime",
+    "crictl": "runs on a node's container runtime: the suite's nodes have none",
+    "docker": "needs a docker daemon: not available on this machine",
+    "podman": "needs a container runtime: not available here",
+    "oc": "OpenShift's oc and its SecurityContextConstraints API: the suite runs upstream Kubernetes",
+}
+
+
+def _subst(cmd):
+    return re.sub(r"\b(" + "|".join(PLACEHOLDERS) + r")\b", lambda m: PLACEHOLDERS[m.group(1)], cmd)
+
+
+def _verb(argv):
+    """(program, verb) of a kubectl/helm command line (global flags skipped)."""
+    if not argv or argv[0] not in ("kubectl", "helm"):
+        return (argv[0] if argv else "", "")
+    i = 1
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in GLOBAL_WITH_VALUE else 1
+    return (argv[0], argv[i] if i < len(argv) else "")
+
+
+def _flow_key(where):
+    f = where.split(":", 1)[0]
+    if f in FLOW:
+        return (0, FLOW.index(f))
+    if f in FLOW_LAST:
+        return (2, FLOW_LAST.index(f))
+    return (1, f)
+
+
+def plan(root, notes_path):
+    """Every block that talks to a cluster, in the order a user runs them: JSON objects with
+    where (file:line+offset), command (placeholders substituted), stdin, action (run, covered,
+    skip, policy) and reason/of/name."""
+    items = []
+    for where, lang, lines in all_blocks(root, notes_path):
+        items.append((_flow_key(where), len(items), where, lang, lines))
+    items.sort(key=lambda t: (t[0], t[1]))
+    out, done, installs, policies = [], {}, {}, {}
+    for _, _, where, lang, lines in items:
+        f = where.split(":", 1)[0]
+        if lang == "yaml":
+            import yaml
+
+            doc = yaml.safe_load("\n".join(lines))
+            if isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith("toa.dev/"):
+                name = doc["metadata"]["name"]
+                policies[(f, name)] = "\n".join(lines) + "\n"
+                out.append({"where": where, "action": "policy", "name": name, "stdin": policies[(f, name)],
+                            "command": "kubectl apply --dry-run=server -f -"})
+            else:
+                out.append({"where": where, "action": "skip", "command": "(yaml block)",
+                            "reason": "not a toa.dev object: no cluster check for it"})
+            continue
+        if lang not in ("sh", "bash", "shell", "console"):
+            continue
+        for off, cmd, body in commands(lines):
+            w = f"{where}+{off}"
+            segs = split_pipeline(cmd)
+            if not segs:
+                continue
+            argv = segs[0][0]
+            if argv[0] == "sudo":
+                argv = argv[1:]
+            prog = argv[0]
+            text = _subst(cmd.split(" #", 1)[0].strip() if re.search(r"\s#\s", cmd) else cmd.strip())
+            item = {"where": w, "command": text, "stdin": body}
+            # "# Policy / Phase / Reason": the columns the doc says the output has, in order.
+            m = re.search(r"\s#\s+(.*)$", cmd)
+            for part in (m.group(1).split(":") if m and text.startswith("kubectl get ") else []):
+                if " / " in part:
+                    item["columns"] = [c.strip().upper() for c in part.split(" / ")]
+            if prog in SKIP_TOOLS:
+                item.update(action="skip", reason=SKIP_TOOLS[prog])
+                m = re.search(r"-z (\S+) -n (\S+)", text)
+                if prog == "oc" and m:
+                    item["check"] = f"kubectl -n {m.group(2)} get serviceaccount {m.group(1)}"
+                out.append(item)
+                continue
+            if prog in NODE_PROGRAMS:
+                item.update(action="skip", reason="a shell command on a node: the suite's nodes are API objects "
+                            "without a kernel (tests/vm/agent.sh reads /sys/module/toa, the kernel log and "
+                            "/proc/net/toa_stats in QEMU guests)")
+                out.append(item)
+                continue
+            if prog not in ("kubectl", "helm"):
+                continue  # offline: tcpdump on a capture, scripts (check.sh runs or checks them)
+            verb = _verb(argv)
+            if verb == ("kubectl", "debug"):
+                item.update(action="skip", reason="kubectl debug node/... starts a pod: " + NO_KUBELET)
+            elif verb in (("kubectl", "logs"), ("kubectl", "exec"), ("kubectl", "port-forward"), ("kubectl", "attach")):
+                item.update(action="skip", reason=f"kubectl {verb[1]} reads from a running container: " + NO_KUBELET)
+            elif verb in CHANGES and text in done:
+                item.update(action="covered", of=done[text])
+            elif verb == ("helm", "install") and "--dry-run" not in text:
+                rel = argv[2] if len(argv) > 2 else ""
+                if rel in installs:
+                    # The alternatives of one install (registry, monitoring): one release per
+                    # cluster, so each is rendered by the cluster (lookups, API checks).
+                    item.update(action="run", command=text + " --dry-run=server",
+                                note=f"an alternative to {installs[rel]}, run with --dry-run=server")
+                else:
+                    installs[rel] = w
+                    item.update(action="run")
+            else:
+                item.update(action="run")
+            if item["action"] == "run":
+                m = re.search(r"\btoapolicy (\S+)", text)
+                if m and verb == ("kubectl", "patch") and (f, m.group(1)) in policies:
+                    # "Apply the policy" (the doc's snippet) comes first.
+                    item["apply_first"] = policies[(f, m.group(1))]
+                m = re.search(r"-f (\S+\.yaml)\b", text)
+                if m and not os.path.exists(os.path.join(root, m.group(1))):
+                    stem = os.path.splitext(os.path.basename(m.group(1)))[0]
+                    if (f, stem) in policies:
+                        item["file"] = {"path": m.group(1), "content": policies[(f, stem)]}
+                if verb in CHANGES:
+                    done.setdefault(text, w)
+            out.append(item)
+    return out
+
+
+def cmd_plan(args):
+    root, notes = args
+    for item in plan(root, notes):
+        print(json.dumps(item))
+
+
 def main():
-    cmds = {"run": cmd_run, "list": cmd_list}
+    cmds = {"run": cmd_run, "list": cmd_list, "plan": cmd_plan}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         print(__doc__, file=sys.stderr)
         sys.exit(2)

@@ -8,6 +8,7 @@
 #
 #   tests/cluster/run.sh                 every check
 #   CLUSTER_CHECKS='crds invalid' ...    only the named groups (see `groups` below)
+#   CLUSTER_CHECKS=docs ...              the docs' commands on the fresh cluster (lib/docs.sh)
 #   CLUSTER_KEEP=1                       leave the run dir (logs, audit log) in place
 #
 # Ends with `N passed, M failed`.
@@ -30,6 +31,8 @@ source tests/cluster/lib/operator.sh
 source tests/cluster/lib/checks.sh
 # shellcheck source=tests/cluster/lib/lifecycle.sh
 source tests/cluster/lib/lifecycle.sh
+# shellcheck source=tests/cluster/lib/docs.sh
+source tests/cluster/lib/docs.sh
 # QEMU-guest nodes and Prometheus (the nodes part of the suite): they define `nodes_checks`.
 TOA_REPO_DIR=$PWD
 export TOA_REPO_DIR
@@ -38,8 +41,14 @@ for f in tests/cluster/lib/nodes.sh tests/cluster/lib/prometheus.sh tests/cluste
 	if [ -f "$f" ]; then source "$f"; fi
 done
 
-groups=${CLUSTER_CHECKS:-crds invalid install policy leadership faults upgrade nodes uninstall}
+groups=${CLUSTER_CHECKS:-docs crds invalid install policy leadership faults upgrade nodes uninstall}
 want() { [[ " $groups " == *" $1 "* ]]; }
+# The groups that work on the suite's own install (all but docs, which installs and removes
+# the chart with the docs' own commands first, on the fresh cluster).
+release_groups=false
+for g in crds invalid install policy leadership faults upgrade nodes uninstall; do
+	if want "$g"; then release_groups=true; fi
+done
 
 t0=$(date +%s)
 cp_build
@@ -59,6 +68,17 @@ else
 	trap 'cp_stop; rm -rf "$CP_RUN_DIR"' EXIT
 fi
 
+if want docs; then
+	t0=$(date +%s)
+	docs_checks
+	echo "timing: docs group $(($(date +%s) - t0))s"
+fi
+if ! $release_groups; then
+	echo "timing: suite $(($(date +%s) - suite_t0))s"
+	harness_summary
+	[ "$H_FAIL" -eq 0 ]
+	exit
+fi
 if want crds; then
 	check crds-apply-without-warnings check_crds_apply_without_warnings
 fi

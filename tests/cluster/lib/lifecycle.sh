@@ -176,11 +176,12 @@ check_helm_upgrade() {
 	expect_eq "fault-rollout still Ready" "$(policy_condition fault-rollout Ready)" True
 }
 
-# helm uninstall: the pre-delete hook Job runs `toa-operator uninstall`; here its command runs
-# as a host process with the Job's ServiceAccount token, then the release is deleted and the
-# operator processes get SIGTERM as their pods would.
+# helm uninstall as docs/upgrading.md writes it (without deleting the policies first): the
+# pre-delete hook Job runs `toa-operator uninstall` (its command as a host process with the
+# Job's ServiceAccount token), then the release is deleted and the operator processes get
+# SIGTERM as their pods would.
 check_helm_uninstall() {
-	local dir=$CP_RUN_DIR/uninstall token args=() out leftovers
+	local dir=$CP_RUN_DIR/uninstall cmd hook rc out leftovers
 	mkdir -p "$dir"
 	chmod 755 "$dir"
 	# A second policy that users leave behind, and the first one still in place.
@@ -191,18 +192,18 @@ docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") 
 jobs = [d for d in docs if "pre-delete" in d["metadata"].get("annotations", {}).get("helm.sh/hook", "")]
 assert len(jobs) == 1, "expected one pre-delete hook Job, found %d" % len(jobs)
 json.dump(jobs[0], open(sys.argv[2], "w"))' "$dir/hooks.yaml" "$dir/job.json"
-	jq -r '.spec.template.spec.containers[0].args[]' "$dir/job.json" >"$dir/args"
 	jq -e '.spec.template.spec.serviceAccountName' "$dir/job.json"
-	token=$(cp_sa_token "$(jq -r '.spec.template.spec.serviceAccountName' "$dir/job.json")" "$CP_NAMESPACE" 10m)
-	cp_kubeconfig_for_token "$token" "$dir/kubeconfig"
-	chown 65532:65532 "$dir/kubeconfig"
-	chmod 600 "$dir/kubeconfig"
-	mapfile -t args < <(sed "s/\$(POD_NAMESPACE)/$CP_NAMESPACE/g" "$dir/args")
-	echo "hook command: toa-operator ${args[*]}"
-	setpriv --reuid 65532 --regid 65532 --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs \
-		env -i PATH=/usr/bin:/bin KUBECONFIG="$dir/kubeconfig" POD_NAMESPACE="$CP_NAMESPACE" RUST_LOG=info \
-		"$CP_RUN_DIR/operator/toa-operator" "${args[@]}"
-	helm uninstall "$CP_RELEASE" --namespace "$CP_NAMESPACE" --no-hooks --kubeconfig "$CP_KUBECONFIG"
+	# The command docs/upgrading.md gives, taken from the doc; the hook Job's pod runs as a host
+	# process with the Job's ServiceAccount token and the Job is marked complete (lib/docs.sh).
+	cmd=$(docs_command docs/upgrading.md 'helm uninstall ')
+	echo "\$ $cmd   (docs/upgrading.md)"
+	_docs_uninstall_hook >"$dir/hook.log" 2>&1 &
+	hook=$!
+	rc=0
+	bash -o pipefail -c "$cmd" || rc=$?
+	wait "$hook" || rc=$?
+	cat "$dir/hook.log"
+	[ "$rc" -eq 0 ]
 	# The pods go: SIGTERM as the kubelet would send it.
 	op_stop 0 TERM
 	op_stop 1 TERM

@@ -42,7 +42,15 @@ _op_args() {
 	while IFS= read -r a; do
 		case $a in
 		--agent-config=*) echo "--agent-config=$CP_RUN_DIR/operator/agent-config.yaml" ;;
-		--metrics-addr=*) echo "--metrics-addr=127.0.0.1:$port" ;;
+		--metrics-addr=*)
+			# OP_BIND_AS_CHART=1 keeps the chart's listen address (only the port differs).
+			if [ "${OP_BIND_AS_CHART:-}" = 1 ]; then
+				a=${a#--metrics-addr=}
+				echo "--metrics-addr=${a%:*}:$port"
+			else
+				echo "--metrics-addr=127.0.0.1:$port"
+			fi
+			;;
 		*) echo "${a//\$(POD_NAMESPACE)/$CP_NAMESPACE}" ;;
 		esac
 	done <"$CP_RUN_DIR/operator/args"
