@@ -26,14 +26,16 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
-use toa_crds::{ToaNodeState, ToaPolicy};
+use toa_crds::conditions::{new_condition, set_condition, types, PolicyReason};
+use toa_crds::{ToaNodeState, ToaPolicy, ToaPolicyStatus};
 use tokio::sync::watch;
 
-use crate::apply::{self, ClusterTarget};
+use crate::apply::{self, ClusterTarget, WriteFailure};
 use crate::error::{Backoff, Error};
 use crate::lease::Fence;
 use crate::metrics::Metrics;
-use crate::plan::{plan, ClusterSnapshot, FinalizerRelease, Plan};
+use crate::plan::{plan, sort_conditions, ClusterSnapshot, FinalizerRelease, Plan};
+use crate::server::Liveness;
 
 /// Reconcile `kind` label of the per-policy reconcile.
 pub const KIND_POLICY: &str = "ToaPolicy";
@@ -41,6 +43,10 @@ pub const KIND_POLICY: &str = "ToaPolicy";
 pub const KIND_CLUSTER: &str = "Cluster";
 /// How often the housekeeping pass runs without being asked.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
+/// A leader that finished no reconcile pass for this long is stuck and fails `/healthz`
+/// (three housekeeping intervals: two missed passes are tolerated, e.g. a slow API server).
+/// The `--stall-timeout` flag overrides it.
+pub const STALL_LIMIT: Duration = Duration::from_secs(3 * HOUSEKEEPING_INTERVAL.as_secs());
 /// Requeue of a healthy policy: a safety net, since watches drive everything else.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -94,6 +100,8 @@ pub struct Context {
     pub clock: fn() -> Timestamp,
     /// Writes happen only while the leader lease is fresh (see [`Fence`]).
     pub fence: Fence,
+    /// Told about every finished pass (for `/healthz`).
+    pub liveness: Arc<Liveness>,
 }
 
 impl Context {
@@ -114,7 +122,14 @@ impl Context {
             sync_lock: tokio::sync::Mutex::new(()),
             clock: Timestamp::now,
             fence: Fence::always_open(),
+            liveness: Arc::new(Liveness::new(STALL_LIMIT)),
         }
+    }
+
+    /// Reports finished passes to `liveness` (the HTTP server's).
+    pub fn with_liveness(mut self, liveness: Arc<Liveness>) -> Self {
+        self.liveness = liveness;
+        self
     }
 
     /// Writes only while `fence` holds (the election's; the default is always open).
@@ -139,13 +154,18 @@ impl Context {
 }
 
 /// Plans the whole cluster and applies its cluster-wide part. Returns the plan for the caller's
-/// per-policy part. `finalized` names a policy whose finalizer was just added (the store may
-/// not show it yet).
+/// per-policy part, with the writes that failed (each naming the policy it holds back): a
+/// refused write never stops the per-policy part, of this policy or of any other. The only
+/// error is a lease that is not held (nothing may be written then). `finalized` names a policy
+/// whose finalizer was just added (the store may not show it yet).
 ///
 /// Node states of policies that still lack the `toa.dev/unload` finalizer are not written: a
 /// policy must never load a module it could not unload on deletion. Their own reconcile adds
 /// the finalizer first and writes them right after.
-pub async fn sync(ctx: &Context, finalized: Option<&str>) -> Result<Plan, Error> {
+pub async fn sync(
+    ctx: &Context,
+    finalized: Option<&str>,
+) -> Result<(Plan, Vec<WriteFailure>), Error> {
     let _guard = ctx.sync_lock.lock().await;
     let snapshot = ctx.stores.snapshot();
     let mut planned = plan(&snapshot, (ctx.clock)());
@@ -174,11 +194,61 @@ pub async fn sync(ctx: &Context, finalized: Option<&str>) -> Result<Plan, Error>
         agent: &ctx.agent,
         metrics: &ctx.metrics,
     };
-    let report = apply::sync_cluster(&target, &planned).await?;
-    if report != apply::SyncReport::default() {
-        tracing::info!(?report, "applied cluster changes");
+    let outcome = apply::sync_cluster(&target, &planned).await;
+    ctx.liveness.pass_finished(Instant::now());
+    if outcome.report != apply::SyncReport::default() {
+        tracing::info!(report = ?outcome.report, "applied cluster changes");
     }
-    Ok(planned)
+    Ok((planned, outcome.failures))
+}
+
+/// How many failed writes a Synced=False message lists before "and N more".
+const FAILURES_IN_MESSAGE: usize = 3;
+
+/// The Synced condition of a policy from the writes that failed for it.
+pub fn synced_condition(
+    failures: &[&WriteFailure],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    if failures.is_empty() {
+        return new_condition(
+            types::SYNCED,
+            true,
+            PolicyReason::WritesApplied,
+            "every write for this policy's nodes and the agent DaemonSet was accepted",
+            generation,
+            now,
+        );
+    }
+    let mut parts: Vec<String> = failures
+        .iter()
+        .take(FAILURES_IN_MESSAGE)
+        .map(|f| f.error.to_string())
+        .collect();
+    if failures.len() > FAILURES_IN_MESSAGE {
+        parts.push(format!("and {} more", failures.len() - FAILURES_IN_MESSAGE));
+    }
+    new_condition(
+        types::SYNCED,
+        false,
+        PolicyReason::WriteFailed,
+        format!(
+            "{} write(s) for this policy failed (retried with backoff): {}",
+            failures.len(),
+            parts.join("; ")
+        ),
+        generation,
+        now,
+    )
+}
+
+/// Sets `extra` on `status` (keeping transition times of unchanged statuses) in the fixed order.
+pub fn overlay_conditions(status: &mut ToaPolicyStatus, extra: Vec<Condition>) {
+    for c in extra {
+        set_condition(&mut status.conditions, c);
+    }
+    sort_conditions(&mut status.conditions);
 }
 
 /// Reconciles one ToaPolicy (see the module docs for what is global and what is per policy).
@@ -208,13 +278,26 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
             .map_err(|e| ctx.count(e))?;
     }
 
-    let planned = sync(ctx, (!deleting).then_some(name.as_str())).await?;
+    let (planned, failures) = sync(ctx, (!deleting).then_some(name.as_str())).await?;
+    // Other policies' failures are theirs: their own reconciles report them.
+    let (mine, _others): (Vec<WriteFailure>, Vec<WriteFailure>) =
+        failures.into_iter().partition(|f| f.blocks(&name));
 
     let old = policy.status.clone().unwrap_or_default();
-    if let Some(new) = planned.policy_status.get(&name) {
-        if *new != old {
+    if let Some(planned_status) = planned.policy_status.get(&name) {
+        let mut new = planned_status.clone();
+        let refs: Vec<&WriteFailure> = mine.iter().collect();
+        overlay_conditions(
+            &mut new,
+            vec![synced_condition(
+                &refs,
+                policy.metadata.generation,
+                (ctx.clock)(),
+            )],
+        );
+        if new != old {
             ctx.fenced()?;
-            apply::apply_policy_status(&ctx.client, &name, new)
+            apply::apply_policy_status(&ctx.client, &name, &new)
                 .await
                 .map_err(|e| ctx.count(e))?;
             publish_transitions(ctx, policy, &old.conditions, &new.conditions).await;
@@ -244,6 +327,12 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
             }
             return Ok(Action::await_change());
         }
+    }
+
+    // Status, finalizer and events are done: now retry this policy's failed writes with
+    // backoff (its condition already says what failed).
+    if let Some(first) = mine.into_iter().next() {
+        return Err(first.error);
     }
 
     let requeue = planned
@@ -290,7 +379,7 @@ pub fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<Event> {
         })
         .map(|c| {
             let bad = match c.type_.as_str() {
-                "Ready" => c.status == "False",
+                "Ready" | "Synced" | "AgentsAvailable" => c.status == "False",
                 "Degraded" | "Conflict" => c.status == "True",
                 _ => false,
             };
@@ -339,7 +428,14 @@ pub async fn housekeeping_pass(ctx: &Context) -> Result<(), Error> {
         return Ok(());
     }
     let started = Instant::now();
-    let result = sync(ctx, None).await.map(|_| ());
+    // Failures were logged and counted; the policies they block say so in their status.
+    let result =
+        sync(ctx, None)
+            .await
+            .and_then(|(_, failures)| match failures.into_iter().next() {
+                Some(f) => Err(f.error),
+                None => Ok(()),
+            });
     ctx.metrics
         .reconciled(KIND_CLUSTER, result.is_ok(), started.elapsed());
     result
@@ -373,6 +469,7 @@ fn all_policies(store: &Store<ToaPolicy>) -> Vec<ObjectRef<ToaPolicy>> {
 }
 
 /// Where the agent DaemonSet lives.
+#[derive(Clone)]
 pub struct AgentTarget {
     pub desired: DaemonSet,
     pub name: String,
@@ -381,12 +478,14 @@ pub struct AgentTarget {
 
 /// Runs the controller and the housekeeping loop until `shutdown` turns true. `synced` turns
 /// true once all stores are populated (for /readyz).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     agent: AgentTarget,
     metrics: Arc<Metrics>,
     reporter: Reporter,
     fence: Fence,
+    liveness: Arc<Liveness>,
     shutdown: watch::Receiver<bool>,
     synced: watch::Sender<bool>,
 ) {
@@ -438,7 +537,9 @@ pub async fn run(
         daemonsets,
     };
     let ctx = Arc::new(
-        Context::new(client, stores.clone(), agent.desired, metrics, reporter).with_fence(fence),
+        Context::new(client, stores.clone(), agent.desired, metrics, reporter)
+            .with_fence(fence)
+            .with_liveness(liveness),
     );
 
     let by_node = policy_store.clone();

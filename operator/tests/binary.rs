@@ -92,7 +92,8 @@ fn answer(api: &mut Api, method: &str, path: &str, body: Value) -> (u16, Value) 
                 "Node",
                 "v1",
                 json!([{"apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": "n1", "uid": "uid-n1", "resourceVersion": "4"}}]),
+                "metadata": {"name": "n1", "uid": "uid-n1", "resourceVersion": "4",
+                             "labels": {"kubernetes.io/os": "linux"}}}]),
             ),
         ),
         ("GET", "/apis/toa.dev/v1alpha1/toanodestates") => {

@@ -94,6 +94,7 @@ async fn controller_wiring_writes_and_stops_on_shutdown() {
         metrics.clone(),
         reporter,
         toa_operator::lease::Fence::always_open(),
+        Arc::new(toa_operator::server::Liveness::new(Duration::from_secs(90))),
         stop,
         synced_tx,
     ));
