@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
@@ -30,6 +30,7 @@ use toa_crds::conditions::{new_condition, set_condition, types, PolicyReason};
 use toa_crds::{ToaNodeState, ToaPolicy, ToaPolicyStatus};
 use tokio::sync::watch;
 
+use crate::agents::{self, NodeAgent};
 use crate::apply::{self, ClusterTarget, WriteFailure};
 use crate::error::{Backoff, Error};
 use crate::lease::Fence;
@@ -57,6 +58,10 @@ pub struct Stores {
     pub nodes: Store<Node>,
     pub node_states: Store<ToaNodeState>,
     pub daemonsets: Store<DaemonSet>,
+    /// The agent DaemonSet's pods (slimmed to what [`crate::agents`] reads).
+    pub agent_pods: Store<Pod>,
+    /// Events about the agent DaemonSet (the DaemonSet controller's FailedCreate).
+    pub agent_events: Store<CoreEvent>,
 }
 
 impl Stores {
@@ -74,6 +79,8 @@ impl Stores {
             && ready(&self.nodes)
             && ready(&self.node_states)
             && ready(&self.daemonsets)
+            && ready(&self.agent_pods)
+            && ready(&self.agent_events)
     }
 
     pub fn snapshot(&self) -> ClusterSnapshot {
@@ -102,6 +109,8 @@ pub struct Context {
     pub fence: Fence,
     /// Told about every finished pass (for `/healthz`).
     pub liveness: Arc<Liveness>,
+    /// How long a node may lack a running agent pod before its policy says so.
+    pub agent_start_timeout: Duration,
 }
 
 impl Context {
@@ -123,7 +132,14 @@ impl Context {
             clock: Timestamp::now,
             fence: Fence::always_open(),
             liveness: Arc::new(Liveness::new(STALL_LIMIT)),
+            agent_start_timeout: agents::DEFAULT_START_TIMEOUT,
         }
+    }
+
+    /// See [`Context::agent_start_timeout`].
+    pub fn with_agent_start_timeout(mut self, timeout: Duration) -> Self {
+        self.agent_start_timeout = timeout;
+        self
     }
 
     /// Reports finished passes to `liveness` (the HTTP server's).
@@ -284,16 +300,18 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
         failures.into_iter().partition(|f| f.blocks(&name));
 
     let old = policy.status.clone().unwrap_or_default();
+    let mut recheck_agents = None;
     if let Some(planned_status) = planned.policy_status.get(&name) {
         let mut new = planned_status.clone();
         let refs: Vec<&WriteFailure> = mine.iter().collect();
+        let (agents_available, recheck) = agents_condition(ctx, &name, &planned, policy);
+        recheck_agents = recheck;
         overlay_conditions(
             &mut new,
-            vec![synced_condition(
-                &refs,
-                policy.metadata.generation,
-                (ctx.clock)(),
-            )],
+            vec![
+                synced_condition(&refs, policy.metadata.generation, (ctx.clock)()),
+                agents_available,
+            ],
         );
         if new != old {
             ctx.fenced()?;
@@ -335,10 +353,49 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
         return Err(first.error);
     }
 
-    let requeue = planned
-        .requeue_after
-        .map_or(RESYNC_INTERVAL, |d| d.min(RESYNC_INTERVAL));
+    let requeue = [planned.requeue_after, recheck_agents]
+        .into_iter()
+        .flatten()
+        .fold(RESYNC_INTERVAL, Duration::min);
     Ok(Action::requeue(requeue))
+}
+
+/// The AgentsAvailable condition of `name` from the agent pods, the DaemonSet and its Events.
+fn agents_condition(
+    ctx: &Context,
+    name: &str,
+    planned: &Plan,
+    policy: &ToaPolicy,
+) -> (Condition, Option<Duration>) {
+    let states: Vec<(&str, Option<Arc<ToaNodeState>>)> = planned
+        .node_states
+        .iter()
+        .filter(|(_, d)| d.spec.policy == name)
+        .map(|(n, _)| (n.as_str(), ctx.stores.node_states.get(&ObjectRef::new(n))))
+        .collect();
+    let nodes: Vec<NodeAgent<'_>> = states
+        .iter()
+        .map(|(node, state)| NodeAgent {
+            node,
+            state: state.as_deref(),
+        })
+        .collect();
+    let pods = ctx.stores.agent_pods.state();
+    let by_node = agents::pods_by_node(pods.iter().map(|p| p.as_ref()));
+    let events = ctx.stores.agent_events.state();
+    let events: Vec<&CoreEvent> = events.iter().map(|e| e.as_ref()).collect();
+    let ds = ctx.stores.daemonsets.get(
+        &ObjectRef::new(&ctx.agent.name_any()).within(&ctx.agent.namespace().unwrap_or_default()),
+    );
+    let refusal = agents::create_refusal(ds.as_deref(), &events);
+    agents::agents_condition(
+        &nodes,
+        &by_node,
+        refusal.as_deref(),
+        ctx.agent_start_timeout,
+        policy.metadata.generation,
+        (ctx.clock)(),
+    )
 }
 
 /// Event type and text for a finalizer release.
@@ -460,6 +517,19 @@ fn slim_node(node: &mut Node) {
     }
 }
 
+/// Keeps of an agent pod what [`agents`] reads: name, times, node, phase and conditions.
+fn slim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+    if let Some(spec) = pod.spec.take() {
+        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            node_name: spec.node_name,
+            affinity: spec.affinity,
+            ..Default::default()
+        });
+    }
+}
+
 fn all_policies(store: &Store<ToaPolicy>) -> Vec<ObjectRef<ToaPolicy>> {
     store
         .state()
@@ -474,6 +544,8 @@ pub struct AgentTarget {
     pub desired: DaemonSet,
     pub name: String,
     pub namespace: String,
+    /// See [`Context::agent_start_timeout`].
+    pub start_timeout: Duration,
 }
 
 /// Runs the controller and the housekeeping loop until `shutdown` turns true. `synced` turns
@@ -530,21 +602,57 @@ pub async fn run(
     // status churn of a rollout is absorbed by the controller's debounce.
     .touched_objects();
 
+    // The agent pods (only read, on each reconcile: their churn triggers nothing) and the
+    // Events about the DaemonSet (a FailedCreate reaches every policy at once).
+    let (agent_pods, pods_writer) = reflector::store::<Pod>();
+    let selector = crate::daemonset::selector_labels()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods_stream = reflector::reflector(
+        pods_writer,
+        watcher(
+            Api::<Pod>::namespaced(client.clone(), &agent.namespace),
+            watcher::Config::default().labels(&selector).any_semantic(),
+        )
+        .modify(slim_pod),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (agent_events, events_writer) = reflector::store::<CoreEvent>();
+    let events_stream = reflector::reflector(
+        events_writer,
+        watcher(
+            Api::<CoreEvent>::namespaced(client.clone(), &agent.namespace),
+            watcher::Config::default().fields(&format!(
+                "involvedObject.kind=DaemonSet,involvedObject.name={}",
+                agent.name
+            )),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
     let stores = Stores {
         policies: policy_store.clone(),
         nodes,
         node_states,
         daemonsets,
+        agent_pods,
+        agent_events,
     };
     let ctx = Arc::new(
         Context::new(client, stores.clone(), agent.desired, metrics, reporter)
             .with_fence(fence)
-            .with_liveness(liveness),
+            .with_liveness(liveness)
+            .with_agent_start_timeout(agent.start_timeout),
     );
 
     let by_node = policy_store.clone();
     let by_state = policy_store.clone();
-    let by_ds = policy_store;
+    let by_ds = policy_store.clone();
+    let by_event = policy_store;
     let mut stop = shutdown.clone();
     let controller = controller
         .with_config(ControllerConfig::default().debounce(Duration::from_secs(1)))
@@ -560,6 +668,8 @@ pub async fn run(
             }
         })
         .watches_stream(ds_stream, move |_ds| all_policies(&by_ds))
+        .watches_stream(events_stream, move |_ev| all_policies(&by_event))
+        .watches_stream(pods_stream, |_pod| Vec::<ObjectRef<ToaPolicy>>::new())
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })

@@ -98,6 +98,17 @@ struct Args {
     )]
     stall_timeout: u64,
 
+    /// Seconds a node selected by a policy may be without a running agent pod (and without
+    /// any report from its agent) before the policy's AgentsAvailable condition names it.
+    #[arg(
+        long,
+        env = "TOA_AGENT_START_TIMEOUT",
+        default_value_t = toa_operator::agents::DEFAULT_START_TIMEOUT.as_secs(),
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    agent_start_timeout: u64,
+
     /// Log format: human-readable text or one JSON object per line. Filter with RUST_LOG.
     #[arg(
         long,
@@ -234,6 +245,7 @@ async fn main() -> anyhow::Result<()> {
             desired,
             name: args.daemonset_name.clone(),
             namespace,
+            start_timeout: Duration::from_secs(args.agent_start_timeout),
         },
         metrics,
         liveness,
@@ -384,6 +396,7 @@ mod tests {
             ("--log-format", "TOA_LOG_FORMAT"),
             ("--owner-configmap", "TOA_OWNER_CONFIGMAP"),
             ("--stall-timeout", "TOA_STALL_TIMEOUT"),
+            ("--agent-start-timeout", "TOA_AGENT_START_TIMEOUT"),
         ] {
             assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
             assert!(help.contains(env), "{env} missing from --help:\n{help}");

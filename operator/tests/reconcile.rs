@@ -131,6 +131,8 @@ impl World {
             nodes: store(self.nodes),
             node_states: store(self.states),
             daemonsets: store(self.daemonsets),
+            agent_pods: store(vec![]),
+            agent_events: store(vec![]),
         }
     }
 }
@@ -890,6 +892,8 @@ async fn unready_stores_make_no_writes() {
         nodes,
         node_states: store(vec![]),
         daemonsets: store(vec![]),
+        agent_pods: store(vec![]),
+        agent_events: store(vec![]),
     };
     let ctx = context(client, stores);
     let action = controller::reconcile(Arc::new(p), ctx.clone())
