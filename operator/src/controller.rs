@@ -470,8 +470,12 @@ async fn publish_transitions(
     }
 }
 
-/// Events are best effort: a failure is logged and counted, never fails the reconcile.
+/// Events are best effort: a failure is logged and counted, never fails the reconcile. Like
+/// every write, only while the lease is held.
 async fn publish(ctx: &Context, policy: &ToaPolicy, ev: Event) {
+    if !ctx.fence.holds() {
+        return;
+    }
     let reference = policy.object_ref(&());
     if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
         let e = ctx.count(Error::api("Event", "publish", &policy.name_any())(e));

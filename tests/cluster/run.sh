@@ -9,6 +9,7 @@
 #   tests/cluster/run.sh                 every check
 #   CLUSTER_CHECKS='crds invalid' ...    only the named groups (see `groups` below)
 #   CLUSTER_KEEP=1                       leave the run dir (logs, audit log) in place
+#   CLUSTER_LONG_OUTAGE=1                the outages group adds a 5-minute apiserver outage
 #
 # Ends with `N passed, M failed`.
 set -euo pipefail
@@ -30,6 +31,8 @@ source tests/cluster/lib/operator.sh
 source tests/cluster/lib/checks.sh
 # shellcheck source=tests/cluster/lib/lifecycle.sh
 source tests/cluster/lib/lifecycle.sh
+# shellcheck source=tests/cluster/lib/realworld.sh
+source tests/cluster/lib/realworld.sh
 # QEMU-guest nodes and Prometheus (the nodes part of the suite): they define `nodes_checks`.
 TOA_REPO_DIR=$PWD
 export TOA_REPO_DIR
@@ -38,7 +41,7 @@ for f in tests/cluster/lib/nodes.sh tests/cluster/lib/prometheus.sh tests/cluste
 	if [ -f "$f" ]; then source "$f"; fi
 done
 
-groups=${CLUSTER_CHECKS:-crds invalid install policy leadership faults upgrade nodes uninstall}
+groups=${CLUSTER_CHECKS:-crds invalid install policy exclusion isolation agents leadership faults outages upgrade nodes uninstall}
 want() { [[ " $groups " == *" $1 "* ]]; }
 
 t0=$(date +%s)
@@ -85,6 +88,15 @@ if want policy; then
 	check on-delete-keep check_on_delete_keep
 	check unload-timeout-warns-naming-nodes check_unload_timeout_warns_naming_nodes
 fi
+if want exclusion; then
+	check excluded-nodes-are-counted-not-selected check_excluded_nodes_are_counted_not_selected
+fi
+if want isolation; then
+	check refused-write-stays-with-its-policy check_refused_write_stays_with_its_policy
+fi
+if want agents; then
+	check refused-agent-pods-reach-the-policy check_refused_agent_pods_reach_the_policy
+fi
 if want leadership; then
 	check leader-sigkill-standby-takes-over check_leader_sigkill
 	check leader-sigterm-hands-over-at-once check_leader_sigterm
@@ -93,6 +105,9 @@ fi
 if want faults; then
 	check fault-apiserver-restart-mid-rollout check_fault_apiserver_restart
 	check fault-etcd-stopped-30s check_fault_etcd_stopped
+fi
+if want outages; then
+	check apiserver-outages-reconcile-and-fenced-writes check_apiserver_outages
 fi
 if want upgrade; then
 	check helm-upgrade-in-place check_helm_upgrade
