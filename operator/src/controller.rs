@@ -240,7 +240,7 @@ pub fn synced_condition(
     let mut parts: Vec<String> = failures
         .iter()
         .take(FAILURES_IN_MESSAGE)
-        .map(|f| f.error.to_string())
+        .map(|f| f.error.summary())
         .collect();
     if failures.len() > FAILURES_IN_MESSAGE {
         parts.push(format!("and {} more", failures.len() - FAILURES_IN_MESSAGE));
@@ -472,15 +472,33 @@ async fn publish_transitions(
 
 /// Events are best effort: a failure is logged and counted, never fails the reconcile. Like
 /// every write, only while the lease is held.
-async fn publish(ctx: &Context, policy: &ToaPolicy, ev: Event) {
+async fn publish(ctx: &Context, policy: &ToaPolicy, mut ev: Event) {
     if !ctx.fence.holds() {
         return;
     }
+    ev.note = ev.note.map(|n| truncate_note(&n));
     let reference = policy.object_ref(&());
     if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
         let e = ctx.count(Error::api("Event", "publish", &policy.name_any())(e));
         tracing::warn!(error = %e, "could not publish event");
     }
+}
+
+/// The API server refuses an Event whose note is longer than 1024 bytes: a long admission
+/// message (Pod Security lists every violation) is cut, the condition keeps it whole.
+pub const MAX_NOTE_BYTES: usize = 1024;
+
+/// `note` cut to at most [`MAX_NOTE_BYTES`] on a character boundary, marked with an ellipsis.
+pub fn truncate_note(note: &str) -> String {
+    if note.len() <= MAX_NOTE_BYTES {
+        return note.to_string();
+    }
+    const MORE: &str = "…";
+    let mut end = MAX_NOTE_BYTES - MORE.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &note[..end])
 }
 
 /// One housekeeping pass (cluster-wide part only), counted like a reconcile.
@@ -502,12 +520,16 @@ pub async fn housekeeping_pass(ctx: &Context) -> Result<(), Error> {
     result
 }
 
-/// Nodes trigger reconciles only when what planning reads changes (identity and labels), not
-/// on every kubelet status update.
+/// Nodes trigger reconciles only when what planning reads changes (identity, labels, taint
+/// keys), not on every kubelet status update.
 fn node_trigger_hash(node: &Node) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     node.metadata.uid.hash(&mut h);
     node.metadata.labels.hash(&mut h);
+    // Taint keys: the virtual-kubelet taint excludes a node.
+    for t in node.spec.iter().flat_map(|s| s.taints.iter().flatten()) {
+        t.key.hash(&mut h);
+    }
     Some(h.finish())
 }
 
@@ -774,6 +796,15 @@ mod tests {
     }
 
     #[test]
+    fn long_notes_are_cut_to_what_the_api_server_accepts() {
+        assert_eq!(truncate_note("short"), "short");
+        let long = "é".repeat(700); // 1400 bytes
+        let cut = truncate_note(&long);
+        assert!(cut.len() <= MAX_NOTE_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…') && cut.starts_with("éé"));
+    }
+
+    #[test]
     fn timed_out_release_is_a_warning_naming_the_nodes() {
         let (t, text) = describe_release(&FinalizerRelease::TimedOut {
             remaining: 2,
@@ -822,6 +853,16 @@ mod tests {
             .labels
             .get_or_insert_with(Default::default)
             .insert("toa.dev/agent".into(), "true".into());
-        assert_ne!(node_trigger_hash(&n), h);
+        let labelled = node_trigger_hash(&n);
+        assert_ne!(labelled, h);
+        n.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+            taints: Some(vec![k8s_openapi::api::core::v1::Taint {
+                key: "virtual-kubelet.io/provider".into(),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert_ne!(node_trigger_hash(&n), labelled, "a taint key triggers");
     }
 }
