@@ -17,6 +17,10 @@ use toa_operator::server::{self, HttpState, Liveness};
 use toa_operator::uninstall;
 use tokio::sync::watch;
 
+/// How long stopping controllers may take to finish the reconciles in flight before they are
+/// cancelled (one renew deadline).
+const CONTROLLER_STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Where a pod's own namespace is mounted (fallback when neither flag nor env names it).
 const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
@@ -355,7 +359,7 @@ async fn lead(
             instance: Some(identity.clone()),
         };
         synced.send_replace(false);
-        controller::run(
+        let run = controller::run(
             client.clone(),
             agent.clone(),
             metrics.clone(),
@@ -364,11 +368,25 @@ async fn lead(
             liveness.clone(),
             stop,
             synced.clone(),
-        )
-        .await;
+        );
+        tokio::pin!(run);
+        let mut watcher = watcher;
+        let lost = tokio::select! {
+            _ = &mut run => watcher.await.context("leadership watcher")?,
+            lost = &mut watcher => {
+                let lost = lost.context("leadership watcher")?;
+                // The controllers finish their reconciles in flight, within a bound: a request
+                // hanging on an API server whose etcd is gone (and retried on 504) must not
+                // keep this replica from standing by and leading again. Dropping them cancels
+                // what is left (every write is fenced by the lease anyway).
+                if tokio::time::timeout(CONTROLLER_STOP_GRACE, &mut run).await.is_err() {
+                    tracing::warn!(grace = ?CONTROLLER_STOP_GRACE, "controllers did not stop in time: cancelled");
+                }
+                lost
+            }
+        };
         liveness.standing_by();
         synced.send_replace(false);
-        let lost = watcher.await.context("leadership watcher")?;
         if !lost {
             tracing::info!("controllers stopped");
             return Ok(());
