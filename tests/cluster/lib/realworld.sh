@@ -73,6 +73,8 @@ policy_event_messages() {
 # --- exclusion ---------------------------------------------------------------------------------
 
 check_excluded_nodes_are_counted_not_selected() {
+	# Also on failure: what later groups count (labelled nodes, policies) must not change.
+	trap 'rw_cleanup x-excl -- cl-x-linux cl-x-noos cl-x-vk-label cl-x-vk-taint >/dev/null 2>&1 || true' EXIT
 	rw_node cl-x-linux toa-x=1
 	# Registered without the OS labels (an old or hand-made Node).
 	rw_raw_node cl-x-noos '    kubernetes.io/hostname: cl-x-noos
@@ -145,6 +147,7 @@ EOX
 
 check_refused_write_stays_with_its_policy() {
 	local n out
+	trap 'k delete validatingadmissionpolicybinding,validatingadmissionpolicy "$RW_VAP" --ignore-not-found >/dev/null 2>&1; rw_cleanup iso-a iso-b -- cl-i-a1 cl-i-a2 cl-i-a3 cl-i-b1 cl-i-b2 >/dev/null 2>&1 || true' EXIT
 	for n in cl-i-a1 cl-i-a2; do rw_node "$n" toa-iso=a; done
 	for n in cl-i-b1 cl-i-b2; do rw_node "$n" toa-iso=b; done
 	rw_node cl-i-a3
@@ -191,6 +194,7 @@ check_refused_write_stays_with_its_policy() {
 
 check_refused_agent_pods_reach_the_policy() {
 	local ns_labels
+	trap 'k label ns "$CP_NAMESPACE" pod-security.kubernetes.io/enforce- >/dev/null 2>&1; rw_cleanup agents-g -- cl-g-1 >/dev/null 2>&1 || true' EXIT
 	ns_labels=$(k get ns "$CP_NAMESPACE" -o jsonpath='{.metadata.labels}')
 	echo "namespace labels before: $ns_labels"
 	k label ns "$CP_NAMESPACE" pod-security.kubernetes.io/enforce=restricted --overwrite
@@ -251,6 +255,7 @@ rw_outage() {
 
 check_apiserver_outages() {
 	local r0 r1 i t_start jtis
+	trap 'rw_cleanup out-p -- cl-o-1 >/dev/null 2>&1 || true' EXIT
 	r0=$(op_restart_count 0)
 	r1=$(op_restart_count 1)
 	op_ensure_running 0 1
