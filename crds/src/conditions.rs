@@ -18,6 +18,22 @@ pub mod types {
     /// True when the module trusts TOA from every source
     /// (`acceptFromAnySource`) or from none (no `trustedSources`).
     pub const TRUST_WARNING: &str = "TrustWarning";
+    /// False when the API server refused (or failed) a write the operator makes for this
+    /// policy: its nodes' ToaNodeStates or `toa.dev/agent` labels, or the agent DaemonSet.
+    pub const SYNCED: &str = "Synced";
+    /// False when agent pods cannot run for this policy's nodes: the DaemonSet controller
+    /// cannot create them (FailedCreate), or a node's pod stays unscheduled or not running.
+    pub const AGENTS_AVAILABLE: &str = "AgentsAvailable";
+    /// Every type, in the order the operator writes them.
+    pub const ALL: [&str; 7] = [
+        READY,
+        PROGRESSING,
+        DEGRADED,
+        CONFLICT,
+        TRUST_WARNING,
+        SYNCED,
+        AGENTS_AVAILABLE,
+    ];
 }
 
 /// Condition status strings.
@@ -66,6 +82,16 @@ pub enum PolicyReason {
     NoTrustedSources,
     /// TrustWarning=False.
     TrustedSourcesListed,
+    /// Synced=True: every write for the policy was accepted.
+    WritesApplied,
+    /// Synced=False: a write for the policy failed; the message has the API server's answer.
+    WriteFailed,
+    /// AgentsAvailable=True.
+    AgentsRunning,
+    /// AgentsAvailable=False: the DaemonSet controller cannot create agent pods.
+    AgentPodsRefused,
+    /// AgentsAvailable=False: selected nodes have no running agent pod past the timeout.
+    AgentPodsNotRunning,
 }
 
 impl PolicyReason {
@@ -88,6 +114,11 @@ impl PolicyReason {
             PolicyReason::AcceptFromAnySource => "AcceptFromAnySource",
             PolicyReason::NoTrustedSources => "NoTrustedSources",
             PolicyReason::TrustedSourcesListed => "TrustedSourcesListed",
+            PolicyReason::WritesApplied => "WritesApplied",
+            PolicyReason::WriteFailed => "WriteFailed",
+            PolicyReason::AgentsRunning => "AgentsRunning",
+            PolicyReason::AgentPodsRefused => "AgentPodsRefused",
+            PolicyReason::AgentPodsNotRunning => "AgentPodsNotRunning",
         }
     }
 }

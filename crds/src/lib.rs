@@ -32,8 +32,13 @@ pub const API_VERSION: &str = "toa.dev/v1alpha1";
 pub const AGENT_LABEL: &str = "toa.dev/agent";
 /// Value of [`AGENT_LABEL`].
 pub const AGENT_LABEL_VALUE: &str = "true";
-/// Well-known node OS label; nodes without it count as Linux.
+/// Well-known node OS label. Only nodes labelled `kubernetes.io/os=linux` get an agent (the
+/// agent DaemonSet's nodeSelector requires it), so only they are assigned to policies.
 pub const OS_LABEL: &str = "kubernetes.io/os";
+/// Label virtual-kubelet providers put on their Node (`type=virtual-kubelet`).
+pub const VIRTUAL_KUBELET_LABEL: (&str, &str) = ("type", "virtual-kubelet");
+/// Taint key virtual-kubelet providers put on their Node.
+pub const VIRTUAL_KUBELET_TAINT: &str = "virtual-kubelet.io/provider";
 /// Server-side apply field manager of the operator.
 pub const OPERATOR_FIELD_MANAGER: &str = "toa-operator";
 /// Server-side apply field manager of the node agent (ToaNodeState status only).

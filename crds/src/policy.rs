@@ -152,7 +152,7 @@ pub struct ToaPolicyStatus {
     /// metadata.generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Progressing, Degraded and Conflict.
+    /// Ready, Progressing, Degraded, Conflict, TrustWarning, Synced and AgentsAvailable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -168,6 +168,11 @@ pub struct ToaPolicyStatus {
     /// Nodes this policy selects that a higher-ranked policy holds.
     #[serde(default)]
     pub conflicting_nodes: i32,
+    /// Nodes matching spec.nodeSelector that can never run the agent, so the policy does not
+    /// hold them: no `kubernetes.io/os=linux` label (missing or another OS), or a virtual
+    /// kubelet (label `type=virtual-kubelet` or taint `virtual-kubelet.io/provider`).
+    #[serde(default)]
+    pub excluded_nodes: i32,
     /// Kernel releases seen on the assigned nodes, sorted by release.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernels: Vec<KernelCount>,

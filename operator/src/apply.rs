@@ -98,6 +98,52 @@ pub struct SyncReport {
     pub daemonset_applied: bool,
 }
 
+/// Whom a failed cluster-wide write holds back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Blocks {
+    /// The policy whose node the write was for.
+    Policy(String),
+    /// Every policy (the agent DaemonSet serves them all).
+    Every,
+    /// No policy (a node leaving every policy: its label could not be removed).
+    Nobody,
+}
+
+/// One write of [`sync_cluster`] that the API server did not accept.
+#[derive(Debug)]
+pub struct WriteFailure {
+    pub blocks: Blocks,
+    pub error: Error,
+}
+
+impl WriteFailure {
+    /// Whether this failure holds back `policy`.
+    pub fn blocks(&self, policy: &str) -> bool {
+        match &self.blocks {
+            Blocks::Policy(p) => p == policy,
+            Blocks::Every => true,
+            Blocks::Nobody => false,
+        }
+    }
+}
+
+/// What [`sync_cluster`] did: the writes that went through and those that failed.
+#[derive(Debug, Default)]
+pub struct SyncOutcome {
+    pub report: SyncReport,
+    pub failures: Vec<WriteFailure>,
+}
+
+impl SyncOutcome {
+    /// The report, or the first failure.
+    pub fn into_result(self) -> Result<SyncReport, Error> {
+        match self.failures.into_iter().next() {
+            Some(f) => Err(f.error),
+            None => Ok(self.report),
+        }
+    }
+}
+
 /// The parts of the context the cluster-wide sync needs.
 pub struct ClusterTarget<'a> {
     pub client: &'a Client,
@@ -109,21 +155,34 @@ pub struct ClusterTarget<'a> {
 
 /// Applies the cluster-wide part of `plan`: the agent DaemonSet, every ToaNodeState spec,
 /// deletions and node labels. Keeps going after a failed request (one broken node must not
-/// starve the others), counts each failure, and returns the first.
-pub async fn sync_cluster(t: &ClusterTarget<'_>, plan: &Plan) -> Result<SyncReport, Error> {
-    let mut report = SyncReport::default();
-    let mut first_error: Option<Error> = None;
-    let mut fail = |e: Error| {
+/// starve the others), counts and logs each failure, and returns every failure with the
+/// policy it holds back, so that each policy's reconcile can still write its status (and say
+/// what failed) instead of stopping at someone else's refused write.
+pub async fn sync_cluster(t: &ClusterTarget<'_>, plan: &Plan) -> SyncOutcome {
+    let mut out = SyncOutcome::default();
+    let mut fail = |blocks: Blocks, e: Error| {
         t.metrics.error(e.kind(), &e.reason());
-        tracing::warn!(error = %e, "write failed");
-        if first_error.is_none() {
-            first_error = Some(e);
-        }
+        tracing::warn!(error = %e, ?blocks, "write failed");
+        out.failures.push(WriteFailure { blocks, error: e });
     };
+    // The policy a node's write serves: the one its desired state names, else the one its
+    // live state names (a deletion), else none.
+    let owner_of = |node: &str| -> Blocks {
+        plan.node_states
+            .get(node)
+            .map(|d| d.spec.policy.clone())
+            .or_else(|| {
+                t.node_states
+                    .get(&ObjectRef::new(node))
+                    .map(|s| s.spec.policy.clone())
+            })
+            .map_or(Blocks::Nobody, Blocks::Policy)
+    };
+    let mut report = SyncReport::default();
 
     match ensure_daemonset(t).await {
         Ok(applied) => report.daemonset_applied = applied,
-        Err(e) => fail(e),
+        Err(e) => fail(Blocks::Every, e),
     }
 
     let states_api: Api<ToaNodeState> = Api::all(t.client.clone());
@@ -137,24 +196,26 @@ pub async fn sync_cluster(t: &ClusterTarget<'_>, plan: &Plan) -> Result<SyncRepo
         if node_state_needs_apply(live.as_deref(), desired) {
             match node_state_object(node, desired) {
                 Ok(body) => applies.push((node.clone(), body)),
-                Err(e) => fail(e),
+                Err(e) => fail(Blocks::Policy(desired.spec.policy.clone()), e),
             }
         }
     }
     let results = concurrently(applies.into_iter().map(|(node, body)| {
         let api = states_api.clone();
         async move {
-            api.patch(&node, &apply_params(), &Patch::Apply(&body))
+            let r = api
+                .patch(&node, &apply_params(), &Patch::Apply(&body))
                 .await
                 .map(|_| ())
-                .map_err(Error::api("ToaNodeState", "apply", &node))
+                .map_err(Error::api("ToaNodeState", "apply", &node));
+            (node, r)
         }
     }))
     .await;
-    for r in results {
+    for (node, r) in results {
         match r {
             Ok(()) => report.node_states_applied += 1,
-            Err(e) => fail(e),
+            Err(e) => fail(owner_of(&node), e),
         }
     }
 
@@ -168,45 +229,52 @@ pub async fn sync_cluster(t: &ClusterTarget<'_>, plan: &Plan) -> Result<SyncRepo
         .collect();
     let results = concurrently(deletes.into_iter().map(|(name, uid)| {
         let api = states_api.clone();
-        async move { delete_node_state(&api, &name, uid).await }
+        async move {
+            let r = delete_node_state(&api, &name, uid).await;
+            (name, r)
+        }
     }))
     .await;
-    for r in results {
+    for (node, r) in results {
         match r {
             Ok(()) => report.node_states_deleted += 1,
-            Err(e) => fail(e),
+            Err(e) => fail(owner_of(&node), e),
         }
     }
 
     let labels: Vec<String> = plan.label_nodes.iter().cloned().collect();
     let results = concurrently(labels.into_iter().map(|node| {
         let api = nodes_api.clone();
-        async move { label_node(&api, &node).await }
+        async move {
+            let r = label_node(&api, &node).await;
+            (node, r)
+        }
     }))
     .await;
-    for r in results {
+    for (node, r) in results {
         match r {
             Ok(()) => report.nodes_labelled += 1,
-            Err(e) => fail(e),
+            Err(e) => fail(owner_of(&node), e),
         }
     }
     let unlabels: Vec<String> = plan.unlabel_nodes.iter().cloned().collect();
     let results = concurrently(unlabels.into_iter().map(|node| {
         let api = nodes_api.clone();
-        async move { unlabel_node(&api, &node).await }
+        async move {
+            let r = unlabel_node(&api, &node).await;
+            (node, r)
+        }
     }))
     .await;
-    for r in results {
+    for (node, r) in results {
         match r {
             Ok(()) => report.nodes_unlabelled += 1,
-            Err(e) => fail(e),
+            Err(e) => fail(owner_of(&node), e),
         }
     }
 
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(report),
-    }
+    out.report = report;
+    out
 }
 
 /// Requests in flight at once per kind of write: a first rollout over thousands of nodes must
@@ -291,7 +359,12 @@ async fn label_node(api: &Api<Node>, node: &str) -> Result<(), Error> {
     )
     .await
     .map(|_| ())
-    .map_err(Error::api("Node", "label", node))
+    .or_else(|e| match e {
+        // The Node was deleted since the store saw it: nothing to label (its ToaNodeState goes
+        // with it).
+        kube::Error::Api(s) if s.code == 404 => Ok(()),
+        e => Err(Error::api("Node", "label", node)(e)),
+    })
 }
 
 /// Removes `toa.dev/agent`. Applying a body without the label gives up our ownership, which
@@ -305,7 +378,16 @@ async fn unlabel_node(api: &Api<Node>, node: &str) -> Result<(), Error> {
             &Patch::Apply(&node_label_body(node, false)),
         )
         .await
-        .map_err(Error::api("Node", "unlabel", node))?;
+        .map_err(Error::api("Node", "unlabel", node));
+    let after = match after {
+        Ok(after) => after,
+        // Deleted since the store saw it: no label left to remove.
+        Err(Error::Api {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 404 => return Ok(()),
+        Err(e) => return Err(e),
+    };
     if after.labels().contains_key(AGENT_LABEL) {
         let remove = json!({ "metadata": { "labels": { AGENT_LABEL: null } } });
         api.patch(node, &PatchParams::default(), &Patch::Merge(&remove))

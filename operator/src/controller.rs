@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
@@ -26,14 +26,17 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
-use toa_crds::{ToaNodeState, ToaPolicy};
+use toa_crds::conditions::{new_condition, set_condition, types, PolicyReason};
+use toa_crds::{ToaNodeState, ToaPolicy, ToaPolicyStatus};
 use tokio::sync::watch;
 
-use crate::apply::{self, ClusterTarget};
+use crate::agents::{self, NodeAgent};
+use crate::apply::{self, ClusterTarget, WriteFailure};
 use crate::error::{Backoff, Error};
 use crate::lease::Fence;
 use crate::metrics::Metrics;
-use crate::plan::{plan, ClusterSnapshot, FinalizerRelease, Plan};
+use crate::plan::{plan, sort_conditions, ClusterSnapshot, FinalizerRelease, Plan};
+use crate::server::Liveness;
 
 /// Reconcile `kind` label of the per-policy reconcile.
 pub const KIND_POLICY: &str = "ToaPolicy";
@@ -41,6 +44,10 @@ pub const KIND_POLICY: &str = "ToaPolicy";
 pub const KIND_CLUSTER: &str = "Cluster";
 /// How often the housekeeping pass runs without being asked.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
+/// A leader that finished no reconcile pass for this long is stuck and fails `/healthz`
+/// (three housekeeping intervals: two missed passes are tolerated, e.g. a slow API server).
+/// The `--stall-timeout` flag overrides it.
+pub const STALL_LIMIT: Duration = Duration::from_secs(3 * HOUSEKEEPING_INTERVAL.as_secs());
 /// Requeue of a healthy policy: a safety net, since watches drive everything else.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -51,6 +58,10 @@ pub struct Stores {
     pub nodes: Store<Node>,
     pub node_states: Store<ToaNodeState>,
     pub daemonsets: Store<DaemonSet>,
+    /// The agent DaemonSet's pods (slimmed to what [`crate::agents`] reads).
+    pub agent_pods: Store<Pod>,
+    /// Events about the agent DaemonSet (the DaemonSet controller's FailedCreate).
+    pub agent_events: Store<CoreEvent>,
 }
 
 impl Stores {
@@ -68,6 +79,8 @@ impl Stores {
             && ready(&self.nodes)
             && ready(&self.node_states)
             && ready(&self.daemonsets)
+            && ready(&self.agent_pods)
+            && ready(&self.agent_events)
     }
 
     pub fn snapshot(&self) -> ClusterSnapshot {
@@ -94,6 +107,10 @@ pub struct Context {
     pub clock: fn() -> Timestamp,
     /// Writes happen only while the leader lease is fresh (see [`Fence`]).
     pub fence: Fence,
+    /// Told about every finished pass (for `/healthz`).
+    pub liveness: Arc<Liveness>,
+    /// How long a node may lack a running agent pod before its policy says so.
+    pub agent_start_timeout: Duration,
 }
 
 impl Context {
@@ -114,7 +131,21 @@ impl Context {
             sync_lock: tokio::sync::Mutex::new(()),
             clock: Timestamp::now,
             fence: Fence::always_open(),
+            liveness: Arc::new(Liveness::new(STALL_LIMIT)),
+            agent_start_timeout: agents::DEFAULT_START_TIMEOUT,
         }
+    }
+
+    /// See [`Context::agent_start_timeout`].
+    pub fn with_agent_start_timeout(mut self, timeout: Duration) -> Self {
+        self.agent_start_timeout = timeout;
+        self
+    }
+
+    /// Reports finished passes to `liveness` (the HTTP server's).
+    pub fn with_liveness(mut self, liveness: Arc<Liveness>) -> Self {
+        self.liveness = liveness;
+        self
     }
 
     /// Writes only while `fence` holds (the election's; the default is always open).
@@ -139,13 +170,18 @@ impl Context {
 }
 
 /// Plans the whole cluster and applies its cluster-wide part. Returns the plan for the caller's
-/// per-policy part. `finalized` names a policy whose finalizer was just added (the store may
-/// not show it yet).
+/// per-policy part, with the writes that failed (each naming the policy it holds back): a
+/// refused write never stops the per-policy part, of this policy or of any other. The only
+/// error is a lease that is not held (nothing may be written then). `finalized` names a policy
+/// whose finalizer was just added (the store may not show it yet).
 ///
 /// Node states of policies that still lack the `toa.dev/unload` finalizer are not written: a
 /// policy must never load a module it could not unload on deletion. Their own reconcile adds
 /// the finalizer first and writes them right after.
-pub async fn sync(ctx: &Context, finalized: Option<&str>) -> Result<Plan, Error> {
+pub async fn sync(
+    ctx: &Context,
+    finalized: Option<&str>,
+) -> Result<(Plan, Vec<WriteFailure>), Error> {
     let _guard = ctx.sync_lock.lock().await;
     let snapshot = ctx.stores.snapshot();
     let mut planned = plan(&snapshot, (ctx.clock)());
@@ -174,11 +210,61 @@ pub async fn sync(ctx: &Context, finalized: Option<&str>) -> Result<Plan, Error>
         agent: &ctx.agent,
         metrics: &ctx.metrics,
     };
-    let report = apply::sync_cluster(&target, &planned).await?;
-    if report != apply::SyncReport::default() {
-        tracing::info!(?report, "applied cluster changes");
+    let outcome = apply::sync_cluster(&target, &planned).await;
+    ctx.liveness.pass_finished(Instant::now());
+    if outcome.report != apply::SyncReport::default() {
+        tracing::info!(report = ?outcome.report, "applied cluster changes");
     }
-    Ok(planned)
+    Ok((planned, outcome.failures))
+}
+
+/// How many failed writes a Synced=False message lists before "and N more".
+const FAILURES_IN_MESSAGE: usize = 3;
+
+/// The Synced condition of a policy from the writes that failed for it.
+pub fn synced_condition(
+    failures: &[&WriteFailure],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    if failures.is_empty() {
+        return new_condition(
+            types::SYNCED,
+            true,
+            PolicyReason::WritesApplied,
+            "every write for this policy's nodes and the agent DaemonSet was accepted",
+            generation,
+            now,
+        );
+    }
+    let mut parts: Vec<String> = failures
+        .iter()
+        .take(FAILURES_IN_MESSAGE)
+        .map(|f| f.error.summary())
+        .collect();
+    if failures.len() > FAILURES_IN_MESSAGE {
+        parts.push(format!("and {} more", failures.len() - FAILURES_IN_MESSAGE));
+    }
+    new_condition(
+        types::SYNCED,
+        false,
+        PolicyReason::WriteFailed,
+        format!(
+            "{} write(s) for this policy failed (retried with backoff): {}",
+            failures.len(),
+            parts.join("; ")
+        ),
+        generation,
+        now,
+    )
+}
+
+/// Sets `extra` on `status` (keeping transition times of unchanged statuses) in the fixed order.
+pub fn overlay_conditions(status: &mut ToaPolicyStatus, extra: Vec<Condition>) {
+    for c in extra {
+        set_condition(&mut status.conditions, c);
+    }
+    sort_conditions(&mut status.conditions);
 }
 
 /// Reconciles one ToaPolicy (see the module docs for what is global and what is per policy).
@@ -208,13 +294,28 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
             .map_err(|e| ctx.count(e))?;
     }
 
-    let planned = sync(ctx, (!deleting).then_some(name.as_str())).await?;
+    let (planned, failures) = sync(ctx, (!deleting).then_some(name.as_str())).await?;
+    // Other policies' failures are theirs: their own reconciles report them.
+    let (mine, _others): (Vec<WriteFailure>, Vec<WriteFailure>) =
+        failures.into_iter().partition(|f| f.blocks(&name));
 
     let old = policy.status.clone().unwrap_or_default();
-    if let Some(new) = planned.policy_status.get(&name) {
-        if *new != old {
+    let mut recheck_agents = None;
+    if let Some(planned_status) = planned.policy_status.get(&name) {
+        let mut new = planned_status.clone();
+        let refs: Vec<&WriteFailure> = mine.iter().collect();
+        let (agents_available, recheck) = agents_condition(ctx, &name, &planned, policy);
+        recheck_agents = recheck;
+        overlay_conditions(
+            &mut new,
+            vec![
+                synced_condition(&refs, policy.metadata.generation, (ctx.clock)()),
+                agents_available,
+            ],
+        );
+        if new != old {
             ctx.fenced()?;
-            apply::apply_policy_status(&ctx.client, &name, new)
+            apply::apply_policy_status(&ctx.client, &name, &new)
                 .await
                 .map_err(|e| ctx.count(e))?;
             publish_transitions(ctx, policy, &old.conditions, &new.conditions).await;
@@ -246,10 +347,55 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
         }
     }
 
-    let requeue = planned
-        .requeue_after
-        .map_or(RESYNC_INTERVAL, |d| d.min(RESYNC_INTERVAL));
+    // Status, finalizer and events are done: now retry this policy's failed writes with
+    // backoff (its condition already says what failed).
+    if let Some(first) = mine.into_iter().next() {
+        return Err(first.error);
+    }
+
+    let requeue = [planned.requeue_after, recheck_agents]
+        .into_iter()
+        .flatten()
+        .fold(RESYNC_INTERVAL, Duration::min);
     Ok(Action::requeue(requeue))
+}
+
+/// The AgentsAvailable condition of `name` from the agent pods, the DaemonSet and its Events.
+fn agents_condition(
+    ctx: &Context,
+    name: &str,
+    planned: &Plan,
+    policy: &ToaPolicy,
+) -> (Condition, Option<Duration>) {
+    let states: Vec<(&str, Option<Arc<ToaNodeState>>)> = planned
+        .node_states
+        .iter()
+        .filter(|(_, d)| d.spec.policy == name)
+        .map(|(n, _)| (n.as_str(), ctx.stores.node_states.get(&ObjectRef::new(n))))
+        .collect();
+    let nodes: Vec<NodeAgent<'_>> = states
+        .iter()
+        .map(|(node, state)| NodeAgent {
+            node,
+            state: state.as_deref(),
+        })
+        .collect();
+    let pods = ctx.stores.agent_pods.state();
+    let by_node = agents::pods_by_node(pods.iter().map(|p| p.as_ref()));
+    let events = ctx.stores.agent_events.state();
+    let events: Vec<&CoreEvent> = events.iter().map(|e| e.as_ref()).collect();
+    let ds = ctx.stores.daemonsets.get(
+        &ObjectRef::new(&ctx.agent.name_any()).within(&ctx.agent.namespace().unwrap_or_default()),
+    );
+    let refusal = agents::create_refusal(ds.as_deref(), &events);
+    agents::agents_condition(
+        &nodes,
+        &by_node,
+        refusal.as_deref(),
+        ctx.agent_start_timeout,
+        policy.metadata.generation,
+        (ctx.clock)(),
+    )
 }
 
 /// Event type and text for a finalizer release.
@@ -290,7 +436,7 @@ pub fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<Event> {
         })
         .map(|c| {
             let bad = match c.type_.as_str() {
-                "Ready" => c.status == "False",
+                "Ready" | "Synced" | "AgentsAvailable" => c.status == "False",
                 "Degraded" | "Conflict" => c.status == "True",
                 _ => false,
             };
@@ -324,13 +470,35 @@ async fn publish_transitions(
     }
 }
 
-/// Events are best effort: a failure is logged and counted, never fails the reconcile.
-async fn publish(ctx: &Context, policy: &ToaPolicy, ev: Event) {
+/// Events are best effort: a failure is logged and counted, never fails the reconcile. Like
+/// every write, only while the lease is held.
+async fn publish(ctx: &Context, policy: &ToaPolicy, mut ev: Event) {
+    if !ctx.fence.holds() {
+        return;
+    }
+    ev.note = ev.note.map(|n| truncate_note(&n));
     let reference = policy.object_ref(&());
     if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
         let e = ctx.count(Error::api("Event", "publish", &policy.name_any())(e));
         tracing::warn!(error = %e, "could not publish event");
     }
+}
+
+/// The API server refuses an Event whose note is longer than 1024 bytes: a long admission
+/// message (Pod Security lists every violation) is cut, the condition keeps it whole.
+pub const MAX_NOTE_BYTES: usize = 1024;
+
+/// `note` cut to at most [`MAX_NOTE_BYTES`] on a character boundary, marked with an ellipsis.
+pub fn truncate_note(note: &str) -> String {
+    if note.len() <= MAX_NOTE_BYTES {
+        return note.to_string();
+    }
+    const MORE: &str = "…";
+    let mut end = MAX_NOTE_BYTES - MORE.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &note[..end])
 }
 
 /// One housekeeping pass (cluster-wide part only), counted like a reconcile.
@@ -339,18 +507,29 @@ pub async fn housekeeping_pass(ctx: &Context) -> Result<(), Error> {
         return Ok(());
     }
     let started = Instant::now();
-    let result = sync(ctx, None).await.map(|_| ());
+    // Failures were logged and counted; the policies they block say so in their status.
+    let result =
+        sync(ctx, None)
+            .await
+            .and_then(|(_, failures)| match failures.into_iter().next() {
+                Some(f) => Err(f.error),
+                None => Ok(()),
+            });
     ctx.metrics
         .reconciled(KIND_CLUSTER, result.is_ok(), started.elapsed());
     result
 }
 
-/// Nodes trigger reconciles only when what planning reads changes (identity and labels), not
-/// on every kubelet status update.
+/// Nodes trigger reconciles only when what planning reads changes (identity, labels, taint
+/// keys), not on every kubelet status update.
 fn node_trigger_hash(node: &Node) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     node.metadata.uid.hash(&mut h);
     node.metadata.labels.hash(&mut h);
+    // Taint keys: the virtual-kubelet taint excludes a node.
+    for t in node.spec.iter().flat_map(|s| s.taints.iter().flatten()) {
+        t.key.hash(&mut h);
+    }
     Some(h.finish())
 }
 
@@ -364,6 +543,19 @@ fn slim_node(node: &mut Node) {
     }
 }
 
+/// Keeps of an agent pod what [`agents`] reads: name, times, node, phase and conditions.
+fn slim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+    if let Some(spec) = pod.spec.take() {
+        pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            node_name: spec.node_name,
+            affinity: spec.affinity,
+            ..Default::default()
+        });
+    }
+}
+
 fn all_policies(store: &Store<ToaPolicy>) -> Vec<ObjectRef<ToaPolicy>> {
     store
         .state()
@@ -373,20 +565,25 @@ fn all_policies(store: &Store<ToaPolicy>) -> Vec<ObjectRef<ToaPolicy>> {
 }
 
 /// Where the agent DaemonSet lives.
+#[derive(Clone)]
 pub struct AgentTarget {
     pub desired: DaemonSet,
     pub name: String,
     pub namespace: String,
+    /// See [`Context::agent_start_timeout`].
+    pub start_timeout: Duration,
 }
 
 /// Runs the controller and the housekeeping loop until `shutdown` turns true. `synced` turns
 /// true once all stores are populated (for /readyz).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     agent: AgentTarget,
     metrics: Arc<Metrics>,
     reporter: Reporter,
     fence: Fence,
+    liveness: Arc<Liveness>,
     shutdown: watch::Receiver<bool>,
     synced: watch::Sender<bool>,
 ) {
@@ -431,19 +628,57 @@ pub async fn run(
     // status churn of a rollout is absorbed by the controller's debounce.
     .touched_objects();
 
+    // The agent pods (only read, on each reconcile: their churn triggers nothing) and the
+    // Events about the DaemonSet (a FailedCreate reaches every policy at once).
+    let (agent_pods, pods_writer) = reflector::store::<Pod>();
+    let selector = crate::daemonset::selector_labels()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods_stream = reflector::reflector(
+        pods_writer,
+        watcher(
+            Api::<Pod>::namespaced(client.clone(), &agent.namespace),
+            watcher::Config::default().labels(&selector).any_semantic(),
+        )
+        .modify(slim_pod),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (agent_events, events_writer) = reflector::store::<CoreEvent>();
+    let events_stream = reflector::reflector(
+        events_writer,
+        watcher(
+            Api::<CoreEvent>::namespaced(client.clone(), &agent.namespace),
+            watcher::Config::default().fields(&format!(
+                "involvedObject.kind=DaemonSet,involvedObject.name={}",
+                agent.name
+            )),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
     let stores = Stores {
         policies: policy_store.clone(),
         nodes,
         node_states,
         daemonsets,
+        agent_pods,
+        agent_events,
     };
     let ctx = Arc::new(
-        Context::new(client, stores.clone(), agent.desired, metrics, reporter).with_fence(fence),
+        Context::new(client, stores.clone(), agent.desired, metrics, reporter)
+            .with_fence(fence)
+            .with_liveness(liveness)
+            .with_agent_start_timeout(agent.start_timeout),
     );
 
     let by_node = policy_store.clone();
     let by_state = policy_store.clone();
-    let by_ds = policy_store;
+    let by_ds = policy_store.clone();
+    let by_event = policy_store;
     let mut stop = shutdown.clone();
     let controller = controller
         .with_config(ControllerConfig::default().debounce(Duration::from_secs(1)))
@@ -459,6 +694,8 @@ pub async fn run(
             }
         })
         .watches_stream(ds_stream, move |_ds| all_policies(&by_ds))
+        .watches_stream(events_stream, move |_ev| all_policies(&by_event))
+        .watches_stream(pods_stream, |_pod| Vec::<ObjectRef<ToaPolicy>>::new())
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
@@ -559,6 +796,15 @@ mod tests {
     }
 
     #[test]
+    fn long_notes_are_cut_to_what_the_api_server_accepts() {
+        assert_eq!(truncate_note("short"), "short");
+        let long = "é".repeat(700); // 1400 bytes
+        let cut = truncate_note(&long);
+        assert!(cut.len() <= MAX_NOTE_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…') && cut.starts_with("éé"));
+    }
+
+    #[test]
     fn timed_out_release_is_a_warning_naming_the_nodes() {
         let (t, text) = describe_release(&FinalizerRelease::TimedOut {
             remaining: 2,
@@ -607,6 +853,16 @@ mod tests {
             .labels
             .get_or_insert_with(Default::default)
             .insert("toa.dev/agent".into(), "true".into());
-        assert_ne!(node_trigger_hash(&n), h);
+        let labelled = node_trigger_hash(&n);
+        assert_ne!(labelled, h);
+        n.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+            taints: Some(vec![k8s_openapi::api::core::v1::Taint {
+                key: "virtual-kubelet.io/provider".into(),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert_ne!(node_trigger_hash(&n), labelled, "a taint key triggers");
     }
 }

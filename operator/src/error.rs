@@ -53,6 +53,29 @@ impl Error {
         }
     }
 
+    /// One line for a condition message: for an API answer its message and reason only (the
+    /// full `Display` carries the whole Status structure).
+    pub fn summary(&self) -> String {
+        match self {
+            Error::Api {
+                kind,
+                verb,
+                name,
+                source: kube::Error::Api(status),
+            } => format!(
+                "{verb} {kind} {name}: {} ({}, HTTP {})",
+                status.message,
+                if status.reason.is_empty() {
+                    "no reason"
+                } else {
+                    status.reason.as_str()
+                },
+                status.code
+            ),
+            other => other.to_string(),
+        }
+    }
+
     /// A short, bounded-cardinality reason for the `reason` metrics label: the API status
     /// reason (Conflict, Forbidden, NotFound, Invalid, ...) or the class of client failure.
     pub fn reason(&self) -> String {
@@ -154,6 +177,7 @@ mod tests {
         let e = Error::api("Node", "patch", "n1")(api_error(500, ""));
         assert_eq!(e.reason(), "Http500");
         assert!(e.to_string().contains("patch Node n1"), "{e}");
+        assert_eq!(e.summary(), "patch Node n1: m (no reason, HTTP 500)");
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub struct LeaseLock {
     owner: Option<OwnerReference>,
     /// Opened by each successful acquire/renew (at the time the attempt started).
     fence: Fence,
+    /// The last step returned `false` because our write lost to a concurrent one (409), not
+    /// because another replica holds a live lease.
+    lost_race: bool,
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -147,6 +150,7 @@ impl LeaseLock {
             observed: None,
             owner: None,
             fence: Fence::new(timing.renew_deadline),
+            lost_race: false,
         }
     }
 
@@ -164,6 +168,11 @@ impl LeaseLock {
 
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// Whether the last step lost a race (409) rather than finding another live holder.
+    pub fn lost_race(&self) -> bool {
+        self.lost_race
     }
 
     fn err(&self, source: kube::Error) -> LeaseError {
@@ -184,6 +193,7 @@ impl LeaseLock {
         now: Instant,
         wall: Timestamp,
     ) -> Result<bool, LeaseError> {
+        self.lost_race = false;
         let current = match self.api.get_opt(&self.name).await {
             Ok(c) => c,
             Err(e) => return Err(self.err(e)),
@@ -251,8 +261,11 @@ impl LeaseLock {
                 self.remember(&written, now);
                 Ok(true)
             }
-            // Someone else wrote first: they won this round.
-            Err(e) if is_status(&e, 409) => Ok(false),
+            // Someone else wrote first: read again before concluding anything.
+            Err(e) if is_status(&e, 409) => {
+                self.lost_race = true;
+                Ok(false)
+            }
             Err(e) => Err(self.err(e)),
         }
     }
@@ -279,7 +292,10 @@ impl LeaseLock {
                 Ok(true)
             }
             // Another candidate created it between our get and create.
-            Err(e) if is_status(&e, 409) => Ok(false),
+            Err(e) if is_status(&e, 409) => {
+                self.lost_race = true;
+                Ok(false)
+            }
             Err(e) => Err(self.err(e)),
         }
     }
@@ -330,9 +346,26 @@ impl LeaseLock {
     }
 }
 
+/// How long one election step may take: a leader's renewal must finish before its renew
+/// deadline (counted from its last successful renewal), after which it could no longer write
+/// anyway; a candidate's attempt gets one renew deadline. Zero means: no time left.
+pub fn step_budget(timing: &LeaseTiming, last_renew: Option<Instant>, now: Instant) -> Duration {
+    match last_renew {
+        Some(t) => (t + timing.renew_deadline).saturating_duration_since(now),
+        None => timing.renew_deadline,
+    }
+}
+
 /// Runs the election until `shutdown` turns true, publishing leadership on `leader`.
-/// Leadership is published as `false` as soon as a renewal deadline is missed. On shutdown the
-/// lease is released if held.
+///
+/// Every step is bounded (see [`step_budget`]): a request that hangs, or a client that keeps
+/// retrying, cannot keep a leader that no longer renews believing it leads past its renew
+/// deadline, while the standby takes over after the lease duration. (Give `lock` a client
+/// without a retry layer: a retry would only spend the budget.) Leadership is published as
+/// `false` as soon as the renew deadline is missed or another replica holds the lease. A lost
+/// race (409: the lease changed between our read and our write) is not taken as a loss: the
+/// lease is read again at once, and only a live other holder ends leadership. Either way the
+/// loop goes on as a candidate. On shutdown the lease is released if held.
 pub async fn run(
     mut lock: LeaseLock,
     leader: watch::Sender<bool>,
@@ -340,36 +373,74 @@ pub async fn run(
 ) {
     let timing = lock.timing;
     let mut last_renew: Option<Instant> = None;
+    // After a lost race the next step comes at once (bounded, so a server that answers every
+    // write with 409 cannot make us spin).
+    let mut rereads_in_a_row = 0u32;
     loop {
         if *shutdown.borrow() {
             break;
         }
         let now = Instant::now();
-        match lock.try_acquire_or_renew(now, Timestamp::now()).await {
-            Ok(true) => {
-                if !*leader.borrow() {
+        let budget = step_budget(&timing, last_renew, now);
+        let step = if budget.is_zero() {
+            None
+        } else {
+            tokio::time::timeout(budget, lock.try_acquire_or_renew(now, Timestamp::now()))
+                .await
+                .ok()
+        };
+        let was_leader = *leader.borrow();
+        let mut reread = false;
+        match step {
+            Some(Ok(true)) => {
+                if !was_leader {
                     tracing::info!(identity = lock.identity(), lease = %lock.name, "acquired leadership");
                 }
                 last_renew = Some(now);
                 leader.send_replace(true);
+                rereads_in_a_row = 0;
             }
-            Ok(false) => {
+            Some(Ok(false)) if lock.lost_race && rereads_in_a_row < MAX_REREADS => {
+                // Our write lost to a concurrent change: read the lease again before
+                // deciding anything (we may well still hold it).
+                tracing::info!(
+                    identity = lock.identity(),
+                    "lease changed under us (409): reading it again"
+                );
+                reread = true;
+                rereads_in_a_row += 1;
+            }
+            Some(Ok(false)) => {
                 lock.fence.close();
-                if *leader.borrow() {
-                    tracing::warn!(identity = lock.identity(), "lease taken by another replica");
+                if was_leader {
+                    tracing::warn!(
+                        identity = lock.identity(),
+                        "lease taken by another replica: standing by as a candidate"
+                    );
                 }
                 last_renew = None;
                 leader.send_replace(false);
+                rereads_in_a_row = 0;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "leader election step failed");
-                let expired =
-                    last_renew.is_some_and(|t| now.duration_since(t) >= timing.renew_deadline);
-                if expired && *leader.borrow() {
-                    tracing::error!("could not renew the lease in time: stepping down");
-                    leader.send_replace(false);
-                }
             }
+            None => {
+                tracing::warn!(budget = ?budget, "leader election step did not finish within the renew deadline");
+            }
+        }
+        let expired =
+            last_renew.is_some_and(|t| Instant::now().duration_since(t) >= timing.renew_deadline);
+        if expired {
+            lock.fence.close();
+            last_renew = None;
+            if *leader.borrow() {
+                tracing::error!("could not renew the lease within the renew deadline: stepping down, standing by as a candidate");
+                leader.send_replace(false);
+            }
+        }
+        if reread {
+            continue;
         }
         tokio::select! {
             _ = tokio::time::sleep(timing.retry_period) => {}
@@ -379,12 +450,18 @@ pub async fn run(
     lock.fence.close();
     if *leader.borrow() {
         leader.send_replace(false);
-        match lock.release(Timestamp::now()).await {
-            Ok(()) => tracing::info!("released the leader lease"),
-            Err(e) => tracing::warn!(error = %e, "could not release the leader lease"),
+        let released =
+            tokio::time::timeout(timing.renew_deadline, lock.release(Timestamp::now())).await;
+        match released {
+            Ok(Ok(())) => tracing::info!("released the leader lease"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the leader lease"),
+            Err(_) => tracing::warn!("releasing the leader lease timed out"),
         }
     }
 }
+
+/// Re-reads in a row after lost races before a step counts as lost.
+const MAX_REREADS: u32 = 3;
 
 /// A candidate identity unique per process: the pod name (POD_NAME from the downward API, else
 /// HOSTNAME) plus a random suffix, so a restarted pod never mistakes the old process's lease

@@ -4,8 +4,9 @@
 //!
 //! Layout: `plan` decides (pure), the rest performs I/O: `controller` wires watches and
 //! reconciles, `apply` turns a plan into API requests, `daemonset` renders the agent,
-//! `lease` elects a leader, `metrics` + `server` expose health and metrics.
+//! `agents` tells whether agent pods can run, `lease` elects a leader, `metrics` + `server` expose health and metrics.
 
+pub mod agents;
 pub mod apply;
 pub mod config;
 pub mod controller;

@@ -13,9 +13,13 @@ use toa_operator::controller::{self, AgentTarget};
 use toa_operator::daemonset;
 use toa_operator::lease::{self, LeaseLock, LeaseTiming};
 use toa_operator::metrics::Metrics;
-use toa_operator::server::{self, HttpState};
+use toa_operator::server::{self, HttpState, Liveness};
 use toa_operator::uninstall;
 use tokio::sync::watch;
+
+/// How long stopping controllers may take to finish the reconciles in flight before they are
+/// cancelled (one renew deadline).
+const CONTROLLER_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Where a pod's own namespace is mounted (fallback when neither flag nor env names it).
 const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -86,6 +90,28 @@ struct Args {
         value_name = "ADDR"
     )]
     metrics_addr: SocketAddr,
+
+    /// Seconds after which a leader that has finished no reconcile pass (one runs at least every
+    /// 30 s) fails /healthz, so that the kubelet restarts it. Default: 3 x 30 s.
+    #[arg(
+        long,
+        env = "TOA_STALL_TIMEOUT",
+        default_value_t = controller::STALL_LIMIT.as_secs(),
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    stall_timeout: u64,
+
+    /// Seconds a node selected by a policy may be without a running agent pod (and without
+    /// any report from its agent) before the policy's AgentsAvailable condition names it.
+    #[arg(
+        long,
+        env = "TOA_AGENT_START_TIMEOUT",
+        default_value_t = toa_operator::agents::DEFAULT_START_TIMEOUT.as_secs(),
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    agent_start_timeout: u64,
 
     /// Log format: human-readable text or one JSON object per line. Filter with RUST_LOG.
     #[arg(
@@ -186,12 +212,13 @@ async fn main() -> anyhow::Result<()> {
 
     let identity = lease::default_identity();
     let (leader_tx, leader) = watch::channel(false);
+    let timing = LeaseTiming::default();
     let lock = LeaseLock::new(
-        client.clone(),
+        lease_client(timing).await?,
         &namespace,
         &args.lease_name,
         &identity,
-        LeaseTiming::default(),
+        timing,
     )
     .with_owner(owner);
     let fence = lock.fence();
@@ -201,11 +228,13 @@ async fn main() -> anyhow::Result<()> {
     let election = tokio::spawn(lease::run(lock, leader_tx, release));
 
     let metrics = Arc::new(Metrics::new());
+    let liveness = Arc::new(Liveness::new(Duration::from_secs(args.stall_timeout)));
     let (synced_tx, synced) = watch::channel(false);
     let http = tokio::spawn(server::serve(
         args.metrics_addr,
         HttpState {
             metrics: metrics.clone(),
+            liveness: liveness.clone(),
             leader: leader.clone(),
             synced,
         },
@@ -220,8 +249,10 @@ async fn main() -> anyhow::Result<()> {
             desired,
             name: args.daemonset_name.clone(),
             namespace,
+            start_timeout: Duration::from_secs(args.agent_start_timeout),
         },
         metrics,
+        liveness,
         identity,
         leader,
         shutdown.clone(),
@@ -270,54 +301,98 @@ async fn run_uninstall(args: &Args, settle: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for leadership, runs the controllers while leading. Returns Ok on shutdown and an
-/// error when leadership was lost: the process then exits and restarts with fresh state, the
-/// simplest way to guarantee that a deposed leader stops writing.
+/// The Lease's own client: no retry layer (a renewal retried for minutes on 429/503/504 would
+/// outlive the renew deadline, while the standby takes over after the lease duration) and a
+/// read timeout of one renew deadline (each election step is bounded by it as well).
+async fn lease_client(timing: LeaseTiming) -> anyhow::Result<kube::Client> {
+    let mut config = kube::Config::infer()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    config.default_retry = false;
+    config.read_timeout = Some(timing.renew_deadline);
+    config.connect_timeout = Some(timing.retry_period.max(Duration::from_secs(1)));
+    kube::Client::try_from(config).context("building the leader election client")
+}
+
+/// Runs the controllers while leading, and stands by as a candidate while not: a lost lease
+/// stops the controllers (every write is fenced by the lease as well) and waits for leadership
+/// again, with fresh caches. Returns on shutdown.
 #[allow(clippy::too_many_arguments)]
 async fn lead(
     client: kube::Client,
     fence: lease::Fence,
     agent: AgentTarget,
     metrics: Arc<Metrics>,
+    liveness: Arc<Liveness>,
     identity: String,
     mut leader: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
     synced: watch::Sender<bool>,
 ) -> anyhow::Result<()> {
-    tokio::select! {
-        r = leader.wait_for(|l| *l) => { r.context("leader election stopped")?; }
-        _ = shutdown.wait_for(|s| *s) => return Ok(()),
-    }
-    tracing::info!("leading: starting controllers");
+    loop {
+        tokio::select! {
+            r = leader.wait_for(|l| *l) => { r.context("leader election stopped")?; }
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+        }
+        tracing::info!("leading: starting controllers");
+        liveness.leading(std::time::Instant::now());
 
-    // Controllers stop on shutdown or on loss of leadership.
-    let (stop_tx, stop) = watch::channel(false);
-    let watcher = {
-        let mut leader = leader.clone();
-        let mut shutdown = shutdown.clone();
-        let shutdown_now = shutdown.clone();
-        tokio::spawn(async move {
-            // A shutdown is never reported as a loss, even if both happen at once.
-            let lost = tokio::select! {
-                biased;
-                _ = shutdown.wait_for(|s| *s) => false,
-                _ = leader.wait_for(|l| !*l) => !*shutdown_now.borrow(),
-            };
-            stop_tx.send_replace(true);
-            lost
-        })
-    };
-    let reporter = Reporter {
-        controller: toa_crds::OPERATOR_FIELD_MANAGER.to_string(),
-        instance: Some(identity),
-    };
-    controller::run(client, agent, metrics, reporter, fence, stop, synced).await;
-    let lost = watcher.await.context("leadership watcher")?;
-    if lost {
-        bail!("lost leadership: exiting so that a restart begins from a clean state");
+        // Controllers stop on shutdown or on loss of leadership.
+        let (stop_tx, stop) = watch::channel(false);
+        let watcher = {
+            let mut leader = leader.clone();
+            let mut shutdown = shutdown.clone();
+            let shutdown_now = shutdown.clone();
+            tokio::spawn(async move {
+                // A shutdown is never reported as a loss, even if both happen at once.
+                let lost = tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => false,
+                    _ = leader.wait_for(|l| !*l) => !*shutdown_now.borrow(),
+                };
+                stop_tx.send_replace(true);
+                lost
+            })
+        };
+        let reporter = Reporter {
+            controller: toa_crds::OPERATOR_FIELD_MANAGER.to_string(),
+            instance: Some(identity.clone()),
+        };
+        synced.send_replace(false);
+        let run = controller::run(
+            client.clone(),
+            agent.clone(),
+            metrics.clone(),
+            reporter,
+            fence.clone(),
+            liveness.clone(),
+            stop,
+            synced.clone(),
+        );
+        tokio::pin!(run);
+        let mut watcher = watcher;
+        let lost = tokio::select! {
+            _ = &mut run => watcher.await.context("leadership watcher")?,
+            lost = &mut watcher => {
+                let lost = lost.context("leadership watcher")?;
+                // The controllers finish their reconciles in flight, within a bound: a request
+                // hanging on an API server whose etcd is gone (and retried on 504) must not
+                // keep this replica from standing by and leading again. Dropping them cancels
+                // what is left (every write is fenced by the lease anyway).
+                if tokio::time::timeout(CONTROLLER_STOP_GRACE, &mut run).await.is_err() {
+                    tracing::warn!(grace = ?CONTROLLER_STOP_GRACE, "controllers did not stop in time: cancelled");
+                }
+                lost
+            }
+        };
+        liveness.standing_by();
+        synced.send_replace(false);
+        if !lost {
+            tracing::info!("controllers stopped");
+            return Ok(());
+        }
+        tracing::warn!("lost leadership: controllers stopped, standing by as a candidate");
     }
-    tracing::info!("controllers stopped");
-    Ok(())
 }
 
 #[cfg(test)]
@@ -338,6 +413,8 @@ mod tests {
             ("--metrics-addr", "TOA_METRICS_ADDR"),
             ("--log-format", "TOA_LOG_FORMAT"),
             ("--owner-configmap", "TOA_OWNER_CONFIGMAP"),
+            ("--stall-timeout", "TOA_STALL_TIMEOUT"),
+            ("--agent-start-timeout", "TOA_AGENT_START_TIMEOUT"),
         ] {
             assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
             assert!(help.contains(env), "{env} missing from --help:\n{help}");
@@ -362,6 +439,7 @@ mod tests {
                 .expect_err("bad format");
         assert!(e.to_string().contains("xml"));
         assert!(a.owner_configmap.is_none());
+        assert_eq!(a.stall_timeout, 90, "3 x the 30 s housekeeping interval");
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! The operator's HTTP endpoints: `/metrics`, `/healthz` (process alive), `/readyz` (ready to
-//! take over or acting: a standby replica is ready, a leader only once its caches are synced).
+//! The operator's HTTP endpoints: `/metrics`, `/healthz` (process alive and, on the leader, its
+//! control loop making progress: see [`Liveness`]), `/readyz` (ready to take over or acting: a
+//! standby replica is ready, a leader only once its caches are synced).
 //!
 //! A standby answers 200 on purpose: if only the leader were Ready, `helm install --wait`,
 //! `kubectl rollout status` and surge rollouts would wait forever for the second replica.
 //! The body says which role the replica has, and `toa_operator_leader` tells it to Prometheus.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -16,10 +18,80 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
+/// Whether the leader's control loop makes progress. The leader finishes a reconcile pass at
+/// least every housekeeping interval (30 s) even when nothing changes; a leader that has
+/// finished none for `stall_limit` (default 3 x 30 s) is stuck (a hung request, a deadlock, a
+/// watch that never syncs again) and `/healthz` fails, so that the kubelet restarts it. A
+/// standby has no loop to check.
+#[derive(Debug)]
+pub struct Liveness {
+    stall_limit: Duration,
+    state: Mutex<LiveState>,
+}
+
+#[derive(Debug, Default)]
+struct LiveState {
+    leading_since: Option<Instant>,
+    last_pass: Option<Instant>,
+}
+
+impl Liveness {
+    pub fn new(stall_limit: Duration) -> Self {
+        Liveness {
+            stall_limit,
+            state: Mutex::default(),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut LiveState) -> T) -> T {
+        let mut g = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+
+    /// The controllers start (leadership acquired) at `at`.
+    pub fn leading(&self, at: Instant) {
+        self.with(|s| {
+            s.leading_since = Some(at);
+            s.last_pass = None;
+        });
+    }
+
+    /// The controllers stopped (leadership lost or shutdown).
+    pub fn standing_by(&self) {
+        self.with(|s| *s = LiveState::default());
+    }
+
+    /// A reconcile pass (plan and writes) finished at `at`, whatever its writes' results.
+    pub fn pass_finished(&self, at: Instant) {
+        self.with(|s| s.last_pass = Some(at));
+    }
+
+    /// `Err(stalled_for)` when leading and no pass finished within the stall limit.
+    pub fn check(&self, now: Instant) -> Result<(), Duration> {
+        self.with(|s| {
+            let Some(since) = s.leading_since else {
+                return Ok(());
+            };
+            let since = s.last_pass.map_or(since, |p| p.max(since));
+            let stalled = now.saturating_duration_since(since);
+            if stalled >= self.stall_limit {
+                Err(stalled)
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
 /// What the endpoints read.
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
+    /// Progress of the leader's control loop (for /healthz).
+    pub liveness: Arc<Liveness>,
     /// True while this replica is the leader.
     pub leader: watch::Receiver<bool>,
     /// True once the controllers' caches have synced after becoming leader.
@@ -53,8 +125,17 @@ async fn metrics(State(s): State<HttpState>) -> Response {
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(s): State<HttpState>) -> (StatusCode, String) {
+    match s.liveness.check(Instant::now()) {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(stalled) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "leader has finished no reconcile pass for {}s: the control loop is stuck\n",
+                stalled.as_secs()
+            ),
+        ),
+    }
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
@@ -120,8 +201,10 @@ mod tests {
         let (leader_tx, leader) = watch::channel(false);
         let (synced_tx, synced) = watch::channel(false);
         let (stop_tx, stop) = watch::channel(false);
+        let liveness = Arc::new(Liveness::new(Duration::from_millis(300)));
         let state = HttpState {
             metrics,
+            liveness: liveness.clone(),
             leader,
             synced,
         };
@@ -151,6 +234,19 @@ mod tests {
             "{body}"
         );
         assert_eq!(get(addr, "/nope").await.0, 404);
+
+        // A leader whose loop finishes no pass within the stall limit fails /healthz.
+        liveness.leading(Instant::now());
+        assert_eq!(get(addr, "/healthz").await.0, 200);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let (code, body) = get(addr, "/healthz").await;
+        assert_eq!(code, 503);
+        assert!(body.contains("no reconcile pass"), "{body}");
+        liveness.pass_finished(Instant::now());
+        assert_eq!(get(addr, "/healthz").await.0, 200);
+        liveness.standing_by();
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(get(addr, "/healthz").await.0, 200, "a standby is healthy");
 
         stop_tx.send_replace(true);
         let done = tokio::time::timeout(std::time::Duration::from_secs(5), server)

@@ -92,7 +92,8 @@ fn answer(api: &mut Api, method: &str, path: &str, body: Value) -> (u16, Value) 
                 "Node",
                 "v1",
                 json!([{"apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": "n1", "uid": "uid-n1", "resourceVersion": "4"}}]),
+                "metadata": {"name": "n1", "uid": "uid-n1", "resourceVersion": "4",
+                             "labels": {"kubernetes.io/os": "linux"}}}]),
             ),
         ),
         ("GET", "/apis/toa.dev/v1alpha1/toanodestates") => {
@@ -101,6 +102,8 @@ fn answer(api: &mut Api, method: &str, path: &str, body: Value) -> (u16, Value) 
         ("GET", "/apis/apps/v1/namespaces/toa-system/daemonsets") => {
             (200, list("DaemonSet", "apps/v1", json!([])))
         }
+        ("GET", "/api/v1/namespaces/toa-system/pods") => (200, list("Pod", "v1", json!([]))),
+        ("GET", "/api/v1/namespaces/toa-system/events") => (200, list("Event", "v1", json!([]))),
         ("PATCH", p) if p.starts_with("/apis/toa.dev/v1alpha1/toapolicies/edge") => {
             let mut obj = policy();
             obj["status"] = body["status"].clone();

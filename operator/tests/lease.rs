@@ -375,3 +375,179 @@ async fn leader_steps_down_when_it_cannot_renew_in_time() {
         .expect("stopped")
         .expect("join");
 }
+
+/// Records every value the leadership channel takes (a short flip would escape `wait_for`).
+fn record(mut leader: tokio::sync::watch::Receiver<bool>) -> Arc<Mutex<Vec<bool>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let out = seen.clone();
+    tokio::spawn(async move {
+        while leader.changed().await.is_ok() {
+            let v = *leader.borrow_and_update();
+            if let Ok(mut s) = seen.lock() {
+                s.push(v);
+            }
+        }
+    });
+    out
+}
+
+/// A renewal that never gets an answer (a proxy that stops answering) must not keep the leader
+/// leading past its renew deadline: the step is bounded, leadership is dropped in time and the
+/// fence closes, and the loop goes on (as a candidate) instead of hanging.
+#[tokio::test]
+async fn a_hanging_renewal_is_cut_at_the_renew_deadline() {
+    let server = Arc::new(Mutex::new(LeaseServer::default()));
+    let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, h) = (server.clone(), hang.clone());
+    let (client, log) = fake_client(move |r| {
+        if h.load(std::sync::atomic::Ordering::SeqCst) {
+            return (support::HANG, Value::Null);
+        }
+        s.lock()
+            .map(|mut s| s.reply(r))
+            .unwrap_or((500, Value::Null))
+    });
+    let timing = LeaseTiming {
+        lease_duration: Duration::from_millis(3000),
+        renew_deadline: Duration::from_millis(400),
+        retry_period: Duration::from_millis(50),
+    };
+    let lock = LeaseLock::new(client, "toa-system", "toa-operator-leader", "me", timing);
+    let fence = lock.fence();
+    let (leader_tx, mut leader) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(lease::run(lock, leader_tx, stop));
+    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| *l))
+        .await
+        .expect("became leader")
+        .expect("channel");
+    let hung_at = Instant::now();
+    hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| !*l))
+        .await
+        .expect("stepped down although the renewal never returned")
+        .expect("channel");
+    let after = hung_at.elapsed();
+    assert!(
+        after < Duration::from_millis(400 + 150),
+        "stepped down after {after:?}: later than the renew deadline"
+    );
+    assert!(!fence.holds(), "the fence closed with the deadline");
+    // The loop keeps trying as a candidate (new requests after the step-down).
+    let before = log.all().len();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(log.all().len() > before, "{:?}", log.lines());
+    stop_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stopped although requests hang")
+        .expect("join");
+}
+
+/// A 409 on renewal (the Lease changed between our read and our write: someone edited its
+/// labels, or a stale read) is not a loss: the leader reads the lease again at once, finds
+/// itself still the holder, renews and never publishes leadership as lost.
+#[tokio::test]
+async fn a_lost_race_while_leading_is_reread_not_taken_as_lost() {
+    let server = Arc::new(Mutex::new(LeaseServer::default()));
+    let puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (s, n) = (server.clone(), puts.clone());
+    let (client, log) = fake_client(move |r| {
+        // The 2nd renewal conflicts once.
+        if r.method == "PUT" && n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            return status(409, "Conflict", "the object has been modified");
+        }
+        s.lock()
+            .map(|mut s| s.reply(r))
+            .unwrap_or((500, Value::Null))
+    });
+    let timing = LeaseTiming {
+        lease_duration: Duration::from_secs(15),
+        renew_deadline: Duration::from_secs(10),
+        retry_period: Duration::from_millis(100),
+    };
+    let lock = LeaseLock::new(client, "toa-system", "toa-operator-leader", "me", timing);
+    let (leader_tx, leader) = tokio::sync::watch::channel(false);
+    let seen = record(leader.clone());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(lease::run(lock, leader_tx, stop));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        puts.load(std::sync::atomic::Ordering::SeqCst) >= 4,
+        "{:?}",
+        log.lines()
+    );
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(
+        seen.first() == Some(&true) && !seen.contains(&false),
+        "leadership flipped on a 409: {seen:?}"
+    );
+    // The conflicting PUT was followed at once by a GET and a successful PUT.
+    let lines = log.lines();
+    let conflict = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("PUT"))
+        .nth(1)
+        .map(|(i, _)| i)
+        .expect("a second PUT");
+    assert_eq!(
+        &lines[conflict + 1..conflict + 3],
+        [format!("GET {PATH}"), format!("PUT {PATH}")]
+    );
+    stop_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stopped")
+        .expect("join");
+}
+
+/// A leader whose lease was taken over (another live holder) steps down but stays a candidate,
+/// and leads again once the other lets the lease go.
+#[tokio::test]
+async fn a_deposed_leader_stays_a_candidate_and_leads_again() {
+    let server = Arc::new(Mutex::new(LeaseServer::default()));
+    let s = server.clone();
+    let (client, _log) = fake_client(move |r| {
+        s.lock()
+            .map(|mut s| s.reply(r))
+            .unwrap_or((500, Value::Null))
+    });
+    let timing = LeaseTiming {
+        lease_duration: Duration::from_millis(600),
+        renew_deadline: Duration::from_millis(400),
+        retry_period: Duration::from_millis(50),
+    };
+    let lock = LeaseLock::new(client, "toa-system", "toa-operator-leader", "me", timing);
+    let (leader_tx, mut leader) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(lease::run(lock, leader_tx, stop));
+    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| *l))
+        .await
+        .expect("became leader")
+        .expect("channel");
+    // Another replica takes the lease (and keeps renewing it for a while).
+    for i in 0..6 {
+        if let Ok(mut s) = server.lock() {
+            s.set_holder(Some("other"), &format!("2026-11-26T01:00:{i:02}.000000Z"));
+            if let Some(o) = s.object.as_mut() {
+                o["spec"]["leaseDurationSeconds"] = json!(1);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if i == 2 {
+            assert!(!*leader.borrow(), "still leading under another live holder");
+        }
+    }
+    // The other goes silent: its lease expires and we lead again, in the same run loop.
+    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| *l))
+        .await
+        .expect("led again after the other's lease expired")
+        .expect("channel");
+    assert!(!task.is_finished());
+    stop_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stopped")
+        .expect("join");
+}

@@ -39,7 +39,11 @@ fn agent() -> DaemonSet {
     toa_operator::daemonset::build(&cfg, "toa-node-agent", NS)
 }
 
-fn node(name: &str, labels: Value) -> Node {
+/// A Linux node (as a kubelet registers it: `kubernetes.io/os=linux`) with `labels` added.
+fn node(name: &str, mut labels: Value) -> Node {
+    if let Some(m) = labels.as_object_mut() {
+        m.entry("kubernetes.io/os").or_insert(json!("linux"));
+    }
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "uid": format!("uid-{name}"), "labels": labels,
@@ -127,6 +131,8 @@ impl World {
             nodes: store(self.nodes),
             node_states: store(self.states),
             daemonsets: store(self.daemonsets),
+            agent_pods: store(vec![]),
+            agent_events: store(vec![]),
         }
     }
 }
@@ -233,6 +239,7 @@ async fn node_state_is_applied_with_ssa_owner_reference_and_labels() {
 
     let report = apply::sync_cluster(&target(&client, &stores, &desired, &metrics), &plan)
         .await
+        .into_result()
         .expect("sync");
     assert_eq!(report.node_states_applied, 1);
     assert!(
@@ -285,6 +292,7 @@ async fn up_to_date_objects_are_not_rewritten() {
     );
     apply::sync_cluster(&target(&client, &stores, &desired, &metrics), &plan)
         .await
+        .into_result()
         .expect("sync");
     assert!(log.all().is_empty(), "{:?}", log.lines());
 
@@ -323,6 +331,7 @@ async fn up_to_date_objects_are_not_rewritten() {
         .stores();
         apply::sync_cluster(&target(&client, &stores, &desired, &metrics), &plan)
             .await
+            .into_result()
             .expect("sync");
         assert_eq!(log.lines(), [format!("PATCH {STATES}/n1")], "{why}");
     }
@@ -368,6 +377,7 @@ async fn deletes_are_guarded_by_uid_and_tolerate_gone_objects() {
     ]);
     let report = apply::sync_cluster(&target(&client, &stores, &desired, &metrics), &plan)
         .await
+        .into_result()
         .expect("404 on delete is success");
     assert_eq!(report.node_states_deleted, 2);
     let reqs = log.all();
@@ -424,6 +434,7 @@ async fn node_labels_are_set_and_removed_with_ssa() {
         .extend(["n2".to_string(), "n3".to_string()]);
     let report = apply::sync_cluster(&target(&client, &stores, &desired, &metrics), &plan)
         .await
+        .into_result()
         .expect("sync");
     assert_eq!((report.nodes_labelled, report.nodes_unlabelled), (1, 2));
     let reqs = log.all();
@@ -480,6 +491,7 @@ async fn missing_or_drifted_daemonset_is_repaired() {
     .stores();
     let report = apply::sync_cluster(&target(&client, &stores, &desired, &metrics), &plan)
         .await
+        .into_result()
         .expect("sync");
     assert!(report.daemonset_applied);
     let reqs = log.all();
@@ -517,6 +529,7 @@ async fn missing_or_drifted_daemonset_is_repaired() {
     .stores();
     apply::sync_cluster(&target(&client, &stores, &desired, &metrics), &plan)
         .await
+        .into_result()
         .expect("sync");
     let reqs = log.all();
     assert_eq!(log.lines(), [format!("PATCH {DS_PATH}")]);
@@ -556,6 +569,7 @@ async fn one_failing_write_does_not_starve_the_others_and_is_counted() {
     }
     let err = apply::sync_cluster(&target(&client, &stores, &desired, &metrics), &plan)
         .await
+        .into_result()
         .expect_err("n1 failed");
     assert_eq!(err.kind(), "ToaNodeState");
     assert_eq!(err.reason(), "InternalError");
@@ -586,7 +600,8 @@ async fn new_policy_gets_finalizer_node_states_labels_and_status() {
     let (client, log) = fake_client(accepting(Some(p.clone())));
     let stores = World {
         policies: vec![p.clone()],
-        // n2 has no labels at all: still a Linux node (no kubernetes.io/os label).
+        // n2 has no labels at all: the agent DaemonSet requires kubernetes.io/os=linux, so it
+        // could never get an agent; it is excluded (and counted), not selected.
         nodes: vec![
             node("n1", json!({"kubernetes.io/os": "linux"})),
             bare_node("n2"),
@@ -621,8 +636,15 @@ async fn new_policy_gets_finalizer_node_states_labels_and_status() {
         format!("PATCH {POLICIES}/edge"),
         "finalizer before any node write"
     );
+    // n2 is left alone.
+    assert!(
+        !log.lines().iter().any(|l| l.ends_with("/n2")),
+        "{:?}",
+        log.lines()
+    );
     // 2. One ToaNodeState per node, desired Loaded, owned by its Node.
-    for n in ["n1", "n2"] {
+    {
+        let n = "n1";
         let w = find(&reqs, "PATCH", &format!("{STATES}/{n}"));
         assert_eq!(w.len(), 1, "{n}: {:?}", log.lines());
         ssa_query(w[0]);
@@ -647,7 +669,8 @@ async fn new_policy_gets_finalizer_node_states_labels_and_status() {
     ssa_query(st[0]);
     assert_eq!(st[0].body["apiVersion"], "toa.dev/v1alpha1");
     assert_eq!(st[0].body["kind"], "ToaPolicy");
-    assert_eq!(st[0].body["status"]["selectedNodes"], 2);
+    assert_eq!(st[0].body["status"]["selectedNodes"], 1);
+    assert_eq!(st[0].body["status"]["excludedNodes"], 1);
     assert_eq!(st[0].body["status"]["loadedNodes"], 0);
     assert_eq!(st[0].body["status"]["observedGeneration"], 1);
     // 5. Events for the new conditions, on the policy.
@@ -869,6 +892,8 @@ async fn unready_stores_make_no_writes() {
         nodes,
         node_states: store(vec![]),
         daemonsets: store(vec![]),
+        agent_pods: store(vec![]),
+        agent_events: store(vec![]),
     };
     let ctx = context(client, stores);
     let action = controller::reconcile(Arc::new(p), ctx.clone())
@@ -922,4 +947,108 @@ async fn api_errors_back_off_with_growing_jittered_delays() {
         metrics.contains(r#"reason="ServiceUnavailable""#),
         "{metrics}"
     );
+}
+
+// ---------------------------------------------------------------- failures stay with their policy
+
+/// Policy `a` selects zone=a, `b` zone=b; the API server refuses the agent label on node b1
+/// (as a ValidatingAdmissionPolicy would). Both policies still get their status; `b`'s says
+/// what was refused and an Event carries it; `a` is untouched by b's failure.
+#[tokio::test]
+async fn a_refused_write_is_reported_on_its_policy_and_blocks_no_other() {
+    const DENIAL: &str = "nodes \"b1\" is forbidden: ValidatingAdmissionPolicy 'no-agent-on-b1' with binding 'no-agent-on-b1' denied request: no agent on b1";
+    let fin = json!({"finalizers": ["toa.dev/unload"]});
+    let pa = policy(
+        "a",
+        fin.clone(),
+        json!({"nodeSelector": {"matchLabels": {"zone": "a"}}}),
+    );
+    let pb = policy(
+        "b",
+        fin,
+        json!({"nodeSelector": {"matchLabels": {"zone": "b"}}}),
+    );
+    let by_name: std::collections::BTreeMap<String, ToaPolicy> =
+        [("a".to_string(), pa.clone()), ("b".to_string(), pb.clone())].into();
+    let (client, log) = fake_client(move |r| {
+        if r.method == "PATCH" && r.path == "/api/v1/nodes/b1" {
+            return status(403, "Forbidden", DENIAL);
+        }
+        if r.method == "PATCH" && r.path.starts_with(POLICIES) {
+            let name = r.path.trim_start_matches(POLICIES).split('/').nth(1);
+            let mut p = serde_json::to_value(name.and_then(|n| by_name.get(n))).unwrap_or_default();
+            p["status"] = r.body["status"].clone();
+            return (200, p);
+        }
+        match r.method.as_str() {
+            "PATCH" | "POST" | "PUT" => (200, r.body.clone()),
+            _ => status(404, "NotFound", "not in the fake"),
+        }
+    });
+    let stores = World {
+        policies: vec![pa.clone(), pb.clone()],
+        nodes: vec![
+            node("a1", json!({"zone": "a"})),
+            node("a2", json!({"zone": "a"})),
+            node("b1", json!({"zone": "b"})),
+            node("b2", json!({"zone": "b"})),
+        ],
+        states: vec![],
+        daemonsets: vec![live_agent()],
+    }
+    .stores();
+    let ctx = context(client, stores);
+
+    // a's reconcile also runs the whole cluster's writes (b1's label fails in it): a's status
+    // is written all the same, and says nothing of b's failure.
+    controller::reconcile(Arc::new(pa), ctx.clone())
+        .await
+        .expect("a is not held back by b's refused write");
+    let reqs = log.all();
+    let st = find(&reqs, "PATCH", &format!("{POLICIES}/a/status"));
+    assert_eq!(st.len(), 1, "{:?}", log.lines());
+    assert_eq!(st[0].body["status"]["selectedNodes"], 2);
+    let synced = |body: &Value| {
+        body["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Synced").cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(synced(&st[0].body)["status"], "True", "{}", st[0].body);
+    log.clear();
+
+    // b's reconcile: the status is written with the refusal, an Event carries it, and the
+    // reconcile fails afterwards so that the write is retried with backoff.
+    let err = controller::reconcile(Arc::new(pb), ctx.clone())
+        .await
+        .expect_err("b's write is retried");
+    assert_eq!(err.reason(), "Forbidden");
+    let reqs = log.all();
+    let st = find(&reqs, "PATCH", &format!("{POLICIES}/b/status"));
+    assert_eq!(st.len(), 1, "{:?}", log.lines());
+    assert_eq!(st[0].body["status"]["selectedNodes"], 2);
+    let c = synced(&st[0].body);
+    assert_eq!(c["status"], "False", "{c}");
+    assert_eq!(c["reason"], "WriteFailed", "{c}");
+    let msg = c["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("label Node b1") && msg.contains("no agent on b1"),
+        "{msg}"
+    );
+    let ev: Vec<&Request> = find(&reqs, "POST", EVENTS)
+        .into_iter()
+        .filter(|e| e.body["reason"] == "WriteFailed")
+        .collect();
+    assert_eq!(ev.len(), 1, "{:?}", log.lines());
+    assert_eq!(ev[0].body["type"], "Warning");
+    assert_eq!(ev[0].body["regarding"]["name"], "b");
+    assert!(
+        ev[0].body["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("no agent on b1")),
+        "{}",
+        ev[0].body
+    );
+    // The other nodes of b were written.
+    assert_eq!(find(&reqs, "PATCH", "/api/v1/nodes/b2").len(), 1);
 }

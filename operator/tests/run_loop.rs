@@ -65,6 +65,8 @@ fn answer(r: &Request) -> (u16, Value) {
             }
             (200, obj)
         }
+        ("GET", "/api/v1/namespaces/toa-system/pods") => list("Pod", "v1", json!([])),
+        ("GET", "/api/v1/namespaces/toa-system/events") => list("Event", "v1", json!([])),
         ("PATCH", _) | ("POST", _) => (200, r.body.clone()),
         ("DELETE", _) => support::success(),
         _ => status(404, "NotFound", "not in the fake"),
@@ -80,6 +82,7 @@ async fn controller_wiring_writes_and_stops_on_shutdown() {
         desired: toa_operator::daemonset::build(&cfg, "toa-node-agent", "toa-system"),
         name: "toa-node-agent".into(),
         namespace: "toa-system".into(),
+        start_timeout: Duration::from_secs(300),
     };
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -94,6 +97,7 @@ async fn controller_wiring_writes_and_stops_on_shutdown() {
         metrics.clone(),
         reporter,
         toa_operator::lease::Fence::always_open(),
+        Arc::new(toa_operator::server::Liveness::new(Duration::from_secs(90))),
         stop,
         synced_tx,
     ));

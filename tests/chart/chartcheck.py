@@ -698,9 +698,13 @@ def cmd_rbac(args):
           not forbidden, f"{sorted(forbidden)}")
     role = find("Role", "-operator")
     got = rules_set(role) if role else set()
-    check("operator Role: daemonsets and leases only, plus get of the agent ConfigMap by name",
-          role is not None and {r for (_g, r, _v, _n) in got} == {"daemonsets", "leases", "configmaps"},
+    check("operator Role: daemonsets and leases only, plus get of the agent ConfigMap by name and "
+          "read-only pods and events (the agent pods, the DaemonSet's FailedCreate)",
+          role is not None and {r for (_g, r, _v, _n) in got} == {"daemonsets", "leases", "configmaps", "pods", "events"},
           f"{sorted(got)}")
+    reads = [x for x in got if x[1] in ("pods", "events")]
+    check("operator Role: pods and events only get/list/watch",
+          bool(reads) and all(x[2] in ("get", "list", "watch") for x in reads), f"{sorted(reads)}")
     # The agent ConfigMap owns the DaemonSet and the Lease (garbage-collected with the release):
     # the operator reads its uid, nothing else of any ConfigMap.
     cms = [x for x in got if x[1] == "configmaps"]

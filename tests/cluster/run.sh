@@ -10,6 +10,7 @@
 #   CLUSTER_CHECKS='crds invalid' ...    only the named groups (see `groups` below)
 #   CLUSTER_CHECKS=docs ...              the docs' commands on the fresh cluster (lib/docs.sh)
 #   CLUSTER_KEEP=1                       leave the run dir (logs, audit log) in place
+#   CLUSTER_LONG_OUTAGE=1                the outages group adds a 5-minute apiserver outage
 #
 # Ends with `N passed, M failed`.
 set -euo pipefail
@@ -33,6 +34,8 @@ source tests/cluster/lib/checks.sh
 source tests/cluster/lib/lifecycle.sh
 # shellcheck source=tests/cluster/lib/docs.sh
 source tests/cluster/lib/docs.sh
+# shellcheck source=tests/cluster/lib/realworld.sh
+source tests/cluster/lib/realworld.sh
 # QEMU-guest nodes and Prometheus (the nodes part of the suite): they define `nodes_checks`.
 TOA_REPO_DIR=$PWD
 export TOA_REPO_DIR
@@ -41,12 +44,12 @@ for f in tests/cluster/lib/nodes.sh tests/cluster/lib/prometheus.sh tests/cluste
 	if [ -f "$f" ]; then source "$f"; fi
 done
 
-groups=${CLUSTER_CHECKS:-docs crds invalid install policy leadership faults upgrade nodes uninstall}
+groups=${CLUSTER_CHECKS:-docs crds invalid install policy exclusion isolation agents leadership faults outages upgrade nodes uninstall}
 want() { [[ " $groups " == *" $1 "* ]]; }
 # The groups that work on the suite's own install (all but docs, which installs and removes
 # the chart with the docs' own commands first, on the fresh cluster).
 release_groups=false
-for g in crds invalid install policy leadership faults upgrade nodes uninstall; do
+for g in crds invalid install policy exclusion isolation agents leadership faults outages upgrade nodes uninstall; do
 	if want "$g"; then release_groups=true; fi
 done
 
@@ -105,6 +108,15 @@ if want policy; then
 	check on-delete-keep check_on_delete_keep
 	check unload-timeout-warns-naming-nodes check_unload_timeout_warns_naming_nodes
 fi
+if want exclusion; then
+	check excluded-nodes-are-counted-not-selected check_excluded_nodes_are_counted_not_selected
+fi
+if want isolation; then
+	check refused-write-stays-with-its-policy check_refused_write_stays_with_its_policy
+fi
+if want agents; then
+	check refused-agent-pods-reach-the-policy check_refused_agent_pods_reach_the_policy
+fi
 if want leadership; then
 	check leader-sigkill-standby-takes-over check_leader_sigkill
 	check leader-sigterm-hands-over-at-once check_leader_sigterm
@@ -113,6 +125,9 @@ fi
 if want faults; then
 	check fault-apiserver-restart-mid-rollout check_fault_apiserver_restart
 	check fault-etcd-stopped-30s check_fault_etcd_stopped
+fi
+if want outages; then
+	check apiserver-outages-reconcile-and-fenced-writes check_apiserver_outages
 fi
 if want upgrade; then
 	check helm-upgrade-in-place check_helm_upgrade

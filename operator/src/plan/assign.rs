@@ -1,10 +1,11 @@
 //! Which policy owns which node.
 //!
-//! Every Linux node goes to at most one live policy: the matching policy with
+//! Every node that can run the agent goes to at most one live policy: the matching policy with
 //! the highest priority, then the oldest creationTimestamp, then the smallest
 //! name. Policies being deleted own nothing (their nodes are either handed to
 //! the next matching policy, or leave). Each losing policy counts, per winner,
-//! how many of its matching nodes it lost.
+//! how many of its matching nodes it lost, and how many matching nodes can
+//! never run the agent (see [`Exclusion`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -87,13 +88,56 @@ impl<'a> PolicyView<'a> {
     }
 }
 
+/// Why a node can never run the agent, so no policy holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Exclusion {
+    /// No `kubernetes.io/os` label: the agent DaemonSet requires `kubernetes.io/os=linux`
+    /// (as every DaemonSet for Linux must), so no agent pod would ever land there.
+    NoOsLabel,
+    /// `kubernetes.io/os` is not `linux`.
+    NotLinux,
+    /// A virtual kubelet (label `type=virtual-kubelet` or taint `virtual-kubelet.io/provider`):
+    /// no kernel of its own to load a module into.
+    VirtualKubelet,
+}
+
+impl Exclusion {
+    /// Why, in a condition message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Exclusion::NoOsLabel => "without the kubernetes.io/os label",
+            Exclusion::NotLinux => "not Linux",
+            Exclusion::VirtualKubelet => "virtual kubelets",
+        }
+    }
+
+    /// Whether `node` can run the agent (`None`) or why not.
+    pub fn of(node: &Node, labels: &BTreeMap<String, String>) -> Option<Exclusion> {
+        let (vk_key, vk_value) = toa_crds::VIRTUAL_KUBELET_LABEL;
+        let virtual_taint = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key == toa_crds::VIRTUAL_KUBELET_TAINT));
+        if labels.get(vk_key).map(String::as_str) == Some(vk_value) || virtual_taint {
+            return Some(Exclusion::VirtualKubelet);
+        }
+        match labels.get(toa_crds::OS_LABEL).map(String::as_str) {
+            Some("linux") => None,
+            Some(_) => Some(Exclusion::NotLinux),
+            None => Some(Exclusion::NoOsLabel),
+        }
+    }
+}
+
 /// What the plan needs from one Node, joined with its ToaNodeState.
 #[derive(Debug)]
 pub(crate) struct NodeView<'a> {
     pub name: &'a str,
     pub uid: &'a str,
     pub labels: &'a BTreeMap<String, String>,
-    pub linux: bool,
+    /// Why the node can never run the agent; `None` for a node that can.
+    pub excluded: Option<Exclusion>,
     pub has_agent_label: bool,
     /// The ToaNodeState named after this node, if any.
     pub state: Option<&'a ToaNodeState>,
@@ -116,17 +160,11 @@ impl<'a> NodeTable<'a> {
             .filter_map(|n| {
                 let name = n.metadata.name.as_deref()?;
                 let labels = n.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
-                // Nodes without the OS label are Linux: that is what the
-                // kubelet registers on every Linux node, and old clusters
-                // may lack the label altogether.
-                let linux = labels
-                    .get(toa_crds::OS_LABEL)
-                    .is_none_or(|os| os == "linux");
                 Some(NodeView {
                     name,
                     uid: n.metadata.uid.as_deref().unwrap_or_default(),
                     labels,
-                    linux,
+                    excluded: Exclusion::of(n, labels),
                     has_agent_label: labels.get(toa_crds::AGENT_LABEL).map(String::as_str)
                         == Some(toa_crds::AGENT_LABEL_VALUE),
                     state: None,
@@ -171,9 +209,12 @@ pub(crate) struct Assignment {
     pub owner: Vec<Option<usize>>,
     /// Per policy index: winner index -> nodes this policy matched but lost.
     pub conflicts: Vec<BTreeMap<usize, u32>>,
+    /// Per policy index: matching nodes that can never run the agent, by why.
+    pub excluded: Vec<BTreeMap<Exclusion, u32>>,
 }
 
-/// Assign every Linux node to its best-ranked matching live policy.
+/// Assign every node that can run the agent to its best-ranked matching live
+/// policy; count, per live policy, the matching nodes that cannot.
 pub(crate) fn assign(policies: &[PolicyView<'_>], nodes: &[NodeView<'_>]) -> Assignment {
     let candidates: Vec<(usize, &Selector)> = policies
         .iter()
@@ -184,8 +225,17 @@ pub(crate) fn assign(policies: &[PolicyView<'_>], nodes: &[NodeView<'_>]) -> Ass
     let mut out = Assignment {
         owner: vec![None; nodes.len()],
         conflicts: vec![BTreeMap::new(); policies.len()],
+        excluded: vec![BTreeMap::new(); policies.len()],
     };
-    for (n, node) in nodes.iter().enumerate().filter(|(_, n)| n.linux) {
+    for (n, node) in nodes.iter().enumerate() {
+        if let Some(why) = node.excluded {
+            for (idx, sel) in &candidates {
+                if sel.matches(node.labels) {
+                    *out.excluded[*idx].entry(why).or_insert(0) += 1;
+                }
+            }
+            continue;
+        }
         let mut winner = None;
         for (idx, sel) in &candidates {
             if !sel.matches(node.labels) {

@@ -22,6 +22,8 @@ mod pacing;
 pub mod selector;
 mod status;
 
+pub use status::sort_conditions;
+
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]

@@ -71,10 +71,11 @@ fn arb_policy(name: &'static str) -> impl Strategy<Value = ToaPolicy> {
 fn arb_node(i: usize) -> impl Strategy<Value = Node> {
     (
         proptest::collection::vec(proptest::option::of(0..3usize), 3),
-        prop_oneof![8 => Just(None), 1 => Just(Some("linux")), 1 => Just(Some("windows"))],
+        prop_oneof![8 => Just(Some("linux")), 1 => Just(None), 1 => Just(Some("windows"))],
         any::<bool>(),
+        proptest::bool::weighted(0.05),
     )
-        .prop_map(move |(vals, os, agent)| {
+        .prop_map(move |(vals, os, agent, virtual_kubelet)| {
             let mut pairs: Vec<(&str, &str)> = vals
                 .iter()
                 .enumerate()
@@ -86,7 +87,10 @@ fn arb_node(i: usize) -> impl Strategy<Value = Node> {
             if agent {
                 pairs.push(("toa.dev/agent", "true"));
             }
-            node(&format!("node-{i:05}"), &pairs)
+            if virtual_kubelet {
+                pairs.push(("type", "virtual-kubelet"));
+            }
+            raw_node(&format!("node-{i:05}"), &pairs)
         })
 }
 
@@ -130,15 +134,31 @@ fn arb_cluster(max_nodes: usize) -> impl Strategy<Value = ClusterSnapshot> {
     })
 }
 
+/// The live policies whose selector matches a node that can never run the agent.
+fn oracle_excluded_by<'a>(policies: &'a [Arc<ToaPolicy>], node: &Node) -> Vec<&'a ToaPolicy> {
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let runs_agent = labels.get("kubernetes.io/os").map(String::as_str) == Some("linux")
+        && labels.get("type").map(String::as_str) != Some("virtual-kubelet");
+    if runs_agent {
+        return vec![];
+    }
+    policies
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| Selector::compile(&p.spec.node_selector).is_ok_and(|s| s.matches(&labels)))
+        .collect()
+}
+
 /// The winner for a node, by brute force.
 fn oracle_owner<'a>(
     policies: &'a [Arc<ToaPolicy>],
     node: &Node,
 ) -> (Option<&'a ToaPolicy>, Vec<&'a ToaPolicy>) {
     let labels = node.metadata.labels.clone().unwrap_or_default();
-    if labels
-        .get("kubernetes.io/os")
-        .is_some_and(|os| os != "linux")
+    // Only nodes that can run the agent: labelled Linux, not a virtual kubelet.
+    if labels.get("kubernetes.io/os").map(String::as_str) != Some("linux")
+        || labels.get("type").map(String::as_str) == Some("virtual-kubelet")
     {
         return (None, vec![]);
     }
@@ -173,10 +193,16 @@ fn check(s: &ClusterSnapshot, out: &Plan) -> Result<(), TestCaseError> {
         .collect();
     let mut selected: BTreeMap<String, i32> = BTreeMap::new();
     let mut conflicting: BTreeMap<String, i32> = BTreeMap::new();
+    let mut excluded: BTreeMap<String, i32> = BTreeMap::new();
 
     // Ownership: exactly the oracle's winner, desired Loaded.
     for node in &s.nodes {
         let name = node.metadata.name.as_deref().unwrap_or_default();
+        for p in oracle_excluded_by(&s.policies, node) {
+            *excluded
+                .entry(p.metadata.name.clone().unwrap_or_default())
+                .or_default() += 1;
+        }
         let (winner, losers) = oracle_owner(&s.policies, node);
         for l in losers {
             *conflicting
@@ -300,6 +326,12 @@ fn check(s: &ClusterSnapshot, out: &Plan) -> Result<(), TestCaseError> {
             st.conflicting_nodes,
             conflicting.get(&pname).copied().unwrap_or(0),
             "{} conflicting",
+            &pname
+        );
+        prop_assert_eq!(
+            st.excluded_nodes,
+            excluded.get(&pname).copied().unwrap_or(0),
+            "{} excluded",
             &pname
         );
         let mine: Vec<(&String, &ToaNodeState)> = out

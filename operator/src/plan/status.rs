@@ -4,7 +4,9 @@
 //! nodes whose agent reports Loaded for the current spec (same policy and
 //! settings, latest generation observed); `failedNodes` = owned nodes, and
 //! nodes still unloading after leaving it, whose phase is Failed;
-//! `conflictingNodes` = nodes it matches that a higher-ranked policy owns.
+//! `conflictingNodes` = nodes it matches that a higher-ranked policy owns;
+//! `excludedNodes` = nodes it matches that can never run the agent (no
+//! `kubernetes.io/os=linux` label, virtual kubelets).
 //! `failures` lists the failed nodes by name, at most 20.
 
 use std::collections::BTreeMap;
@@ -167,6 +169,22 @@ fn policy_status(
 ) -> ToaPolicyStatus {
     let conflicts = &assignment.conflicts[idx];
     let conflicting: usize = conflicts.values().map(|n| *n as usize).sum();
+    let excluded: usize = assignment.excluded[idx].values().map(|n| *n as usize).sum();
+    // Said in the Ready message: these nodes match but will never be counted anywhere else.
+    let excluded_note = if excluded == 0 {
+        String::new()
+    } else {
+        let parts: Vec<String> = assignment.excluded[idx]
+            .iter()
+            .map(|(why, n)| format!("{n} {}", why.describe()))
+            .collect();
+        format!(
+            "; {} matching spec.nodeSelector can never run the agent and {} excluded ({}): the agent needs kubernetes.io/os=linux and a real kubelet",
+            plural(excluded, "node", "nodes"),
+            if excluded == 1 { "is" } else { "are" },
+            parts.join(", ")
+        )
+    };
     let unloading = leaving.unloading_by_policy[idx].len();
     let failed = t.failures.len();
     let gen = p.generation;
@@ -179,6 +197,9 @@ fn policy_status(
         .collect::<Vec<_>>()
         .join(", ");
 
+    let ready_cond = |ok: bool, reason: PolicyReason, msg: String| {
+        cond(types::READY, ok, reason, format!("{msg}{excluded_note}"))
+    };
     let ready = if p.deleting {
         cond(
             types::READY,
@@ -187,15 +208,13 @@ fn policy_status(
             deleting_message(p, idx, leaving),
         )
     } else if let Err(e) = &p.selector {
-        cond(
-            types::READY,
+        ready_cond(
             false,
             PolicyReason::InvalidSelector,
             format!("{e}: this policy selects no node until it is fixed"),
         )
     } else if t.selected == 0 && conflicting > 0 {
-        cond(
-            types::READY,
+        ready_cond(
             false,
             PolicyReason::AllNodesConflicting,
             format!(
@@ -204,15 +223,13 @@ fn policy_status(
             ),
         )
     } else if t.selected == 0 {
-        cond(
-            types::READY,
+        ready_cond(
             false,
             PolicyReason::NoMatchingNodes,
             "no Linux node matches spec.nodeSelector".to_string(),
         )
     } else if t.loaded == t.selected {
-        cond(
-            types::READY,
+        ready_cond(
             true,
             PolicyReason::AllNodesLoaded,
             format!(
@@ -221,8 +238,7 @@ fn policy_status(
             ),
         )
     } else {
-        cond(
-            types::READY,
+        ready_cond(
             false,
             PolicyReason::NodesNotReady,
             format!(
@@ -331,16 +347,9 @@ fn policy_status(
     for c in [ready, progressing, degraded, conflict, trust] {
         set_condition(&mut conditions, c);
     }
-    // Fixed order, only our own types: stable output for diffing.
-    let order = [
-        types::READY,
-        types::PROGRESSING,
-        types::DEGRADED,
-        types::CONFLICT,
-        types::TRUST_WARNING,
-    ];
-    conditions.retain(|c| order.contains(&c.type_.as_str()));
-    conditions.sort_by_key(|c| order.iter().position(|o| *o == c.type_));
+    // Fixed order, only our own types: stable output for diffing. Synced and AgentsAvailable
+    // are kept as they were: the controller sets them from what it observes outside the plan.
+    sort_conditions(&mut conditions);
 
     let failed_nodes = count(failed);
     let mut failures = t.failures;
@@ -352,6 +361,7 @@ fn policy_status(
         loaded_nodes: count(t.loaded),
         failed_nodes,
         conflicting_nodes: count(conflicting),
+        excluded_nodes: count(excluded),
         kernels: t
             .kernels
             .into_iter()
@@ -362,6 +372,13 @@ fn policy_status(
             .collect(),
         failures,
     }
+}
+
+/// Keeps only the operator's condition types, in their fixed order.
+pub fn sort_conditions(conditions: &mut Vec<Condition>) {
+    let order = types::ALL;
+    conditions.retain(|c| order.contains(&c.type_.as_str()));
+    conditions.sort_by_key(|c| order.iter().position(|o| *o == c.type_));
 }
 
 fn deleting_message(p: &PolicyView<'_>, idx: usize, leaving: &Leaving<'_>) -> String {

@@ -23,6 +23,49 @@ fn names(v: &[&str]) -> std::collections::BTreeSet<String> {
 }
 
 #[test]
+fn nodes_that_cannot_run_the_agent_are_excluded_and_counted() {
+    // The agent DaemonSet requires kubernetes.io/os=linux: a node without the label would be
+    // selected and never get an agent. Virtual kubelets have no kernel to load into.
+    let mut tainted = node("vk-taint", &[]);
+    tainted.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+        taints: Some(vec![k8s_openapi::api::core::v1::Taint {
+            key: "virtual-kubelet.io/provider".into(),
+            value: Some("azure".into()),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    let s = snapshot(
+        vec![policy("all", &[]), policy("other", &[("zone", "x")])],
+        vec![
+            node("a", &[]),
+            raw_node("no-os", &[]),
+            node("w", &[("kubernetes.io/os", "windows")]),
+            node("vk-label", &[("type", "virtual-kubelet")]),
+            tainted,
+        ],
+        vec![],
+    );
+    let p = run(&s);
+    assert_eq!(p.node_states.keys().cloned().collect::<Vec<_>>(), ["a"]);
+    assert_eq!(p.label_nodes, names(&["a"]));
+    let st = &p.policy_status["all"];
+    assert_eq!((st.selected_nodes, st.excluded_nodes), (1, 4));
+    let (_, _, msg) = cond(&p, "all", types::READY);
+    assert!(
+        msg.contains("4 nodes matching spec.nodeSelector can never run the agent")
+            && msg.contains("1 without the kubernetes.io/os label")
+            && msg.contains("1 not Linux")
+            && msg.contains("2 virtual kubelets"),
+        "{msg}"
+    );
+    // A policy that matches none of them counts none.
+    assert_eq!(p.policy_status["other"].excluded_nodes, 0);
+    assert!(!cond(&p, "other", types::READY).2.contains("never run"));
+}
+
+#[test]
 fn selects_linux_nodes_and_labels_them() {
     let s = snapshot(
         vec![policy("all", &[])],
@@ -184,9 +227,10 @@ fn no_matching_node_and_invalid_selector_are_not_ready() {
         (
             "False",
             "NoMatchingNodes",
-            "no Linux node matches spec.nodeSelector"
+            "no Linux node matches spec.nodeSelector; 1 node matching spec.nodeSelector can never run the agent and is excluded (1 not Linux): the agent needs kubernetes.io/os=linux and a real kubelet"
         )
     );
+    assert_eq!(p.policy_status["none"].excluded_nodes, 1);
     let (status, reason, msg) = cond(&p, "bad", types::READY);
     assert_eq!((status, reason), ("False", "InvalidSelector"));
     assert!(

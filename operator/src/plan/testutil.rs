@@ -22,7 +22,19 @@ pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A Linux node: `kubernetes.io/os=linux` is added unless `pairs` sets that label.
 pub fn node(name: &str, pairs: &[(&str, &str)]) -> Node {
+    let mut n = raw_node(name, pairs);
+    n.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .entry(toa_crds::OS_LABEL.to_string())
+        .or_insert_with(|| "linux".to_string());
+    n
+}
+
+/// A node with exactly the labels in `pairs`.
+pub fn raw_node(name: &str, pairs: &[(&str, &str)]) -> Node {
     Node {
         metadata: ObjectMeta {
             name: Some(name.to_string()),

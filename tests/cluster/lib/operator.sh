@@ -11,6 +11,9 @@ OP_DEPLOYMENT=${OP_DEPLOYMENT:-$CP_RELEASE-operator}
 OP_CONFIGMAP=${OP_CONFIGMAP:-$CP_RELEASE-agent-config}
 OP_LEASE=${OP_LEASE:-toa-operator-leader}
 OP_DAEMONSET=${OP_DAEMONSET:-toa-node-agent}
+# No kubelet runs agent pods here: a short start timeout lets the agents checks see a node
+# whose agent pod stays Pending reported within seconds (the operator's default is 300 s).
+OP_AGENT_START_TIMEOUT=${OP_AGENT_START_TIMEOUT:-20}
 
 # op_prepare BINARY: reads the installed Deployment and ConfigMap (call again after an upgrade).
 op_prepare() {
@@ -86,6 +89,7 @@ op_start() {
 		--no-new-privs \
 		env -i PATH=/usr/bin:/bin HOME=/nonexistent "${envs[@]}" \
 		POD_NAMESPACE="$CP_NAMESPACE" POD_NAME="toa-operator-replica-$r" \
+		TOA_AGENT_START_TIMEOUT="$OP_AGENT_START_TIMEOUT" \
 		KUBECONFIG="$dir/replica-$r.kubeconfig" \
 		"$dir/toa-operator" "${args[@]}"
 	wait_until 30 "operator replica $r /healthz" curl -fsS "http://127.0.0.1:$port/healthz"
