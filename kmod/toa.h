@@ -3,10 +3,10 @@
  * Declarations shared by the parts of the toa module. Each part lives in its own file:
  *   toa_main.c     load/unload order
  *   toa_params.c   module parameters -> RCU-published configuration
- *   toa_skb.c      find the TCP options of a segment, parse, trusted-source filter
- *   toa_pending.c  TOA seen on a SYN, waiting for the handshake to complete
- *   toa_table.c    per-socket TOA entries
- *   toa_hooks.c    kprobes/kretprobes
+ *   toa_skb.c      find the TCP options of a segment, parse, scope and trust, store pending
+ *   toa_pending.c  TOA seen on a SYN or handshake ACK, waiting for the child socket
+ *   toa_table.c    per-socket TOA entries, late attach, sweep of entries of gone sockets
+ *   toa_hooks.c    netfilter hooks (per namespace), kprobes/kretprobes
  *   toa_sockopt.c  NAT64 getsockopt(IPPROTO_IP, 4096)
  *   toa_stats.c    per-cpu counters
  *   toa_proc.c     /proc/net/toa_stats and /proc/net/toa_table
@@ -81,6 +81,9 @@ enum toa_counter {
 	TOA_CNT_GETSOCKOPT_EMPTY,
 	TOA_CNT_TOA_REFUSED_ADDRESS,
 	TOA_CNT_TOA_AMBIGUOUS,
+	TOA_CNT_ACK_PENDING_STORED,
+	TOA_CNT_ATTACH_FALLBACK,
+	TOA_CNT_ENTRIES_RECLAIMED,
 	TOA_CNT_MAX
 };
 
@@ -117,8 +120,10 @@ struct toa_tuple {
 	__be16 lport;
 };
 
-int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
-		    struct toa_tuple *tuple, struct toa_addr *toa);
+int toa_skb_tuple_v4(const struct net *net, const struct sk_buff *skb, struct toa_tuple *t);
+void toa_skb_inspect_v4(struct net *net, struct sk_buff *skb);
+struct sock *toa_ehash_lookup(struct net *net, __be32 raddr, __be16 rport, __be32 laddr,
+			      __be16 lport, int dif, int sdif);
 
 /* ---- SYN pending table (toa_pending.c) ---- */
 /* Per network namespace, and in all; an entry takes one kmalloc-96 object. */
@@ -126,12 +131,16 @@ int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
 #define TOA_PENDING_MAX		65536
 int toa_pending_init(void);
 void toa_pending_exit(void);
-void toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa);
+bool toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa, u32 seq, bool syn);
 bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa);
+bool toa_pending_take(const struct toa_tuple *t, struct toa_addr *toa);
 void toa_pending_remove(const struct toa_tuple *t);
 
 /* ---- per-socket table (toa_table.c) ---- */
 void toa_table_init(void);
+int toa_table_sweep_init(void);
+void toa_table_sweep_exit(void);
+void toa_table_net_unregister(void);
 int toa_table_store(const struct sock *sk, const struct toa_tuple *t,
 		    const struct toa_addr *toa);
 bool toa_table_lookup(const struct sock *sk, struct toa_addr *toa);

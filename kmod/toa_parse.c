@@ -200,3 +200,42 @@ int toa_parse_port_list(const char *s, size_t len, struct toa_port_range *out, u
 		i++;	/* the comma */
 	}
 }
+
+static uint16_t toa_be16(const uint8_t *p)
+{
+	return (uint16_t)((p[0] << 8) | p[1]);
+}
+
+int toa_locate_v4(const uint8_t *buf, size_t len, struct toa_seg_v4 *seg)
+{
+	uint32_t ihl, doff, tot, frag;
+	unsigned int i;
+
+	if (len < 20 || (buf[0] >> 4) != 4)
+		return -1;
+	ihl = (uint32_t)(buf[0] & 15) * 4;
+	tot = toa_be16(buf + 2);
+	frag = toa_be16(buf + 6);
+	/* a fragment (MF set or an offset) has no or only part of a TCP header */
+	if (ihl < 20 || buf[9] != 6 || (frag & 0x3fff))
+		return -1;
+	/* the fixed TCP header: inside the buffer and the datagram */
+	if (len < ihl + 20 || tot < ihl + 20)
+		return -1;
+	doff = (uint32_t)(buf[ihl + 12] >> 4) * 4;
+	if (doff < 20 || len < ihl + doff || tot < ihl + doff)
+		return -1;
+	for (i = 0; i < 4; i++) {
+		seg->saddr[i] = buf[12 + i];
+		seg->daddr[i] = buf[16 + i];
+	}
+	seg->sport = toa_be16(buf + ihl);
+	seg->dport = toa_be16(buf + ihl + 2);
+	seg->seq = ((uint32_t)buf[ihl + 4] << 24) | ((uint32_t)buf[ihl + 5] << 16) |
+		   ((uint32_t)buf[ihl + 6] << 8) | buf[ihl + 7];
+	seg->flags = buf[ihl + 13];
+	seg->opt_off = ihl + 20;
+	seg->opt_len = doff - 20;
+	seg->payload = tot - ihl - doff;
+	return 0;
+}

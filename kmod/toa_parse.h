@@ -96,4 +96,35 @@ int toa_parse_port_list(const char *s, size_t len, struct toa_port_range *out, u
  */
 enum toa_addr_verdict toa_addr_check(const struct toa_addr *a);
 
+/* TCP flags byte (offset 13 of the TCP header). */
+#define TOA_TCP_FIN	0x01
+#define TOA_TCP_SYN	0x02
+#define TOA_TCP_RST	0x04
+#define TOA_TCP_ACK	0x10
+
+/* Enough for an IPv4 header with options (<= 60) and a TCP header with options (<= 60). */
+#define TOA_SEG_MAX	120
+
+/* The headers of an IPv4 TCP segment, located by toa_locate_v4(). */
+struct toa_seg_v4 {
+	uint8_t saddr[4];	/* network byte order */
+	uint8_t daddr[4];
+	uint16_t sport;		/* host byte order */
+	uint16_t dport;
+	uint32_t seq;
+	uint8_t flags;		/* TOA_TCP_* bits */
+	uint32_t opt_off;	/* offset of the TCP option bytes in the buffer */
+	uint32_t opt_len;	/* (doff - 5) * 4 */
+	uint32_t payload;	/* TCP payload bytes, from the IPv4 total length */
+};
+
+/*
+ * Locates the TCP header of the segment whose IPv4 header starts at buf[0]; len bytes of
+ * it are available (at most TOA_SEG_MAX are looked at). Returns 0 with *seg filled, or -1
+ * when it is not an unfragmented IPv4 TCP segment whose IPv4 and TCP headers (options
+ * included) lie inside both buf[0..len) and the IPv4 total length. Nothing outside
+ * buf[0..len) is read.
+ */
+int toa_locate_v4(const uint8_t *buf, size_t len, struct toa_seg_v4 *seg);
+
 #endif /* TOA_PARSE_H */
