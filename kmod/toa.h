@@ -36,12 +36,6 @@ enum toa_dup_rule {
 };
 
 
-struct toa_cidr {
-	u8 family;		/* AF_INET or AF_INET6 */
-	u8 prefix;
-	struct in6_addr addr;	/* IPv4 in s6_addr32[0], masked to prefix */
-};
-
 struct toa_config {
 	struct toa_kinds kinds;
 	u8 ipv4_list[256];	/* kinds in the order given, for readback */
