@@ -126,6 +126,7 @@ struct sock *toa_ehash_lookup(struct net *net, __be32 raddr, __be16 rport, __be3
 int toa_pending_init(void);
 void toa_pending_exit(void);
 bool toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa, u32 seq, bool syn);
+bool toa_pending_empty(void);
 bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa);
 bool toa_pending_take(const struct toa_tuple *t, struct toa_addr *toa);
 void toa_pending_remove(const struct toa_tuple *t);

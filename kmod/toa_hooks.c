@@ -114,8 +114,12 @@ static int toa_syn_recv_entry(struct kretprobe_instance *ri, struct pt_regs *reg
 	const struct sk_buff *skb = (const struct sk_buff *)regs_get_kernel_argument(regs, 1);
 	struct toa_syn_recv_data *d = (struct toa_syn_recv_data *)ri->data;
 
+	d->have_toa = false;
+	/* Nothing pending anywhere (the common case): only the count on return. */
+	if (toa_pending_empty())
+		return 0;
 	if (toa_skb_tuple_v4(sock_net(sk), skb, &d->tuple))
-		return 1;	/* not an IPv4 segment: no return handler */
+		return 0;
 	d->have_toa = toa_pending_get(&d->tuple, &d->toa);
 	return 0;
 }

@@ -41,15 +41,11 @@ int toa_parse_options(const uint8_t *opt, size_t len, const struct toa_kinds *ki
 		      struct toa_parse_result *res)
 {
 	size_t i = 0;
-	unsigned int j;
 
+	/* Only what a walk without TOA leaves: toa and last are written whole when found. */
 	res->toa.type = TOA_TYPE_NONE;
-	res->toa.kind = 0;
-	res->toa.port = 0;
-	for (j = 0; j < 16; j++)
-		res->toa.addr[j] = 0;
 	res->offset = 0;
-	res->last = res->toa;
+	res->last.type = TOA_TYPE_NONE;
 	res->last_offset = 0;
 	res->malformed = 0;
 	res->duplicates = 0;

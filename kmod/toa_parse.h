@@ -38,7 +38,7 @@ struct toa_addr {
 };
 
 struct toa_parse_result {
-	struct toa_addr toa;	/* first valid TOA; type NONE when there is none */
+	struct toa_addr toa;	/* first valid TOA; only type (NONE) is set when there is none */
 	uint32_t offset;	/* offset of that option in the buffer */
 	struct toa_addr last;	/* last valid TOA (the first one when there is only one) */
 	uint32_t last_offset;	/* offset of that option in the buffer */

@@ -159,12 +159,18 @@ bool toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa, u3
 	return true;
 }
 
+/* Nothing pending anywhere: the common case, one atomic read. */
+bool toa_pending_empty(void)
+{
+	return !atomic_read(&toa_pending_total);
+}
+
 bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa)
 {
 	struct toa_pending_entry *e;
 	bool found = false;
 
-	if (!atomic_read(&toa_pending_total))
+	if (toa_pending_empty())
 		return false;
 	rcu_read_lock();
 	hlist_for_each_entry_rcu(e, &toa_pending_hash[toa_pending_hash_of(t)], node) {
@@ -181,15 +187,17 @@ bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa)
 /* Removes the entry of @t; with @toa, returns whether there was one (not expired) and its TOA. */
 static bool toa_pending_unlink_key(const struct toa_tuple *t, struct toa_addr *toa)
 {
-	unsigned int b = toa_pending_hash_of(t);
-	spinlock_t *lock = toa_pending_lock_of(b);
 	struct toa_pending_entry *e;
 	struct hlist_node *tmp;
 	unsigned long flags;
+	spinlock_t *lock;
 	bool found = false;
+	unsigned int b;
 
-	if (!atomic_read(&toa_pending_total))
+	if (toa_pending_empty())
 		return false;
+	b = toa_pending_hash_of(t);
+	lock = toa_pending_lock_of(b);
 	spin_lock_irqsave(lock, flags);
 	hlist_for_each_entry_safe(e, tmp, &toa_pending_hash[b], node) {
 		if (toa_tuple_eq(&e->key, t)) {

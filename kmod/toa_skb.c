@@ -21,22 +21,55 @@
 #include "toa.h"
 
 /*
- * Up to TOA_SEG_MAX bytes from the IPv4 header on (copied to @buf only where the skb is
- * not linear) and the segment's headers located in them; NULL when it is not an IPv4 TCP
- * segment with complete headers.
+ * The IPv4 and TCP headers of @skb (copied to @buf only where the skb is not linear) and
+ * the segment located in them; NULL when it is not an IPv4 TCP segment with complete
+ * headers. Only the headers are copied: the IPv4 header's protocol and length and the
+ * TCP header's data offset are read first (other protocols stop there), and
+ * toa_locate_v4() then checks every length against the bytes actually taken.
  */
-static const u8 *toa_skb_seg(const struct sk_buff *skb, u8 *buf, struct toa_seg_v4 *seg)
+static const u8 *toa_skb_seg(const struct sk_buff *skb, u8 *buf, struct toa_seg_v4 *seg,
+			     bool inspect)
 {
 	int off = skb_network_offset(skb);
-	int avail = (int)skb->len - off;
+	int avail = (int)skb->len - off, need;
+	const struct iphdr *iph;
+	const struct tcphdr *th;
+	struct iphdr _iph;
+	struct tcphdr _th;
 	const u8 *p;
 
-	if (skb->protocol != htons(ETH_P_IP) || avail < (int)sizeof(struct iphdr))
+	if (skb->protocol != htons(ETH_P_IP) || avail < (int)sizeof(_iph))
 		return NULL;
-	if (avail > TOA_SEG_MAX)
-		avail = TOA_SEG_MAX;
-	p = skb_header_pointer(skb, off, avail, buf);
-	if (!p || toa_locate_v4(p, avail, seg))
+	iph = skb_header_pointer(skb, off, sizeof(_iph), &_iph);
+	if (!iph || iph->protocol != IPPROTO_TCP || iph->ihl < 5)
+		return NULL;
+	th = skb_header_pointer(skb, off + iph->ihl * 4, sizeof(_th), &_th);
+	if (!th)
+		return NULL;
+	/*
+	 * The hook's early exits, before anything is copied or parsed: a reset, a SYN-ACK
+	 * (this host's own connection), a segment without ACK; an ACK without options.
+	 * (A SYN without options still goes on: it removes a leftover pending entry.)
+	 */
+	if (inspect && (th->rst || (th->syn ? th->ack : !th->ack) || (!th->syn && th->doff <= 5)))
+		return NULL;
+	/*
+	 * And an ACK whose only option is the aligned timestamp (NOP, NOP, TS: what nearly
+	 * every segment of an established connection carries, tested the way
+	 * tcp_parse_aligned_timestamp() does): no room for a TOA, nothing malformed.
+	 */
+	if (inspect && !th->syn && th->doff == 8) {
+		const __be32 *ts;
+		__be32 _ts;
+
+		ts = skb_header_pointer(skb, off + iph->ihl * 4 + sizeof(_th), sizeof(_ts), &_ts);
+		if (ts && *ts == htonl((TCPOPT_NOP << 24) | (TCPOPT_NOP << 16) |
+				       (TCPOPT_TIMESTAMP << 8) | TCPOLEN_TIMESTAMP))
+			return NULL;
+	}
+	need = min_t(int, avail, iph->ihl * 4 + th->doff * 4);
+	p = skb_header_pointer(skb, off, need, buf);
+	if (!p || toa_locate_v4(p, need, seg))
 		return NULL;
 	return p;
 }
@@ -56,7 +89,7 @@ int toa_skb_tuple_v4(const struct net *net, const struct sk_buff *skb, struct to
 	u8 buf[TOA_SEG_MAX];
 	struct toa_seg_v4 seg;
 
-	if (!toa_skb_seg(skb, buf, &seg))
+	if (!toa_skb_seg(skb, buf, &seg, false))
 		return -EINVAL;
 	toa_seg_tuple(net, &seg, t);
 	return 0;
@@ -161,13 +194,10 @@ void toa_skb_inspect_v4(struct net *net, struct sk_buff *skb)
 	const u8 *p;
 	bool syn, found;
 
-	p = toa_skb_seg(skb, buf, &seg);
-	if (!p || (seg.flags & TOA_TCP_RST))
+	p = toa_skb_seg(skb, buf, &seg, true);
+	if (!p)
 		return;
 	syn = seg.flags & TOA_TCP_SYN;
-	/* a SYN-ACK answers a connection this host opened; a segment without ACK is odd */
-	if (syn ? (seg.flags & TOA_TCP_ACK) : !(seg.flags & TOA_TCP_ACK))
-		return;
 	toa_seg_tuple(net, &seg, &tuple);
 
 	rcu_read_lock();

@@ -132,7 +132,8 @@ static bool toa_table_attach_late(const struct sock *sk, struct toa_addr *toa)
 	struct toa_tuple t;
 	int state;
 
-	if (sk->sk_type != SOCK_STREAM || sk->sk_protocol != IPPROTO_TCP)
+	if (toa_pending_empty() || sk->sk_type != SOCK_STREAM ||
+	    sk->sk_protocol != IPPROTO_TCP)
 		return false;
 	state = READ_ONCE(sk->sk_state);
 	if (state == TCP_LISTEN || state == TCP_SYN_SENT || state == TCP_CLOSE)
