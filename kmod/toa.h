@@ -14,6 +14,7 @@
 #ifndef TOA_H
 #define TOA_H
 
+#include <linux/atomic.h>
 #include <linux/bitops.h>
 #include <linux/types.h>
 #include <linux/in6.h>
@@ -126,7 +127,14 @@ struct sock *toa_ehash_lookup(struct net *net, __be32 raddr, __be16 rport, __be3
 int toa_pending_init(void);
 void toa_pending_exit(void);
 bool toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa, u32 seq, bool syn);
-bool toa_pending_empty(void);
+extern atomic_t toa_pending_total;
+
+/* Nothing pending anywhere: the common case, one atomic read. */
+static inline bool toa_pending_empty(void)
+{
+	return !atomic_read(&toa_pending_total);
+}
+
 bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa);
 bool toa_pending_take(const struct toa_tuple *t, struct toa_addr *toa);
 void toa_pending_remove(const struct toa_tuple *t);

@@ -65,7 +65,7 @@ struct toa_pending_net {
 
 static struct hlist_head toa_pending_hash[1 << TOA_PENDING_BITS];
 static spinlock_t toa_pending_locks[1 << TOA_PENDING_LOCK_BITS];
-static atomic_t toa_pending_total = ATOMIC_INIT(0);
+atomic_t toa_pending_total = ATOMIC_INIT(0);
 static u32 toa_pending_seed;
 static unsigned int toa_pending_net_id;
 static struct delayed_work toa_pending_gc_work;
@@ -157,12 +157,6 @@ bool toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa, u3
 	}
 	spin_unlock_irqrestore(lock, flags);
 	return true;
-}
-
-/* Nothing pending anywhere: the common case, one atomic read. */
-bool toa_pending_empty(void)
-{
-	return !atomic_read(&toa_pending_total);
 }
 
 bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa)

@@ -27,8 +27,7 @@
  * TCP header's data offset are read first (other protocols stop there), and
  * toa_locate_v4() then checks every length against the bytes actually taken.
  */
-static const u8 *toa_skb_seg(const struct sk_buff *skb, u8 *buf, struct toa_seg_v4 *seg,
-			     bool inspect)
+static const u8 *toa_skb_seg(const struct sk_buff *skb, u8 *buf, struct toa_seg_v4 *seg)
 {
 	int off = skb_network_offset(skb);
 	int avail = (int)skb->len - off, need;
@@ -46,27 +45,6 @@ static const u8 *toa_skb_seg(const struct sk_buff *skb, u8 *buf, struct toa_seg_
 	th = skb_header_pointer(skb, off + iph->ihl * 4, sizeof(_th), &_th);
 	if (!th)
 		return NULL;
-	/*
-	 * The hook's early exits, before anything is copied or parsed: a reset, a SYN-ACK
-	 * (this host's own connection), a segment without ACK; an ACK without options.
-	 * (A SYN without options still goes on: it removes a leftover pending entry.)
-	 */
-	if (inspect && (th->rst || (th->syn ? th->ack : !th->ack) || (!th->syn && th->doff <= 5)))
-		return NULL;
-	/*
-	 * And an ACK whose only option is the aligned timestamp (NOP, NOP, TS: what nearly
-	 * every segment of an established connection carries, tested the way
-	 * tcp_parse_aligned_timestamp() does): no room for a TOA, nothing malformed.
-	 */
-	if (inspect && !th->syn && th->doff == 8) {
-		const __be32 *ts;
-		__be32 _ts;
-
-		ts = skb_header_pointer(skb, off + iph->ihl * 4 + sizeof(_th), sizeof(_ts), &_ts);
-		if (ts && *ts == htonl((TCPOPT_NOP << 24) | (TCPOPT_NOP << 16) |
-				       (TCPOPT_TIMESTAMP << 8) | TCPOLEN_TIMESTAMP))
-			return NULL;
-	}
 	need = min_t(int, avail, iph->ihl * 4 + th->doff * 4);
 	p = skb_header_pointer(skb, off, need, buf);
 	if (!p || toa_locate_v4(p, need, seg))
@@ -89,7 +67,7 @@ int toa_skb_tuple_v4(const struct net *net, const struct sk_buff *skb, struct to
 	u8 buf[TOA_SEG_MAX];
 	struct toa_seg_v4 seg;
 
-	if (!toa_skb_seg(skb, buf, &seg, false))
+	if (!toa_skb_seg(skb, buf, &seg))
 		return -EINVAL;
 	toa_seg_tuple(net, &seg, t);
 	return 0;
@@ -182,7 +160,7 @@ static bool toa_addr_refused(struct net *net, const struct toa_addr *toa)
  * in the pending table: a SYN's (syn_pending_stored) or an ACK's (ack_pending_stored,
  * replacing the SYN's: the ACK's option wins).
  */
-void toa_skb_inspect_v4(struct net *net, struct sk_buff *skb)
+static noinline void toa_skb_inspect_slow(struct net *net, struct sk_buff *skb)
 {
 	enum toa_counter refused = TOA_CNT_MAX;
 	const struct toa_config *cfg;
@@ -194,10 +172,12 @@ void toa_skb_inspect_v4(struct net *net, struct sk_buff *skb)
 	const u8 *p;
 	bool syn, found;
 
-	p = toa_skb_seg(skb, buf, &seg, true);
-	if (!p)
+	p = toa_skb_seg(skb, buf, &seg);
+	if (!p || (seg.flags & TOA_TCP_RST))
 		return;
 	syn = seg.flags & TOA_TCP_SYN;
+	if (syn ? (seg.flags & TOA_TCP_ACK) : !(seg.flags & TOA_TCP_ACK))
+		return;
 	toa_seg_tuple(net, &seg, &tuple);
 
 	rcu_read_lock();
@@ -245,6 +225,47 @@ no_toa:
 	 * by an earlier connection on it (one whose child was never created) must not be
 	 * taken by this one. (Cheap: nothing to do while the table is empty.)
 	 */
-	if (syn)
+	if (syn && !toa_pending_empty())
 		toa_pending_remove(&tuple);
+}
+
+/*
+ * The hook's entry: most segments are not looked at beyond their flags, so that decision
+ * is taken here without buffers or copies, from the linear area (at LOCAL_IN the IPv4
+ * header always is, the TCP header nearly always); when the TCP header is not linear the
+ * slow path decides with copies. Every byte read is checked against the linear area.
+ */
+void toa_skb_inspect_v4(struct net *net, struct sk_buff *skb)
+{
+	unsigned int off = skb_network_offset(skb), head = skb_headlen(skb);
+	const struct iphdr *iph;
+	const struct tcphdr *th;
+	const __be32 *opt;
+
+	if (skb_network_offset(skb) < 0 || head < off + sizeof(*iph))
+		goto slow;
+	iph = ip_hdr(skb);
+	if (iph->protocol != IPPROTO_TCP || skb->protocol != htons(ETH_P_IP))
+		return;
+	if (iph->ihl < 5 || head < off + iph->ihl * 4 + sizeof(*th) + sizeof(*opt))
+		goto slow;
+	th = (const struct tcphdr *)((const u8 *)iph + iph->ihl * 4);
+	/* a reset, a SYN-ACK (this host's own connection), no ACK, an ACK without options */
+	if (th->rst || (th->syn ? th->ack : !th->ack) || (!th->syn && th->doff <= 5))
+		return;
+	/*
+	 * An ACK whose only option is the aligned timestamp (NOP, NOP, TS: what nearly every
+	 * segment of an established connection carries, tested the way
+	 * tcp_parse_aligned_timestamp() does): no room for a TOA, nothing malformed.
+	 */
+	opt = (const __be32 *)(th + 1);
+	if (!th->syn && th->doff == 8 &&
+	    *opt == htonl((TCPOPT_NOP << 24) | (TCPOPT_NOP << 16) | (TCPOPT_TIMESTAMP << 8) |
+			  TCPOLEN_TIMESTAMP))
+		return;
+	/* a SYN without options while nothing is pending: nothing to store or remove */
+	if (th->syn && th->doff <= 5 && toa_pending_empty())
+		return;
+slow:
+	toa_skb_inspect_slow(net, skb);
 }

@@ -127,13 +127,12 @@ static bool toa_sock_matches(const struct sock *sk, const struct toa_tuple *t)
  * child was created. Take it now. Only connected TCP sockets made by a listener can have
  * one; the key is the same as the hook's (namespace and 4-tuple).
  */
-static bool toa_table_attach_late(const struct sock *sk, struct toa_addr *toa)
+static noinline bool toa_table_attach_late(const struct sock *sk, struct toa_addr *toa)
 {
 	struct toa_tuple t;
 	int state;
 
-	if (toa_pending_empty() || sk->sk_type != SOCK_STREAM ||
-	    sk->sk_protocol != IPPROTO_TCP)
+	if (sk->sk_type != SOCK_STREAM || sk->sk_protocol != IPPROTO_TCP)
 		return false;
 	state = READ_ONCE(sk->sk_state);
 	if (state == TCP_LISTEN || state == TCP_SYN_SENT || state == TCP_CLOSE)
@@ -169,8 +168,13 @@ bool toa_table_lookup(const struct sock *sk, struct toa_addr *toa)
 			}
 		}
 		rcu_read_unlock();
+		if (found)
+			return true;
 	}
-	return found || toa_table_attach_late(sk, toa);
+	/* Nothing pending anywhere (the common case): no late attach to try. */
+	if (likely(toa_pending_empty()))
+		return false;
+	return toa_table_attach_late(sk, toa);
 }
 
 void toa_table_forget(const struct sock *sk)
