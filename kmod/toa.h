@@ -116,7 +116,9 @@ struct toa_tuple {
 };
 
 int toa_skb_tuple_v4(const struct net *net, const struct sk_buff *skb, struct toa_tuple *t);
-void toa_skb_inspect_v4(struct net *net, struct sk_buff *skb);
+struct nf_hook_state;
+unsigned int toa_skb_nf_local_in(void *priv, struct sk_buff *skb,
+				 const struct nf_hook_state *state);
 struct sock *toa_ehash_lookup(struct net *net, __be32 raddr, __be16 rport, __be32 laddr,
 			      __be16 lport, int dif, int sdif);
 

@@ -65,16 +65,9 @@
 
 /* ---- segments: netfilter, per network namespace ---- */
 
-static unsigned int toa_nf_local_in(void *priv, struct sk_buff *skb,
-				    const struct nf_hook_state *state)
-{
-	toa_skb_inspect_v4(state->net, skb);
-	return NF_ACCEPT;
-}
-
 static const struct nf_hook_ops toa_nf_ops[] = {
 	{
-		.hook = toa_nf_local_in,
+		.hook = toa_skb_nf_local_in,
 		.pf = NFPROTO_IPV4,
 		.hooknum = NF_INET_LOCAL_IN,
 		.priority = NF_IP_PRI_NAT_SRC + 1,

@@ -4,7 +4,7 @@
  * the options with the configured kinds, apply the scope and trust rules, and keep a
  * usable TOA in the pending table until the handshake's child socket takes it.
  *
- * toa_skb_inspect_v4() runs in the netfilter LOCAL_IN hook of every network namespace
+ * toa_skb_nf_local_in() is the netfilter LOCAL_IN hook of every network namespace
  * (toa_hooks.c), before TCP sees the segment: unlike a kprobe it cannot be skipped.
  * toa_skb_tuple_v4() gives the 4-tuple of the segment that creates a child socket.
  */
@@ -12,6 +12,7 @@
 #include <linux/ip.h>
 #include <linux/rcupdate.h>
 #include <linux/skbuff.h>
+#include <linux/netfilter.h>
 #include <linux/tcp.h>
 #include <net/inet_hashtables.h>
 #include <net/ip.h>
@@ -230,12 +231,14 @@ no_toa:
 }
 
 /*
- * The hook's entry: most segments are not looked at beyond their flags, so that decision
+ * The netfilter LOCAL_IN hook (registered by toa_hooks.c), which never drops anything.
+ * Most segments are not looked at beyond their flags, so that decision
  * is taken here without buffers or copies, from the linear area (at LOCAL_IN the IPv4
  * header always is, the TCP header nearly always); when the TCP header is not linear the
  * slow path decides with copies. Every byte read is checked against the linear area.
  */
-void toa_skb_inspect_v4(struct net *net, struct sk_buff *skb)
+unsigned int toa_skb_nf_local_in(void *priv, struct sk_buff *skb,
+				 const struct nf_hook_state *state)
 {
 	unsigned int off = skb_network_offset(skb), head = skb_headlen(skb);
 	const struct iphdr *iph;
@@ -246,26 +249,30 @@ void toa_skb_inspect_v4(struct net *net, struct sk_buff *skb)
 		goto slow;
 	iph = ip_hdr(skb);
 	if (iph->protocol != IPPROTO_TCP || skb->protocol != htons(ETH_P_IP))
-		return;
-	if (iph->ihl < 5 || head < off + iph->ihl * 4 + sizeof(*th) + sizeof(*opt))
+		return NF_ACCEPT;
+	if (iph->ihl < 5 || head < off + iph->ihl * 4 + sizeof(*th))
 		goto slow;
 	th = (const struct tcphdr *)((const u8 *)iph + iph->ihl * 4);
 	/* a reset, a SYN-ACK (this host's own connection), no ACK, an ACK without options */
 	if (th->rst || (th->syn ? th->ack : !th->ack) || (!th->syn && th->doff <= 5))
-		return;
+		return NF_ACCEPT;
 	/*
 	 * An ACK whose only option is the aligned timestamp (NOP, NOP, TS: what nearly every
 	 * segment of an established connection carries, tested the way
 	 * tcp_parse_aligned_timestamp() does): no room for a TOA, nothing malformed.
 	 */
-	opt = (const __be32 *)(th + 1);
-	if (!th->syn && th->doff == 8 &&
-	    *opt == htonl((TCPOPT_NOP << 24) | (TCPOPT_NOP << 16) | (TCPOPT_TIMESTAMP << 8) |
-			  TCPOLEN_TIMESTAMP))
-		return;
+	if (!th->syn && th->doff == 8) {
+		if (head < off + iph->ihl * 4 + sizeof(*th) + sizeof(*opt))
+			goto slow;
+		opt = (const __be32 *)(th + 1);
+		if (*opt == htonl((TCPOPT_NOP << 24) | (TCPOPT_NOP << 16) |
+				  (TCPOPT_TIMESTAMP << 8) | TCPOLEN_TIMESTAMP))
+			return NF_ACCEPT;
+	}
 	/* a SYN without options while nothing is pending: nothing to store or remove */
 	if (th->syn && th->doff <= 5 && toa_pending_empty())
-		return;
+		return NF_ACCEPT;
 slow:
-	toa_skb_inspect_slow(net, skb);
+	toa_skb_inspect_slow(state->net, skb);
+	return NF_ACCEPT;
 }
