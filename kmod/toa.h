@@ -3,10 +3,10 @@
  * Declarations shared by the parts of the toa module. Each part lives in its own file:
  *   toa_main.c     load/unload order
  *   toa_params.c   module parameters -> RCU-published configuration
- *   toa_skb.c      find the TCP options of a segment, parse, trusted-source filter
- *   toa_pending.c  TOA seen on a SYN, waiting for the handshake to complete
- *   toa_table.c    per-socket TOA entries
- *   toa_hooks.c    kprobes/kretprobes
+ *   toa_skb.c      find the TCP options of a segment, parse, scope and trust, store pending
+ *   toa_pending.c  TOA seen on a SYN or handshake ACK, waiting for the child socket
+ *   toa_table.c    per-socket TOA entries, late attach, sweep of entries of gone sockets
+ *   toa_hooks.c    netfilter hooks (per namespace), kprobes/kretprobes
  *   toa_sockopt.c  NAT64 getsockopt(IPPROTO_IP, 4096)
  *   toa_stats.c    per-cpu counters
  *   toa_proc.c     /proc/net/toa_stats and /proc/net/toa_table
@@ -14,6 +14,7 @@
 #ifndef TOA_H
 #define TOA_H
 
+#include <linux/atomic.h>
 #include <linux/bitops.h>
 #include <linux/types.h>
 #include <linux/in6.h>
@@ -35,12 +36,6 @@ enum toa_dup_rule {
 	TOA_DUP_LAST,		/* the last one: balancers that append after them */
 };
 
-
-struct toa_cidr {
-	u8 family;		/* AF_INET or AF_INET6 */
-	u8 prefix;
-	struct in6_addr addr;	/* IPv4 in s6_addr32[0], masked to prefix */
-};
 
 struct toa_config {
 	struct toa_kinds kinds;
@@ -81,6 +76,9 @@ enum toa_counter {
 	TOA_CNT_GETSOCKOPT_EMPTY,
 	TOA_CNT_TOA_REFUSED_ADDRESS,
 	TOA_CNT_TOA_AMBIGUOUS,
+	TOA_CNT_ACK_PENDING_STORED,
+	TOA_CNT_ATTACH_FALLBACK,
+	TOA_CNT_ENTRIES_RECLAIMED,
 	TOA_CNT_MAX
 };
 
@@ -117,8 +115,12 @@ struct toa_tuple {
 	__be16 lport;
 };
 
-int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
-		    struct toa_tuple *tuple, struct toa_addr *toa);
+int toa_skb_tuple_v4(const struct net *net, const struct sk_buff *skb, struct toa_tuple *t);
+struct nf_hook_state;
+unsigned int toa_skb_nf_local_in(void *priv, struct sk_buff *skb,
+				 const struct nf_hook_state *state);
+struct sock *toa_ehash_lookup(struct net *net, __be32 raddr, __be16 rport, __be32 laddr,
+			      __be16 lport, int dif, int sdif);
 
 /* ---- SYN pending table (toa_pending.c) ---- */
 /* Per network namespace, and in all; an entry takes one kmalloc-96 object. */
@@ -126,12 +128,24 @@ int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
 #define TOA_PENDING_MAX		65536
 int toa_pending_init(void);
 void toa_pending_exit(void);
-void toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa);
+bool toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa, u32 seq, bool syn);
+extern atomic_t toa_pending_total;
+
+/* Nothing pending anywhere: the common case, one atomic read. */
+static inline bool toa_pending_empty(void)
+{
+	return !atomic_read(&toa_pending_total);
+}
+
 bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa);
+bool toa_pending_take(const struct toa_tuple *t, struct toa_addr *toa);
 void toa_pending_remove(const struct toa_tuple *t);
 
 /* ---- per-socket table (toa_table.c) ---- */
 void toa_table_init(void);
+int toa_table_sweep_init(void);
+void toa_table_sweep_exit(void);
+void toa_table_net_unregister(void);
 int toa_table_store(const struct sock *sk, const struct toa_tuple *t,
 		    const struct toa_addr *toa);
 bool toa_table_lookup(const struct sock *sk, struct toa_addr *toa);

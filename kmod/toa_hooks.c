@@ -1,27 +1,50 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Where the module attaches to the TCP stack. Only kprobes and kretprobes: no writes to
- * kernel text or read-only data, no symbol-address lookups. Arguments and return values
- * are read with regs_get_kernel_argument()/regs_return_value(), so extra trailing
- * arguments added by newer kernels (tcp_v4_syn_recv_sock grew a 7th in 2026 stable
- * kernels) do not matter, and the code is the same on every architecture with
- * HAVE_REGS_AND_STACK_ACCESS_API (x86_64, arm64; tested on x86_64).
+ * Where the module attaches to the TCP stack.
  *
- *  tcp_conn_request (kprobe)          SYN reached a listener: parse its options and keep
- *                                     a TOA in the pending table (4-tuple key).
- *  tcp_check_req (kprobe)             a bare ACK to a TCP_DEFER_ACCEPT listener, which the
- *                                     kernel drops: keep its TOA like a SYN's.
+ * Packet side: a netfilter hook, registered in every network namespace (pernet
+ * operations: the ones that exist at load and every later one). Netfilter hooks are
+ * called for every packet and, unlike kprobes, are never skipped.
+ *
+ *  NF_INET_LOCAL_IN (IPv4)            every segment addressed to this host, after routing,
+ *                                     reassembly and the nat table's SNAT (priority
+ *                                     NF_IP_PRI_NAT_SRC + 1): the addresses and ports are
+ *                                     the ones the socket will have, the source is the
+ *                                     one that reaches the listener (trusted_sources), and
+ *                                     segments the filter table drops never get here.
+ *                                     SYNs and handshake ACKs with TOA go to the pending
+ *                                     table (toa_skb.c). Dual-stack listeners receive IPv4
+ *                                     through here too.
+ *
+ * Why not PRE_ROUTING: there a segment may still be forwarded elsewhere (a pod's traffic
+ * through the host namespace, where it is parsed again in the pod's namespace), may be
+ * DNATed afterwards (kube-proxy: the key would not be the socket's 4-tuple), or dropped
+ * by the filter table; a SYN's option would then take the pending room of its namespace
+ * for nothing.
+ *
+ * Socket side: kprobes and kretprobes (no writes to kernel text or read-only data, no
+ * symbol-address lookups). Arguments and return values are read with
+ * regs_get_kernel_argument()/regs_return_value(), so extra trailing arguments added by
+ * newer kernels (tcp_v4_syn_recv_sock grew a 7th in 2026 stable kernels) do not matter,
+ * and the code is the same on every architecture with HAVE_REGS_AND_STACK_ACCESS_API
+ * (x86_64, arm64; tested on x86_64). A kprobe is skipped while another kprobe handler
+ * runs on that CPU; each one here has a fallback:
+ *
  *  tcp_v4_syn_recv_sock (kretprobe)   the handshake completes and the child socket is
- *                                     created. Entry: parse the final ACK (its TOA wins
- *                                     over the SYN's) or take the SYN's pending TOA.
- *                                     Return: store it for the child socket. Dual-stack
- *                                     listeners go through here too: tcp_v6_syn_recv_sock
- *                                     calls it for IPv4 packets.
+ *                                     created (also TCP Fast Open, SYN cookies, and IPv4
+ *                                     on dual-stack listeners via tcp_v6_syn_recv_sock).
+ *                                     Entry: the pending TOA of its 4-tuple. Return: store
+ *                                     it for the child. Skipped: the first getname or
+ *                                     getsockopt on the socket takes the pending entry.
  *  inet_getname, inet6_getname        peer address (getpeername, accept): rewrite the
  *  (kretprobes)                       address in the result when the socket has an IPv4
  *                                     entry (sockaddr_in, or ::ffff:a.b.c.d for AF_INET6).
+ *                                     Not called from softirq, so never skipped by the
+ *                                     recursion guard (only when all maxactive instances
+ *                                     are in use).
  *  inet_sock_destruct (kprobe)        last reference of any inet socket (v4 and v6 via
- *                                     inet6_sock_destruct): free its entry.
+ *                                     inet6_sock_destruct): free its entry. Skipped: the
+ *                                     periodic sweep frees it (toa_table.c).
  */
 #define pr_fmt(fmt) "toa: " fmt
 
@@ -30,66 +53,40 @@
 #include <linux/in6.h>
 #include <linux/kprobes.h>
 #include <linux/net.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter_ipv4.h>
 #include <linux/ptrace.h>
 #include <net/inet_connection_sock.h>
 #include <net/ipv6.h>
+#include <net/net_namespace.h>
 #include <net/sock.h>
 #include <net/tcp.h>
 #include "toa.h"
 
-/* ---- SYN ---- */
+/* ---- segments: netfilter, per network namespace ---- */
 
-static int toa_conn_request_pre(struct kprobe *p, struct pt_regs *regs)
-{
-	/* int tcp_conn_request(rsk_ops, af_ops, struct sock *sk, struct sk_buff *skb) */
-	const struct sock *sk = (const struct sock *)regs_get_kernel_argument(regs, 2);
-	const struct sk_buff *skb = (const struct sk_buff *)regs_get_kernel_argument(regs, 3);
-	struct toa_tuple tuple;
-	struct toa_addr toa;
-
-	if (toa_skb_find_v4(sk, skb, &tuple, &toa) == 1) {
-		toa_pending_store(&tuple, &toa);
-		pr_debug("SYN %pI4:%u -> %pI4:%u carries TOA kind %u\n", &tuple.raddr,
-			 ntohs(tuple.rport), &tuple.laddr, ntohs(tuple.lport), toa.kind);
-	}
-	return 0;
-}
-
-static struct kprobe toa_kp_conn_request = {
-	.symbol_name = "tcp_conn_request",
-	.pre_handler = toa_conn_request_pre,
+static const struct nf_hook_ops toa_nf_ops[] = {
+	{
+		.hook = toa_skb_nf_local_in,
+		.pf = NFPROTO_IPV4,
+		.hooknum = NF_INET_LOCAL_IN,
+		.priority = NF_IP_PRI_NAT_SRC + 1,
+	},
 };
 
-/* ---- bare ACK dropped by TCP_DEFER_ACCEPT ---- */
-
-/*
- * struct sock *tcp_check_req(struct sock *sk, struct sk_buff *skb, struct request_sock *req,
- *                            bool fastopen, bool *req_stolen)
- * A segment for a request socket; sk is the listener. With TCP_DEFER_ACCEPT the kernel
- * drops the bare final ACK here (TCPDeferAcceptDrop) and creates the child later from the
- * first data segment, so a TOA carried only on that ACK would be lost: keep it in the
- * pending table like a SYN's. Only bare ACKs to deferring listeners are parsed here; every
- * other segment is parsed where the child is created (tcp_v4_syn_recv_sock).
- */
-static int toa_check_req_pre(struct kprobe *p, struct pt_regs *regs)
+static int __net_init toa_nf_net_init(struct net *net)
 {
-	const struct sock *sk = (const struct sock *)regs_get_kernel_argument(regs, 0);
-	const struct sk_buff *skb = (const struct sk_buff *)regs_get_kernel_argument(regs, 1);
-	struct toa_tuple tuple;
-	struct toa_addr toa;
-
-	if (!READ_ONCE(inet_csk(sk)->icsk_accept_queue.rskq_defer_accept) ||
-	    TCP_SKB_CB(skb)->end_seq != TCP_SKB_CB(skb)->seq ||
-	    !(TCP_SKB_CB(skb)->tcp_flags & TCPHDR_ACK))
-		return 0;
-	if (toa_skb_find_v4(sk, skb, &tuple, &toa) == 1)
-		toa_pending_store(&tuple, &toa);
-	return 0;
+	return nf_register_net_hooks(net, toa_nf_ops, ARRAY_SIZE(toa_nf_ops));
 }
 
-static struct kprobe toa_kp_check_req = {
-	.symbol_name = "tcp_check_req",
-	.pre_handler = toa_check_req_pre,
+static void __net_exit toa_nf_net_exit(struct net *net)
+{
+	nf_unregister_net_hooks(net, toa_nf_ops, ARRAY_SIZE(toa_nf_ops));
+}
+
+static struct pernet_operations toa_nf_net_ops = {
+	.init = toa_nf_net_init,
+	.exit = toa_nf_net_exit,
 };
 
 /* ---- final ACK: child socket ---- */
@@ -100,7 +97,6 @@ static struct kprobe toa_kp_check_req = {
 struct toa_syn_recv_data {
 	struct toa_tuple tuple;
 	struct toa_addr toa;
-	bool have_tuple;
 	bool have_toa;
 };
 
@@ -110,13 +106,14 @@ static int toa_syn_recv_entry(struct kretprobe_instance *ri, struct pt_regs *reg
 	const struct sock *sk = (const struct sock *)regs_get_kernel_argument(regs, 0);
 	const struct sk_buff *skb = (const struct sk_buff *)regs_get_kernel_argument(regs, 1);
 	struct toa_syn_recv_data *d = (struct toa_syn_recv_data *)ri->data;
-	int ret = toa_skb_find_v4(sk, skb, &d->tuple, &d->toa);
 
-	d->have_tuple = ret >= 0;
-	d->have_toa = ret == 1;
-	/* The final ACK's option wins; otherwise the one the SYN carried. */
-	if (ret == 0)
-		d->have_toa = toa_pending_get(&d->tuple, &d->toa);
+	d->have_toa = false;
+	/* Nothing pending anywhere (the common case): only the count on return. */
+	if (toa_pending_empty())
+		return 0;
+	if (toa_skb_tuple_v4(sock_net(sk), skb, &d->tuple))
+		return 0;
+	d->have_toa = toa_pending_get(&d->tuple, &d->toa);
 	return 0;
 }
 
@@ -125,10 +122,10 @@ static int toa_syn_recv_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 	struct toa_syn_recv_data *d = (struct toa_syn_recv_data *)ri->data;
 	const struct sock *child = (const struct sock *)regs_return_value(regs);
 
-	/* NULL: no child (e.g. accept queue full); the SYN's entry stays for a retried ACK. */
+	/* NULL: no child (e.g. accept queue full); the entry stays for a retried ACK. */
 	if (!child)
 		return 0;
-	if (d->have_tuple)
+	if (d->have_toa)
 		toa_pending_remove(&d->tuple);
 	if (d->have_toa && !toa_table_store(child, &d->tuple, &d->toa)) {
 		toa_count(TOA_CNT_SYN_RECV_SOCK_TOA);
@@ -282,8 +279,6 @@ static const struct {
 	{ TOA_HOOK_KRETPROBE, &toa_krp_getname },
 	{ TOA_HOOK_KRETPROBE, &toa_krp_getname6 },
 	{ TOA_HOOK_KRETPROBE, &toa_krp_syn_recv },
-	{ TOA_HOOK_KPROBE, &toa_kp_check_req },
-	{ TOA_HOOK_KPROBE, &toa_kp_conn_request },
 };
 
 static const char *toa_hook_symbol(unsigned int i)
@@ -369,11 +364,21 @@ int toa_hooks_register(void)
 			return err;
 		}
 	}
-	return 0;
+	/* Last, the producer: the netfilter hook of every namespace. */
+	err = register_pernet_subsys(&toa_nf_net_ops);
+	if (err) {
+		pr_err("cannot register the netfilter hook (error %d)\n", err);
+		toa_hooks_unregister_first(ARRAY_SIZE(toa_hooks));
+	}
+	return err;
 }
 
-/* unregister_k(ret)probe waits until no handler of ours runs any more. */
+/*
+ * nf_unregister_net_hooks and unregister_k(ret)probe wait until no hook or handler of
+ * ours runs any more.
+ */
 void toa_hooks_unregister(void)
 {
+	unregister_pernet_subsys(&toa_nf_net_ops);
 	toa_hooks_unregister_first(ARRAY_SIZE(toa_hooks));
 }

@@ -30,9 +30,12 @@ static int __init toa_init(void)
 	err = toa_pending_init();
 	if (err)
 		goto out_sockopt;
-	err = toa_proc_init();
+	err = toa_table_sweep_init();
 	if (err)
 		goto out_pending;
+	err = toa_proc_init();
+	if (err)
+		goto out_sweep;
 	/* Last: from here on connections get entries. */
 	err = toa_hooks_register();
 	if (err)
@@ -46,8 +49,11 @@ out_proc:
 	 * they stored (toa_hooks_register unregistered them, so nothing adds any more).
 	 */
 	synchronize_rcu();
-	toa_table_flush();
 	toa_proc_exit();
+out_sweep:
+	toa_table_sweep_exit();
+	toa_table_flush();
+	toa_table_net_unregister();
 out_pending:
 	toa_pending_exit();
 out_sockopt:
@@ -69,11 +75,13 @@ static void __exit toa_exit(void)
 	 * instead of the whole probe removal (several grace periods).
 	 */
 	toa_sockopt_unregister();
-	/* No handler runs after this, so nothing adds or reads entries from here on. */
+	/* No hook or handler runs after this, so nothing adds or reads entries from here on. */
 	toa_hooks_unregister();
 	/* Readers that started before (proc files) are done after a grace period. */
 	synchronize_rcu();
+	toa_table_sweep_exit();
 	freed = toa_table_flush();
+	toa_table_net_unregister();
 	toa_pending_exit();
 	toa_proc_exit();
 	/* Entries go through kfree_rcu: let those finish before the module text goes. */

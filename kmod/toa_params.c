@@ -13,7 +13,6 @@
  */
 #define pr_fmt(fmt) "toa: " fmt
 
-#include <linux/inet.h>
 #include <linux/kernel.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
@@ -52,21 +51,7 @@ struct toa_config __rcu *toa_cfg = RCU_INITIALIZER(&toa_cfg_slots[0]);
  */
 bool toa_config_trusted_v4(const struct toa_config *cfg, __be32 saddr)
 {
-	unsigned int i;
-
-	if (!cfg->n_trusted)
-		return cfg->accept_any;
-	for (i = 0; i < cfg->n_trusted; i++) {
-		const struct toa_cidr *c = &cfg->trusted[i];
-		__be32 mask;
-
-		if (c->family != AF_INET)
-			continue;
-		mask = c->prefix ? htonl(~0u << (32 - c->prefix)) : 0;
-		if ((saddr & mask) == c->addr.s6_addr32[0])
-			return true;
-	}
-	return false;
+	return toa_trusted_v4(cfg->trusted, cfg->n_trusted, cfg->accept_any, (const u8 *)&saddr);
 }
 
 bool toa_config_port_in_scope(const struct toa_config *cfg, __be16 lport)
@@ -122,26 +107,15 @@ static int toa_cfg_update(const char *val, const char *name,
 
 static int toa_parse_kinds_into(u8 *list, u16 *n, char *s, const char *name)
 {
-	u16 count = 0;
-	char *tok;
+	size_t bad_off, bad_len;
+	int count;
 
-	*n = 0;
-	if (!*s)
-		return 0;	/* empty list: this address type is disabled */
-	while ((tok = strsep(&s, ",")) != NULL) {
-		unsigned int kind, i;
-		bool dup = false;
-
-		tok = strim(tok);
-		if (kstrtouint(tok, 10, &kind) || kind < TOA_KIND_MIN || kind > TOA_KIND_MAX) {
-			pr_warn("%s: invalid option kind '%s' (expected a comma list of integers %d..%d)\n",
-				name, tok, TOA_KIND_MIN, TOA_KIND_MAX);
-			return -EINVAL;
-		}
-		for (i = 0; i < count; i++)
-			dup |= list[i] == kind;
-		if (!dup)
-			list[count++] = kind;
+	/* Empty: this address type is disabled. */
+	count = toa_parse_kind_list(s, strlen(s), list, 256, &bad_off, &bad_len);
+	if (count < 0) {
+		pr_warn("%s: invalid option kind '%.*s' (expected a comma list of integers %d..%d)\n",
+			name, (int)bad_len, s + bad_off, TOA_KIND_MIN, TOA_KIND_MAX);
+		return -EINVAL;
 	}
 	*n = count;
 	return 0;
@@ -195,70 +169,38 @@ module_param_cb(nat64_kinds, &toa_kinds_ops, &toa_param_nat64, 0644);
 MODULE_PARM_DESC(nat64_kinds,
 		 "TCP option kinds carrying a NAT64 TOA (length 20), comma list of 2..255 (default 253)");
 
-/* Parses "a.b.c.d[/n]" or "x:y::z[/n]"; rejects host bits set beyond the prefix. */
-static int toa_parse_cidr(char *tok, struct toa_cidr *out, const char *name)
-{
-	char *slash = strchr(tok, '/');
-	size_t alen = slash ? (size_t)(slash - tok) : strlen(tok);
-	const char *end;
-	unsigned int max, prefix, i;
-	bool v6 = memchr(tok, ':', alen) != NULL;
-
-	memset(out, 0, sizeof(*out));
-	if (v6) {
-		max = 128;
-		if (!alen || in6_pton(tok, alen, out->addr.s6_addr, -1, &end) != 1 ||
-		    end != tok + alen)
-			goto bad_addr;
-	} else {
-		max = 32;
-		if (!alen || in4_pton(tok, alen, out->addr.s6_addr, -1, &end) != 1 ||
-		    end != tok + alen)
-			goto bad_addr;
-	}
-	prefix = max;
-	if (slash && (kstrtouint(slash + 1, 10, &prefix) || prefix > max)) {
-		pr_warn("%s: invalid prefix length in '%s' (expected /0../%u)\n", name, tok, max);
-		return -EINVAL;
-	}
-	for (i = prefix; i < max; i++) {
-		if (out->addr.s6_addr[i / 8] & (0x80 >> (i % 8))) {
-			pr_warn("%s: '%s' has address bits set beyond the /%u prefix (write the network address)\n",
-				name, tok, prefix);
-			return -EINVAL;
-		}
-	}
-	out->family = v6 ? AF_INET6 : AF_INET;
-	out->prefix = prefix;
-	return 0;
-
-bad_addr:
-	pr_warn("%s: invalid address in '%s' (expected IPv4 or IPv6 CIDR, e.g. 10.0.0.0/8 or fd00::/64)\n",
-		name, tok);
-	return -EINVAL;
-}
-
+/* Parses "a.b.c.d[/n],x:y::z[/n],..."; rejects host bits set beyond the prefix. */
 static int toa_parse_trusted(struct toa_config *next, char *s, const char *name)
 {
-	u16 count = 0;
-	char *tok;
+	enum toa_cidr_error why;
+	size_t off, len;
+	int n;
 
-	next->n_trusted = 0;
-	if (!*s)
-		return 0;	/* empty: TOA accepted from any source */
-	while ((tok = strsep(&s, ",")) != NULL) {
-		tok = strim(tok);
-		if (count == TOA_MAX_TRUSTED) {
-			pr_warn("%s: too many entries at '%s' (at most %d)\n", name, tok,
-				TOA_MAX_TRUSTED);
-			return -EINVAL;
-		}
-		if (toa_parse_cidr(tok, &next->trusted[count], name))
-			return -EINVAL;
-		count++;
+	/* Empty: no source is trusted (unless accept_any_source). */
+	n = toa_parse_cidr_list(s, strlen(s), next->trusted, TOA_MAX_TRUSTED, &off, &len, &why);
+	if (n >= 0) {
+		next->n_trusted = n;
+		return 0;
 	}
-	next->n_trusted = count;
-	return 0;
+	switch (why) {
+	case TOA_CIDR_TOO_MANY:
+		pr_warn("%s: too many entries at '%.*s' (at most %d)\n", name, (int)len, s + off,
+			TOA_MAX_TRUSTED);
+		break;
+	case TOA_CIDR_BAD_PREFIX:
+		pr_warn("%s: invalid prefix length in '%.*s' (expected /0../32 for IPv4, /0../128 for IPv6)\n",
+			name, (int)len, s + off);
+		break;
+	case TOA_CIDR_HOST_BITS:
+		pr_warn("%s: '%.*s' has address bits set beyond the prefix (write the network address)\n",
+			name, (int)len, s + off);
+		break;
+	default:
+		pr_warn("%s: invalid address in '%.*s' (expected IPv4 or IPv6 CIDR, e.g. 10.0.0.0/8 or fd00::/64)\n",
+			name, (int)len, s + off);
+		break;
+	}
+	return -EINVAL;
 }
 
 static int toa_trusted_set(const char *val, const struct kernel_param *kp)
@@ -277,12 +219,12 @@ static int toa_trusted_get(char *buf, const struct kernel_param *kp)
 	for (i = 0; i < c->n_trusted; i++) {
 		const struct toa_cidr *t = &c->trusted[i];
 
-		if (t->family == AF_INET)
+		if (t->family == TOA_CIDR_V4)
 			len += scnprintf(buf + len, PAGE_SIZE - len, "%s%pI4/%u", i ? "," : "",
-					 &t->addr.s6_addr32[0], t->prefix);
+					 t->addr, t->prefix);
 		else
 			len += scnprintf(buf + len, PAGE_SIZE - len, "%s%pI6c/%u", i ? "," : "",
-					 &t->addr, t->prefix);
+					 t->addr, t->prefix);
 	}
 	mutex_unlock(&toa_cfg_lock);
 	len += scnprintf(buf + len, PAGE_SIZE - len, "\n");

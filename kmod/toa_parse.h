@@ -38,7 +38,7 @@ struct toa_addr {
 };
 
 struct toa_parse_result {
-	struct toa_addr toa;	/* first valid TOA; type NONE when there is none */
+	struct toa_addr toa;	/* first valid TOA; only type (NONE) is set when there is none */
 	uint32_t offset;	/* offset of that option in the buffer */
 	struct toa_addr last;	/* last valid TOA (the first one when there is only one) */
 	uint32_t last_offset;	/* offset of that option in the buffer */
@@ -95,5 +95,84 @@ int toa_parse_port_list(const char *s, size_t len, struct toa_port_range *out, u
  * application to see a local or special peer). Pure function, fuzzed like the parser.
  */
 enum toa_addr_verdict toa_addr_check(const struct toa_addr *a);
+
+/*
+ * Parses an option-kinds value: comma-separated decimal kinds TOA_KIND_MIN..TOA_KIND_MAX,
+ * blanks (space, tab, newline) allowed around each entry, s[0..len) (no terminator
+ * needed). Duplicates are dropped, the order is kept. An empty or all-blank value is 0
+ * entries. Returns the number of kinds written to out[0..max), or -1 with bad_off and
+ * bad_len set to the offending entry (not a number in range, an empty entry, or the entry
+ * that would be number max + 1).
+ */
+int toa_parse_kind_list(const char *s, size_t len, uint8_t *out, unsigned int max,
+			size_t *bad_off, size_t *bad_len);
+
+/* A trusted network (parameter `trusted_sources`). */
+#define TOA_CIDR_V4	4
+#define TOA_CIDR_V6	6
+struct toa_cidr {
+	uint8_t family;		/* TOA_CIDR_V4 or TOA_CIDR_V6 */
+	uint8_t prefix;		/* 0..32 or 0..128 */
+	uint8_t addr[16];	/* network byte order, IPv4 in addr[0..3]; bits past prefix 0 */
+};
+
+/* Why a trusted_sources entry was refused (toa_parse_cidr_list). */
+enum toa_cidr_error {
+	TOA_CIDR_OK = 0,
+	TOA_CIDR_BAD_ADDRESS,	/* not an IPv4 dotted quad or IPv6 address */
+	TOA_CIDR_BAD_PREFIX,	/* the part after '/' is not 0..32 (IPv4) or 0..128 (IPv6) */
+	TOA_CIDR_HOST_BITS,	/* address bits set past the prefix */
+	TOA_CIDR_TOO_MANY,	/* more than max entries */
+};
+
+/*
+ * Parses a trusted_sources value: comma-separated ADDRESS[/PREFIX] entries, blanks around
+ * each allowed, s[0..len). IPv4: four decimal parts 0..255 without leading zeros; IPv6:
+ * the RFC 4291 text forms (groups of 1..4 hex digits, one "::", a dotted IPv4 tail);
+ * the same grammar as inet_pton(). No prefix = a host (/32, /128). An empty or all-blank
+ * value is 0 entries. Returns the number of entries written to out[0..max), or -1 with
+ * the offending entry's span and *why set.
+ */
+int toa_parse_cidr_list(const char *s, size_t len, struct toa_cidr *out, unsigned int max,
+			size_t *bad_off, size_t *bad_len, enum toa_cidr_error *why);
+
+/*
+ * Trust rule for the IPv4 source of a segment (network byte order): with no entries,
+ * trusted only when accept_any; else trusted when an IPv4 entry contains it (IPv6
+ * entries never match an IPv4 source).
+ */
+int toa_trusted_v4(const struct toa_cidr *list, unsigned int n, int accept_any,
+		   const uint8_t saddr[4]);
+
+/* TCP flags byte (offset 13 of the TCP header). */
+#define TOA_TCP_FIN	0x01
+#define TOA_TCP_SYN	0x02
+#define TOA_TCP_RST	0x04
+#define TOA_TCP_ACK	0x10
+
+/* Enough for an IPv4 header with options (<= 60) and a TCP header with options (<= 60). */
+#define TOA_SEG_MAX	120
+
+/* The headers of an IPv4 TCP segment, located by toa_locate_v4(). */
+struct toa_seg_v4 {
+	uint8_t saddr[4];	/* network byte order */
+	uint8_t daddr[4];
+	uint16_t sport;		/* host byte order */
+	uint16_t dport;
+	uint32_t seq;
+	uint8_t flags;		/* TOA_TCP_* bits */
+	uint32_t opt_off;	/* offset of the TCP option bytes in the buffer */
+	uint32_t opt_len;	/* (doff - 5) * 4 */
+	uint32_t payload;	/* TCP payload bytes, from the IPv4 total length */
+};
+
+/*
+ * Locates the TCP header of the segment whose IPv4 header starts at buf[0]; len bytes of
+ * it are available (at most TOA_SEG_MAX are looked at). Returns 0 with *seg filled, or -1
+ * when it is not an unfragmented IPv4 TCP segment whose IPv4 and TCP headers (options
+ * included) lie inside both buf[0..len) and the IPv4 total length. Nothing outside
+ * buf[0..len) is read.
+ */
+int toa_locate_v4(const uint8_t *buf, size_t len, struct toa_seg_v4 *seg);
 
 #endif /* TOA_PARSE_H */

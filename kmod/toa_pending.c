@@ -1,18 +1,26 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * TOA seen on a SYN (or on a bare ACK that TCP_DEFER_ACCEPT dropped), kept until the child
- * socket is created.
+ * TOA seen on a SYN, or on an ACK of a handshake in progress, kept until the child socket
+ * takes it.
  *
- * The SYN creates only a request socket (or, under SYN cookies, nothing); the full socket
- * appears when the final ACK (or the first data segment) reaches tcp_v4_syn_recv_sock(). In
- * between, the TOA is remembered here keyed by the connection's 4-tuple and network
- * namespace. Only listeners in scope (the `ports` parameter) and trusted, unambiguous,
- * plausible options get here (toa_skb_find_v4).
+ * The netfilter hook (toa_skb.c) sees every segment before TCP does. A SYN creates only
+ * a request socket (or, under SYN cookies, nothing); the full socket appears when the
+ * final ACK (or, with TCP_DEFER_ACCEPT, the first data segment; with TCP Fast Open, the
+ * SYN itself) reaches tcp_v4_syn_recv_sock(). In between, the TOA is remembered here keyed
+ * by the connection's 4-tuple and network namespace. The child-creation probe takes it
+ * (toa_hooks.c); if that probe was skipped, the first getpeername()/accept()/getsockopt()
+ * on the socket takes it (toa_table.c). Only listeners in scope (the `ports` parameter)
+ * and trusted, unambiguous, plausible options get here.
+ *
+ * Which one is kept: an ACK's option replaces the SYN's (the ACK wins). A SYN with the
+ * same sequence number as the stored SYN is a retransmission and leaves the entry (the
+ * first SYN's option stays); a SYN with another sequence number is a new handshake on the
+ * same 4-tuple and replaces it; a SYN without a usable option removes it.
  *
  * Bounds: at most TOA_PENDING_NET_MAX entries per network namespace, so a flood in one
  * namespace (one tenant) cannot take the room of another, and TOA_PENDING_MAX in all, so
  * memory stays bounded however many namespaces there are. Both are checked before
- * anything is allocated; a SYN over either is counted in syn_pending_dropped. Entries
+ * anything is allocated; an option over either is counted in syn_pending_dropped. Entries
  * expire after TOA_PENDING_TTL, longer than a pending handshake lives (SYN-ACK
  * retransmissions with the default tcp_synack_retries=5 end after about 63 s). SYN cookie
  * SYNs are stored like the others: under a flood the kernel answers with cookies and keeps
@@ -20,8 +28,8 @@
  * per-namespace quota is what keeps that from hurting other namespaces.
  *
  * Readers use RCU; writers take the lock of the bucket's stripe (TOA_PENDING_LOCKS locks)
- * with interrupts saved, since kprobe handlers may run with interrupts disabled. A
- * namespace's entries are removed when it is destroyed.
+ * with interrupts saved (the hook runs in softirq, the probes with interrupts possibly
+ * disabled). A namespace's entries are removed when it is destroyed.
  */
 #include <linux/hash.h>
 #include <linux/jhash.h>
@@ -46,6 +54,8 @@ struct toa_pending_entry {
 	struct toa_tuple key;
 	struct toa_addr toa;
 	unsigned long expires;
+	u32 seq;		/* the segment's sequence number */
+	bool syn;		/* stored from a SYN (else from an ACK) */
 };
 
 /* Per network namespace: entries it holds now. */
@@ -55,7 +65,7 @@ struct toa_pending_net {
 
 static struct hlist_head toa_pending_hash[1 << TOA_PENDING_BITS];
 static spinlock_t toa_pending_locks[1 << TOA_PENDING_LOCK_BITS];
-static atomic_t toa_pending_total = ATOMIC_INIT(0);
+atomic_t toa_pending_total = ATOMIC_INIT(0);
 static u32 toa_pending_seed;
 static unsigned int toa_pending_net_id;
 static struct delayed_work toa_pending_gc_work;
@@ -95,7 +105,7 @@ static void toa_pending_unlink(struct toa_pending_entry *e)
 	kfree_rcu(e, rcu);
 }
 
-void toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa)
+bool toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa, u32 seq, bool syn)
 {
 	struct toa_pending_net *pn = toa_pending_net(t->net);
 	unsigned int b = toa_pending_hash_of(t);
@@ -108,16 +118,18 @@ void toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa)
 	if (atomic_read(&pn->count) >= TOA_PENDING_NET_MAX ||
 	    atomic_read(&toa_pending_total) >= TOA_PENDING_MAX) {
 		toa_count(TOA_CNT_SYN_PENDING_DROPPED);
-		return;
+		return false;
 	}
 	e = kmalloc(sizeof(*e), GFP_ATOMIC);
 	if (!e) {
 		toa_count(TOA_CNT_SYN_PENDING_DROPPED);
-		return;
+		return false;
 	}
 	e->key = *t;
 	e->toa = *toa;
 	e->expires = jiffies + TOA_PENDING_TTL;
+	e->seq = seq;
+	e->syn = syn;
 
 	spin_lock_irqsave(lock, flags);
 	hlist_for_each_entry_safe(old, tmp, &toa_pending_hash[b], node) {
@@ -126,12 +138,15 @@ void toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa)
 		if (time_after_eq(jiffies, old->expires))
 			toa_pending_unlink(old);
 	}
+	if (old && syn && old->syn && old->seq == seq &&
+	    time_before(jiffies, old->expires)) {
+		/* A retransmitted SYN: the first SYN's option stays. */
+		spin_unlock_irqrestore(lock, flags);
+		kfree(e);
+		return false;
+	}
 	if (old) {
-		/*
-		 * The same connection again: a deferred bare ACK after its SYN (the ACK's
-		 * option wins, as on a final ACK). A retransmitted SYN never gets here: the
-		 * kernel answers it from the request socket without tcp_conn_request.
-		 */
+		/* The ACK of the stored SYN (its option wins), or a new handshake. */
 		hlist_replace_rcu(&old->node, &e->node);
 		kfree_rcu(old, rcu);
 	} else {
@@ -141,7 +156,7 @@ void toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa)
 		atomic_inc(&toa_pending_total);
 	}
 	spin_unlock_irqrestore(lock, flags);
-	toa_count(TOA_CNT_SYN_PENDING_STORED);
+	return true;
 }
 
 bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa)
@@ -149,7 +164,7 @@ bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa)
 	struct toa_pending_entry *e;
 	bool found = false;
 
-	if (!atomic_read(&toa_pending_total))
+	if (toa_pending_empty())
 		return false;
 	rcu_read_lock();
 	hlist_for_each_entry_rcu(e, &toa_pending_hash[toa_pending_hash_of(t)], node) {
@@ -163,24 +178,43 @@ bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa)
 	return found;
 }
 
-void toa_pending_remove(const struct toa_tuple *t)
+/* Removes the entry of @t; with @toa, returns whether there was one (not expired) and its TOA. */
+static bool toa_pending_unlink_key(const struct toa_tuple *t, struct toa_addr *toa)
 {
-	unsigned int b = toa_pending_hash_of(t);
-	spinlock_t *lock = toa_pending_lock_of(b);
 	struct toa_pending_entry *e;
 	struct hlist_node *tmp;
 	unsigned long flags;
+	spinlock_t *lock;
+	bool found = false;
+	unsigned int b;
 
-	if (!atomic_read(&toa_pending_total))
-		return;
+	if (toa_pending_empty())
+		return false;
+	b = toa_pending_hash_of(t);
+	lock = toa_pending_lock_of(b);
 	spin_lock_irqsave(lock, flags);
 	hlist_for_each_entry_safe(e, tmp, &toa_pending_hash[b], node) {
 		if (toa_tuple_eq(&e->key, t)) {
+			if (toa && time_before(jiffies, e->expires)) {
+				*toa = e->toa;
+				found = true;
+			}
 			toa_pending_unlink(e);
 			break;
 		}
 	}
 	spin_unlock_irqrestore(lock, flags);
+	return found;
+}
+
+void toa_pending_remove(const struct toa_tuple *t)
+{
+	toa_pending_unlink_key(t, NULL);
+}
+
+bool toa_pending_take(const struct toa_tuple *t, struct toa_addr *toa)
+{
+	return toa_pending_unlink_key(t, toa);
 }
 
 /* Removes expired entries, or every entry of @net, or every entry (@all). */

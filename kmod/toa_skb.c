@@ -1,51 +1,114 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Locate the TCP option bytes of a received IPv4 segment, parse them with the configured
- * kinds and apply the trusted-source filter.
+ * Received IPv4 TCP segments: locate their headers (bounds-checked, linear or not), parse
+ * the options with the configured kinds, apply the scope and trust rules, and keep a
+ * usable TOA in the pending table until the handshake's child socket takes it.
  *
- * The hooks run after tcp_v4_rcv() has pulled the whole TCP header (th->doff * 4 bytes)
- * into the linear area, but this code does not rely on it: every pointer is checked
- * against the skb's linear data before a byte is read.
+ * toa_skb_nf_local_in() is the netfilter LOCAL_IN hook of every network namespace
+ * (toa_hooks.c), before TCP sees the segment: unlike a kprobe it cannot be skipped.
+ * toa_skb_tuple_v4() gives the 4-tuple of the segment that creates a child socket.
  */
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/rcupdate.h>
 #include <linux/skbuff.h>
+#include <linux/netfilter.h>
 #include <linux/tcp.h>
+#include <net/inet_hashtables.h>
+#include <net/ip.h>
 #include <net/route.h>
 #include <net/sock.h>
+#include <net/tcp.h>
 #include "toa.h"
 
-/* Returns the TCP header when the IPv4 and TCP headers lie in the linear area. */
-static const struct tcphdr *toa_skb_headers_v4(const struct sk_buff *skb,
-					       const struct iphdr **iph_out)
+/*
+ * The IPv4 and TCP headers of @skb (copied to @buf only where the skb is not linear) and
+ * the segment located in them; NULL when it is not an IPv4 TCP segment with complete
+ * headers. Only the headers are copied: the IPv4 header's protocol and length and the
+ * TCP header's data offset are read first (other protocols stop there), and
+ * toa_locate_v4() then checks every length against the bytes actually taken.
+ */
+static const u8 *toa_skb_seg(const struct sk_buff *skb, u8 *buf, struct toa_seg_v4 *seg)
 {
-	const unsigned char *lo = skb->head, *hi = skb_tail_pointer(skb);
+	int off = skb_network_offset(skb);
+	int avail = (int)skb->len - off, need;
 	const struct iphdr *iph;
 	const struct tcphdr *th;
+	struct iphdr _iph;
+	struct tcphdr _th;
+	const u8 *p;
 
-	if (skb->protocol != htons(ETH_P_IP) || !skb_transport_header_was_set(skb))
+	if (skb->protocol != htons(ETH_P_IP) || avail < (int)sizeof(_iph))
 		return NULL;
-	iph = ip_hdr(skb);
-	th = tcp_hdr(skb);
-	if ((const unsigned char *)iph < lo || (const unsigned char *)(iph + 1) > hi ||
-	    iph->version != 4 || iph->protocol != IPPROTO_TCP)
+	iph = skb_header_pointer(skb, off, sizeof(_iph), &_iph);
+	if (!iph || iph->protocol != IPPROTO_TCP || iph->ihl < 5)
 		return NULL;
-	if ((const unsigned char *)th < lo || (const unsigned char *)(th + 1) > hi ||
-	    th->doff < sizeof(*th) / 4 || (const unsigned char *)th + th->doff * 4 > hi)
+	th = skb_header_pointer(skb, off + iph->ihl * 4, sizeof(_th), &_th);
+	if (!th)
 		return NULL;
-	*iph_out = iph;
-	return th;
+	need = min_t(int, avail, iph->ihl * 4 + th->doff * 4);
+	p = skb_header_pointer(skb, off, need, buf);
+	if (!p || toa_locate_v4(p, need, seg))
+		return NULL;
+	return p;
 }
 
-static void toa_fill_tuple(const struct sock *listener, const struct iphdr *iph,
-			   const struct tcphdr *th, struct toa_tuple *t)
+static void toa_seg_tuple(const struct net *net, const struct toa_seg_v4 *seg,
+			  struct toa_tuple *t)
 {
-	t->net = sock_net(listener);
-	t->raddr = iph->saddr;
-	t->laddr = iph->daddr;
-	t->rport = th->source;
-	t->lport = th->dest;
+	t->net = net;
+	memcpy(&t->raddr, seg->saddr, 4);
+	memcpy(&t->laddr, seg->daddr, 4);
+	t->rport = htons(seg->sport);
+	t->lport = htons(seg->dport);
+}
+
+int toa_skb_tuple_v4(const struct net *net, const struct sk_buff *skb, struct toa_tuple *t)
+{
+	u8 buf[TOA_SEG_MAX];
+	struct toa_seg_v4 seg;
+
+	if (!toa_skb_seg(skb, buf, &seg))
+		return -EINVAL;
+	toa_seg_tuple(net, &seg, t);
+	return 0;
+}
+
+/*
+ * The established-table entry of a connection, with a reference (sock_gen_put() it):
+ * a full socket, a TIME_WAIT socket or a request socket (TCP_NEW_SYN_RECV), or NULL.
+ * The caller holds rcu_read_lock(). Kernels since 2025 have one TCP hash table per
+ * namespace reachable from the namespace itself and dropped the table argument (the
+ * build detects which, see Kbuild).
+ */
+struct sock *toa_ehash_lookup(struct net *net, __be32 raddr, __be16 rport, __be32 laddr,
+			      __be16 lport, int dif, int sdif)
+{
+#ifdef TOA_EHASH_NO_HASHINFO
+	return __inet_lookup_established(net, raddr, rport, laddr, ntohs(lport), dif, sdif);
+#else
+	return __inet_lookup_established(net, net->ipv4.tcp_death_row.hashinfo, raddr, rport,
+					 laddr, ntohs(lport), dif, sdif);
+#endif
+}
+
+/*
+ * An ACK whose connection already has a full socket (established, or a TCP Fast Open
+ * child made from the SYN) or is in TIME_WAIT: a later segment, whose TOA is ignored.
+ * A request socket (the handshake in progress) or nothing (SYN cookies) is not.
+ */
+static bool toa_after_handshake(struct net *net, struct sk_buff *skb,
+				const struct toa_tuple *t)
+{
+	struct sock *sk = toa_ehash_lookup(net, t->raddr, t->rport, t->laddr, t->lport,
+					   inet_iif(skb), inet_sdif(skb));
+	bool later;
+
+	if (!sk)
+		return false;
+	later = sk->sk_state != TCP_NEW_SYN_RECV;
+	sock_gen_put(sk);
+	return later;
 }
 
 /* The option the configured dup_rule picks; false when the segment is ambiguous. */
@@ -70,10 +133,10 @@ static bool toa_pick(const struct toa_config *cfg, const struct toa_parse_result
 
 /*
  * A decoded address that cannot be a real client: special ranges (toa_addr_check), or,
- * for IPv4, an address of this host in the listener's namespace (one FIB lookup, only for
+ * for IPv4, an address of this host in the receiving namespace (one FIB lookup, only for
  * segments that carry a trusted TOA).
  */
-static bool toa_addr_refused(const struct sock *listener, const struct toa_addr *toa)
+static bool toa_addr_refused(struct net *net, const struct toa_addr *toa)
 {
 	__be32 v4;
 
@@ -82,45 +145,57 @@ static bool toa_addr_refused(const struct sock *listener, const struct toa_addr 
 	if (toa->type != TOA_TYPE_IPV4)
 		return false;
 	memcpy(&v4, toa->addr, 4);
-	return inet_addr_type(sock_net(listener), v4) == RTN_LOCAL;
+	return inet_addr_type(net, v4) == RTN_LOCAL;
 }
 
 /*
- * Fills *tuple from the segment (received by @listener) and returns 1 with *toa set when
- * the segment carries a usable TOA option, 0 when it carries none or one that is refused,
- * -EINVAL when it is not a well-formed IPv4/TCP segment (*tuple not set).
- *
- * In order: a local port outside `ports` is not parsed at all; then malformed options are
- * counted; a valid TOA from a source that is not trusted counts toa_untrusted; several
- * valid TOA options that dup_rule does not resolve count toa_ambiguous; an address that
- * cannot be a client counts toa_refused_address. Each refused segment counts once.
+ * One received segment (netfilter LOCAL_IN, namespace @net). Only a SYN (without ACK)
+ * and an ACK that belongs to a handshake in progress are looked at; TOA on any other
+ * segment is ignored. In order: a local port outside `ports` is not parsed at all; a
+ * segment without TOA and without malformed options stops here (the cost for ordinary
+ * traffic on ports in scope: one option walk); an ACK of a connection that already has
+ * its full socket stops here uncounted; then malformed options are counted; a valid TOA
+ * from a source that is not trusted counts toa_untrusted; several valid TOA options that
+ * dup_rule does not resolve count toa_ambiguous; an address that cannot be a client
+ * counts toa_refused_address. Each refused segment counts once. What is left is stored
+ * in the pending table: a SYN's (syn_pending_stored) or an ACK's (ack_pending_stored,
+ * replacing the SYN's: the ACK's option wins).
  */
-int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
-		    struct toa_tuple *tuple, struct toa_addr *toa)
+static noinline void toa_skb_inspect_slow(struct net *net, struct sk_buff *skb)
 {
+	enum toa_counter refused = TOA_CNT_MAX;
 	const struct toa_config *cfg;
 	struct toa_parse_result res;
-	const struct iphdr *iph;
-	const struct tcphdr *th = toa_skb_headers_v4(skb, &iph);
-	enum toa_counter refused = TOA_CNT_MAX;
-	bool found;
+	struct toa_seg_v4 seg;
+	struct toa_tuple tuple;
+	struct toa_addr toa;
+	u8 buf[TOA_SEG_MAX];
+	const u8 *p;
+	bool syn, found;
 
-	if (!th)
-		return -EINVAL;
-	toa_fill_tuple(listener, iph, th, tuple);
+	p = toa_skb_seg(skb, buf, &seg);
+	if (!p || (seg.flags & TOA_TCP_RST))
+		return;
+	syn = seg.flags & TOA_TCP_SYN;
+	if (syn ? (seg.flags & TOA_TCP_ACK) : !(seg.flags & TOA_TCP_ACK))
+		return;
+	toa_seg_tuple(net, &seg, &tuple);
 
 	rcu_read_lock();
 	cfg = rcu_dereference(toa_cfg);
-	if (!toa_config_port_in_scope(cfg, th->dest)) {
+	if (!toa_config_port_in_scope(cfg, tuple.lport)) {
 		rcu_read_unlock();
-		return 0;
+		return;
 	}
-	found = toa_parse_options((const u8 *)(th + 1), th->doff * 4 - sizeof(*th),
-				  &cfg->kinds, &res);
+	found = toa_parse_options(p + seg.opt_off, seg.opt_len, &cfg->kinds, &res);
+	if ((!found && !res.malformed) || (!syn && toa_after_handshake(net, skb, &tuple))) {
+		rcu_read_unlock();
+		goto no_toa;
+	}
 	if (found) {
-		if (!toa_config_trusted_v4(cfg, iph->saddr))
+		if (!toa_config_trusted_v4(cfg, tuple.raddr))
 			refused = TOA_CNT_TOA_UNTRUSTED;
-		else if (!toa_pick(cfg, &res, toa))
+		else if (!toa_pick(cfg, &res, &toa))
 			refused = TOA_CNT_TOA_AMBIGUOUS;
 	}
 	rcu_read_unlock();
@@ -128,14 +203,76 @@ int toa_skb_find_v4(const struct sock *listener, const struct sk_buff *skb,
 	if (res.malformed)
 		toa_count_n(TOA_CNT_TOA_MALFORMED, res.malformed);
 	if (!found)
-		return 0;
-	if (refused == TOA_CNT_MAX && toa_addr_refused(listener, toa))
+		goto no_toa;
+	if (refused == TOA_CNT_MAX && toa_addr_refused(net, &toa))
 		refused = TOA_CNT_TOA_REFUSED_ADDRESS;
 	if (refused != TOA_CNT_MAX) {
 		toa_count(refused);
-		pr_debug("toa: TOA from %pI4:%u refused (counter %d)\n", &iph->saddr,
-			 ntohs(th->source), refused);
-		return 0;
+		pr_debug("toa: TOA from %pI4:%u refused (counter %d)\n", &tuple.raddr,
+			 ntohs(tuple.rport), refused);
+		goto no_toa;
 	}
-	return 1;
+	if (toa_pending_store(&tuple, &toa, seg.seq, syn)) {
+		toa_count(syn ? TOA_CNT_SYN_PENDING_STORED : TOA_CNT_ACK_PENDING_STORED);
+		pr_debug("toa: %s %pI4:%u -> %pI4:%u carries TOA kind %u\n", syn ? "SYN" : "ACK",
+			 &tuple.raddr, ntohs(tuple.rport), &tuple.laddr, ntohs(tuple.lport),
+			 toa.kind);
+	}
+	return;
+
+no_toa:
+	/*
+	 * A SYN without a usable TOA starts a new handshake on this 4-tuple: an entry left
+	 * by an earlier connection on it (one whose child was never created) must not be
+	 * taken by this one. (Cheap: nothing to do while the table is empty.)
+	 */
+	if (syn && !toa_pending_empty())
+		toa_pending_remove(&tuple);
+}
+
+/*
+ * The netfilter LOCAL_IN hook (registered by toa_hooks.c), which never drops anything.
+ * Most segments are not looked at beyond their flags, so that decision
+ * is taken here without buffers or copies, from the linear area (at LOCAL_IN the IPv4
+ * header always is, the TCP header nearly always); when the TCP header is not linear the
+ * slow path decides with copies. Every byte read is checked against the linear area.
+ */
+unsigned int toa_skb_nf_local_in(void *priv, struct sk_buff *skb,
+				 const struct nf_hook_state *state)
+{
+	unsigned int off = skb_network_offset(skb), head = skb_headlen(skb);
+	const struct iphdr *iph;
+	const struct tcphdr *th;
+	const __be32 *opt;
+
+	if (skb_network_offset(skb) < 0 || head < off + sizeof(*iph))
+		goto slow;
+	iph = ip_hdr(skb);
+	if (iph->protocol != IPPROTO_TCP || skb->protocol != htons(ETH_P_IP))
+		return NF_ACCEPT;
+	if (iph->ihl < 5 || head < off + iph->ihl * 4 + sizeof(*th))
+		goto slow;
+	th = (const struct tcphdr *)((const u8 *)iph + iph->ihl * 4);
+	/* a reset, a SYN-ACK (this host's own connection), no ACK, an ACK without options */
+	if (th->rst || (th->syn ? th->ack : !th->ack) || (!th->syn && th->doff <= 5))
+		return NF_ACCEPT;
+	/*
+	 * An ACK whose only option is the aligned timestamp (NOP, NOP, TS: what nearly every
+	 * segment of an established connection carries, tested the way
+	 * tcp_parse_aligned_timestamp() does): no room for a TOA, nothing malformed.
+	 */
+	if (!th->syn && th->doff == 8) {
+		if (head < off + iph->ihl * 4 + sizeof(*th) + sizeof(*opt))
+			goto slow;
+		opt = (const __be32 *)(th + 1);
+		if (*opt == htonl((TCPOPT_NOP << 24) | (TCPOPT_NOP << 16) |
+				  (TCPOPT_TIMESTAMP << 8) | TCPOLEN_TIMESTAMP))
+			return NF_ACCEPT;
+	}
+	/* a SYN without options while nothing is pending: nothing to store or remove */
+	if (th->syn && th->doff <= 5 && toa_pending_empty())
+		return NF_ACCEPT;
+slow:
+	toa_skb_inspect_slow(state->net, skb);
+	return NF_ACCEPT;
 }

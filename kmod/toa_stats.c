@@ -29,6 +29,9 @@ static const char *const toa_counter_names[TOA_CNT_MAX] = {
 	[TOA_CNT_GETSOCKOPT_EMPTY] = "getsockopt_empty",
 	[TOA_CNT_TOA_REFUSED_ADDRESS] = "toa_refused_address",
 	[TOA_CNT_TOA_AMBIGUOUS] = "toa_ambiguous",
+	[TOA_CNT_ACK_PENDING_STORED] = "ack_pending_stored",
+	[TOA_CNT_ATTACH_FALLBACK] = "attach_fallback",
+	[TOA_CNT_ENTRIES_RECLAIMED] = "entries_reclaimed",
 };
 
 void toa_stats_show(struct seq_file *m)

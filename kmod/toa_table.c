@@ -2,10 +2,16 @@
 /*
  * Per-socket TOA entries, keyed by the struct sock pointer.
  *
- * An entry is created when the handshake creates the child socket and freed when that
- * socket is destroyed (inet_sock_destruct) or at unload. Each entry also records the
- * connection's 4-tuple; a lookup only returns the entry when the socket still has that
- * 4-tuple, so an entry that somehow outlived its socket is never applied to a new socket
+ * An entry is created when the handshake creates the child socket (the kretprobe on
+ * tcp_v4_syn_recv_sock), or, when that probe was skipped, by the first lookup on the
+ * socket (getpeername, accept, getsockopt), which then takes the connection's pending
+ * entry (counted attach_fallback). It is freed when that socket is destroyed
+ * (inet_sock_destruct) or at unload; if that probe was skipped, the periodic sweep frees
+ * it once the connection is no longer in TCP's established table, a new socket at the
+ * same address replaces it, and a namespace's leftovers go when the namespace does (all
+ * three counted entries_reclaimed). Each entry also records
+ * the connection's 4-tuple; a lookup only returns the entry when the socket still has
+ * that 4-tuple, so an entry that outlived its socket is never applied to a new socket
  * that reuses the same memory. Readers (getname, getsockopt, destruct) use RCU; writers
  * take a spinlock with interrupts saved (kprobe handlers may run with them disabled).
  */
@@ -15,8 +21,11 @@
 #include <linux/rculist.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/workqueue.h>
+#include <net/inet_hashtables.h>
 #include <net/net_namespace.h>
 #include <net/sock.h>
+#include <net/tcp.h>
 #include "toa.h"
 
 /* 16384 buckets: short chains even with ~100k TOA connections on a host. */
@@ -28,6 +37,7 @@ struct toa_sock_entry {
 	const struct sock *sk;
 	struct toa_tuple tuple;
 	struct toa_addr toa;
+	int dif;		/* the socket's bound device (0: none), for the sweep's lookup */
 };
 
 static struct hlist_head toa_table_hash[1 << TOA_TABLE_BITS];
@@ -83,12 +93,18 @@ int toa_table_store(const struct sock *sk, const struct toa_tuple *t,
 	e->sk = sk;
 	e->tuple = *t;
 	e->toa = *toa;
+	e->dif = READ_ONCE(sk->sk_bound_dev_if);
 
 	spin_lock_irqsave(&toa_table_lock, flags);
-	/* A leftover entry for this address belongs to a dead socket: replace it. */
+	/*
+	 * A leftover entry for this address belongs to a dead socket whose destruct probe
+	 * was skipped (the memory now holds this new socket): reclaim it.
+	 */
 	hlist_for_each_entry_safe(old, tmp, head, node) {
-		if (old->sk == sk)
+		if (old->sk == sk) {
 			toa_table_unlink(old);
+			toa_count(TOA_CNT_ENTRIES_RECLAIMED);
+		}
 	}
 	hlist_add_head_rcu(&e->node, head);
 	atomic_inc(&toa_table_count);
@@ -105,25 +121,60 @@ static bool toa_sock_matches(const struct sock *sk, const struct toa_tuple *t)
 	       READ_ONCE(sk->sk_num) == ntohs(t->lport);
 }
 
+/*
+ * The socket has no entry, but its connection may still have a pending one: the probe on
+ * tcp_v4_syn_recv_sock was skipped (another kprobe handler ran on that CPU) when the
+ * child was created. Take it now. Only connected TCP sockets made by a listener can have
+ * one; the key is the same as the hook's (namespace and 4-tuple).
+ */
+static noinline bool toa_table_attach_late(const struct sock *sk, struct toa_addr *toa)
+{
+	struct toa_tuple t;
+	int state;
+
+	if (sk->sk_type != SOCK_STREAM || sk->sk_protocol != IPPROTO_TCP)
+		return false;
+	state = READ_ONCE(sk->sk_state);
+	if (state == TCP_LISTEN || state == TCP_SYN_SENT || state == TCP_CLOSE)
+		return false;
+	t.net = sock_net(sk);
+	t.raddr = READ_ONCE(sk->sk_daddr);
+	t.laddr = READ_ONCE(sk->sk_rcv_saddr);
+	t.rport = READ_ONCE(sk->sk_dport);
+	t.lport = htons(READ_ONCE(sk->sk_num));
+	if (!toa_pending_take(&t, toa))
+		return false;
+	if (toa_table_store(sk, &t, toa))
+		return false;
+	toa_count(TOA_CNT_ATTACH_FALLBACK);
+	pr_debug("toa: socket %p took its pending entry late\n", sk);
+	return true;
+}
+
 bool toa_table_lookup(const struct sock *sk, struct toa_addr *toa)
 {
 	struct toa_sock_entry *e;
 	bool found = false;
 
-	if (!atomic_read(&toa_table_count))
-		return false;
-	rcu_read_lock();
-	hlist_for_each_entry_rcu(e, toa_table_bucket(sk), node) {
-		if (e->sk == sk) {
-			if (toa_sock_matches(sk, &e->tuple)) {
-				*toa = e->toa;
-				found = true;
+	if (atomic_read(&toa_table_count)) {
+		rcu_read_lock();
+		hlist_for_each_entry_rcu(e, toa_table_bucket(sk), node) {
+			if (e->sk == sk) {
+				if (toa_sock_matches(sk, &e->tuple)) {
+					*toa = e->toa;
+					found = true;
+				}
+				break;
 			}
-			break;
 		}
+		rcu_read_unlock();
+		if (found)
+			return true;
 	}
-	rcu_read_unlock();
-	return found;
+	/* Nothing pending anywhere (the common case): no late attach to try. */
+	if (likely(toa_pending_empty()))
+		return false;
+	return toa_table_attach_late(sk, toa);
 }
 
 void toa_table_forget(const struct sock *sk)
@@ -175,6 +226,132 @@ unsigned int toa_table_flush(void)
 	}
 	spin_unlock_irqrestore(&toa_table_lock, flags);
 	return n;
+}
+
+/*
+ * Sweep: entries whose socket was destroyed without the inet_sock_destruct probe firing
+ * (skipped while another kprobe handler ran on that CPU) would otherwise stay until
+ * unload. Every TOA_TABLE_SWEEP the table is walked; an entry whose connection has no
+ * socket at that address in TCP's established table any more (a refcounted lookup by
+ * namespace, 4-tuple and bound device: the entry's socket pointer is compared, never
+ * dereferenced) is freed and counted in entries_reclaimed. A socket that is closed or reset
+ * but still held by its application is no longer in that table either: its entry goes
+ * too (getpeername() fails with ENOTCONN on such a socket anyway).
+ */
+#define TOA_TABLE_SWEEP	(10 * HZ)
+
+static struct delayed_work toa_table_sweep_work;
+
+static bool toa_entry_sock_gone(const struct toa_sock_entry *e)
+{
+	struct net *net = (struct net *)e->tuple.net;
+	struct sock *sk;
+	bool gone;
+
+	sk = toa_ehash_lookup(net, e->tuple.raddr, e->tuple.rport, e->tuple.laddr,
+			      e->tuple.lport, e->dif, 0);
+	gone = sk != e->sk;
+	if (sk)
+		sock_gen_put(sk);
+	return gone;
+}
+
+/* Frees @e if it is still in the table (caller holds no table lock). */
+static void toa_table_reclaim(struct toa_sock_entry *e)
+{
+	struct toa_sock_entry *cur;
+	unsigned long flags;
+
+	spin_lock_irqsave(&toa_table_lock, flags);
+	hlist_for_each_entry(cur, toa_table_bucket(e->sk), node) {
+		if (cur == e) {
+			toa_table_unlink(e);
+			toa_count(TOA_CNT_ENTRIES_RECLAIMED);
+			pr_debug("toa: reclaimed entry of gone socket %p\n", e->sk);
+			break;
+		}
+	}
+	spin_unlock_irqrestore(&toa_table_lock, flags);
+}
+
+static void toa_table_sweep(struct work_struct *work)
+{
+	struct toa_sock_entry *e;
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(toa_table_hash) && atomic_read(&toa_table_count); i++) {
+		if (hlist_empty(&toa_table_hash[i]))
+			continue;
+		/*
+		 * Under RCU the entry (kfree_rcu) and its namespace (the pernet exit below
+		 * waits for a grace period after removing a namespace's entries) stay valid.
+		 */
+		rcu_read_lock();
+		hlist_for_each_entry_rcu(e, &toa_table_hash[i], node) {
+			if (toa_entry_sock_gone(e))
+				toa_table_reclaim(e);
+		}
+		rcu_read_unlock();
+		cond_resched();
+	}
+	schedule_delayed_work(&toa_table_sweep_work, TOA_TABLE_SWEEP);
+}
+
+/*
+ * A namespace goes away: its user sockets are all gone already (each holds a reference
+ * on it), so an entry left here lost its destruct call. Free them before the namespace's
+ * memory can be reused, and let a running sweep finish with them.
+ */
+static void __net_exit toa_table_net_exit(struct net *net)
+{
+	struct toa_sock_entry *e;
+	struct hlist_node *tmp;
+	unsigned long flags;
+	unsigned int i, n = 0;
+
+	if (!atomic_read(&toa_table_count))
+		return;
+	spin_lock_irqsave(&toa_table_lock, flags);
+	for (i = 0; i < ARRAY_SIZE(toa_table_hash); i++) {
+		hlist_for_each_entry_safe(e, tmp, &toa_table_hash[i], node) {
+			if (e->tuple.net == net) {
+				toa_table_unlink(e);
+				n++;
+			}
+		}
+	}
+	spin_unlock_irqrestore(&toa_table_lock, flags);
+	if (n) {
+		toa_count_n(TOA_CNT_ENTRIES_RECLAIMED, n);
+		synchronize_rcu();
+	}
+}
+
+static struct pernet_operations toa_table_net_ops = {
+	.exit = toa_table_net_exit,
+};
+
+int toa_table_sweep_init(void)
+{
+	int err = register_pernet_subsys(&toa_table_net_ops);
+
+	if (err)
+		return err;
+	INIT_DELAYED_WORK(&toa_table_sweep_work, toa_table_sweep);
+	schedule_delayed_work(&toa_table_sweep_work, TOA_TABLE_SWEEP);
+	return 0;
+}
+
+/* Before the final flush: no sweep runs after this. */
+void toa_table_sweep_exit(void)
+{
+	cancel_delayed_work_sync(&toa_table_sweep_work);
+}
+
+/* After the final flush (the table is empty: the namespace exits find nothing). */
+void toa_table_net_unregister(void)
+{
+	unregister_pernet_subsys(&toa_table_net_ops);
 }
 
 /*

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Unit tests and fuzzing of the TOA option parser, built for userspace from the module's own
-# toa_parse.c (the same source the kernel module compiles).
+# Unit tests and fuzzing of the module's pure code (option parser, IPv4/TCP header location,
+# ports/kinds/trusted_sources parsers, trust rule, address checks), built for userspace from
+# the module's own toa_parse.c (the same source the kernel module compiles).
 #
 #   kmod/fuzz/run.sh [SECONDS]     (fuzzing time, default 30)
 #

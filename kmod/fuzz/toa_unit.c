@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Deterministic unit tests of the TOA option parser (the module's toa_parse.c built for
- * userspace): each malformed case with its expected outcome. Ends with "N passed, M failed"
+ * Deterministic unit tests of the module's pure code (toa_parse.c built for userspace):
+ * the option parser with each malformed case, address checks, the ports, kinds and
+ * trusted_sources parsers, the trust rule and the IPv4/TCP header location. Ends with "N passed, M failed"
  * and exits non-zero on any failure.
  */
 #include <stdio.h>
@@ -219,6 +220,131 @@ static int run_port_case(unsigned int i)
 	return ok;
 }
 
+/* Kinds, CIDR lists, trust and header location: the documented cases. */
+static const struct {
+	const char *in;
+	const char *want;	/* kinds written, comma list; NULL: rejected */
+	const char *bad;	/* the entry named when rejected */
+} kind_cases[] = {
+	{ "\t200, 254,200 ,9 ", "200,254,9", NULL },
+	{ "", "", NULL },
+	{ "200,300", NULL, "300" },
+	{ "200,9z", NULL, "9z" },
+	{ "1", NULL, "1" },
+	{ "200,,201", NULL, "" },
+	{ "+200", NULL, "+200" },
+	{ "0200", NULL, "0200" },
+};
+
+static int run_kind_case(unsigned int i)
+{
+	uint8_t k[256];
+	char got[256] = "", bad[64] = "";
+	size_t off = 0, len = 0;
+	int n = toa_parse_kind_list(kind_cases[i].in, strlen(kind_cases[i].in), k, 256, &off, &len);
+	int j, ok;
+
+	for (j = 0; j < n; j++)
+		snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%u", j ? "," : "", k[j]);
+	if (n < 0)
+		snprintf(bad, sizeof(bad), "%.*s", (int)len, kind_cases[i].in + off);
+	ok = kind_cases[i].want ? n >= 0 && !strcmp(got, kind_cases[i].want) :
+				  n < 0 && !strcmp(bad, kind_cases[i].bad);
+	printf("%s - kinds '%s' -> %s\n", ok ? "ok" : "not ok", kind_cases[i].in, n < 0 ? bad : got);
+	return ok;
+}
+
+static const struct {
+	const char *in;
+	int n;			/* entries, or -1 */
+	enum toa_cidr_error why;
+	const char *probe;	/* an IPv4 source, dotted */
+	int trusted;		/* verdict for probe (accept_any 0) */
+} cidr_cases[] = {
+	{ "10.0.0.0/8, 192.0.2.7", 2, TOA_CIDR_OK, "10.200.1.1", 1 },
+	{ "10.0.0.0/8, 192.0.2.7", 2, TOA_CIDR_OK, "192.0.2.8", 0 },
+	{ "10.0.0.0/9", 1, TOA_CIDR_OK, "10.128.0.1", 0 },
+	{ "0.0.0.0/0", 1, TOA_CIDR_OK, "203.0.113.1", 1 },
+	{ "fd00::/64,2001:DB8:0:0::/64", 2, TOA_CIDR_OK, "10.0.0.1", 0 },
+	{ "::ffff:10.0.0.0/104", 1, TOA_CIDR_OK, "10.0.0.1", 0 },
+	{ "", 0, TOA_CIDR_OK, "10.0.0.1", 0 },
+	{ "10.0.0.1/24", -1, TOA_CIDR_HOST_BITS, NULL, 0 },
+	{ "10.0.0.0/33", -1, TOA_CIDR_BAD_PREFIX, NULL, 0 },
+	{ "2001:db8::/129", -1, TOA_CIDR_BAD_PREFIX, NULL, 0 },
+	{ "010.0.0.0/8", -1, TOA_CIDR_BAD_ADDRESS, NULL, 0 },
+	{ "1:2:3:4:5:6:7:8::", -1, TOA_CIDR_BAD_ADDRESS, NULL, 0 },
+	{ "1::2::3", -1, TOA_CIDR_BAD_ADDRESS, NULL, 0 },
+	{ "garbage", -1, TOA_CIDR_BAD_ADDRESS, NULL, 0 },
+	{ "10.0.0.0/8,", -1, TOA_CIDR_BAD_ADDRESS, NULL, 0 },
+};
+
+static int run_cidr_case(unsigned int i)
+{
+	struct toa_cidr c[8];
+	enum toa_cidr_error why;
+	size_t off = 0, len = 0;
+	uint8_t a[4];
+	int n = toa_parse_cidr_list(cidr_cases[i].in, strlen(cidr_cases[i].in), c, 8, &off, &len, &why);
+	int ok = n == cidr_cases[i].n && why == cidr_cases[i].why;
+
+	if (ok && n >= 0 && cidr_cases[i].probe) {
+		unsigned int p[4];
+
+		sscanf(cidr_cases[i].probe, "%u.%u.%u.%u", &p[0], &p[1], &p[2], &p[3]);
+		a[0] = (uint8_t)p[0], a[1] = (uint8_t)p[1], a[2] = (uint8_t)p[2], a[3] = (uint8_t)p[3];
+		ok = toa_trusted_v4(c, (unsigned int)n, 0, a) == cidr_cases[i].trusted &&
+		     toa_trusted_v4(c, (unsigned int)n, 1, a) == (n ? cidr_cases[i].trusted : 1);
+	}
+	printf("%s - trusted_sources '%s' -> %d entries (reason %d)%s%s\n", ok ? "ok" : "not ok",
+	       cidr_cases[i].in, n, why, cidr_cases[i].probe ? ", source " : "",
+	       cidr_cases[i].probe ? cidr_cases[i].probe : "");
+	return ok;
+}
+
+/* IPv4 + TCP headers: a SYN with an 8-byte option, then cut or altered. */
+static int run_locate_cases(void)
+{
+	static const uint8_t syn[] = {
+		0x45, 0, 0, 48, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1,
+		0x9c, 0x40, 0x1f, 0x90, 1, 2, 3, 4, 0, 0, 0, 0, 0x70, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
+		200, 8, 0x1f, 0x90, 192, 0, 2, 10,
+	};
+	uint8_t b[sizeof(syn)];
+	struct toa_seg_v4 seg;
+	int ok = 1, r;
+	size_t n;
+
+	r = toa_locate_v4(syn, sizeof(syn), &seg);
+	ok &= r == 0 && seg.sport == 40000 && seg.dport == 8080 && seg.seq == 0x01020304 &&
+	      seg.flags == 0x02 && seg.opt_off == 40 && seg.opt_len == 8 && seg.payload == 0;
+	/* every shorter buffer lacks part of the TCP header */
+	for (n = 0; n < sizeof(syn); n++) {
+		uint8_t *cut = malloc(n);	/* n == 0: a zero-length buffer */
+
+		if (!cut && n)
+			abort();
+		if (n)
+			memcpy(cut, syn, n);
+		ok &= toa_locate_v4(cut, n, &seg) == -1;
+		free(cut);
+	}
+	memcpy(b, syn, sizeof(b));
+	b[3] = 40;	/* total length shorter than the headers */
+	ok &= toa_locate_v4(b, sizeof(b), &seg) == -1;
+	memcpy(b, syn, sizeof(b));
+	b[6] = 0x20;	/* more fragments */
+	ok &= toa_locate_v4(b, sizeof(b), &seg) == -1;
+	memcpy(b, syn, sizeof(b));
+	b[32] = 0x40;	/* doff 4 */
+	ok &= toa_locate_v4(b, sizeof(b), &seg) == -1;
+	memcpy(b, syn, sizeof(b));
+	b[9] = 17;	/* UDP */
+	ok &= toa_locate_v4(b, sizeof(b), &seg) == -1;
+	printf("%s - locate IPv4/TCP headers: whole SYN, every truncation, short total length, fragment, doff 4, UDP\n",
+	       ok ? "ok" : "not ok");
+	return ok;
+}
+
 int main(void)
 {
 	unsigned int i, passed = 0, failed = 0;
@@ -242,6 +368,22 @@ int main(void)
 		else
 			failed++;
 	}
+	for (i = 0; i < sizeof(kind_cases) / sizeof(kind_cases[0]); i++) {
+		if (run_kind_case(i))
+			passed++;
+		else
+			failed++;
+	}
+	for (i = 0; i < sizeof(cidr_cases) / sizeof(cidr_cases[0]); i++) {
+		if (run_cidr_case(i))
+			passed++;
+		else
+			failed++;
+	}
+	if (run_locate_cases())
+		passed++;
+	else
+		failed++;
 	printf("%u passed, %u failed\n", passed, failed);
 	return failed ? 1 : 0;
 }

@@ -199,7 +199,16 @@ fn help_for(name: &str) -> &'static str {
         "toa_untrusted" => "TOA options ignored because their sender is not in trusted_sources",
         "toa_malformed" => "TOA options ignored because their length does not fit their kind",
         "syn_pending_stored" => "Addresses from a SYN kept until the handshake completes",
-        "syn_pending_dropped" => "Addresses from a SYN dropped (pending table full or expired)",
+        "syn_pending_dropped" => {
+            "Addresses from a SYN or handshake ACK not kept (pending quota reached or no memory)"
+        }
+        "ack_pending_stored" => "Addresses from a handshake ACK kept for the child socket",
+        "attach_fallback" => {
+            "Addresses attached at the first getpeername (child-creation probe skipped)"
+        }
+        "entries_reclaimed" => {
+            "Entries of sockets destroyed while the destruct probe was skipped, freed later"
+        }
         "getsockopt_ok" => "getsockopt(4096) calls answered with a NAT64 client address",
         "getsockopt_empty" => "getsockopt(4096) calls on sockets without a NAT64 entry",
         "toa_refused_address" => "Segments whose TOA address cannot be a real client",

@@ -98,6 +98,13 @@ run_kernel() {
 		echo "not ok - [$KVER] build of toa_dup.ko (kmod/Kbuild renamed to toa_dup: obj-m/toa-y lines): see $work/build-dup.out"
 		fails=$((fails + 1))
 	fi
+	# Test-only second kprobe user for the stress scenario (issue 11 item 2).
+	if ! kernel_build_kmod "$TOA_REPO_DIR/tests/vm/kprobe-user" "$work/kprobe-user" >"$work/build-kprobe-user.out" 2>&1 ||
+		[ ! -f "$work/kprobe-user/toa_kprobe_user.ko" ]; then
+		sed 's/^/#   /' "$work/build-kprobe-user.out" | tail -n 10
+		echo "not ok - [$KVER] build of the test module tests/vm/kprobe-user with W=1: see $work/build-kprobe-user.out"
+		fails=$((fails + 1))
+	fi
 	t_build=$((SECONDS - t0))
 
 	t0=$SECONDS
@@ -118,7 +125,12 @@ run_kernel() {
 		initramfs_add_file "$ird" "$work/kmod-dup/toa_dup.ko" toa_dup.ko 0644
 		dup=(--dup /toa_dup.ko)
 	fi
-	guest_write_init "$ird" /bin/toatest suite --module /toa.ko "${dup[@]}"
+	local kpu=()
+	if [ -f "$work/kprobe-user/toa_kprobe_user.ko" ]; then
+		initramfs_add_file "$ird" "$work/kprobe-user/toa_kprobe_user.ko" toa_kprobe_user.ko 0644
+		kpu=(--kprobe-user /toa_kprobe_user.ko)
+	fi
+	guest_write_init "$ird" /bin/toatest suite --module /toa.ko "${dup[@]}" "${kpu[@]}"
 	initramfs_pack "$ird" "$work/initramfs.cpio.gz"
 	qemu_run "$VMLINUX" "$work/initramfs.cpio.gz" "$GUEST_MEM" "$GUEST_TIMEOUT" "$work/serial.log" || rc=$?
 	t_guest=$((SECONDS - t0))

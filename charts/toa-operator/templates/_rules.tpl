@@ -139,21 +139,27 @@ groups:
           runbook_url: {{ . }}#toa-mismatch-ratio
           {{- end }}
       - alert: ToaProbeCallsMissed
+        {{- $missed := printf "sum by (node) (increase(toa_probe_missed_total{%s}[%s]))" $a $w }}
         expr: |-
-          sum by (node, probe) (increase(toa_probe_missed_total{ {{- $a -}} }[{{ $w }}])) > 0
+          {{ $missed }}
+          - (sum by (node) (increase(toa_attach_fallback_total{ {{- $a -}} }[{{ $w }}])) or {{ $missed }} * 0)
+          - (sum by (node) (increase(toa_entries_reclaimed_total{ {{- $a -}} }[{{ $w }}])) or {{ $missed }} * 0)
+          > 0
         labels:
           severity: warning
           {{- with $r.alertLabels }}
           {{- toYaml . | nindent 10 }}
           {{- end }}
         annotations:
-          summary: The toa module's kernel probes skipped calls on {{`{{ $labels.node }}`}}
+          summary: The toa module lost probe calls on {{`{{ $labels.node }}`}}
           description: >-
-            The kernel skipped {{`{{ $value }}`}} calls of the toa module's probe on
-            {{`{{ $labels.probe }}`}} on {{`{{ $labels.node }}`}} in the last {{ $w }} (kprobe
-            nmissed: another probe handler was running on that CPU, or kretprobe instances ran
-            out). Each skipped call may have lost a client address or left an entry to be freed
-            late; the missed_* rows of /proc/net/toa_stats on the node show the same counts.
+            {{`{{ $value }}`}} calls of the toa module's kernel probes on
+            {{`{{ $labels.node }}`}} were skipped by the kernel in the last {{ $w }} and not
+            made up for (kprobe nmissed: another probe handler was running on that CPU, or
+            kretprobe instances ran out). Skipped child-creation and destruct calls that the
+            module recovered (attach_fallback, entries_reclaimed) do not count; a skipped
+            getname call returned the balancer's address once. The missed_* rows of
+            /proc/net/toa_stats on the node name the function.
           runbook: docs/troubleshooting.md#probe-calls-missed
           {{- with $doc }}
           runbook_url: {{ . }}#probe-calls-missed

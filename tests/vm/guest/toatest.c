@@ -187,6 +187,7 @@ static void report(const char *name, struct result *r)
 /* ------------------------------------------------------------------ module control */
 
 static const char *dup_path;	/* the same sources built under another module name */
+static const char *kprobe_user_path;	/* a second kprobe user (tests/vm/kprobe-user) */
 
 static int mod_load_path(const char *path, const char *params)
 {
@@ -342,13 +343,14 @@ static const char *const checked_counters[] = {
 	"getname_toa_mismatch", "getname_toa_empty", "ip6_address_alloc",
 	"ip6_address_free", "ip4_address_alloc", "ip4_address_free", "toa_untrusted",
 	"toa_malformed", "syn_pending_stored", "getsockopt_ok", "getsockopt_empty",
-	"toa_refused_address", "toa_ambiguous", NULL
+	"toa_refused_address", "toa_ambiguous", "ack_pending_stored", "attach_fallback",
+	"entries_reclaimed", NULL
 };
 
 /* One `missed_<function>` line per probe (calls the kprobe machinery skipped). */
 static const char *const missed_counters[] = {
 	"missed_inet_sock_destruct", "missed_inet_getname", "missed_inet6_getname",
-	"missed_tcp_v4_syn_recv_sock", "missed_tcp_check_req", "missed_tcp_conn_request", NULL
+	"missed_tcp_v4_syn_recv_sock", NULL
 };
 
 static void stats_read(struct stats *s)
@@ -1064,6 +1066,7 @@ static void drain_listeners(void)
 struct opts {
 	uint8_t b[MAX_OPT];
 	int n;
+	int ntoa;	/* TOA options added by o_toa4/o_nat64 */
 };
 
 static void o_bytes(struct opts *o, int n, ...)
@@ -1086,6 +1089,7 @@ static void o_toa4(struct opts *o, int kind, const char *ip, uint16_t port)
 
 	inet_pton(AF_INET, ip, a);
 	o_bytes(o, 8, kind, 8, port >> 8, port & 0xff, a[0], a[1], a[2], a[3]);
+	o->ntoa++;
 }
 
 static void o_nat64(struct opts *o, int kind, const char *ip6, uint16_t port)
@@ -1097,6 +1101,7 @@ static void o_nat64(struct opts *o, int kind, const char *ip6, uint16_t port)
 	o_bytes(o, 4, kind, 20, port >> 8, port & 0xff);
 	for (i = 0; i < 16; i++)
 		o_bytes(o, 1, a[i]);
+	o->ntoa++;
 }
 
 static void o_nop(struct opts *o, int n)
@@ -1192,6 +1197,9 @@ static void expected_counters(const struct scen *s, struct expect_cnt *e)
 	else
 		exp_add(e, "getsockopt_empty", 1);
 	exp_add(e, "syn_pending_stored", s->syn_pending);
+	/* a handshake ACK whose TOA made the entry went through the pending table too */
+	if (s->entry != E_NONE && s->ack.ntoa)
+		exp_add(e, "ack_pending_stored", 1);
 	exp_add(e, "toa_malformed", s->malformed);
 	exp_add(e, "toa_untrusted", s->untrusted);
 	exp_add(e, "toa_refused_address", s->refused);
@@ -2261,7 +2269,8 @@ static void scen_defer_accept(const char *name, int ack_toa, int syn_toa)
 	exp_add(&e, "ip4_address_alloc", 1);
 	exp_add(&e, "ip4_address_free", 1);
 	exp_add(&e, "getsockopt_empty", 1);
-	exp_add(&e, "syn_pending_stored", ack_toa + syn_toa);
+	exp_add(&e, "syn_pending_stored", syn_toa);
+	exp_add(&e, "ack_pending_stored", ack_toa);
 	check_deltas(&r, &before, &e);
 	report(name, &r);
 }
@@ -2337,6 +2346,271 @@ static void scen_pending_flood(void)
 			   .real = "203.0.113.95:1095", .syn_pending = 1 };
 	o_toa4(&s.syn, 200, "203.0.113.95", 1095);
 	run_scen(&s);
+}
+
+
+/*
+ * Nothing lost silently (issue 11, item 2). A second kprobe user (toa_kprobe_user.ko)
+ * spins in its inet_getname handler; a thread pinned to CPU 0 calls getpeername() in a
+ * loop, so CPU 0 spends most of its time inside a kprobe handler; the TUN's receive path
+ * is steered to CPU 0 (RPS), so the TOA handshakes injected from CPU 1 are processed in
+ * softirq on CPU 0, often while that handler runs: the kprobes they hit there
+ * (tcp_v4_syn_recv_sock when the child is created, inet_sock_destruct when a reset frees
+ * an orphaned socket) are skipped by the kernel. The options are parsed by the netfilter
+ * hook, which is never skipped; a skipped child-creation probe is made up by the first
+ * getname on the socket (attach_fallback), a skipped destruct by the sweep
+ * (entries_reclaimed). Passes when every connection shows its real address, the loop never
+ * sees a wrong one, alloc == free at the end, and every miss is explained by those two
+ * counters. Figures: connections, misses per probe, fallbacks, reclaims, drops, peak
+ * entries and bytes.
+ */
+#define STRESS_CONNS 240
+#define STRESS_BATCH 24
+#define STRESS_ENTRY_BYTES 96	/* a socket entry and a pending entry: kmalloc-96 each */
+
+struct peer_spin {
+	int fd;
+	const char *want;
+	volatile int stop;
+	long calls, wrong;
+};
+
+static void *peer_spin_main(void *arg)
+{
+	struct peer_spin *ps = arg;
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(0, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+	while (!ps->stop) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		char got[80];
+
+		if (getpeername(ps->fd, (struct sockaddr *)&ss, &len) < 0) {
+			ps->wrong++;
+			continue;
+		}
+		fmt_addr(&ss, got, sizeof(got));
+		if (strcmp(got, ps->want))
+			ps->wrong++;
+		ps->calls++;
+	}
+	return NULL;
+}
+
+static int pin_self(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set);
+}
+
+static long long stats_delta(const struct stats *a, const struct stats *b, const char *name)
+{
+	return stats_get(b, name) - stats_get(a, name);
+}
+
+static void scen_kprobe_stress(void)
+{
+	struct result r = { .bad = 0 };
+	struct stats before, now, after;
+	struct peer_spin ps = { .fd = -1, .want = "203.0.113.99:1099" };
+	struct opts syn0 = { .n = 0 }, none = { .n = 0 };
+	struct flow loopf, fl[STRESS_BATCH];
+	int fds[STRESS_BATCH], got[STRESS_BATCH];
+	pthread_t th;
+	int conns = 0, wrong = 0, b, i, loaded = 0;
+	long long live, peak_entries = 0, unexplained_syn, unexplained_destruct;
+	double t0 = now_s(), end;
+	char rps[128];
+	const char *name = "stress_getpeername_loop_and_handshakes_on_one_cpu_second_kprobe_user_nothing_lost";
+
+	if (!kprobe_user_path) {
+		res_fail(&r, "no --kprobe-user MODULE given (tests/vm/kmod.sh builds tests/vm/kprobe-user)");
+		report(name, &r);
+		return;
+	}
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
+		res_fail(&r, "the guest has %ld CPU(s); the scenario needs 2 (qemu -smp 2)",
+			 sysconf(_SC_NPROCESSORS_ONLN));
+		report(name, &r);
+		return;
+	}
+	snprintf(rps, sizeof(rps), "/sys/class/net/%s/queues/rx-0/rps_cpus", TUN_NAME);
+	if (write_file(rps, "1") < 0) {
+		res_fail(&r, "cannot steer %s to CPU 0 through %s: %s", TUN_NAME, rps, strerror(errno));
+		report(name, &r);
+		return;
+	}
+	drain_listeners();
+	o_toa4(&syn0, 200, "203.0.113.99", 1099);
+	if (open_conn(&syn0, &none, &ps.fd, &loopf, &r) < 0) {
+		report(name, &r);
+		write_file(rps, "0");
+		return;
+	}
+	if (mod_load_path(kprobe_user_path, "spin_us=200")) {
+		res_fail(&r, "loading %s: %s", kprobe_user_path, strerror(errno));
+	} else {
+		loaded = 1;
+	}
+	stats_read(&before);
+	pthread_create(&th, NULL, peer_spin_main, &ps);
+	pin_self(1);
+	for (b = 0; loaded && b < STRESS_CONNS / STRESS_BATCH; b++) {
+		int seen = 0, accepted = 0;
+
+		memset(got, 0, sizeof(got));
+		for (i = 0; i < STRESS_BATCH; i++) {
+			struct opts o = { .n = 0 };
+			char ip[32];
+			int k = b * STRESS_BATCH + i;
+
+			flow_init(&fl[i], BAL_IP, PORT_V4);
+			fds[i] = -1;
+			snprintf(ip, sizeof(ip), "198.51.100.%d", 1 + k % 250);
+			o_toa4(&o, 200, ip, (uint16_t)(30000 + k));
+			/* half carry the TOA on the SYN, half on the final ACK */
+			flow_syn(&fl[i], k % 2 ? NULL : o.b, k % 2 ? 0 : o.n);
+		}
+		end = now_s() + 10;
+		while (seen < STRESS_BATCH && now_s() < end) {
+			struct seg sg;
+
+			if (recv_seg(&sg, 100) < 0)
+				continue;
+			for (i = 0; i < STRESS_BATCH; i++) {
+				int k = b * STRESS_BATCH + i;
+
+				if (!got[i] && seg_matches(&fl[i], &sg) &&
+				    (sg.flags & (F_SYN | F_ACK)) == (F_SYN | F_ACK) && sg.ack == fl[i].snd_nxt + 1) {
+					struct opts o = { .n = 0 };
+					char ip[32];
+
+					snprintf(ip, sizeof(ip), "198.51.100.%d", 1 + k % 250);
+					o_toa4(&o, 200, ip, (uint16_t)(30000 + k));
+					flow_take_synack(&fl[i], &sg);
+					got[i] = 1;
+					seen++;
+					send_seg(&fl[i], F_ACK, k % 2 ? o.b : NULL, k % 2 ? o.n : 0, NULL, 0);
+					break;
+				}
+			}
+		}
+		if (seen < STRESS_BATCH)
+			res_fail(&r, "batch %d: only %d of %d SYN-ACKs arrived", b, seen, STRESS_BATCH);
+		end = now_s() + 10;
+		while (accepted < seen && now_s() < end) {
+			struct sockaddr_storage ss;
+			socklen_t len = sizeof(ss);
+			struct pollfd p = { .fd = lfd_v4, .events = POLLIN };
+			char a[80], pe[80], want[64];
+			int fd, idx;
+
+			if (poll(&p, 1, 200) <= 0)
+				continue;
+			fd = accept(lfd_v4, (struct sockaddr *)&ss, &len);
+			if (fd < 0)
+				continue;
+			fmt_addr(&ss, a, sizeof(a));
+			len = sizeof(ss);
+			getpeername(fd, (struct sockaddr *)&ss, &len);
+			fmt_addr(&ss, pe, sizeof(pe));
+			idx = ntohs(((struct sockaddr_in *)&ss)->sin_port) - 30000 - b * STRESS_BATCH;
+			accepted++;
+			conns++;
+			if (idx < 0 || idx >= STRESS_BATCH) {
+				if (wrong++ < 3)
+					res_fail(&r, "accepted a connection with peer %s (accept %s)", pe, a);
+				close(fd);
+				continue;
+			}
+			fds[idx] = fd;
+			snprintf(want, sizeof(want), "198.51.100.%d:%d", 1 + (b * STRESS_BATCH + idx) % 250,
+				 30000 + b * STRESS_BATCH + idx);
+			if (strcmp(a, want) || strcmp(pe, want)) {
+				if (wrong++ < 3)
+					res_fail(&r, "connection %d: expected %s got accept %s getpeername %s",
+						 b * STRESS_BATCH + idx, want, a, pe);
+			}
+		}
+		if (accepted != seen)
+			res_fail(&r, "batch %d: accepted %d of %d", b, accepted, seen);
+		stats_read(&now);
+		live = stats_delta(&before, &now, "ip4_address_alloc") - stats_delta(&before, &now, "ip4_address_free");
+		if (live > peak_entries)
+			peak_entries = live;
+		/* close first (orphans), then the balancer's reset frees them in softirq on CPU 0 */
+		for (i = 0; i < STRESS_BATCH; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+		for (i = 0; i < STRESS_BATCH; i++)
+			if (got[i])
+				flow_rst(&fl[i]);
+	}
+	ps.stop = 1;
+	pthread_join(th, NULL);
+	{
+		cpu_set_t all;
+
+		CPU_ZERO(&all);
+		CPU_SET(0, &all);
+		CPU_SET(1, &all);
+		sched_setaffinity(0, sizeof(all), &all);
+	}
+	if (loaded && syscall(SYS_delete_module, "toa_kprobe_user", O_NONBLOCK))
+		res_fail(&r, "rmmod toa_kprobe_user: %s", strerror(errno));
+	write_file(rps, "0");
+	/* closed first, so the reset frees it at once (no closed-but-held socket to sweep) */
+	close(ps.fd);
+	flow_rst(&loopf);
+	/* entries whose destruct was skipped go with the next sweep (every 10 s) */
+	end = now_s() + 25;
+	do {
+		stats_read(&after);
+		if (stats_delta(&before, &after, "ip4_address_alloc") + 1 ==
+		    stats_delta(&before, &after, "ip4_address_free"))
+			break;
+		sleep_ms(250);
+	} while (now_s() < end);
+	if (ps.wrong)
+		res_fail(&r, "the getpeername loop saw %ld wrong answers in %ld calls", ps.wrong, ps.calls);
+	if (conns != STRESS_CONNS)
+		res_fail(&r, "%d of %d connections accepted", conns, STRESS_CONNS);
+	/* the loop connection was opened before `before`: its free is the +1 */
+	if (stats_delta(&before, &after, "ip4_address_alloc") + 1 != stats_delta(&before, &after, "ip4_address_free"))
+		res_fail(&r, "ip4 entries: alloc +%lld, free +%lld (the loop connection's +1 included)",
+			 stats_delta(&before, &after, "ip4_address_alloc"),
+			 stats_delta(&before, &after, "ip4_address_free"));
+	unexplained_syn = stats_delta(&before, &after, "missed_tcp_v4_syn_recv_sock") -
+			  stats_delta(&before, &after, "attach_fallback");
+	unexplained_destruct = stats_delta(&before, &after, "missed_inet_sock_destruct") -
+			       stats_delta(&before, &after, "entries_reclaimed");
+	printf("# stress: %d connections in %.1f s, getpeername loop %ld calls on CPU 0; missed: syn_recv_sock %lld, inet_sock_destruct %lld, inet_getname %lld, inet6_getname %lld; attach_fallback %lld, entries_reclaimed %lld, syn_pending_dropped %lld; unexplained %lld; peak socket entries %lld (%lld B)\n",
+	       conns, now_s() - t0, ps.calls, stats_delta(&before, &after, "missed_tcp_v4_syn_recv_sock"),
+	       stats_delta(&before, &after, "missed_inet_sock_destruct"),
+	       stats_delta(&before, &after, "missed_inet_getname"),
+	       stats_delta(&before, &after, "missed_inet6_getname"),
+	       stats_delta(&before, &after, "attach_fallback"), stats_delta(&before, &after, "entries_reclaimed"),
+	       stats_delta(&before, &after, "syn_pending_dropped"), unexplained_syn + unexplained_destruct,
+	       peak_entries, peak_entries * STRESS_ENTRY_BYTES);
+	/*
+	 * Positive: misses nothing made up for. (Negative is possible and fine: a sweep that
+	 * ran between a reset's unhash and the socket's last reference reclaims an entry the
+	 * destruct probe would then not have found.)
+	 */
+	if (unexplained_syn > 0 || unexplained_destruct > 0)
+		res_fail(&r, "unexplained misses: syn_recv_sock %lld (missed - attach_fallback), destruct %lld (missed - entries_reclaimed)",
+			 unexplained_syn, unexplained_destruct);
+	if (stats_delta(&before, &after, "missed_inet_getname") || stats_delta(&before, &after, "missed_inet6_getname"))
+		res_fail(&r, "getname probes missed calls");
+	if (stats_delta(&before, &after, "syn_pending_dropped"))
+		res_fail(&r, "pending options dropped");
+	report(name, &r);
 }
 
 /* ------------------------------------------------------------------ the suite */
@@ -2784,8 +3058,9 @@ static void suite(void)
 	s = SC(.name = "after_reload_nat64_works", .entry = E_NAT64, .nat64 = "[2001:db8::42]:4242");
 	o_nat64(&s.ack, 253, "2001:db8::42", 4242);
 	run_scen(&s);
+	scen_probe_misses("probe_missed_counts_zero_without_a_second_kprobe_user", 1);
+	scen_kprobe_stress();
 	scen_balanced("alloc_equals_free_ip4_ip6_at_end");
-	scen_probe_misses("probe_missed_counts_zero_at_end", 1);
 	scen_unload("final_unload_logs_TOA_unloaded");
 	scen_unload_keeps_other_sockopts();
 	scen_klog_clean();
@@ -3086,6 +3361,8 @@ int main(int argc, char **argv)
 			module_path = argv[i + 1];
 		if (!strcmp(argv[i], "--dup"))
 			dup_path = argv[i + 1];
+		if (!strcmp(argv[i], "--kprobe-user"))
+			kprobe_user_path = argv[i + 1];
 		if (!strcmp(argv[i], "--secs"))
 			secs = atof(argv[i + 1]);
 	}
