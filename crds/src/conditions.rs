@@ -18,6 +18,9 @@ pub mod types {
     /// True when the module trusts TOA from every source
     /// (`acceptFromAnySource`) or from none (no `trustedSources`).
     pub const TRUST_WARNING: &str = "TrustWarning";
+    /// True when assigned nodes stopped renewing their node Lease (kube-node-lease) for longer
+    /// than the operator's grace period.
+    pub const NODES_STALE: &str = "NodesStale";
 }
 
 /// Condition status strings.
@@ -66,6 +69,10 @@ pub enum PolicyReason {
     NoTrustedSources,
     /// TrustWarning=False.
     TrustedSourcesListed,
+    /// NodesStale=True: node Leases not renewed within the grace period.
+    NodeLeasesExpired,
+    /// NodesStale=False.
+    NodeLeasesCurrent,
 }
 
 impl PolicyReason {
@@ -88,6 +95,8 @@ impl PolicyReason {
             PolicyReason::AcceptFromAnySource => "AcceptFromAnySource",
             PolicyReason::NoTrustedSources => "NoTrustedSources",
             PolicyReason::TrustedSourcesListed => "TrustedSourcesListed",
+            PolicyReason::NodeLeasesExpired => "NodeLeasesExpired",
+            PolicyReason::NodeLeasesCurrent => "NodeLeasesCurrent",
         }
     }
 }

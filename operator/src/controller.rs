@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
@@ -33,6 +34,7 @@ use crate::apply::{self, ClusterTarget};
 use crate::error::{Backoff, Error};
 use crate::lease::Fence;
 use crate::metrics::Metrics;
+use crate::plan::stale::{stale_nodes, NODE_LEASE_NAMESPACE};
 use crate::plan::{plan, ClusterSnapshot, FinalizerRelease, Plan};
 
 /// Reconcile `kind` label of the per-policy reconcile.
@@ -51,6 +53,16 @@ pub struct Stores {
     pub nodes: Store<Node>,
     pub node_states: Store<ToaNodeState>,
     pub daemonsets: Store<DaemonSet>,
+    /// The kubelets' node Leases and the grace period after which a node is stale; `None`
+    /// when stale nodes are not looked for (`--node-lease-grace-seconds 0`).
+    pub node_leases: Option<NodeLeases>,
+}
+
+/// Node Leases (kube-node-lease) and how old one may get before its node is stale.
+#[derive(Clone)]
+pub struct NodeLeases {
+    pub store: Store<Lease>,
+    pub grace: Duration,
 }
 
 impl Stores {
@@ -68,6 +80,7 @@ impl Stores {
             && ready(&self.nodes)
             && ready(&self.node_states)
             && ready(&self.daemonsets)
+            && self.node_leases.as_ref().is_none_or(|l| ready(&l.store))
     }
 
     pub fn snapshot(&self) -> ClusterSnapshot {
@@ -75,6 +88,12 @@ impl Stores {
             policies: self.policies.state(),
             nodes: self.nodes.state(),
             node_states: self.node_states.state(),
+            node_leases: self
+                .node_leases
+                .as_ref()
+                .map(|l| l.store.state())
+                .unwrap_or_default(),
+            node_lease_grace: self.node_leases.as_ref().map(|l| l.grace),
         }
     }
 }
@@ -364,6 +383,42 @@ fn slim_node(node: &mut Node) {
     }
 }
 
+/// Yields once each time the set of stale nodes changes: checked on a timer (a Lease that is
+/// no longer renewed sends no event), and at once when a node that was stale renews its Lease.
+/// Drives the Lease watch (`events`: names of touched Leases; the stream ending ends this one).
+fn stale_changes(
+    events: futures::stream::BoxStream<'static, Option<String>>,
+    leases: NodeLeases,
+) -> impl futures::Stream<Item = ()> + Send {
+    let tick = (leases.grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    futures::stream::unfold(
+        (events, BTreeSet::<String>::new()),
+        move |(mut events, mut last)| {
+            let leases = leases.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        ev = events.next() => match ev {
+                            None => return None,
+                            // Only a renewal of a node seen stale can change the set now.
+                            Some(Some(name)) if last.contains(&name) => {}
+                            Some(_) => continue,
+                        },
+                        _ = tokio::time::sleep(tick) => {}
+                    }
+                    let now =
+                        stale_nodes(&leases.store.state(), Some(leases.grace), Timestamp::now());
+                    if now != last {
+                        tracing::info!(stale = ?now, "stale nodes changed (node Leases in kube-node-lease)");
+                        last = now;
+                        return Some(((), (events, last)));
+                    }
+                }
+            }
+        },
+    )
+}
+
 fn all_policies(store: &Store<ToaPolicy>) -> Vec<ObjectRef<ToaPolicy>> {
     store
         .state()
@@ -380,13 +435,15 @@ pub struct AgentTarget {
 }
 
 /// Runs the controller and the housekeeping loop until `shutdown` turns true. `synced` turns
-/// true once all stores are populated (for /readyz).
+/// true once all stores are populated (for /readyz). `node_lease_grace`: see [`NodeLeases`].
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     agent: AgentTarget,
     metrics: Arc<Metrics>,
     reporter: Reporter,
     fence: Fence,
+    node_lease_grace: Option<Duration>,
     shutdown: watch::Receiver<bool>,
     synced: watch::Sender<bool>,
 ) {
@@ -431,11 +488,40 @@ pub async fn run(
     // status churn of a rollout is absorbed by the controller's debounce.
     .touched_objects();
 
+    // Node Leases: the store alone (a renewal every 10 s per node must not reconcile
+    // anything); `stale_changes` triggers a reconcile of every policy when the set of stale
+    // nodes changes.
+    let (node_leases, lease_watch) = match node_lease_grace {
+        Some(grace) => {
+            let (store, writer) = reflector::store::<Lease>();
+            let stream = reflector::reflector(
+                writer,
+                watcher(
+                    Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
+                    watcher::Config::default().any_semantic(),
+                )
+                .modify(|l: &mut Lease| l.metadata.managed_fields = None),
+            )
+            .default_backoff()
+            .touched_objects();
+            (
+                Some(NodeLeases { store, grace }),
+                Some(
+                    stream
+                        .map(|r| r.ok().and_then(|l: Lease| l.metadata.name))
+                        .boxed(),
+                ),
+            )
+        }
+        None => (None, None),
+    };
+
     let stores = Stores {
         policies: policy_store.clone(),
         nodes,
         node_states,
         daemonsets,
+        node_leases: node_leases.clone(),
     };
     let ctx = Arc::new(
         Context::new(client, stores.clone(), agent.desired, metrics, reporter).with_fence(fence),
@@ -459,6 +545,10 @@ pub async fn run(
             }
         })
         .watches_stream(ds_stream, move |_ds| all_policies(&by_ds))
+        .reconcile_all_on(match (lease_watch, node_leases) {
+            (Some(events), Some(leases)) => stale_changes(events, leases).boxed(),
+            _ => futures::stream::pending().boxed(),
+        })
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })

@@ -87,6 +87,18 @@ struct Args {
     )]
     metrics_addr: SocketAddr,
 
+    /// A node whose node Lease (namespace kube-node-lease, renewed by its kubelet every 10 s)
+    /// is older than this is reported stale in its policy's status (staleNodes, condition
+    /// NodesStale) and does not hold back the rollout; like the node lifecycle controller's
+    /// --node-monitor-grace-period. 0 turns the check off (no Lease watch).
+    #[arg(
+        long,
+        env = "TOA_NODE_LEASE_GRACE_SECONDS",
+        default_value_t = 40,
+        value_name = "SECONDS"
+    )]
+    node_lease_grace_seconds: u64,
+
     /// Log format: human-readable text or one JSON object per line. Filter with RUST_LOG.
     #[arg(
         long,
@@ -223,6 +235,8 @@ async fn main() -> anyhow::Result<()> {
         },
         metrics,
         identity,
+        (args.node_lease_grace_seconds > 0)
+            .then(|| Duration::from_secs(args.node_lease_grace_seconds)),
         leader,
         shutdown.clone(),
         synced_tx,
@@ -280,6 +294,7 @@ async fn lead(
     agent: AgentTarget,
     metrics: Arc<Metrics>,
     identity: String,
+    node_lease_grace: Option<Duration>,
     mut leader: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
     synced: watch::Sender<bool>,
@@ -311,7 +326,17 @@ async fn lead(
         controller: toa_crds::OPERATOR_FIELD_MANAGER.to_string(),
         instance: Some(identity),
     };
-    controller::run(client, agent, metrics, reporter, fence, stop, synced).await;
+    controller::run(
+        client,
+        agent,
+        metrics,
+        reporter,
+        fence,
+        node_lease_grace,
+        stop,
+        synced,
+    )
+    .await;
     let lost = watcher.await.context("leadership watcher")?;
     if lost {
         bail!("lost leadership: exiting so that a restart begins from a clean state");

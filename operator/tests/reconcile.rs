@@ -127,6 +127,7 @@ impl World {
             nodes: store(self.nodes),
             node_states: store(self.states),
             daemonsets: store(self.daemonsets),
+            node_leases: None,
         }
     }
 }
@@ -869,6 +870,7 @@ async fn unready_stores_make_no_writes() {
         nodes,
         node_states: store(vec![]),
         daemonsets: store(vec![]),
+        node_leases: None,
     };
     let ctx = context(client, stores);
     let action = controller::reconcile(Arc::new(p), ctx.clone())

@@ -94,6 +94,7 @@ async fn controller_wiring_writes_and_stops_on_shutdown() {
         metrics.clone(),
         reporter,
         toa_operator::lease::Fence::always_open(),
+        None,
         stop,
         synced_tx,
     ));
