@@ -80,7 +80,9 @@ impl Stores {
             && ready(&self.nodes)
             && ready(&self.node_states)
             && ready(&self.daemonsets)
-            && self.node_leases.as_ref().is_none_or(|l| ready(&l.store))
+        // Node Leases are left out on purpose: until their store is complete (or when the
+        // Lease watch fails, e.g. without RBAC on kube-node-lease) no node is stale, which is
+        // safe; it must not stop everything else.
     }
 
     pub fn snapshot(&self) -> ClusterSnapshot {
@@ -508,7 +510,13 @@ pub async fn run(
                 Some(NodeLeases { store, grace }),
                 Some(
                     stream
-                        .map(|r| r.ok().and_then(|l: Lease| l.metadata.name))
+                        .map(|r: Result<Lease, _>| match r {
+                            Ok(l) => l.metadata.name,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "node Lease watch failed (is list/watch on leases in kube-node-lease granted?): stale nodes are not reported meanwhile");
+                                None
+                            }
+                        })
                         .boxed(),
                 ),
             )

@@ -218,6 +218,8 @@ json.dump(jobs[0], open(sys.argv[2], "w"))' "$dir/hooks.yaml" "$dir/job.json"
 		grep -v -e '^configmap/kube-root-ca.crt$' -e '^serviceaccount/default$' || true)
 	leftovers+=$(k get clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings \
 		-l app.kubernetes.io/part-of=toa-operator -o name)
+	# The read access to the kubelets' node Leases lives in kube-node-lease.
+	leftovers+=$(k get roles,rolebindings -n kube-node-lease -l app.kubernetes.io/part-of=toa-operator -o name)
 	expect_eq "leftovers" "$leftovers" ""
 	# A policy can be deleted with no operator left (no finalizer to hang on).
 	out=$(timeout 20 "$CP_BIN/kubectl" --kubeconfig "$CP_KUBECONFIG" delete toapolicy nat64-gateway 2>&1)
