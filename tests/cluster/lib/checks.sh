@@ -172,7 +172,7 @@ check_helm_install() {
 	# A short node Lease grace period: the stale-node check powers a guest off and waits for it.
 	out=$(helm install "$CP_RELEASE" charts/toa-operator --namespace "$CP_NAMESPACE" \
 		--set "operator.nodeLeaseGraceSeconds=$CP_NODE_LEASE_GRACE" \
-		--create-namespace --kubeconfig "$CP_KUBECONFIG" 2>&1)
+		--create-namespace --kubeconfig "$CP_KUBECONFIG" 2>&1) || { echo "$out"; return 1; }
 	echo "$out" | head -20
 	if grep -qi 'warning' <<<"$out"; then
 		echo "helm install printed a warning" >&2

@@ -357,7 +357,7 @@ EOX
 		# first time" (they were: a plain create, as helm does).
 		grep -q 'conflict' <<<"$out" || return 1
 		# shellcheck disable=SC2016 # backquotes of the Markdown text
-		grep -q 'add `--force-conflicts` the first time' docs/upgrading.md ||
+		tr -s '\n' ' ' <docs/upgrading.md | grep -q 'add `--force-conflicts` the first time' ||
 			{ echo "the apply conflicts and docs/upgrading.md does not say what to do" >&2; return 1; }
 		step="$step --force-conflicts"
 		echo "docs/upgrading.md (first time over helm-created CRDs): $step"
