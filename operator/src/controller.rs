@@ -388,14 +388,20 @@ fn slim_node(node: &mut Node) {
 /// Yields once each time the set of stale nodes changes: checked on a timer (a Lease that is
 /// no longer renewed sends no event), and at once when a node that was stale renews its Lease.
 /// Drives the Lease watch (`events`: names of touched Leases; the stream ending ends this one).
-fn stale_changes(
+/// `clock` is the wall clock the Leases are compared with (a parameter for tests).
+pub fn stale_changes(
     events: futures::stream::BoxStream<'static, Option<String>>,
     leases: NodeLeases,
+    clock: fn() -> Timestamp,
 ) -> impl futures::Stream<Item = ()> + Send {
     let tick = (leases.grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    // One interval for the stream's life: the renewals of healthy nodes (one every few
+    // seconds per node) arrive far more often than the tick, and must not restart it.
+    let mut timer = tokio::time::interval(tick);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     futures::stream::unfold(
-        (events, BTreeSet::<String>::new()),
-        move |(mut events, mut last)| {
+        (events, BTreeSet::<String>::new(), timer),
+        move |(mut events, mut last, mut timer)| {
             let leases = leases.clone();
             async move {
                 loop {
@@ -406,14 +412,13 @@ fn stale_changes(
                             Some(Some(name)) if last.contains(&name) => {}
                             Some(_) => continue,
                         },
-                        _ = tokio::time::sleep(tick) => {}
+                        _ = timer.tick() => {}
                     }
-                    let now =
-                        stale_nodes(&leases.store.state(), Some(leases.grace), Timestamp::now());
+                    let now = stale_nodes(&leases.store.state(), Some(leases.grace), clock());
                     if now != last {
                         tracing::info!(stale = ?now, "stale nodes changed (node Leases in kube-node-lease)");
                         last = now;
-                        return Some(((), (events, last)));
+                        return Some(((), (events, last, timer)));
                     }
                 }
             }
@@ -554,7 +559,9 @@ pub async fn run(
         })
         .watches_stream(ds_stream, move |_ds| all_policies(&by_ds))
         .reconcile_all_on(match (lease_watch, node_leases) {
-            (Some(events), Some(leases)) => stale_changes(events, leases).boxed(),
+            (Some(events), Some(leases)) => {
+                stale_changes(events, leases, Timestamp::now).boxed()
+            }
             _ => futures::stream::pending().boxed(),
         })
         .graceful_shutdown_on(async move {

@@ -238,6 +238,9 @@ _nc_params_are() { # NAME KINDS: the agent reports them for the current generati
 _nc_move_between_policies() {
 	local n=${NODES_NAMES[0]} loads out
 	loads=$(_nc_loads_logged "$n")
+	# On any exit: the second policy and the label go, so the later checks see one policy.
+	# shellcheck disable=SC2064 # $n expanded now
+	trap "cp_kubectl delete toapolicy guests-edge --ignore-not-found --timeout=120s >/dev/null 2>&1; cp_kubectl label node $n toa-test/edge- >/dev/null 2>&1" EXIT
 	cp_kubectl label node "$n" toa-test/edge=true
 	_nc_policy_yaml | python3 -c '
 import sys, yaml
@@ -472,6 +475,8 @@ _nc_cordon_drain() {
 	local n=${NODES_NAMES[0]} loads gen ds_pod out
 	loads=$(_nc_loads_logged "$n")
 	gen=$(_nc_state "$n" | jq -r .metadata.generation)
+	# shellcheck disable=SC2064 # $n expanded now
+	trap "cp_kubectl uncordon $n >/dev/null 2>&1; cp_kubectl -n default delete pod workload-on-$n --ignore-not-found --grace-period=0 >/dev/null 2>&1" EXIT
 	# The DaemonSet controller's pod for this node (node affinity on metadata.name).
 	wait_until 60 "the DaemonSet controller created a pod for $n" _nc_ds_pod_for "$n"
 	ds_pod=$(_nc_ds_pod_for "$n")
@@ -539,7 +544,13 @@ _nc_stale_node() {
 	[ "$n" = guest-late ] || series=$(_nc_series_of "$n")
 	node_kill "$n"
 	t0=$(date +%s)
-	wait_until $((CP_NODE_LEASE_GRACE + 30)) "policy reports $n stale" _nc_stale_is 1 "$n"
+	wait_until $((CP_NODE_LEASE_GRACE + 30)) "policy reports $n stale" _nc_stale_is 1 "$n" || {
+		echo "lease: $(cp_kubectl -n kube-node-lease get lease "$n" -o jsonpath='{.spec.renewTime}' 2>&1), now $(date -u +%T)"
+		tail -n 3 "$NODES_DIR/$n/lease.log"
+		cp_kubectl get toapolicy "$NODES_POLICY" -o json | jq -c '.status | {staleNodes, c: [.conditions[] | select(.type == "NodesStale")]}'
+		grep -h -i 'stale\|lease watch' "$CP_RUN_DIR"/logs/operator-*.log 2>/dev/null | tail -n 5
+		return 1
+	}
 	echo "$n stale in the policy status $(($(date +%s) - t0))s after the power-off (grace ${CP_NODE_LEASE_GRACE}s)"
 	js=$(cp_kubectl get toapolicy "$NODES_POLICY" -o json)
 	jq -c '.status.conditions[] | select(.type == "NodesStale")' <<<"$js"

@@ -207,7 +207,9 @@ _nodes_lease_renewer() {
 	local name=$1 qpid=$2 dir=$NODES_DIR/$1
 	(
 		set +e
-		while kill -0 "$qpid" 2>/dev/null; do
+		# QEMU runs (not a zombie: a killed QEMU whose starter is gone may wait for a reaper)
+		# and node_kill has not removed its pid file.
+		while [ -e "$dir/qemu.pid" ] && state=$(ps -o stat= -p "$qpid") && [ "${state:0:1}" != Z ]; do
 			cp_kubectl apply --server-side --field-manager kubelet -f - <<EOX
 apiVersion: coordination.k8s.io/v1
 kind: Lease

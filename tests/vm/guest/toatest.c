@@ -2834,6 +2834,7 @@ static int cmd_conn(int argc, char **argv)
 	const char *addr = "203.0.113.7", *nat64 = NULL, *bal = BAL_IP, *hold = NULL;
 	uint16_t port = 4242;
 	int held_fd[64];
+	struct flow held_flow[64];
 	int n_held = 0;
 
 	for (i = 0; i < argc; i++) {
@@ -2914,6 +2915,7 @@ static int cmd_conn(int argc, char **argv)
 		}
 		if (hold) {
 			/* Established, idle: the balancer side never sends again until the end. */
+			held_flow[n_held] = f;
 			held_fd[n_held++] = ob.fd;
 			continue;
 		}
@@ -2941,6 +2943,10 @@ static int cmd_conn(int argc, char **argv)
 			printf("held %d getpeername=%s\n", i, peer);
 			if (!strcmp(peer, want))
 				still++;
+			/* Reset from the balancer's side, as every other flow ends: a plain close would
+			 * leave the 4-tuple in FIN_WAIT and the next run's first flows (same ports)
+			 * would hit it. */
+			flow_rst(&held_flow[i]);
 			close(held_fd[i]);
 		}
 		printf("held: %d of %d open connections still showed the real address\n", still, count);
