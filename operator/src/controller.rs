@@ -634,6 +634,49 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn node_lease(name: &str, renewed_secs: i64) -> Lease {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": NODE_LEASE_NAMESPACE},
+            "spec": {"holderIdentity": name, "renewTime": Timestamp::from_second(renewed_secs)
+                .expect("test timestamp").to_string()},
+        }))
+        .expect("lease")
+    }
+
+    fn at_1000() -> Timestamp {
+        Timestamp::from_second(1_000).expect("test timestamp")
+    }
+
+    /// A dead node is reported although healthy nodes renew their Leases far more often than
+    /// the stale check's tick (each renewal is an event on the same stream), and cleared when
+    /// it renews again.
+    #[tokio::test(start_paused = true)]
+    async fn stale_changes_fire_while_healthy_nodes_keep_renewing() {
+        let (store, mut writer) = reflector::store::<Lease>();
+        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("healthy", 1_000)));
+        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("dead", 900)));
+        // A renewal of "healthy" every 500 ms, forever.
+        let renewals = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some((Some("healthy".to_string()), ()))
+        })
+        .boxed();
+        let leases = NodeLeases {
+            store,
+            grace: Duration::from_secs(40),
+        };
+        let mut changes = stale_changes(renewals, leases, at_1000).boxed();
+        tokio::time::timeout(Duration::from_secs(30), changes.next())
+            .await
+            .expect("the dead node is reported within a tick, renewals or not")
+            .expect("stream open");
+        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("dead", 1_000)));
+        tokio::time::timeout(Duration::from_secs(30), changes.next())
+            .await
+            .expect("the report clears once the node renews")
+            .expect("stream open");
+    }
+
     fn cond(type_: &str, status: &str, reason: &str) -> Condition {
         serde_json::from_value(json!({
             "type": type_, "status": status, "reason": reason, "message": "m",
