@@ -359,12 +359,13 @@ fn policy_status(
             true,
             PolicyReason::NodeLeasesExpired,
             format!(
-                "{} stopped renewing {} node Lease (kube-node-lease) for longer than the grace period: {}; {} powered off or cut off from the apiserver, so {} last reported state may be out of date. They do not hold back the rollout. Delete the Node object of a machine that is gone for good",
+                "{} stopped renewing {} node Lease (kube-node-lease) for longer than the grace period: {}; {} powered off or cut off from the apiserver, so {} last reported state may be out of date. {} not hold back the rollout. Delete the Node object of a machine that is gone for good",
                 plural(stale_count, "node", "nodes"),
                 if stale_count == 1 { "its" } else { "their" },
                 names.join(", "),
                 if stale_count == 1 { "it is" } else { "they are" },
                 if stale_count == 1 { "its" } else { "their" },
+                if stale_count == 1 { "It does" } else { "They do" },
             ),
         ))
     } else {
