@@ -475,11 +475,15 @@ _nc_cordon_drain() {
 	local n=${NODES_NAMES[0]} loads gen ds_pod out
 	loads=$(_nc_loads_logged "$n")
 	gen=$(_nc_state "$n" | jq -r .metadata.generation)
-	# shellcheck disable=SC2064 # $n expanded now
-	trap "cp_kubectl uncordon $n >/dev/null 2>&1; cp_kubectl -n default delete pod workload-on-$n --ignore-not-found --grace-period=0 >/dev/null 2>&1" EXIT
 	# The DaemonSet controller's pod for this node (node affinity on metadata.name).
 	wait_until 60 "the DaemonSet controller created a pod for $n" _nc_ds_pod_for "$n"
 	ds_pod=$(_nc_ds_pod_for "$n")
+	# On any exit: uncordoned, and the pods bound here go at once (there is no kubelet to
+	# confirm their termination: a bound pod deleted later, e.g. by the garbage collector with
+	# the DaemonSet at uninstall, would stay Terminating). The DaemonSet controller makes a
+	# new, unbound pod for the node.
+	# shellcheck disable=SC2064 # expanded now
+	trap "cp_kubectl uncordon $n >/dev/null 2>&1; cp_kubectl -n default delete pod workload-on-$n --ignore-not-found --grace-period=0 --force >/dev/null 2>&1; cp_kubectl -n $CP_NAMESPACE delete pod $ds_pod --ignore-not-found --grace-period=0 --force >/dev/null 2>&1" EXIT
 	if [ -z "$(cp_kubectl -n "$CP_NAMESPACE" get pod "$ds_pod" -o jsonpath='{.spec.nodeName}')" ]; then
 		_nc_bind "$CP_NAMESPACE" "$ds_pod" "$n"
 	fi
