@@ -25,7 +25,7 @@ pub mod types {
     /// cannot create them (FailedCreate), or a node's pod stays unscheduled or not running.
     pub const AGENTS_AVAILABLE: &str = "AgentsAvailable";
     /// Every type, in the order the operator writes them.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         READY,
         PROGRESSING,
         DEGRADED,
@@ -33,7 +33,11 @@ pub mod types {
         TRUST_WARNING,
         SYNCED,
         AGENTS_AVAILABLE,
+        NODES_STALE,
     ];
+    /// True when assigned nodes stopped renewing their node Lease (kube-node-lease) for longer
+    /// than the operator's grace period.
+    pub const NODES_STALE: &str = "NodesStale";
 }
 
 /// Condition status strings.
@@ -92,6 +96,10 @@ pub enum PolicyReason {
     AgentPodsRefused,
     /// AgentsAvailable=False: selected nodes have no running agent pod past the timeout.
     AgentPodsNotRunning,
+    /// NodesStale=True: node Leases not renewed within the grace period.
+    NodeLeasesExpired,
+    /// NodesStale=False.
+    NodeLeasesCurrent,
 }
 
 impl PolicyReason {
@@ -119,6 +127,8 @@ impl PolicyReason {
             PolicyReason::AgentsRunning => "AgentsRunning",
             PolicyReason::AgentPodsRefused => "AgentPodsRefused",
             PolicyReason::AgentPodsNotRunning => "AgentPodsNotRunning",
+            PolicyReason::NodeLeasesExpired => "NodeLeasesExpired",
+            PolicyReason::NodeLeasesCurrent => "NodeLeasesCurrent",
         }
     }
 }

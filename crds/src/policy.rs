@@ -33,6 +33,7 @@ pub const MAX_REPORTED_FAILURES: usize = 20;
     printcolumn = r#"{"name": "Loaded", "type": "integer", "jsonPath": ".status.loadedNodes"}"#,
     printcolumn = r#"{"name": "Failed", "type": "integer", "jsonPath": ".status.failedNodes"}"#,
     printcolumn = r#"{"name": "Conflicting", "type": "integer", "jsonPath": ".status.conflictingNodes"}"#,
+    printcolumn = r#"{"name": "Stale", "type": "integer", "priority": 1, "jsonPath": ".status.staleNodes"}"#,
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
@@ -152,7 +153,8 @@ pub struct ToaPolicyStatus {
     /// metadata.generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Progressing, Degraded, Conflict, TrustWarning, Synced and AgentsAvailable.
+    /// Ready, Progressing, Degraded, Conflict, TrustWarning, Synced, AgentsAvailable and
+    /// NodesStale.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -173,6 +175,12 @@ pub struct ToaPolicyStatus {
     /// kubelet (label `type=virtual-kubelet` or taint `virtual-kubelet.io/provider`).
     #[serde(default)]
     pub excluded_nodes: i32,
+    /// Assigned nodes whose node Lease (namespace kube-node-lease, renewed by the kubelet) was
+    /// not renewed within the operator's `--node-lease-grace-seconds`: powered off or cut off
+    /// from the apiserver. Their counts above show the phase they last reported; the NodesStale
+    /// condition names them. They never hold back the rollout (see `rollout.maxUnavailable`).
+    #[serde(default)]
+    pub stale_nodes: i32,
     /// Kernel releases seen on the assigned nodes, sorted by release.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernels: Vec<KernelCount>,

@@ -382,6 +382,7 @@ fn crd_metadata_matches_the_contract() {
                 "Loaded",
                 "Failed",
                 "Conflicting",
+                "Stale",
                 "Ready",
                 "Reason",
                 "Age",
@@ -413,5 +414,10 @@ fn crd_metadata_matches_the_contract() {
             .map(|c| c.name.clone())
             .collect();
         assert_eq!(names, columns);
+        // Only `kubectl get -o wide` shows STALE: the default columns stay as documented.
+        for c in v.additional_printer_columns.iter().flatten() {
+            let wide_only = c.name == "Stale";
+            assert_eq!(c.priority.unwrap_or(0) == 1, wide_only, "{}", c.name);
+        }
     }
 }

@@ -168,6 +168,7 @@ fn cluster(n: usize) -> ClusterSnapshot {
         policies: pols,
         nodes,
         node_states: states,
+        ..ClusterSnapshot::default()
     }
 }
 

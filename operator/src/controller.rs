@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
@@ -35,6 +36,7 @@ use crate::apply::{self, ClusterTarget, WriteFailure};
 use crate::error::{Backoff, Error};
 use crate::lease::Fence;
 use crate::metrics::Metrics;
+use crate::plan::stale::{stale_nodes, NODE_LEASE_NAMESPACE};
 use crate::plan::{plan, sort_conditions, ClusterSnapshot, FinalizerRelease, Plan};
 use crate::server::Liveness;
 
@@ -62,6 +64,16 @@ pub struct Stores {
     pub agent_pods: Store<Pod>,
     /// Events about the agent DaemonSet (the DaemonSet controller's FailedCreate).
     pub agent_events: Store<CoreEvent>,
+    /// The kubelets' node Leases and the grace period after which a node is stale; `None`
+    /// when stale nodes are not looked for (`--node-lease-grace-seconds 0`).
+    pub node_leases: Option<NodeLeases>,
+}
+
+/// Node Leases (kube-node-lease) and how old one may get before its node is stale.
+#[derive(Clone)]
+pub struct NodeLeases {
+    pub store: Store<Lease>,
+    pub grace: Duration,
 }
 
 impl Stores {
@@ -81,6 +93,9 @@ impl Stores {
             && ready(&self.daemonsets)
             && ready(&self.agent_pods)
             && ready(&self.agent_events)
+        // Node Leases are left out on purpose: until their store is complete (or when the
+        // Lease watch fails, e.g. without RBAC on kube-node-lease) no node is stale, which is
+        // safe; it must not stop everything else.
     }
 
     pub fn snapshot(&self) -> ClusterSnapshot {
@@ -88,6 +103,12 @@ impl Stores {
             policies: self.policies.state(),
             nodes: self.nodes.state(),
             node_states: self.node_states.state(),
+            node_leases: self
+                .node_leases
+                .as_ref()
+                .map(|l| l.store.state())
+                .unwrap_or_default(),
+            node_lease_grace: self.node_leases.as_ref().map(|l| l.grace),
         }
     }
 }
@@ -556,6 +577,47 @@ fn slim_pod(pod: &mut Pod) {
     }
 }
 
+/// Yields once each time the set of stale nodes changes: checked on a timer (a Lease that is
+/// no longer renewed sends no event), and at once when a node that was stale renews its Lease.
+/// Drives the Lease watch (`events`: names of touched Leases; the stream ending ends this one).
+/// `clock` is the wall clock the Leases are compared with (a parameter for tests).
+pub fn stale_changes(
+    events: futures::stream::BoxStream<'static, Option<String>>,
+    leases: NodeLeases,
+    clock: fn() -> Timestamp,
+) -> impl futures::Stream<Item = ()> + Send {
+    let tick = (leases.grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    // One interval for the stream's life: the renewals of healthy nodes (one every few
+    // seconds per node) arrive far more often than the tick, and must not restart it.
+    let mut timer = tokio::time::interval(tick);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    futures::stream::unfold(
+        (events, BTreeSet::<String>::new(), timer),
+        move |(mut events, mut last, mut timer)| {
+            let leases = leases.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        ev = events.next() => match ev {
+                            None => return None,
+                            // Only a renewal of a node seen stale can change the set now.
+                            Some(Some(name)) if last.contains(&name) => {}
+                            Some(_) => continue,
+                        },
+                        _ = timer.tick() => {}
+                    }
+                    let now = stale_nodes(&leases.store.state(), Some(leases.grace), clock());
+                    if now != last {
+                        tracing::info!(stale = ?now, "stale nodes changed (node Leases in kube-node-lease)");
+                        last = now;
+                        return Some(((), (events, last, timer)));
+                    }
+                }
+            }
+        },
+    )
+}
+
 fn all_policies(store: &Store<ToaPolicy>) -> Vec<ObjectRef<ToaPolicy>> {
     store
         .state()
@@ -575,7 +637,7 @@ pub struct AgentTarget {
 }
 
 /// Runs the controller and the housekeeping loop until `shutdown` turns true. `synced` turns
-/// true once all stores are populated (for /readyz).
+/// true once all stores are populated (for /readyz). `node_lease_grace`: see [`NodeLeases`].
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
@@ -584,6 +646,7 @@ pub async fn run(
     reporter: Reporter,
     fence: Fence,
     liveness: Arc<Liveness>,
+    node_lease_grace: Option<Duration>,
     shutdown: watch::Receiver<bool>,
     synced: watch::Sender<bool>,
 ) {
@@ -659,6 +722,39 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects();
+    // Node Leases: the store alone (a renewal every 10 s per node must not reconcile
+    // anything); `stale_changes` triggers a reconcile of every policy when the set of stale
+    // nodes changes.
+    let (node_leases, lease_watch) = match node_lease_grace {
+        Some(grace) => {
+            let (store, writer) = reflector::store::<Lease>();
+            let stream = reflector::reflector(
+                writer,
+                watcher(
+                    Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
+                    watcher::Config::default().any_semantic(),
+                )
+                .modify(|l: &mut Lease| l.metadata.managed_fields = None),
+            )
+            .default_backoff()
+            .touched_objects();
+            (
+                Some(NodeLeases { store, grace }),
+                Some(
+                    stream
+                        .map(|r: Result<Lease, _>| match r {
+                            Ok(l) => l.metadata.name,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "node Lease watch failed (is list/watch on leases in kube-node-lease granted?): stale nodes are not reported meanwhile");
+                                None
+                            }
+                        })
+                        .boxed(),
+                ),
+            )
+        }
+        None => (None, None),
+    };
 
     let stores = Stores {
         policies: policy_store.clone(),
@@ -667,6 +763,7 @@ pub async fn run(
         daemonsets,
         agent_pods,
         agent_events,
+        node_leases: node_leases.clone(),
     };
     let ctx = Arc::new(
         Context::new(client, stores.clone(), agent.desired, metrics, reporter)
@@ -696,6 +793,12 @@ pub async fn run(
         .watches_stream(ds_stream, move |_ds| all_policies(&by_ds))
         .watches_stream(events_stream, move |_ev| all_policies(&by_event))
         .watches_stream(pods_stream, |_pod| Vec::<ObjectRef<ToaPolicy>>::new())
+        .reconcile_all_on(match (lease_watch, node_leases) {
+            (Some(events), Some(leases)) => {
+                stale_changes(events, leases, Timestamp::now).boxed()
+            }
+            _ => futures::stream::pending().boxed(),
+        })
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
@@ -765,6 +868,49 @@ fn report_orphans(stores: &Stores, seen: &mut BTreeSet<String>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn node_lease(name: &str, renewed_secs: i64) -> Lease {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": NODE_LEASE_NAMESPACE},
+            "spec": {"holderIdentity": name, "renewTime": Timestamp::from_second(renewed_secs)
+                .expect("test timestamp").to_string()},
+        }))
+        .expect("lease")
+    }
+
+    fn at_1000() -> Timestamp {
+        Timestamp::from_second(1_000).expect("test timestamp")
+    }
+
+    /// A dead node is reported although healthy nodes renew their Leases far more often than
+    /// the stale check's tick (each renewal is an event on the same stream), and cleared when
+    /// it renews again.
+    #[tokio::test(start_paused = true)]
+    async fn stale_changes_fire_while_healthy_nodes_keep_renewing() {
+        let (store, mut writer) = reflector::store::<Lease>();
+        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("healthy", 1_000)));
+        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("dead", 900)));
+        // A renewal of "healthy" every 500 ms, forever.
+        let renewals = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some((Some("healthy".to_string()), ()))
+        })
+        .boxed();
+        let leases = NodeLeases {
+            store,
+            grace: Duration::from_secs(40),
+        };
+        let mut changes = stale_changes(renewals, leases, at_1000).boxed();
+        tokio::time::timeout(Duration::from_secs(30), changes.next())
+            .await
+            .expect("the dead node is reported within a tick, renewals or not")
+            .expect("stream open");
+        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("dead", 1_000)));
+        tokio::time::timeout(Duration::from_secs(30), changes.next())
+            .await
+            .expect("the report clears once the node renews")
+            .expect("stream open");
+    }
 
     fn cond(type_: &str, status: &str, reason: &str) -> Condition {
         serde_json::from_value(json!({

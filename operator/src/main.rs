@@ -112,6 +112,17 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     agent_start_timeout: u64,
+    /// A node whose node Lease (namespace kube-node-lease, renewed by its kubelet every 10 s)
+    /// is older than this is reported stale in its policy's status (staleNodes, condition
+    /// NodesStale) and does not hold back the rollout; like the node lifecycle controller's
+    /// --node-monitor-grace-period. 0 turns the check off (no Lease watch).
+    #[arg(
+        long,
+        env = "TOA_NODE_LEASE_GRACE_SECONDS",
+        default_value_t = 40,
+        value_name = "SECONDS"
+    )]
+    node_lease_grace_seconds: u64,
 
     /// Log format: human-readable text or one JSON object per line. Filter with RUST_LOG.
     #[arg(
@@ -254,6 +265,8 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         liveness,
         identity,
+        (args.node_lease_grace_seconds > 0)
+            .then(|| Duration::from_secs(args.node_lease_grace_seconds)),
         leader,
         shutdown.clone(),
         synced_tx,
@@ -325,6 +338,7 @@ async fn lead(
     metrics: Arc<Metrics>,
     liveness: Arc<Liveness>,
     identity: String,
+    node_lease_grace: Option<Duration>,
     mut leader: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
     synced: watch::Sender<bool>,
@@ -366,6 +380,7 @@ async fn lead(
             reporter,
             fence.clone(),
             liveness.clone(),
+            node_lease_grace,
             stop,
             synced.clone(),
         );

@@ -133,6 +133,7 @@ impl World {
             daemonsets: store(self.daemonsets),
             agent_pods: store(vec![]),
             agent_events: store(vec![]),
+            node_leases: None,
         }
     }
 }
@@ -894,6 +895,7 @@ async fn unready_stores_make_no_writes() {
         daemonsets: store(vec![]),
         agent_pods: store(vec![]),
         agent_events: store(vec![]),
+        node_leases: None,
     };
     let ctx = context(client, stores);
     let action = controller::reconcile(Arc::new(p), ctx.clone())

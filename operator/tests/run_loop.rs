@@ -98,6 +98,7 @@ async fn controller_wiring_writes_and_stops_on_shutdown() {
         reporter,
         toa_operator::lease::Fence::always_open(),
         Arc::new(toa_operator::server::Liveness::new(Duration::from_secs(90))),
+        None,
         stop,
         synced_tx,
     ));

@@ -55,7 +55,10 @@ done
 
 t0=$(date +%s)
 cp_build
-echo "timing: control-plane build/validate $(($(date +%s) - t0))s"
+echo "timing: control-plane build ($CP_BUILD_KIND) $(($(date +%s) - t0))s"
+if [ "$CP_BUILD_KIND" = warm ] && [ -f "$CP_BIN/BUILD-TIME" ]; then
+	echo "timing: control-plane build (cold, recorded when it was built) $(cat "$CP_BIN/BUILD-TIME")"
+fi
 
 t0=$(date +%s)
 cargo build --locked -p toa-operator --bin toa-operator
@@ -85,6 +88,11 @@ fi
 if want crds; then
 	check crds-apply-without-warnings check_crds_apply_without_warnings
 fi
+# Before helm install: the CRDs of an earlier version with objects stored under them, then the
+# CRD step of docs/upgrading.md (helm install then finds the upgraded CRDs in place).
+if want upgrade; then
+	check crd-upgrade-over-stored-objects check_crd_upgrade_over_stored_objects
+fi
 check helm-install check_helm_install
 # Before the operator runs (the ToaNodeState examples would be orphans it deletes).
 if want invalid; then
@@ -94,6 +102,9 @@ if want invalid; then
 fi
 op_prepare "$OPERATOR_BIN"
 check operators-elect-a-leader check_operators_elect_a_leader
+if want upgrade; then
+	check crd-upgraded-objects-reconciled check_crd_upgraded_objects_reconciled
+fi
 
 if want policy; then
 	check policy-selects-nodes check_policy_selects_nodes
@@ -140,6 +151,6 @@ if want uninstall; then
 	check reinstall-over-leftovers-converges check_reinstall
 fi
 
-echo "timing: suite $(($(date +%s) - suite_t0))s"
+echo "timing: suite $(($(date +%s) - suite_t0))s (control-plane build $CP_BUILD_KIND)"
 harness_summary
 [ "$H_FAIL" -eq 0 ]

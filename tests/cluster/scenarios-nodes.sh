@@ -169,10 +169,28 @@ _nc_traffic() {
 }
 
 # Kinds and trusted sources change at run time: written to /sys/module/toa/parameters, no
-# reload (the load count in the kernel log stays), and traffic with the new kind works.
+# reload (the load count in the kernel log stays), connections accepted before the change and
+# still open keep showing the real address (getpeername on the same accepted sockets after the
+# change), and traffic with the new kind works.
 _nc_params_no_reload() {
 	local n before=() i=0 gen out
 	for n in "${NODES_NAMES[@]}"; do before+=("$(_nc_loads_logged "$n")"); done
+	# Whatever happens, no holder keeps the guest's TUN (toa0) from the later checks.
+	trap _nc_release_holders EXIT
+	for n in "${NODES_NAMES[@]}"; do
+		out=$(_nc_guest "$n" <<'EOS'
+set -e
+rm -f /run/hold.go /run/hold.out
+setsid toatest conn --count 3 --kind 200 --hold-until /run/hold.go </dev/null >/run/hold.out 2>&1 &
+echo $! >/run/hold.pid
+for i in $(seq 1 150); do grep -q "connections showed" /run/hold.out && break; sleep 0.2; done
+cat /run/hold.out
+grep -q "3 of 3 connections showed the real address" /run/hold.out
+kill -0 "$(cat /run/hold.pid)"
+EOS
+		) || { echo "$n: $out"; return 1; }
+		echo "$n: 3 TOA connections accepted and held open: $(grep -c '^conn [0-9]' <<<"$out") sockets"
+	done
 	cp_kubectl patch toapolicy "$NODES_POLICY" --type=merge \
 		-p '{"spec":{"module":{"ipv4OptionKinds":[200,254],"trustedSources":["10.0.0.0/8","192.0.2.0/24"]}}}'
 	for n in "${NODES_NAMES[@]}"; do
@@ -182,6 +200,17 @@ _nc_params_no_reload() {
 		grep -q '192.0.2.0/24' <<<"$out" || { echo "$n: trusted sources not applied"; return 1; }
 		[ "$(_nc_loads_logged "$n")" = "${before[$i]}" ] ||
 			{ echo "$n: the module was reloaded ($(_nc_loads_logged "$n") loads, ${before[$i]} before)"; return 1; }
+		# The connections accepted before the change, still open: same sockets, same address.
+		out=$(_nc_guest "$n" <<'EOS'
+touch /run/hold.go
+p=$(cat /run/hold.pid)
+for i in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+grep '^held' /run/hold.out
+EOS
+		)
+		echo "$out" | sed "s/^/$n: /"
+		grep -q "^held: 3 of 3 open connections still showed the real address" <<<"$out" ||
+			{ echo "$n: the open connections lost their address across the parameter change"; return 1; }
 		out=$(_nc_guest "$n" <<<'toatest conn --count 2 --kind 254 2>&1')
 		grep -q "2 of 2 connections showed the real address" <<<"$out" || { echo "$n: $out"; return 1; }
 		i=$((i + 1))
@@ -190,10 +219,61 @@ _nc_params_no_reload() {
 	wait_until 60 "policy Ready for generation $gen" _nc_policy_ready "${#NODES_NAMES[@]}"
 }
 
+_nc_release_holders() {
+	local n
+	for n in "${NODES_NAMES[@]}"; do _nc_guest "$n" 20 <<<'touch /run/hold.go' >/dev/null 2>&1 || true; done
+}
+
 _nc_params_are() { # NAME KINDS: the agent reports them for the current generation
 	_nc_state "$1" | jq -e --arg k "$2" '
 	  .status.phase == "Loaded" and .status.observedGeneration == .metadata.generation
 	  and .status.module.parameters.ipv4_kinds == $k' >/dev/null
+}
+
+# A node moving between policies with different kinds ends with the new parameters: a second
+# policy (priority 200 over the first one's 100, kinds [201]) selects one guest by an extra label; the guest moves to
+# it (the first policy shows Conflict), its agent applies kind 201 (reported, in sysfs, and
+# traffic with kind 201 shows the real address) without a reload. Deleting the second policy
+# hands the node back: the first policy's kinds again, still no reload.
+_nc_move_between_policies() {
+	local n=${NODES_NAMES[0]} loads out
+	loads=$(_nc_loads_logged "$n")
+	# On any exit: the second policy and the label go, so the later checks see one policy.
+	# shellcheck disable=SC2064 # $n expanded now
+	trap "cp_kubectl delete toapolicy guests-edge --ignore-not-found --timeout=120s >/dev/null 2>&1; cp_kubectl label node $n toa-test/edge- >/dev/null 2>&1" EXIT
+	cp_kubectl label node "$n" toa-test/edge=true
+	_nc_policy_yaml | python3 -c '
+import sys, yaml
+doc = yaml.safe_load(sys.stdin)
+doc["metadata"]["name"] = "guests-edge"
+doc["spec"]["priority"] = 200
+doc["spec"]["nodeSelector"] = {"matchLabels": {"toa-test/edge": "true"}}
+doc["spec"]["module"]["ipv4OptionKinds"] = [201]
+yaml.safe_dump(doc, sys.stdout, sort_keys=False)' | cp_kubectl apply -f -
+	wait_until "$NODES_WAIT" "$n moves to guests-edge and reports kind 201" _nc_on_policy "$n" guests-edge 201
+	wait_until 30 "Conflict on $NODES_POLICY" _nc_conflict_is True
+	out=$(_nc_guest "$n" <<<'cat /sys/module/toa/parameters/ipv4_kinds; toatest conn --count 2 --kind 201 2>&1 | tail -n1')
+	echo "$n on guests-edge: $(tr '\n' ' ' <<<"$out")"
+	[ "$(head -n1 <<<"$out")" = 201 ] || { echo "$n: ipv4_kinds is not 201"; return 1; }
+	grep -q "2 of 2 connections showed the real address" <<<"$out" || return 1
+	cp_kubectl delete toapolicy guests-edge --timeout=120s
+	wait_until "$NODES_WAIT" "$n back on $NODES_POLICY with kinds 200,254" _nc_on_policy "$n" "$NODES_POLICY" 200,254
+	_nc_guest "$n" <<<'test "$(cat /sys/module/toa/parameters/ipv4_kinds)" = 200,254'
+	[ "$(_nc_loads_logged "$n")" = "$loads" ] || { echo "$n: reloaded while moving"; return 1; }
+	wait_until 30 "Conflict cleared on $NODES_POLICY" _nc_conflict_is False
+	cp_kubectl label node "$n" toa-test/edge-
+	wait_until 60 "policy Ready" _nc_policy_ready "${#NODES_NAMES[@]}"
+	echo "$n moved to guests-edge (kind 201) and back (200,254) with no reload"
+}
+_nc_on_policy() { # NODE POLICY KINDS
+	_nc_state "$1" | jq -e --arg p "$2" --arg k "$3" '
+	  .spec.policy == $p and .status.phase == "Loaded"
+	  and .status.observedGeneration == .metadata.generation
+	  and .status.module.parameters.ipv4_kinds == $k' >/dev/null
+}
+_nc_conflict_is() {
+	cp_kubectl get toapolicy "$NODES_POLICY" -o json | jq -e --arg s "$1" '
+	  [.status.conditions[] | select(.type == "Conflict")][0].status == $s' >/dev/null
 }
 
 # The agent pod restarts (SIGTERM, new process): the loaded module is adopted, no compiler run,
@@ -384,6 +464,129 @@ _nc_replaced() {
 	_nc_state "$1" | jq -e '.status.phase == "Loaded" and .status.module.source == "Cache" and (.status.reloadPending // false) == false' >/dev/null
 }
 
+# A cordoned, then drained node keeps its module. The harness plays the scheduler's part
+# (no kube-scheduler here): it binds the agent DaemonSet's pod for the node (created by the
+# real DaemonSet controller) and a workload pod to the node; then real `kubectl cordon` and
+# `kubectl drain --ignore-daemonsets` (evictions through the Eviction API). The workload pod
+# goes, the DaemonSet pod stays, and nothing of ours moves: the module stays loaded (no
+# unload, no reload in the guest's kernel log), the ToaNodeState keeps its generation and
+# phase Loaded, the node keeps toa.dev/agent and its policy.
+_nc_cordon_drain() {
+	local n=${NODES_NAMES[0]} loads gen ds_pod out
+	loads=$(_nc_loads_logged "$n")
+	gen=$(_nc_state "$n" | jq -r .metadata.generation)
+	# The DaemonSet controller's pod for this node (node affinity on metadata.name).
+	wait_until 60 "the DaemonSet controller created a pod for $n" _nc_ds_pod_for "$n"
+	ds_pod=$(_nc_ds_pod_for "$n")
+	# On any exit: uncordoned, and the pods bound here go at once (there is no kubelet to
+	# confirm their termination: a bound pod deleted later, e.g. by the garbage collector with
+	# the DaemonSet at uninstall, would stay Terminating). The DaemonSet controller makes a
+	# new, unbound pod for the node.
+	# shellcheck disable=SC2064 # expanded now
+	trap "cp_kubectl uncordon $n >/dev/null 2>&1; cp_kubectl -n default delete pod workload-on-$n --ignore-not-found --grace-period=0 --force >/dev/null 2>&1; cp_kubectl -n $CP_NAMESPACE delete pod $ds_pod --ignore-not-found --grace-period=0 --force >/dev/null 2>&1" EXIT
+	if [ -z "$(cp_kubectl -n "$CP_NAMESPACE" get pod "$ds_pod" -o jsonpath='{.spec.nodeName}')" ]; then
+		_nc_bind "$CP_NAMESPACE" "$ds_pod" "$n"
+	fi
+	cp_kubectl -n default apply -f - <<EOX
+apiVersion: v1
+kind: Pod
+metadata:
+  name: workload-on-$n
+  labels: {app: workload}
+spec:
+  nodeName: $n
+  containers:
+    - name: app
+      image: registry.k8s.io/pause:3.10
+EOX
+	cp_kubectl get pods -A --field-selector "spec.nodeName=$n" -o wide | sed 's/^/  | /'
+	cp_kubectl cordon "$n"
+	[ "$(cp_kubectl get node "$n" -o jsonpath='{.spec.unschedulable}')" = true ]
+	out=$(cp_kubectl drain "$n" --ignore-daemonsets --force --grace-period=0 --timeout=90s 2>&1) ||
+		{ echo "$out"; return 1; }
+	echo "$out" | sed 's/^/  drain| /'
+	grep -q "evicting pod default/workload-on-$n" <<<"$out" || { echo "drain evicted no workload"; return 1; }
+	wait_until 60 "the workload pod is gone" _nc_pod_gone default "workload-on-$n"
+	cp_kubectl -n "$CP_NAMESPACE" get pod "$ds_pod" -o jsonpath='{.spec.nodeName}' | grep -qx "$n" ||
+		{ echo "the DaemonSet pod $ds_pod left $n"; return 1; }
+	# Give the operator and the agent time to act if they (wrongly) were to.
+	sleep 15
+	_nc_phase_is "$n" Loaded || { echo "$n: $(_nc_state "$n" | jq -c .status)"; return 1; }
+	[ "$(_nc_state "$n" | jq -r .metadata.generation)" = "$gen" ] ||
+		{ echo "$n: the ToaNodeState spec changed: $(_nc_state "$n" | jq -c .spec)"; return 1; }
+	_nc_state "$n" | jq -e '.spec.desiredState == "Loaded"' >/dev/null
+	cp_kubectl get node "$n" -o json | jq -e '.metadata.labels["toa.dev/agent"] == "true"' >/dev/null ||
+		{ echo "$n lost toa.dev/agent"; return 1; }
+	_nc_guest "$n" <<<'test -d /sys/module/toa' || { echo "$n: module unloaded"; return 1; }
+	[ "$(_nc_loads_logged "$n")" = "$loads" ] || { echo "$n: the module was reloaded"; return 1; }
+	wait_until 30 "policy Ready, every node counted" _nc_policy_ready "${#NODES_NAMES[@]}"
+	echo "$n cordoned and drained: module loaded, phase Loaded, generation $gen, $loads load(s) logged"
+	cp_kubectl uncordon "$n"
+}
+_nc_ds_pod_for() { # NODE: name of the agent DaemonSet's pod for NODE
+	cp_kubectl -n "$CP_NAMESPACE" get pods -o json | jq -er --arg n "$1" '
+	  [.items[] | select(.metadata.ownerReferences[]?.kind == "DaemonSet")
+	   | select(.spec.nodeName == $n or
+	       ([.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[]?.matchFields[]?.values[]?] | index($n) != null))
+	   | .metadata.name][0] // empty | select(. != "")'
+}
+_nc_bind() { # NAMESPACE POD NODE: what the scheduler does (pods/binding)
+	cp_kubectl create --raw "/api/v1/namespaces/$1/pods/$2/binding" -f - <<EOX >/dev/null
+{"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "$2"}, "target": {"apiVersion": "v1", "kind": "Node", "name": "$3"}}
+EOX
+}
+_nc_pod_gone() { ! cp_kubectl -n "$1" get pod "$2" >/dev/null 2>&1; }
+
+# A guest powered off (QEMU killed) without deleting its Node: its node Lease is no longer
+# renewed, and after the operator's grace period (CP_NODE_LEASE_GRACE) the policy reports it
+# stale (status.staleNodes, condition NodesStale naming it; `kubectl get toapolicies -o wide`
+# column STALE). Nothing is deleted meanwhile. Booted again (same Node, its agent started), it
+# renews its Lease, the stale report clears and the node is Loaded again.
+_nc_stale_node() {
+	local n=${NODES_NAMES[${#NODES_NAMES[@]} - 1]} series t0 js row
+	series=${NODES_KERNELS%% *}
+	[ "$n" = guest-late ] || series=$(_nc_series_of "$n")
+	node_kill "$n"
+	t0=$(date +%s)
+	wait_until $((CP_NODE_LEASE_GRACE + 30)) "policy reports $n stale" _nc_stale_is 1 "$n" || {
+		echo "lease: $(cp_kubectl -n kube-node-lease get lease "$n" -o jsonpath='{.spec.renewTime}' 2>&1), now $(date -u +%T)"
+		tail -n 3 "$NODES_DIR/$n/lease.log"
+		cp_kubectl get toapolicy "$NODES_POLICY" -o json | jq -c '.status | {staleNodes, c: [.conditions[] | select(.type == "NodesStale")]}'
+		grep -h -i 'stale\|lease watch' "$CP_RUN_DIR"/logs/operator-*.log 2>/dev/null | tail -n 5
+		return 1
+	}
+	echo "$n stale in the policy status $(($(date +%s) - t0))s after the power-off (grace ${CP_NODE_LEASE_GRACE}s)"
+	js=$(cp_kubectl get toapolicy "$NODES_POLICY" -o json)
+	jq -c '.status.conditions[] | select(.type == "NodesStale")' <<<"$js"
+	jq -e '.status.observedGeneration == .metadata.generation
+	  and ([.status.conditions[] | select(.type == "NodesStale")][0].observedGeneration == .metadata.generation)' >/dev/null <<<"$js" ||
+		{ echo "NodesStale without the current observedGeneration"; return 1; }
+	row=$(cp_kubectl get toapolicy "$NODES_POLICY" -o wide)
+	echo "$row" | sed 's/^/  | /'
+	awk 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "STALE") c = i } NR == 2 { exit !(c && $c == 1) }' <<<"$row" ||
+		{ echo "no STALE column showing 1"; return 1; }
+	cp_kubectl get node "$n" >/dev/null && cp_kubectl get toanodestate "$n" >/dev/null ||
+		{ echo "the Node or the ToaNodeState of the stale node went away"; return 1; }
+	t0=$(date +%s)
+	node_boot "$n" "$series" "$NODES_LABEL"
+	node_pod_start "$n"
+	wait_until 60 "stale cleared" _nc_stale_is 0 ""
+	echo "stale cleared $(($(date +%s) - t0))s after the power-on (boot $(cat "$NODES_DIR/$n/boot.seconds")s)"
+	wait_until "$NODES_WAIT" "$n Loaded again" _nc_phase_is "$n" Loaded
+	wait_until 60 "policy Ready" _nc_policy_ready "${#NODES_NAMES[@]}"
+}
+_nc_stale_is() { # COUNT NAME: staleNodes == COUNT, NodesStale names NAME (when COUNT > 0)
+	cp_kubectl get toapolicy "$NODES_POLICY" -o json | jq -e --argjson c "$1" --arg n "$2" '
+	  .status.staleNodes == $c
+	  and ([.status.conditions[] | select(.type == "NodesStale")][0] as $s
+	       | if $c > 0 then $s.status == "True" and $s.reason == "NodeLeasesExpired" and ($s.message | contains(": " + $n))
+	         else $s.status == "False" end)' >/dev/null
+}
+_nc_series_of() { # NAME: the kernel series a guest was booted with (guest-6-12 -> 6.12)
+	local s
+	for s in $NODES_KERNELS; do [ "$(_nc_name "$s")" = "$1" ] && echo "$s"; done
+}
+
 # A node that joins later (a new guest, the first kernel again) is picked up.
 _nc_late_node() {
 	local s name t0
@@ -454,11 +657,14 @@ nodes_checks() {
 	check nodes-alert-module-removed-by-hand-fires-and-resolves _nc_alert_module_not_loaded
 	check nodes-alert-agent-down-then-repair _nc_alert_agent_down
 	check nodes-kinds-and-trusted-sources-change-without-reload _nc_params_no_reload
+	check nodes-node-moving-between-policies-gets-new-kinds _nc_move_between_policies
 	check nodes-agent-restart-adopts-without-build _nc_agent_restart_adopts
 	check nodes-max-unavailable-bounds-concurrent-reloads _nc_max_unavailable
 	check nodes-late-node-is-picked-up _nc_late_node
 	# The late node joined inside a check's subshell: record it here too.
 	[ -d "$NODES_DIR/guest-late" ] && NODES_NAMES+=(guest-late)
+	check nodes-cordoned-and-drained-node-keeps-its-module _nc_cordon_drain
+	check nodes-powered-off-guest-shows-stale-then-recovers _nc_stale_node
 	check nodes-agent-logs-have-no-errors _nc_agent_logs
 	check nodes-policy-delete-unloads-guests _nc_policy_delete
 	prom_stop

@@ -15,11 +15,16 @@
 //! 4. [`pacing`]: grant `reloadAllowed` so that at most `maxUnavailable`
 //!    nodes of a policy reload at once.
 //! 5. [`status`]: aggregate node states into each policy's status.
+//!
+//! Alongside: [`stale`] finds nodes whose kubelet stopped renewing its node
+//! Lease; they are reported (status.staleNodes, condition NodesStale) and left
+//! out of the rollout pacing (a powered-off node must not hold the rollout).
 
 mod assign;
 mod lifecycle;
 mod pacing;
 pub mod selector;
+pub mod stale;
 mod status;
 
 pub use status::sort_conditions;
@@ -35,6 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use toa_crds::{ToaNodeState, ToaNodeStateSpec, ToaPolicy, ToaPolicyStatus};
@@ -48,6 +54,10 @@ pub struct ClusterSnapshot {
     pub nodes: Vec<Arc<Node>>,
     /// All ToaNodeStates.
     pub node_states: Vec<Arc<ToaNodeState>>,
+    /// The kubelets' node Leases (namespace kube-node-lease).
+    pub node_leases: Vec<Arc<Lease>>,
+    /// A node whose Lease is older than this is stale; `None`: no stale check.
+    pub node_lease_grace: Option<Duration>,
 }
 
 /// A ToaNodeState the operator wants to exist, with this spec.
@@ -112,7 +122,9 @@ pub fn plan(snapshot: &ClusterSnapshot, now: Timestamp) -> Plan {
 
     let assignment = assign::assign(&policies, nodes);
     let leaving = lifecycle::leaving_nodes(&policies, &table, &assignment, now);
-    let grants = pacing::grant_reloads(&policies, nodes, &assignment, &leaving);
+    let stale_names = stale::stale_nodes(&snapshot.node_leases, snapshot.node_lease_grace, now);
+    let stale: Vec<bool> = nodes.iter().map(|n| stale_names.contains(n.name)).collect();
+    let grants = pacing::grant_reloads(&policies, nodes, &assignment, &leaving, &stale);
 
     let mut out = Plan::default();
     // Nodes are in name order, so the maps below are bulk-built from
@@ -160,7 +172,14 @@ pub fn plan(snapshot: &ClusterSnapshot, now: Timestamp) -> Plan {
         let secs = d.as_second().saturating_sub(now.as_second()).max(1);
         Duration::from_secs(u64::try_from(secs).unwrap_or(1))
     });
-    out.policy_status = status::aggregate(&policies, nodes, &assignment, &leaving, now);
+    out.policy_status = status::aggregate(
+        &policies,
+        nodes,
+        &assignment,
+        &leaving,
+        snapshot.node_lease_grace.map(|_| stale.as_slice()),
+        now,
+    );
     out.finalizer_releases = leaving.releases;
     out.node_phases = status::phase_counts(snapshot.node_states.iter().map(|s| s.as_ref()));
     out

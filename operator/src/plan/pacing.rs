@@ -8,6 +8,13 @@
 //! order, only while busy nodes number fewer than `maxUnavailable`. A grant
 //! stays until the agent clears `reloadPending`, so a reload is never cut off
 //! halfway; a failed reload keeps its grant and so holds the rollout back.
+//!
+//! Stale nodes (their node Lease expired: powered off, cut off) are neither
+//! busy nor granted: whatever they last reported, they cannot act now, and a
+//! dead node must not hold its policy's rollout forever. A grant a stale node
+//! already holds stays in its spec (its reload resumes when it comes back), but
+//! it does not count against maxUnavailable meanwhile; so while a node is stale,
+//! one more node than maxUnavailable may end up reloading when it returns.
 
 use toa_crds::ToaNodeState;
 
@@ -52,6 +59,7 @@ pub(crate) fn grant_reloads(
     nodes: &[NodeView<'_>],
     assignment: &Assignment,
     leaving: &Leaving<'_>,
+    stale: &[bool],
 ) -> Vec<bool> {
     let mut busy = vec![0usize; policies.len()];
     let mut waiting: Vec<Vec<usize>> = vec![Vec::new(); policies.len()];
@@ -61,6 +69,10 @@ pub(crate) fn grant_reloads(
     for (n, owner) in assignment.owner.iter().enumerate() {
         let Some(idx) = *owner else { continue };
         let r = ReloadState::of(nodes[n].state, policies[idx].name);
+        if stale[n] {
+            grants[n] = r.granted && r.pending;
+            continue;
+        }
         if r.busy() {
             busy[idx] += 1;
         }
@@ -73,7 +85,7 @@ pub(crate) fn grant_reloads(
     // Unloading nodes that left a policy still disrupt its service.
     for (idx, members) in leaving.unloading_by_policy.iter().enumerate() {
         for n in members {
-            if ReloadState::of(nodes[*n].state, policies[idx].name).transitioning {
+            if !stale[*n] && ReloadState::of(nodes[*n].state, policies[idx].name).transitioning {
                 busy[idx] += 1;
             }
         }

@@ -391,6 +391,8 @@ fn shuffled(s: &ClusterSnapshot, seed: u64) -> ClusterSnapshot {
         policies: permute(&s.policies, seed),
         nodes: permute(&s.nodes, seed.wrapping_add(1)),
         node_states: permute(&s.node_states, seed.wrapping_add(2)),
+        node_leases: permute(&s.node_leases, seed.wrapping_add(3)),
+        node_lease_grace: s.node_lease_grace,
     }
 }
 

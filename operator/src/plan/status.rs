@@ -7,7 +7,9 @@
 //! `conflictingNodes` = nodes it matches that a higher-ranked policy owns;
 //! `excludedNodes` = nodes it matches that can never run the agent (no
 //! `kubernetes.io/os=linux` label, virtual kubelets).
-//! `failures` lists the failed nodes by name, at most 20.
+//! `failures` lists the failed nodes by name, at most 20; `staleNodes` =
+//! owned nodes whose node Lease expired (they are counted above as they last
+//! reported, and named in the NodesStale condition).
 
 use std::collections::BTreeMap;
 
@@ -77,6 +79,10 @@ struct Tally<'s> {
     reloads_pending: usize,
     kernels: BTreeMap<&'s str, usize>,
     failures: Vec<NodeFailure>,
+    /// Owned stale nodes, in name order.
+    stale: Vec<&'s str>,
+    /// Stale nodes are looked for (the operator has a node Lease grace period).
+    stale_checked: bool,
 }
 
 pub(crate) fn aggregate<'s>(
@@ -84,14 +90,25 @@ pub(crate) fn aggregate<'s>(
     nodes: &[NodeView<'s>],
     assignment: &Assignment,
     leaving: &Leaving<'_>,
+    stale: Option<&[bool]>,
     now: Timestamp,
 ) -> BTreeMap<String, ToaPolicyStatus> {
-    let mut tallies: Vec<Tally<'s>> = (0..policies.len()).map(|_| Tally::default()).collect();
-    for (node, owner) in nodes.iter().zip(&assignment.owner) {
+    let mut tallies: Vec<Tally<'s>> = (0..policies.len())
+        .map(|_| Tally {
+            stale_checked: stale.is_some(),
+            ..Tally::default()
+        })
+        .collect();
+    let no_stale = vec![false; nodes.len()];
+    let stale = stale.unwrap_or(&no_stale);
+    for ((node, owner), is_stale) in nodes.iter().zip(&assignment.owner).zip(stale) {
         let Some(idx) = *owner else { continue };
         let t = &mut tallies[idx];
         let policy = &policies[idx];
         t.selected += 1;
+        if *is_stale {
+            t.stale.push(node.name);
+        }
         let Some(state) = node.state else {
             t.converging += 1;
             continue;
@@ -340,12 +357,53 @@ fn policy_status(
     let (warn, reason, msg) = trust_warning(&p.module);
     let trust = cond(types::TRUST_WARNING, warn, reason, msg);
 
+    let stale_count = t.stale.len();
+    let nodes_stale = if !t.stale_checked {
+        None
+    } else if stale_count > 0 {
+        let mut names: Vec<String> = t
+            .stale
+            .iter()
+            .take(NAMES_IN_MESSAGE)
+            .map(|n| n.to_string())
+            .collect();
+        if stale_count > NAMES_IN_MESSAGE {
+            names.push(format!("and {} more", stale_count - NAMES_IN_MESSAGE));
+        }
+        Some(cond(
+            types::NODES_STALE,
+            true,
+            PolicyReason::NodeLeasesExpired,
+            format!(
+                "{} stopped renewing {} node Lease (kube-node-lease) for longer than the grace period: {}; {} powered off or cut off from the apiserver, so {} last reported state may be out of date. {} not hold back the rollout. Delete the Node object of a machine that is gone for good",
+                plural(stale_count, "node", "nodes"),
+                if stale_count == 1 { "its" } else { "their" },
+                names.join(", "),
+                if stale_count == 1 { "it is" } else { "they are" },
+                if stale_count == 1 { "its" } else { "their" },
+                if stale_count == 1 { "It does" } else { "They do" },
+            ),
+        ))
+    } else {
+        Some(cond(
+            types::NODES_STALE,
+            false,
+            PolicyReason::NodeLeasesCurrent,
+            "every node of this policy renews its node Lease".to_string(),
+        ))
+    };
+
     let mut conditions: Vec<Condition> = p
         .old_status
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
     for c in [ready, progressing, degraded, conflict, trust] {
         set_condition(&mut conditions, c);
+    }
+    match nodes_stale {
+        Some(c) => set_condition(&mut conditions, c),
+        // No grace period: no claim either way.
+        None => conditions.retain(|c| c.type_ != types::NODES_STALE),
     }
     // Fixed order, only our own types: stable output for diffing. Synced and AgentsAvailable
     // are kept as they were: the controller sets them from what it observes outside the plan.
@@ -362,6 +420,7 @@ fn policy_status(
         failed_nodes,
         conflicting_nodes: count(conflicting),
         excluded_nodes: count(excluded),
+        stale_nodes: count(stale_count),
         kernels: t
             .kernels
             .into_iter()

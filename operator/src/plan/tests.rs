@@ -588,3 +588,128 @@ fn unlabels_nodes_that_need_no_agent() {
     assert_eq!(p.unlabel_nodes, names(&["y"]));
     assert_eq!(p.agent_nodes, names(&["x"]));
 }
+
+fn granted(p: &Plan) -> Vec<&str> {
+    p.node_states
+        .iter()
+        .filter(|(_, d)| d.spec.reload_allowed)
+        .map(|(n, _)| n.as_str())
+        .collect()
+}
+
+#[test]
+fn nodes_whose_lease_expired_are_reported_stale() {
+    let nodes: Vec<_> = ["a", "b", "c"].iter().map(|n| node(n, &[])).collect();
+    let states: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| state(n, "p", Some(NodePhase::Loaded)))
+        .collect();
+    // a renewed 5 s ago, b 41 s ago (grace 40 s), c has no Lease (not judged).
+    let leases = vec![
+        node_lease("a", Some(NOW - 5)),
+        node_lease("b", Some(NOW - 41)),
+    ];
+    let p = run(&with_leases(
+        snapshot(vec![policy("p", &[])], nodes.clone(), states.clone()),
+        leases,
+        40,
+    ));
+    let st = &p.policy_status["p"];
+    assert_eq!(st.stale_nodes, 1);
+    // Counted as last reported: the stale node still counts as loaded.
+    assert_eq!((st.selected_nodes, st.loaded_nodes), (3, 3));
+    let (status, reason, msg) = cond(&p, "p", types::NODES_STALE);
+    assert_eq!((status, reason), ("True", "NodeLeasesExpired"));
+    assert!(
+        msg.starts_with("1 node stopped renewing its node Lease"),
+        "{msg}"
+    );
+    assert!(msg.contains(": b;"), "{msg}");
+
+    // b renews again: stale cleared.
+    let p = run(&with_leases(
+        snapshot(vec![policy("p", &[])], nodes.clone(), states.clone()),
+        vec![node_lease("a", Some(NOW - 5)), node_lease("b", Some(NOW))],
+        40,
+    ));
+    assert_eq!(p.policy_status["p"].stale_nodes, 0);
+    assert_eq!(
+        cond(&p, "p", types::NODES_STALE).0,
+        "False",
+        "{:?}",
+        p.policy_status["p"].conditions
+    );
+
+    // No grace period (check off): no NodesStale condition at all, even an old one is dropped.
+    let mut old = policy("p", &[]);
+    old.status = Some(p.policy_status["p"].clone());
+    let p = run(&snapshot(vec![old], nodes, states));
+    assert!(find_condition(&p.policy_status["p"].conditions, types::NODES_STALE).is_none());
+    assert_eq!(p.policy_status["p"].stale_nodes, 0);
+}
+
+#[test]
+fn stale_message_names_three_nodes_then_counts() {
+    let names_ = ["a", "b", "c", "d", "e"];
+    let nodes: Vec<_> = names_.iter().map(|n| node(n, &[])).collect();
+    let leases: Vec<_> = names_.iter().map(|n| node_lease(n, Some(0))).collect();
+    let p = run(&with_leases(
+        snapshot(vec![policy("p", &[])], nodes, vec![]),
+        leases,
+        40,
+    ));
+    let (_, _, msg) = cond(&p, "p", types::NODES_STALE);
+    assert!(
+        msg.starts_with("5 nodes stopped renewing their node Lease"),
+        "{msg}"
+    );
+    assert!(msg.contains("a, b, c, and 2 more"), "{msg}");
+}
+
+#[test]
+fn stale_nodes_do_not_hold_the_rollout() {
+    let pol = max_unavailable(policy("p", &[]), 1);
+    let nodes: Vec<_> = ["a", "b", "c"].iter().map(|n| node(n, &[])).collect();
+    // a was granted its reload and then powered off mid-way (phase Loading, pending);
+    // b is stuck Building on a dead machine; c waits for a reload.
+    let states = vec![
+        reload(state("a", "p", Some(NodePhase::Loading)), true, true),
+        state("b", "p", Some(NodePhase::Building)),
+        reload(state("c", "p", Some(NodePhase::Loaded)), true, false),
+    ];
+    let fresh = |n: &str| node_lease(n, Some(NOW));
+    let dead = |n: &str| node_lease(n, Some(NOW - 600));
+
+    // Everyone alive: a's grant and b's build use the budget, c waits.
+    let p = run(&with_leases(
+        snapshot(vec![pol.clone()], nodes.clone(), states.clone()),
+        vec![fresh("a"), fresh("b"), fresh("c")],
+        40,
+    ));
+    assert_eq!(granted(&p), ["a"]);
+
+    // a and b stale: they no longer count against maxUnavailable; c gets the slot, a keeps
+    // its grant for when it returns, and a stale waiting node gets no new grant.
+    let p = run(&with_leases(
+        snapshot(vec![pol.clone()], nodes.clone(), states.clone()),
+        vec![dead("a"), dead("b"), fresh("c")],
+        40,
+    ));
+    assert_eq!(granted(&p), ["a", "c"]);
+    assert_eq!(p.policy_status["p"].stale_nodes, 2);
+
+    let p = run(&with_leases(
+        snapshot(
+            vec![pol],
+            nodes,
+            vec![
+                state("a", "p", Some(NodePhase::Loaded)),
+                state("b", "p", Some(NodePhase::Loaded)),
+                reload(state("c", "p", Some(NodePhase::Loaded)), true, false),
+            ],
+        ),
+        vec![fresh("a"), fresh("b"), dead("c")],
+        40,
+    ));
+    assert!(granted(&p).is_empty(), "{:?}", granted(&p));
+}

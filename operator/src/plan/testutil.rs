@@ -154,5 +154,39 @@ pub fn snapshot(
         policies: policies.into_iter().map(Arc::new).collect(),
         nodes: nodes.into_iter().map(Arc::new).collect(),
         node_states: states.into_iter().map(Arc::new).collect(),
+        ..super::ClusterSnapshot::default()
     }
+}
+
+/// A kubelet's node Lease in kube-node-lease, last renewed at `renewed_secs`.
+pub fn node_lease(
+    node: &str,
+    renewed_secs: Option<i64>,
+) -> k8s_openapi::api::coordination::v1::Lease {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(node.to_string()),
+            namespace: Some(super::stale::NODE_LEASE_NAMESPACE.to_string()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(node.to_string()),
+            lease_duration_seconds: Some(40),
+            renew_time: renewed_secs.map(|s| MicroTime(ts(s))),
+            ..LeaseSpec::default()
+        }),
+    }
+}
+
+/// `snapshot` with node Leases and a grace period for stale nodes.
+pub fn with_leases(
+    mut s: super::ClusterSnapshot,
+    leases: Vec<k8s_openapi::api::coordination::v1::Lease>,
+    grace_secs: u64,
+) -> super::ClusterSnapshot {
+    s.node_leases = leases.into_iter().map(Arc::new).collect();
+    s.node_lease_grace = Some(std::time::Duration::from_secs(grace_secs));
+    s
 }

@@ -11,6 +11,9 @@
 # crds/examples/keep-on-delete.yaml (onDelete Keep), and an inline policy with
 # unloadTimeoutSeconds: 5.
 
+# The operator's --node-lease-grace-seconds here (the chart's default is 40).
+CP_NODE_LEASE_GRACE=${CP_NODE_LEASE_GRACE:-30}
+
 K_A=cl-node-a
 K_B=cl-node-b
 K_C=cl-node-c
@@ -166,8 +169,10 @@ check_invalid_example() {
 
 check_helm_install() {
 	local out
+	# A short node Lease grace period: the stale-node check powers a guest off and waits for it.
 	out=$(helm install "$CP_RELEASE" charts/toa-operator --namespace "$CP_NAMESPACE" \
-		--create-namespace --kubeconfig "$CP_KUBECONFIG" 2>&1)
+		--set "operator.nodeLeaseGraceSeconds=$CP_NODE_LEASE_GRACE" \
+		--create-namespace --kubeconfig "$CP_KUBECONFIG" 2>&1) || { echo "$out"; return 1; }
 	echo "$out" | head -20
 	if grep -qi 'warning' <<<"$out"; then
 		echo "helm install printed a warning" >&2
@@ -178,6 +183,8 @@ check_helm_install() {
 	k get validatingadmissionpolicybinding "$CP_RELEASE-node-agent-own-node"
 	k -n "$CP_NAMESPACE" get deployment,configmap,serviceaccount,role,rolebinding -o name
 	k get clusterrole "$CP_RELEASE-operator" "$CP_RELEASE-node-agent" -o name
+	# Read access to the kubelets' node Leases, nothing more.
+	k -n kube-node-lease get "role/$CP_RELEASE-operator-node-leases" "rolebinding/$CP_RELEASE-operator-node-leases" -o name
 }
 
 check_operators_elect_a_leader() {

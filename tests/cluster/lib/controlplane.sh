@@ -144,14 +144,19 @@ func main() { etcdmain.Main(os.Args) }
 EOF
 }
 
-# cp_build: builds the four binaries once per version into $CP_CACHE/bin/..., atomically.
+# cp_build: builds the four binaries once per version into $CP_CACHE/bin/..., atomically. Sets
+# CP_BUILD_KIND to cold (built now) or warm (cached); a build records its time in BUILD-TIME.
 cp_build() {
 	local dest tmp t0 t1 minor ld pkg
 	dest=$(_cp_bin_dir)
 	if _cp_bin_valid "$dest"; then
 		CP_BIN=$dest
 		export CP_BIN
+		CP_BUILD_KIND=warm
 		echo "controlplane: cached binaries $dest (k8s $CP_K8S_VERSION, etcd $CP_ETCD_VERSION)"
+		if [ -f "$dest/BUILD-TIME" ]; then
+			echo "controlplane: their cold build: $(cat "$dest/BUILD-TIME")"
+		fi
 		return 0
 	fi
 	need_apt ca-certificates openssl python3
@@ -184,6 +189,8 @@ cp_build() {
 	(cd "$tmp/etcd" && go mod tidy && go build -trimpath -ldflags "-s -w" -o "$tmp/out/etcd" .)
 	echo "controlplane: built etcd $CP_ETCD_VERSION in $(($(date +%s) - t1))s"
 	(cd "$tmp/out" && sha256sum kube-apiserver kube-controller-manager kubectl etcd >SHA256SUMS)
+	# Shown by later (warm) runs: what a fresh machine pays once.
+	echo "$(($(date +%s) - t0))s on $(nproc) CPUs, $(date -u +%FT%TZ)" >"$tmp/out/BUILD-TIME"
 	rm -rf "$dest.old"
 	[ -e "$dest" ] && mv "$dest" "$dest.old"
 	mv "$tmp/out" "$dest"
@@ -193,6 +200,7 @@ cp_build() {
 		return 1
 	}
 	CP_BIN=$dest
+	CP_BUILD_KIND=cold
 	export CP_BIN
 	echo "controlplane: build total $(($(date +%s) - t0))s"
 }

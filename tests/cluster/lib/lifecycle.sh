@@ -219,6 +219,8 @@ json.dump(jobs[0], open(sys.argv[2], "w"))' "$dir/hooks.yaml" "$dir/job.json"
 		grep -v -e '^configmap/kube-root-ca.crt$' -e '^serviceaccount/default$' || true)
 	leftovers+=$(k get clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings \
 		-l app.kubernetes.io/part-of=toa-operator -o name)
+	# The read access to the kubelets' node Leases lives in kube-node-lease.
+	leftovers+=$(k get roles,rolebindings -n kube-node-lease -l app.kubernetes.io/part-of=toa-operator -o name)
 	expect_eq "leftovers" "$leftovers" ""
 	# A policy can be deleted with no operator left (no finalizer to hang on).
 	out=$(timeout 20 "$CP_BIN/kubectl" --kubeconfig "$CP_KUBECONFIG" delete toapolicy nat64-gateway 2>&1)
@@ -241,4 +243,181 @@ check_reinstall() {
 	agent_report "$K_A" "$K_A" Loaded >/dev/null
 	agent_report "$K_B" "$K_B" Loaded >/dev/null
 	wait_value 60 "fault-rollout Ready" True policy_condition fault-rollout Ready
+}
+
+# --- CRD upgrade over stored objects (docs/upgrading.md, "The CRDs first") -------------------
+# The CRDs of an earlier chart (tests/cluster/fixtures/crds-d1f1601: integer formats, older
+# rules) are created as `helm install` creates them (a plain create), objects are stored under
+# them as that version's operator and agent wrote them (a policy with its status, a Node's
+# ToaNodeState with spec and status), then the CRD commands of docs/upgrading.md run as the
+# doc states them (read from the doc, not retyped). The stored objects must stay readable
+# (`kubectl get`), valid under the new schema (a server-side dry-run create of a copy, which
+# ratcheting cannot excuse), and updatable as they are (a no-op replace of each object and of
+# each status). Runs before `helm install`, which then finds the upgraded CRDs in place.
+# crd-upgraded-objects-reconciled checks, once the operator runs, that it takes them over.
+UPGRADE_OLD_CRDS=tests/cluster/fixtures/crds-d1f1601
+UPGRADE_POLICY=upgrade-stored
+UPGRADE_NODE=cl-node-upgrade
+
+# _doc_block FILE SECTION N: the Nth ```sh block under the `## SECTION` heading of FILE.
+_doc_block() {
+	python3 - "$@" <<'PY'
+import re, sys
+path, section, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+text = open(path).read()
+m = re.search(r"^## " + re.escape(section) + r"\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+if not m:
+    sys.exit(f"{path}: no section '## {section}'")
+blocks = re.findall(r"^```sh\n(.*?)^```", m.group(1), re.S | re.M)
+if len(blocks) < n:
+    sys.exit(f"{path}: section '{section}' has {len(blocks)} sh blocks, wanted block {n}")
+sys.stdout.write(blocks[n - 1])
+PY
+}
+
+# _doc_run COMMAND_LINE: a command from the doc, with kubectl pointing at the suite's cluster.
+_doc_run() {
+	(
+		# shellcheck disable=SC2317 # called by the eval'd command
+		kubectl() { cp_kubectl "$@"; }
+		eval "$1"
+	)
+}
+
+check_crd_upgrade_over_stored_objects() {
+	local f out step line kind name
+	for f in "$UPGRADE_OLD_CRDS"/toapolicies.yaml "$UPGRADE_OLD_CRDS"/toanodestates.yaml; do
+		k create -f "$f" 2>&1 | sed 's/^/  old crd| /'
+	done
+	k wait --for condition=Established --timeout 30s crd/toapolicies.toa.dev crd/toanodestates.toa.dev
+	k get crd toapolicies.toa.dev -o json | jq -e '[.. | objects | select(.format? == "uint8")] | length > 0' >/dev/null ||
+		{ echo "the old CRDs carry no uint8 format: not the previous version" >&2; return 1; }
+	# Stored as the previous version wrote them.
+	cp_create_node "$UPGRADE_NODE" "$KERNEL_61" "$OS_IMAGE" toa-test/upgrade=true
+	k create -f - <<EOX
+apiVersion: toa.dev/v1alpha1
+kind: ToaPolicy
+metadata:
+  name: $UPGRADE_POLICY
+  finalizers: [toa.dev/unload]
+spec:
+  priority: 7
+  nodeSelector:
+    matchLabels: {toa-test/upgrade: "true"}
+  module:
+    ipv4OptionKinds: [200]
+    nat64OptionKinds: [253]
+    trustedSources: [10.0.0.0/8]
+  lifecycle:
+    onDelete: Keep
+  rollout:
+    maxUnavailable: 1
+EOX
+	k apply --server-side --field-manager toa-operator --subresource status -f - <<EOX
+apiVersion: toa.dev/v1alpha1
+kind: ToaPolicy
+metadata:
+  name: $UPGRADE_POLICY
+status:
+  observedGeneration: 1
+  selectedNodes: 1
+  loadedNodes: 1
+  failedNodes: 0
+  conflictingNodes: 0
+  kernels: [{release: "$KERNEL_61", nodes: 1}]
+  conditions:
+    - {type: Ready, status: "True", reason: AllNodesLoaded, message: module loaded on all 1 node,
+       observedGeneration: 1, lastTransitionTime: "2026-11-01T00:00:00Z"}
+EOX
+	k apply --server-side --field-manager toa-operator -f - <<EOX
+apiVersion: toa.dev/v1alpha1
+kind: ToaNodeState
+metadata:
+  name: $UPGRADE_NODE
+spec:
+  nodeName: $UPGRADE_NODE
+  policy: $UPGRADE_POLICY
+  desiredState: Loaded
+  module:
+    ipv4OptionKinds: [200]
+    nat64OptionKinds: [253]
+    trustedSources: [10.0.0.0/8]
+  replaceForeignModule: false
+  reloadAllowed: false
+EOX
+	agent_status_body "$UPGRADE_NODE" Loaded |
+		k apply --server-side --field-manager toa-node-agent --subresource status -f -
+
+	# The doc's CRD step, as written there.
+	step=$(_doc_block docs/upgrading.md "The CRDs first" 1 | grep '^helm show crds')
+	[ -n "$step" ] || { echo "docs/upgrading.md: no 'helm show crds' command in 'The CRDs first'" >&2; return 1; }
+	echo "docs/upgrading.md: $step"
+	if ! out=$(_doc_run "$step" 2>&1); then
+		echo "$out" | sed 's/^/  | /'
+		# The doc: "if the CRDs were created by `helm install`, add `--force-conflicts` the
+		# first time" (they were: a plain create, as helm does).
+		grep -q 'conflict' <<<"$out" || return 1
+		# shellcheck disable=SC2016 # backquotes of the Markdown text
+		tr -s '\n' ' ' <docs/upgrading.md | grep -q 'add `--force-conflicts` the first time' ||
+			{ echo "the apply conflicts and docs/upgrading.md does not say what to do" >&2; return 1; }
+		step="$step --force-conflicts"
+		echo "docs/upgrading.md (first time over helm-created CRDs): $step"
+		out=$(_doc_run "$step" 2>&1)
+	fi
+	echo "$out" | sed 's/^/  | /'
+	if grep -qi warning <<<"$out"; then echo "the CRD upgrade warned" >&2; return 1; fi
+	k get crd toapolicies.toa.dev -o json | jq -e '[.. | objects | select(.format? == "uint8")] | length == 0' >/dev/null ||
+		{ echo "the CRDs were not upgraded (uint8 formats still there)" >&2; return 1; }
+	diff <(k get crd toapolicies.toa.dev -o json | jq -S '.spec.versions[0].schema') \
+		<(python3 -c 'import json,sys,yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))["spec"]["versions"][0]["schema"]))' charts/toa-operator/crds/toapolicies.yaml | jq -S .) >/dev/null ||
+		{ echo "the stored ToaPolicy schema is not the chart's" >&2; return 1; }
+	# The doc's checks afterwards.
+	while IFS= read -r line; do
+		[ -n "$line" ] || continue
+		echo "docs/upgrading.md: $line"
+		_doc_run "$line" | sed 's/^/  | /'
+	done < <(_doc_block docs/upgrading.md "The CRDs first" 2)
+
+	# Stored objects: readable, valid under the new schema, updatable as they are.
+	for kind in toapolicy toanodestate; do
+		name=$UPGRADE_POLICY
+		[ "$kind" = toanodestate ] && name=$UPGRADE_NODE
+		k get "$kind" "$name" -o wide | sed 's/^/  | /'
+		k get "$kind" "$name" -o json |
+			jq '.metadata |= {name: (.name + "-copy"), finalizers} | del(.status)
+			  | if .spec.nodeName then .spec.nodeName = .metadata.name else . end' |
+			k create --dry-run=server -f - >/dev/null ||
+			{ echo "$kind/$name is not valid under the new schema" >&2; return 1; }
+		k get "$kind" "$name" -o json | k replace -f - >/dev/null ||
+			{ echo "a no-op update of $kind/$name failed" >&2; return 1; }
+		k get "$kind" "$name" -o json | k replace --subresource status -f - >/dev/null ||
+			{ echo "a no-op status update of $kind/$name failed" >&2; return 1; }
+		echo "$kind/$name: readable, valid, no-op update and status update accepted"
+	done
+}
+
+# After the operator started: it takes the stored objects over (the policy's status is its own
+# for the current generation, with this version's fields and conditions; the ToaNodeState is
+# owned by its Node and applied by toa-operator), and the policy is Ready once the node's agent
+# reports for the current spec. Then the objects go (onDelete Keep: the finalizer goes at once).
+check_crd_upgraded_objects_reconciled() {
+	wait_until 60 "$UPGRADE_POLICY reconciled by this version" _upgrade_policy_reconciled
+	k get toapolicy "$UPGRADE_POLICY" -o json | jq -c '.status | {observedGeneration, selectedNodes, staleNodes, conditions: [.conditions[] | .type + "=" + .status]}'
+	wait_until 60 "$UPGRADE_NODE's state owned by its Node" _upgrade_state_adopted
+	agent_report "$UPGRADE_NODE" "$UPGRADE_NODE" Loaded >/dev/null
+	wait_value 60 "$UPGRADE_POLICY Ready" True policy_condition "$UPGRADE_POLICY" Ready
+	k delete toapolicy "$UPGRADE_POLICY" --timeout=60s
+	k delete node "$UPGRADE_NODE"
+	wait_gone 60 "the ToaNodeState of $UPGRADE_NODE collected" toanodestate "$UPGRADE_NODE"
+}
+_upgrade_policy_reconciled() {
+	k get toapolicy "$UPGRADE_POLICY" -o json | jq -e '
+	  .status.observedGeneration == .metadata.generation and .status.selectedNodes == 1
+	  and (.status.staleNodes != null)
+	  and ([.status.conditions[].type] | index("TrustWarning") != null)' >/dev/null
+}
+_upgrade_state_adopted() {
+	k get toanodestate "$UPGRADE_NODE" -o json --show-managed-fields | jq -e '
+	  (.metadata.ownerReferences // [] | any(.kind == "Node"))
+	  and ([.metadata.managedFields[] | select(.manager == "toa-operator" and .subresource == null)] | length > 0)' >/dev/null
 }

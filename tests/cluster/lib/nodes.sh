@@ -23,7 +23,8 @@
 #                                   cache in the guest and on the host
 #   node_pod_start NAME / node_pod_stop NAME   the agent "pod" (from the live DaemonSet)
 #   node_metrics_port NAME          host port of the agent's metrics (hostfwd)
-#   node_kill NAME                  powers the guest off hard (QEMU killed), Node kept
+#   node_kill NAME                  powers the guest off hard (QEMU killed), Node kept; its
+#                                   node Lease is no longer renewed
 #   nodes_stop_all                  every guest this shell started, by pid
 #
 # Requires tests/cluster/lib/controlplane.sh (cp_* functions, CP_* variables) after cp_start.
@@ -39,6 +40,9 @@ NODES_MEM=${TOA_NODES_GUEST_MEM:-2048}
 # The guest's in-guest command port (hostfwd target) and the apiserver address it dials.
 NODES_CTL_PORT=7000
 NODES_AGENT_BIN=
+# The node Lease (kube-node-lease) renewal period, as a kubelet's (nodeLeaseDurationSeconds 40,
+# renewed every 10 s); shorter here, so a CPU-starved renewal never looks like a dead node.
+NODES_LEASE_RENEW=${TOA_NODES_LEASE_RENEW:-5}
 # A cold module build under TCG takes minutes; everything else is seconds.
 NODES_BUILD_TIMEOUT=${TOA_NODES_BUILD_TIMEOUT:-1500}
 
@@ -192,6 +196,36 @@ node_boot() {
 	_nodes_log "$name up in $((SECONDS - t0))s"
 	cp_create_node "$name" "$N_KVER" "Debian GNU/Linux 12 (bookworm)" \
 		node.kubernetes.io/instance-type=qemu-tcg-2vcpu "$@" >/dev/null
+	_nodes_lease_renewer "$name" "$pid"
+}
+
+# _nodes_lease_renewer NAME QEMU_PID: plays the kubelet's part for the node Lease: renews
+# kube-node-lease/NAME (holderIdentity NAME, leaseDurationSeconds 40) every NODES_LEASE_RENEW
+# seconds while QEMU runs. In the background with its output in a file (a check's output pipe
+# must not stay open); its pid in $NODES_DIR/NAME/lease.pid.
+_nodes_lease_renewer() {
+	local name=$1 qpid=$2 dir=$NODES_DIR/$1
+	(
+		set +e
+		# QEMU runs (not a zombie: a killed QEMU whose starter is gone may wait for a reaper)
+		# and node_kill has not removed its pid file.
+		while [ -e "$dir/qemu.pid" ] && state=$(ps -o stat= -p "$qpid") && [ "${state:0:1}" != Z ]; do
+			cp_kubectl apply --server-side --field-manager kubelet -f - <<EOX
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata:
+  name: $name
+  namespace: kube-node-lease
+spec:
+  holderIdentity: $name
+  leaseDurationSeconds: 40
+  renewTime: "$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)"
+EOX
+			sleep "$NODES_LEASE_RENEW"
+		done
+		echo "QEMU $qpid gone: no more renewals"
+	) >"$dir/lease.log" 2>&1 &
+	echo "$!" >"$dir/lease.pid"
 }
 
 # _nodes_modcache_layer TGZ OUT: the saved cache directory as an initramfs layer.

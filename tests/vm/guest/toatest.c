@@ -3091,10 +3091,13 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: toatest suite [--module PATH] [--dup PATH_OF_TOA_BUILT_AS_toa_dup]\n"
 		"       toatest conn [--count N] [--kind K] [--addr IPV4] [--nat64 IPV6] [--port P]\n"
-		"                    [--where syn|ack] [--dual] [--balancer IPV4]\n"
+		"                    [--where syn|ack] [--dual] [--balancer IPV4] [--hold-until PATH]\n"
 		"         N handshakes through tun0 with a TOA option against the module loaded now;\n"
 		"         prints `conn I accept=A getpeername=P getsockname=L getsockopt=S` per\n"
-		"         connection and exits 0 when every connection showed the real address\n"
+		"         connection and exits 0 when every connection showed the real address;\n"
+		"         --hold-until (IPv4, N <= 64): keeps the accepted sockets open until PATH\n"
+		"         exists, then prints `held I getpeername=P` for each and\n"
+		"         `held: K of N open connections still showed the real address`\n"
 		"       toatest stats\n"
 		"       toatest bench [--module PATH] [--secs N]\n");
 	exit(2);
@@ -3103,8 +3106,11 @@ static void usage(void)
 static int cmd_conn(int argc, char **argv)
 {
 	int count = 1, kind = -1, dual = 0, on_syn = 1, i, bad = 0;
-	const char *addr = "203.0.113.7", *nat64 = NULL, *bal = BAL_IP;
+	const char *addr = "203.0.113.7", *nat64 = NULL, *bal = BAL_IP, *hold = NULL;
 	uint16_t port = 4242;
+	int held_fd[64];
+	struct flow held_flow[64];
+	int n_held = 0;
 
 	for (i = 0; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -3129,11 +3135,15 @@ static int cmd_conn(int argc, char **argv)
 			bal = v;
 		else if (!strcmp(a, "--where"))
 			on_syn = !strcmp(v, "syn");
+		else if (!strcmp(a, "--hold-until"))
+			hold = v;
 		else
 			usage();
 		i++;
 	}
 	if (count < 1 || count > 10000)
+		usage();
+	if (hold && (count > 64 || nat64 || dual))
 		usage();
 	if (kind < 0)
 		kind = nat64 ? 253 : 200;
@@ -3178,10 +3188,46 @@ static int cmd_conn(int argc, char **argv)
 			if (strcmp(ob.peer, want) || strcmp(ob.acc, want))
 				bad++;
 		}
+		if (hold) {
+			/* Established, idle: the balancer side never sends again until the end. */
+			held_flow[n_held] = f;
+			held_fd[n_held++] = ob.fd;
+			continue;
+		}
 		flow_rst(&f);
 		close(ob.fd);
 	}
 	printf("conn: %d of %d connections showed the real address\n", count - bad, count);
+	if (hold) {
+		char want[96];
+		int still = 0;
+
+		fflush(stdout);
+		while (access(hold, F_OK) != 0)
+			usleep(100000);
+		snprintf(want, sizeof(want), "%s:%u", addr, port);
+		for (i = 0; i < n_held; i++) {
+			struct sockaddr_storage ss;
+			socklen_t len = sizeof(ss);
+			char peer[80];
+
+			if (getpeername(held_fd[i], (struct sockaddr *)&ss, &len) == 0)
+				fmt_addr(&ss, peer, sizeof(peer));
+			else
+				snprintf(peer, sizeof(peer), "<getpeername: %s>", strerror(errno));
+			printf("held %d getpeername=%s\n", i, peer);
+			if (!strcmp(peer, want))
+				still++;
+			/* Reset from the balancer's side, as every other flow ends: a plain close would
+			 * leave the 4-tuple in FIN_WAIT and the next run's first flows (same ports)
+			 * would hit it. */
+			flow_rst(&held_flow[i]);
+			close(held_fd[i]);
+		}
+		printf("held: %d of %d open connections still showed the real address\n", still, count);
+		if (still != count)
+			bad++;
+	}
 	return bad ? 1 : 0;
 }
 
