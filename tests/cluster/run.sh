@@ -20,8 +20,6 @@ cd "$(dirname "$0")/../.."
 suite_t0=$(date +%s)
 # shellcheck source=tests/lib/deps.sh
 source tests/lib/deps.sh
-need_apt jq openssl curl bc iproute2 util-linux python3 ca-certificates
-need_k8s_tools
 # shellcheck source=tests/cluster/lib/harness.sh
 source tests/cluster/lib/harness.sh
 # shellcheck source=tests/cluster/lib/controlplane.sh
@@ -43,6 +41,17 @@ for f in tests/cluster/lib/nodes.sh tests/cluster/lib/prometheus.sh tests/cluste
 	# shellcheck source=/dev/null
 	if [ -f "$f" ]; then source "$f"; fi
 done
+
+# What this suite installs before first use: the control plane's and the checks' tools, helm
+# and kubectl, Prometheus, and what the QEMU-guest nodes need (agent_guest_needs: the static
+# agent, the layers, the kernels, QEMU). The control plane itself is built (and cached) by
+# cp_build below, not here. TOA_DEPS_ONLY=1 runs only this step.
+cluster_needs() {
+	need_apt jq openssl curl bc iproute2 util-linux python3 ca-certificates socat file prometheus
+	need_k8s_tools
+	agent_guest_needs
+}
+toa_deps_step cluster_needs
 
 groups=${CLUSTER_CHECKS:-docs crds invalid install policy exclusion isolation agents leadership faults outages upgrade nodes uninstall}
 want() { [[ " $groups " == *" $1 "* ]]; }
