@@ -33,9 +33,9 @@ pub const MAX_REPORTED_FAILURES: usize = 20;
     printcolumn = r#"{"name": "Loaded", "type": "integer", "jsonPath": ".status.loadedNodes"}"#,
     printcolumn = r#"{"name": "Failed", "type": "integer", "jsonPath": ".status.failedNodes"}"#,
     printcolumn = r#"{"name": "Conflicting", "type": "integer", "jsonPath": ".status.conflictingNodes"}"#,
-    printcolumn = r#"{"name": "Stale", "type": "integer", "priority": 1, "jsonPath": ".status.staleNodes"}"#,
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name": "Stale", "type": "integer", "priority": 1, "jsonPath": ".status.staleNodes"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
