@@ -288,8 +288,9 @@ check_apiserver_outages() {
 }
 
 # rw_audit_fenced AFTER JTI...: every write by these tokens after AFTER (requestReceived time)
-# came from the replica whose lease write was the last one accepted before it, within the lease
-# duration: no replica wrote while another held the lease or while its own had lapsed.
+# came from the replica whose lease write was the last one accepted before it (lease writes
+# from one lease duration before AFTER on), within the lease duration: no replica wrote while
+# another held the lease or while its own had lapsed.
 rw_audit_fenced() {
 	python3 - "$CP_AUDIT_LOG" "$LEASE_DURATION_S" "$@" <<'EOF'
 import json, sys
@@ -303,6 +304,7 @@ def who(e):
         if "JTI=" + j in ids:
             return j
     return None
+after_t = ts(after)
 lease_writes, writes = [], []
 for line in open(log):
     try:
@@ -312,10 +314,14 @@ for line in open(log):
     if e.get("stage") != "ResponseComplete" or e.get("verb") not in ("create", "update", "patch", "delete", "deletecollection"):
         continue
     j = who(e)
-    if j is None or e.get("requestReceivedTimestamp", "") < after:
+    if j is None or "requestReceivedTimestamp" not in e:
         continue
     t = ts(e["requestReceivedTimestamp"])
     ref = e.get("objectRef", {})
+    # Lease writes from one lease duration before AFTER count too: the leader's renewal that
+    # covers the first writes after AFTER may have come just before it.
+    if t < after_t - (lease_s if ref.get("resource") == "leases" else 0):
+        continue
     if ref.get("resource") == "leases":
         if e.get("responseStatus", {}).get("code", 500) < 300:
             holder = ((e.get("requestObject") or {}).get("spec") or {}).get("holderIdentity")
