@@ -16,8 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const MODULE_FILE: &str = "toa.ko";
 const META_FILE: &str = "meta.json";
-/// Unix seconds of the entry's last lookup hit; advisory (an entry without it counts from
-/// its meta.json's modification time, i.e. when it was stored).
+/// Unix seconds when the entry's kernel release was last seen running (written by
+/// [`Cache::prune`] for the running release's entries); advisory: an entry without it counts
+/// from its meta.json's modification time, i.e. when it was stored.
 const LAST_USED_FILE: &str = "last-used";
 
 /// What identifies a build: a module built for one of these never fits another.
@@ -178,22 +179,13 @@ impl Cache {
         }
     }
 
-    /// Records that `entry` was just used (looked up for a load or an adoption). Best effort:
-    /// a failure only makes the entry look older to [`Cache::prune`].
-    pub fn mark_used(&self, entry: &CacheEntry, now: SystemTime) {
-        if let Some(dir) = entry.path.parent() {
-            let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            if let Err(e) = std::fs::write(dir.join(LAST_USED_FILE), secs.to_string()) {
-                tracing::debug!(error = %e, dir = %dir.display(), "cannot record cache use");
-            }
-        }
-    }
-
-    /// Removes entries built for a kernel release other than `running_release` that were not
-    /// used for `max_age` (last use from [`Cache::mark_used`], else when stored). Entries
-    /// of the running release are never removed here: the loaded module may be one of them,
-    /// and its srcversion is how the agent recognises its own builds. Returns what was
-    /// removed. Unreadable entries are left for [`Cache::lookup`] to judge.
+    /// Marks the entries of `running_release` used at `now` and removes entries built for
+    /// another release that were not used for `max_age` (last seen running, as marked here,
+    /// else when stored). Entries of the running release are never removed: the loaded module
+    /// may be one of them, and its srcversion is how the agent recognises its own builds.
+    /// Marking here (the agent calls this hourly) instead of on every lookup keeps the
+    /// 30-second pass free of writes. Returns what was removed. Unreadable entries are left
+    /// for [`Cache::lookup`] to judge.
     pub fn prune(
         &self,
         running_release: &str,
@@ -218,6 +210,11 @@ impl Cache {
                 continue;
             };
             if meta.release == running_release {
+                // Best effort: a failure only makes the entry look older after a reboot.
+                let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                if let Err(e) = std::fs::write(dir.join(LAST_USED_FILE), secs.to_string()) {
+                    tracing::debug!(error = %e, dir = %dir.display(), "cannot record cache use");
+                }
                 continue;
             }
             let last_used = std::fs::read_to_string(dir.join(LAST_USED_FILE))
@@ -298,15 +295,15 @@ mod tests {
         let cache = Cache::new(d.path());
         let day = Duration::from_secs(86_400);
         let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let old = cache
+        let max_age = 30 * day;
+        // The node ran 6.1 until t0 (the hourly prune marks its builds), then 6.12.
+        cache
             .store(&key_for("6.1.0-56-amd64", "a"), &toa_ko("SV61"))
             .expect("store");
-        cache.mark_used(&old, t0);
-        let new = cache
+        assert!(cache.prune("6.1.0-56-amd64", max_age, t0).is_empty());
+        cache
             .store(&key_for("6.12.57-amd64", "a"), &toa_ko("SV612"))
             .expect("store");
-        cache.mark_used(&new, t0);
-        let max_age = 30 * day;
         assert!(cache
             .prune("6.12.57-amd64", max_age, t0 + 29 * day)
             .is_empty());
@@ -324,7 +321,7 @@ mod tests {
         let other = cache
             .store(&key_for("5.10.0-30-amd64", "a"), &toa_ko("SV510"))
             .expect("store");
-        std::fs::remove_file(other.path.with_file_name(LAST_USED_FILE)).ok();
+        assert!(!other.path.with_file_name(LAST_USED_FILE).exists());
         assert!(cache
             .prune("6.12.57-amd64", max_age, SystemTime::now())
             .is_empty());

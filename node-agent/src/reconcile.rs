@@ -441,10 +441,7 @@ impl Reconciler {
 
     fn cached(&self, key: &CacheKey) -> Option<crate::cache::CacheEntry> {
         match self.cache.lookup(key) {
-            Ok(e) => {
-                self.cache.mark_used(&e, std::time::SystemTime::now());
-                Some(e)
-            }
+            Ok(e) => Some(e),
             Err(Miss::Absent) => None,
             Err(Miss::Corrupt(why)) => {
                 tracing::warn!(reason = %why, "cached module failed verification; removed, will rebuild");

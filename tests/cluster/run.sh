@@ -42,14 +42,17 @@ for f in tests/cluster/lib/nodes.sh tests/cluster/lib/prometheus.sh tests/cluste
 	if [ -f "$f" ]; then source "$f"; fi
 done
 
-# What this suite installs before first use: the control plane's and the checks' tools, helm
-# and kubectl, Prometheus, and what the QEMU-guest nodes need (agent_guest_needs: the static
-# agent, the layers, the kernels, QEMU). The control plane itself is built (and cached) by
+# What this suite installs before first use: its libraries' lists (control plane, guest nodes,
+# Prometheus) and the checks' own tools. The control plane itself is built (and cached) by
 # cp_build below, not here. TOA_DEPS_ONLY=1 runs only this step.
 cluster_needs() {
-	need_apt jq openssl curl bc iproute2 util-linux python3 ca-certificates socat file prometheus
+	need_apt jq openssl curl python3
+	# The docs group's plan (tests/chart/docs_commands.py) reads the docs' YAML snippets.
+	need_pip pyyaml
 	need_k8s_tools
-	agent_guest_needs
+	cp_needs
+	nodes_needs
+	prom_needs
 }
 toa_deps_step cluster_needs
 

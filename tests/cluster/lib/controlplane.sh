@@ -144,6 +144,9 @@ func main() { etcdmain.Main(os.Args) }
 EOF
 }
 
+# cp_needs: what building and starting the control plane installs (Go comes with the machine).
+cp_needs() { need_apt ca-certificates openssl python3 curl bc iproute2 util-linux; }
+
 # cp_build: builds the four binaries once per version into $CP_CACHE/bin/..., atomically. Sets
 # CP_BUILD_KIND to cold (built now) or warm (cached); a build records its time in BUILD-TIME.
 cp_build() {
@@ -159,7 +162,7 @@ cp_build() {
 		fi
 		return 0
 	fi
-	need_apt ca-certificates openssl python3
+	cp_needs
 	command -v go >/dev/null || {
 		echo "controlplane: Go is required to build the control plane (install golang >= 1.26)" >&2
 		return 1
@@ -449,7 +452,7 @@ cp_start_controller_manager() {
 # cp_start: PKI, etcd, kube-apiserver, kube-controller-manager on 127.0.0.1; EXIT trap stops them.
 cp_start() {
 	local t0
-	need_apt openssl curl bc iproute2 util-linux
+	cp_needs
 	[ -n "${CP_BIN:-}" ] || cp_build
 	t0=$(date +%s.%N)
 	CP_RUN_DIR=${CP_RUN_DIR:-$(mktemp -d /tmp/toa-cluster.XXXXXX)}

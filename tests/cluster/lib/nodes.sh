@@ -94,13 +94,20 @@ _nodes_kmod_digest() {
 }
 _nodes_modcache_file() { echo "$NODES_CACHE/modcache-$1-$(_nodes_kmod_digest).tar.gz"; }
 
+# nodes_needs: what the guest nodes install (agent_guest_needs: the static agent, the layers,
+# the kernels, QEMU) and the tools their checks use.
+nodes_needs() {
+	need_apt socat jq curl file
+	agent_guest_needs
+}
+
 # nodes_prepare SERIES...: everything a node of these kernels needs, before any guest boots.
 nodes_prepare() {
 	local s t0=$SECONDS
 	[ -n "$NODES_DIR" ] || NODES_DIR=$(mktemp -d "${CP_RUN_DIR:-/tmp}/nodes.XXXXXX")
 	export NODES_DIR
 	mkdir -p "$NODES_CACHE" "$NODES_DIR"
-	need_apt socat jq curl file
+	nodes_needs
 	qemu_prepare
 	NODES_AGENT_BIN=$NODES_DIR/toa-node-agent-musl
 	agent_binary "$NODES_AGENT_BIN"

@@ -35,10 +35,17 @@ yaml.safe_dump({"groups": doc["spec"]["groups"]}, sys.stdout, sort_keys=False)
 	promtool check rules "$out" >/dev/null || toa_die "promtool rejects the rendered rules $out"
 }
 
-prom_start() {
-	local targets=$1 port i pid PROM_DIR
+# prom_needs: the Prometheus server (Debian's) and promtool's rule input (helm renders it,
+# PyYAML turns the PrometheusRule into a rule file).
+prom_needs() {
 	need_apt prometheus
 	need_k8s_tools
+	need_pip pyyaml
+}
+
+prom_start() {
+	local targets=$1 port i pid PROM_DIR
+	prom_needs
 	PROM_DIR=$(_prom_dir)
 	prom_stop
 	rm -rf "$PROM_DIR" && mkdir -p "$PROM_DIR"
