@@ -485,7 +485,7 @@ _nc_cordon_drain() {
 	# shellcheck disable=SC2064 # expanded now
 	trap "cp_kubectl uncordon $n >/dev/null 2>&1; cp_kubectl -n default delete pod workload-on-$n --ignore-not-found --grace-period=0 --force >/dev/null 2>&1; cp_kubectl -n $CP_NAMESPACE delete pod $ds_pod --ignore-not-found --grace-period=0 --force >/dev/null 2>&1" EXIT
 	if [ -z "$(cp_kubectl -n "$CP_NAMESPACE" get pod "$ds_pod" -o jsonpath='{.spec.nodeName}')" ]; then
-		_nc_bind "$CP_NAMESPACE" "$ds_pod" "$n"
+		bind_pod "$CP_NAMESPACE" "$ds_pod" "$n"
 	fi
 	cp_kubectl -n default apply -f - <<EOX
 apiVersion: v1
@@ -529,11 +529,6 @@ _nc_ds_pod_for() { # NODE: name of the agent DaemonSet's pod for NODE
 	   | select(.spec.nodeName == $n or
 	       ([.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[]?.matchFields[]?.values[]?] | index($n) != null))
 	   | .metadata.name][0] // empty | select(. != "")'
-}
-_nc_bind() { # NAMESPACE POD NODE: what the scheduler does (pods/binding)
-	cp_kubectl create --raw "/api/v1/namespaces/$1/pods/$2/binding" -f - <<EOX >/dev/null
-{"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "$2"}, "target": {"apiVersion": "v1", "kind": "Node", "name": "$3"}}
-EOX
 }
 _nc_pod_gone() { ! cp_kubectl -n "$1" get pod "$2" >/dev/null 2>&1; }
 

@@ -37,7 +37,16 @@ expect_eq() {
 }
 
 # policy_condition POLICY TYPE: status of that condition.
-policy_condition() { jp "toapolicy/$1" "{.status.conditions[?(@.type==\"$2\")].status}"; }
+# policy_condition_field POLICY TYPE FIELD: one field of a policy's condition of that type.
+policy_condition_field() { jp "toapolicy/$1" "{.status.conditions[?(@.type==\"$2\")].$3}"; }
+policy_condition() { policy_condition_field "$1" "$2" status; }
+
+# bind_pod NAMESPACE POD NODE: what the scheduler does (pods/binding); there is no scheduler.
+bind_pod() {
+	k create --raw "/api/v1/namespaces/$1/pods/$2/binding" -f - >/dev/null <<EOX
+{"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "$2"}, "target": {"apiVersion": "v1", "kind": "Node", "name": "$3"}}
+EOX
+}
 
 # --- the simulated agent -----------------------------------------------------------------
 # The real agent (tests/cluster/guest) writes its status with SSA on the status subresource as

@@ -94,9 +94,7 @@ _docs_standin_pass() {
 	# Scheduler: DaemonSet pods name their node in a matchFields affinity.
 	while IFS=$'\t' read -r ns pod target; do
 		[ -n "$target" ] || continue
-		if jq -cn --arg pod "$pod" --arg node "$target" \
-			'{apiVersion: "v1", kind: "Binding", metadata: {name: $pod}, target: {apiVersion: "v1", kind: "Node", name: $node}}' |
-			k create --raw "/api/v1/namespaces/$ns/pods/$pod/binding" -f - >/dev/null 2>&1; then
+		if bind_pod "$ns" "$pod" "$target" 2>/dev/null; then
 			echo "$(date -u +%T) scheduler stand-in: bound $ns/$pod to $target"
 		fi
 	done < <(k get pods -A -o json 2>/dev/null | jq -r '.items[] | select((.spec.nodeName // "") == "")

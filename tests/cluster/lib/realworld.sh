@@ -61,9 +61,6 @@ rw_cleanup() {
 	[ ${#n[@]} -eq 0 ] || k delete node "${n[@]}" --ignore-not-found >/dev/null
 }
 
-# policy_condition_field POLICY TYPE FIELD
-policy_condition_field() { jp "toapolicy/$1" "{.status.conditions[?(@.type==\"$2\")].$3}"; }
-
 # policy_event_messages POLICY REASON: messages of the Events with that reason on the policy.
 policy_event_messages() {
 	k get events -A --field-selector "involvedObject.name=$1,reason=$2" -o json |
