@@ -159,25 +159,6 @@ bool toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa, u3
 	return true;
 }
 
-bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa)
-{
-	struct toa_pending_entry *e;
-	bool found = false;
-
-	if (toa_pending_empty())
-		return false;
-	rcu_read_lock();
-	hlist_for_each_entry_rcu(e, &toa_pending_hash[toa_pending_hash_of(t)], node) {
-		if (toa_tuple_eq(&e->key, t) && time_before(jiffies, e->expires)) {
-			*toa = e->toa;
-			found = true;
-			break;
-		}
-	}
-	rcu_read_unlock();
-	return found;
-}
-
 /* Removes the entry of @t; with @toa, returns whether there was one (not expired) and its TOA. */
 static bool toa_pending_unlink_key(const struct toa_tuple *t, struct toa_addr *toa)
 {
