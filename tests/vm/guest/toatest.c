@@ -2394,14 +2394,20 @@ struct peer_spin {
 	long calls, wrong;
 };
 
-static void *peer_spin_main(void *arg)
+static int pin_self(int cpu)
 {
-	struct peer_spin *ps = arg;
 	cpu_set_t set;
 
 	CPU_ZERO(&set);
-	CPU_SET(0, &set);
-	sched_setaffinity(0, sizeof(set), &set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set);
+}
+
+static void *peer_spin_main(void *arg)
+{
+	struct peer_spin *ps = arg;
+
+	pin_self(0);
 	while (!ps->stop) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
@@ -2417,15 +2423,6 @@ static void *peer_spin_main(void *arg)
 		ps->calls++;
 	}
 	return NULL;
-}
-
-static int pin_self(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return sched_setaffinity(0, sizeof(set), &set);
 }
 
 static long long stats_delta(const struct stats *a, const struct stats *b, const char *name)
