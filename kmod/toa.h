@@ -115,7 +115,6 @@ struct toa_tuple {
 	__be16 lport;
 };
 
-int toa_skb_tuple_v4(const struct net *net, const struct sk_buff *skb, struct toa_tuple *t);
 struct nf_hook_state;
 unsigned int toa_skb_nf_local_in(void *priv, struct sk_buff *skb,
 				 const struct nf_hook_state *state);
@@ -137,7 +136,6 @@ static inline bool toa_pending_empty(void)
 	return !atomic_read(&toa_pending_total);
 }
 
-bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa);
 bool toa_pending_take(const struct toa_tuple *t, struct toa_addr *toa);
 void toa_pending_remove(const struct toa_tuple *t);
 
@@ -146,8 +144,7 @@ void toa_table_init(void);
 int toa_table_sweep_init(void);
 void toa_table_sweep_exit(void);
 void toa_table_net_unregister(void);
-int toa_table_store(const struct sock *sk, const struct toa_tuple *t,
-		    const struct toa_addr *toa);
+bool toa_table_attach(const struct sock *sk, struct toa_tuple *t, struct toa_addr *toa);
 bool toa_table_lookup(const struct sock *sk, struct toa_addr *toa);
 void toa_table_forget(const struct sock *sk);
 unsigned int toa_table_flush(void);

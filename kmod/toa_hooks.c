@@ -33,9 +33,9 @@
  *  tcp_v4_syn_recv_sock (kretprobe)   the handshake completes and the child socket is
  *                                     created (also TCP Fast Open, SYN cookies, and IPv4
  *                                     on dual-stack listeners via tcp_v6_syn_recv_sock).
- *                                     Entry: the pending TOA of its 4-tuple. Return: store
- *                                     it for the child. Skipped: the first getname or
- *                                     getsockopt on the socket takes the pending entry.
+ *                                     Return: the child takes the pending TOA of its
+ *                                     4-tuple. Skipped: the first getname or getsockopt
+ *                                     on the socket takes it.
  *  inet_getname, inet6_getname        peer address (getpeername, accept): rewrite the
  *  (kretprobes)                       address in the result when the socket has an IPv4
  *                                     entry (sockaddr_in, or ::ffff:a.b.c.d for AF_INET6).
@@ -94,49 +94,28 @@ static struct pernet_operations toa_nf_net_ops = {
 /* Floor of the syn_recv_sock kretprobe's instances (more on hosts with many CPUs). */
 #define TOA_SYN_RECV_MAXACTIVE	256
 
-struct toa_syn_recv_data {
-	struct toa_tuple tuple;
-	struct toa_addr toa;
-	bool have_toa;
-};
-
-static int toa_syn_recv_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
-{
-	/* struct sock *tcp_v4_syn_recv_sock(const struct sock *sk, struct sk_buff *skb, ...) */
-	const struct sock *sk = (const struct sock *)regs_get_kernel_argument(regs, 0);
-	const struct sk_buff *skb = (const struct sk_buff *)regs_get_kernel_argument(regs, 1);
-	struct toa_syn_recv_data *d = (struct toa_syn_recv_data *)ri->data;
-
-	d->have_toa = false;
-	/* Nothing pending anywhere (the common case): only the count on return. */
-	if (toa_pending_empty())
-		return 0;
-	if (toa_skb_tuple_v4(sock_net(sk), skb, &d->tuple))
-		return 0;
-	d->have_toa = toa_pending_get(&d->tuple, &d->toa);
-	return 0;
-}
-
+/*
+ * struct sock *tcp_v4_syn_recv_sock(const struct sock *sk, struct sk_buff *skb, ...)
+ * returns the child, which has the connection's 4-tuple already. NULL: no child (e.g.
+ * accept queue full); the pending entry stays for a retried ACK.
+ */
 static int toa_syn_recv_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
-	struct toa_syn_recv_data *d = (struct toa_syn_recv_data *)ri->data;
 	const struct sock *child = (const struct sock *)regs_return_value(regs);
+	struct toa_tuple tuple;
+	struct toa_addr toa;
 
-	/* NULL: no child (e.g. accept queue full); the entry stays for a retried ACK. */
 	if (!child)
 		return 0;
-	if (d->have_toa)
-		toa_pending_remove(&d->tuple);
-	if (d->have_toa && !toa_table_store(child, &d->tuple, &d->toa)) {
+	/* Nothing pending anywhere (the common case): only the count. */
+	if (!toa_pending_empty() && toa_table_attach(child, &tuple, &toa)) {
 		toa_count(TOA_CNT_SYN_RECV_SOCK_TOA);
-		if (d->toa.type == TOA_TYPE_NAT64)
+		if (toa.type == TOA_TYPE_NAT64)
 			pr_debug("socket %p %pI4:%u: NAT64 TOA [%pI6c]:%u\n", child,
-				 &d->tuple.raddr, ntohs(d->tuple.rport), d->toa.addr,
-				 d->toa.port);
+				 &tuple.raddr, ntohs(tuple.rport), toa.addr, toa.port);
 		else
 			pr_debug("socket %p %pI4:%u: IPv4 TOA %pI4:%u\n", child,
-				 &d->tuple.raddr, ntohs(d->tuple.rport), d->toa.addr,
-				 d->toa.port);
+				 &tuple.raddr, ntohs(tuple.rport), toa.addr, toa.port);
 	} else {
 		toa_count(TOA_CNT_SYN_RECV_SOCK_NO_TOA);
 	}
@@ -145,9 +124,7 @@ static int toa_syn_recv_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 
 static struct kretprobe toa_krp_syn_recv = {
 	.kp.symbol_name = "tcp_v4_syn_recv_sock",
-	.entry_handler = toa_syn_recv_entry,
 	.handler = toa_syn_recv_ret,
-	.data_size = sizeof(struct toa_syn_recv_data),
 	.maxactive = TOA_SYN_RECV_MAXACTIVE,
 };
 

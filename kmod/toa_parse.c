@@ -395,65 +395,33 @@ int toa_trusted_v4(const struct toa_cidr *list, unsigned int n, int accept_any,
 	return 0;
 }
 
-/* Decimal 1..65535 in s[0..len), digits only. Returns 0 when invalid. */
-static uint32_t toa_port_value(const char *s, size_t len)
-{
-	uint32_t v = 0;
-	size_t i;
-
-	if (!len || len > 5)
-		return 0;
-	for (i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return 0;
-		v = v * 10 + (uint32_t)(s[i] - '0');
-	}
-	return v <= 65535 ? v : 0;
-}
-
 int toa_parse_port_list(const char *s, size_t len, struct toa_port_range *out, unsigned int max,
 			size_t *bad_off, size_t *bad_len)
 {
-	size_t i = 0, start, end, dash, j;
+	size_t pos = 0, start, end, dash;
 	unsigned int n = 0;
-	uint32_t lo, hi;
+	int done = 0;
+	int32_t lo, hi;
 
-	while (i < len && toa_is_blank(s[i]))
-		i++;
-	if (i == len)
+	if (toa_list_empty(s, len))
 		return 0;
-	for (;;) {
-		/* one entry: s[start..end) without the blanks around it */
-		start = i;
-		while (i < len && s[i] != ',')
-			i++;
-		end = i;
-		while (start < end && toa_is_blank(s[start]))
-			start++;
-		while (end > start && toa_is_blank(s[end - 1]))
-			end--;
+	while (toa_list_next(s, len, &pos, &done, &start, &end)) {
 		*bad_off = start;
 		*bad_len = end - start;
 		if (n == max)
 			return -1;
-		dash = end;
-		for (j = start; j < end; j++) {
-			if (s[j] == '-') {
-				dash = j;
-				break;
-			}
-		}
-		lo = toa_port_value(s + start, dash - start);
-		hi = dash == end ? lo : toa_port_value(s + dash + 1, end - dash - 1);
-		if (!lo || !hi || hi < lo)
+		dash = start;
+		while (dash < end && s[dash] != '-')
+			dash++;
+		lo = toa_decimal(s + start, dash - start, 5);
+		hi = dash == end ? lo : toa_decimal(s + dash + 1, end - dash - 1, 5);
+		if (lo < 1 || hi > 65535 || hi < lo)
 			return -1;
 		out[n].lo = (uint16_t)lo;
 		out[n].hi = (uint16_t)hi;
 		n++;
-		if (i == len)
-			return (int)n;
-		i++;	/* the comma */
 	}
+	return (int)n;
 }
 
 static uint16_t toa_be16(const uint8_t *p)

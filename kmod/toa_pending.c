@@ -159,17 +159,15 @@ bool toa_pending_store(const struct toa_tuple *t, const struct toa_addr *toa, u3
 	return true;
 }
 
-bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa)
+/* Whether bucket @b holds an entry of @t (expired or not), under RCU without the lock. */
+static bool toa_pending_in_bucket(const struct toa_tuple *t, unsigned int b)
 {
 	struct toa_pending_entry *e;
 	bool found = false;
 
-	if (toa_pending_empty())
-		return false;
 	rcu_read_lock();
-	hlist_for_each_entry_rcu(e, &toa_pending_hash[toa_pending_hash_of(t)], node) {
-		if (toa_tuple_eq(&e->key, t) && time_before(jiffies, e->expires)) {
-			*toa = e->toa;
+	hlist_for_each_entry_rcu(e, &toa_pending_hash[b], node) {
+		if (toa_tuple_eq(&e->key, t)) {
 			found = true;
 			break;
 		}
@@ -178,7 +176,11 @@ bool toa_pending_get(const struct toa_tuple *t, struct toa_addr *toa)
 	return found;
 }
 
-/* Removes the entry of @t; with @toa, returns whether there was one (not expired) and its TOA. */
+/*
+ * Removes the entry of @t; with @toa, returns whether there was one (not expired) and its
+ * TOA. Callers ask for every new child and every SYN without TOA while anything is
+ * pending: the stripe lock is only taken when the bucket holds the key.
+ */
 static bool toa_pending_unlink_key(const struct toa_tuple *t, struct toa_addr *toa)
 {
 	struct toa_pending_entry *e;
@@ -191,6 +193,8 @@ static bool toa_pending_unlink_key(const struct toa_tuple *t, struct toa_addr *t
 	if (toa_pending_empty())
 		return false;
 	b = toa_pending_hash_of(t);
+	if (!toa_pending_in_bucket(t, b))
+		return false;
 	lock = toa_pending_lock_of(b);
 	spin_lock_irqsave(lock, flags);
 	hlist_for_each_entry_safe(e, tmp, &toa_pending_hash[b], node) {

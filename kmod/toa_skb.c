@@ -6,7 +6,6 @@
  *
  * toa_skb_nf_local_in() is the netfilter LOCAL_IN hook of every network namespace
  * (toa_hooks.c), before TCP sees the segment: unlike a kprobe it cannot be skipped.
- * toa_skb_tuple_v4() gives the 4-tuple of the segment that creates a child socket.
  */
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -61,17 +60,6 @@ static void toa_seg_tuple(const struct net *net, const struct toa_seg_v4 *seg,
 	memcpy(&t->laddr, seg->daddr, 4);
 	t->rport = htons(seg->sport);
 	t->lport = htons(seg->dport);
-}
-
-int toa_skb_tuple_v4(const struct net *net, const struct sk_buff *skb, struct toa_tuple *t)
-{
-	u8 buf[TOA_SEG_MAX];
-	struct toa_seg_v4 seg;
-
-	if (!toa_skb_seg(skb, buf, &seg))
-		return -EINVAL;
-	toa_seg_tuple(net, &seg, t);
-	return 0;
 }
 
 /*

@@ -79,7 +79,7 @@ void toa_table_init(void)
 		INIT_HLIST_HEAD(&toa_table_hash[i]);
 }
 
-int toa_table_store(const struct sock *sk, const struct toa_tuple *t,
+static int toa_table_store(const struct sock *sk, const struct toa_tuple *t,
 		    const struct toa_addr *toa)
 {
 	struct toa_sock_entry *e, *old;
@@ -122,10 +122,25 @@ static bool toa_sock_matches(const struct sock *sk, const struct toa_tuple *t)
 }
 
 /*
+ * Takes the pending entry of @sk's connection (key: namespace and 4-tuple, the same as
+ * the hook's) and stores it as the socket's entry. The child-creation probe calls this
+ * for every new child; the lookup below when that probe was skipped.
+ */
+bool toa_table_attach(const struct sock *sk, struct toa_tuple *t, struct toa_addr *toa)
+{
+	t->net = sock_net(sk);
+	t->raddr = READ_ONCE(sk->sk_daddr);
+	t->laddr = READ_ONCE(sk->sk_rcv_saddr);
+	t->rport = READ_ONCE(sk->sk_dport);
+	t->lport = htons(READ_ONCE(sk->sk_num));
+	return toa_pending_take(t, toa) && !toa_table_store(sk, t, toa);
+}
+
+/*
  * The socket has no entry, but its connection may still have a pending one: the probe on
  * tcp_v4_syn_recv_sock was skipped (another kprobe handler ran on that CPU) when the
  * child was created. Take it now. Only connected TCP sockets made by a listener can have
- * one; the key is the same as the hook's (namespace and 4-tuple).
+ * one.
  */
 static noinline bool toa_table_attach_late(const struct sock *sk, struct toa_addr *toa)
 {
@@ -137,14 +152,7 @@ static noinline bool toa_table_attach_late(const struct sock *sk, struct toa_add
 	state = READ_ONCE(sk->sk_state);
 	if (state == TCP_LISTEN || state == TCP_SYN_SENT || state == TCP_CLOSE)
 		return false;
-	t.net = sock_net(sk);
-	t.raddr = READ_ONCE(sk->sk_daddr);
-	t.laddr = READ_ONCE(sk->sk_rcv_saddr);
-	t.rport = READ_ONCE(sk->sk_dport);
-	t.lport = htons(READ_ONCE(sk->sk_num));
-	if (!toa_pending_take(&t, toa))
-		return false;
-	if (toa_table_store(sk, &t, toa))
+	if (!toa_table_attach(sk, &t, toa))
 		return false;
 	toa_count(TOA_CNT_ATTACH_FALLBACK);
 	pr_debug("toa: socket %p took its pending entry late\n", sk);

@@ -1493,6 +1493,51 @@ static void scen_load_invalid(void)
 /* Many handshakes in flight at once: all SYNs, then all SYN-ACKs, then all ACKs. */
 #define BURST_MAX 256
 
+/*
+ * Handshakes for fl[0..n) at once: all SYNs, then each SYN-ACK answered with the final
+ * ACK. Connection k = base + i carries the TOA 198.51.100.(1 + k % 250):(port0 + k), on
+ * its SYN, or with ack_toa on its final ACK when k is odd. got[i] is set for the flows
+ * whose SYN-ACK came (within 10 s); returns how many.
+ */
+static int burst_handshakes(struct flow *fl, int *got, int n, int base, int port0, int ack_toa)
+{
+	struct opts o[BURST_MAX];
+	int i, seen = 0;
+	double end;
+
+	memset(got, 0, n * sizeof(*got));
+	for (i = 0; i < n; i++) {
+		int k = base + i, on_ack = ack_toa && k % 2;
+		char ip[32];
+
+		o[i] = (struct opts){ .n = 0 };
+		flow_init(&fl[i], BAL_IP, PORT_V4);
+		snprintf(ip, sizeof(ip), "198.51.100.%d", 1 + k % 250);
+		o_toa4(&o[i], 200, ip, (uint16_t)(port0 + k));
+		flow_syn(&fl[i], on_ack ? NULL : o[i].b, on_ack ? 0 : o[i].n);
+	}
+	end = now_s() + 10;
+	while (seen < n && now_s() < end) {
+		struct seg sg;
+
+		if (recv_seg(&sg, 100) < 0)
+			continue;
+		for (i = 0; i < n; i++) {
+			int on_ack = ack_toa && (base + i) % 2;
+
+			if (!got[i] && seg_matches(&fl[i], &sg) &&
+			    (sg.flags & (F_SYN | F_ACK)) == (F_SYN | F_ACK) && sg.ack == fl[i].snd_nxt + 1) {
+				flow_take_synack(&fl[i], &sg);
+				got[i] = 1;
+				seen++;
+				send_seg(&fl[i], F_ACK, on_ack ? o[i].b : NULL, on_ack ? o[i].n : 0, NULL, 0);
+				break;
+			}
+		}
+	}
+	return seen;
+}
+
 static void scen_burst(int n)
 {
 	static struct flow fl[BURST_MAX];
@@ -1508,33 +1553,7 @@ static void scen_burst(int n)
 	snprintf(name, sizeof(name), "concurrent_%d_connections_syn_toa_exact", n);
 	drain_listeners();
 	stats_read(&before);
-	memset(got, 0, sizeof(got));
-	for (i = 0; i < n; i++) {
-		struct opts o = { .n = 0 };
-		char ip[32];
-
-		flow_init(&fl[i], BAL_IP, PORT_V4);
-		snprintf(ip, sizeof(ip), "198.51.100.%d", 1 + i % 250);
-		o_toa4(&o, 200, ip, 10000 + i);
-		flow_syn(&fl[i], o.b, o.n);
-	}
-	end = now_s() + 10;
-	while (seen < n && now_s() < end) {
-		struct seg sg;
-
-		if (recv_seg(&sg, 100) < 0)
-			continue;
-		for (i = 0; i < n; i++) {
-			if (!got[i] && seg_matches(&fl[i], &sg) &&
-			    (sg.flags & (F_SYN | F_ACK)) == (F_SYN | F_ACK) && sg.ack == fl[i].snd_nxt + 1) {
-				flow_take_synack(&fl[i], &sg);
-				got[i] = 1;
-				seen++;
-				send_seg(&fl[i], F_ACK, NULL, 0, NULL, 0);
-				break;
-			}
-		}
-	}
+	seen = burst_handshakes(fl, got, n, 0, 10000, 0);
 	if (seen < n)
 		res_fail(&r, "only %d of %d SYN-ACKs arrived", seen, n);
 	end = now_s() + 10;
@@ -2375,14 +2394,20 @@ struct peer_spin {
 	long calls, wrong;
 };
 
-static void *peer_spin_main(void *arg)
+static int pin_self(int cpu)
 {
-	struct peer_spin *ps = arg;
 	cpu_set_t set;
 
 	CPU_ZERO(&set);
-	CPU_SET(0, &set);
-	sched_setaffinity(0, sizeof(set), &set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set);
+}
+
+static void *peer_spin_main(void *arg)
+{
+	struct peer_spin *ps = arg;
+
+	pin_self(0);
 	while (!ps->stop) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
@@ -2398,15 +2423,6 @@ static void *peer_spin_main(void *arg)
 		ps->calls++;
 	}
 	return NULL;
-}
-
-static int pin_self(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return sched_setaffinity(0, sizeof(set), &set);
 }
 
 static long long stats_delta(const struct stats *a, const struct stats *b, const char *name)
@@ -2464,43 +2480,10 @@ static void scen_kprobe_stress(void)
 	for (b = 0; loaded && b < STRESS_CONNS / STRESS_BATCH; b++) {
 		int seen = 0, accepted = 0;
 
-		memset(got, 0, sizeof(got));
-		for (i = 0; i < STRESS_BATCH; i++) {
-			struct opts o = { .n = 0 };
-			char ip[32];
-			int k = b * STRESS_BATCH + i;
-
-			flow_init(&fl[i], BAL_IP, PORT_V4);
+		for (i = 0; i < STRESS_BATCH; i++)
 			fds[i] = -1;
-			snprintf(ip, sizeof(ip), "198.51.100.%d", 1 + k % 250);
-			o_toa4(&o, 200, ip, (uint16_t)(30000 + k));
-			/* half carry the TOA on the SYN, half on the final ACK */
-			flow_syn(&fl[i], k % 2 ? NULL : o.b, k % 2 ? 0 : o.n);
-		}
-		end = now_s() + 10;
-		while (seen < STRESS_BATCH && now_s() < end) {
-			struct seg sg;
-
-			if (recv_seg(&sg, 100) < 0)
-				continue;
-			for (i = 0; i < STRESS_BATCH; i++) {
-				int k = b * STRESS_BATCH + i;
-
-				if (!got[i] && seg_matches(&fl[i], &sg) &&
-				    (sg.flags & (F_SYN | F_ACK)) == (F_SYN | F_ACK) && sg.ack == fl[i].snd_nxt + 1) {
-					struct opts o = { .n = 0 };
-					char ip[32];
-
-					snprintf(ip, sizeof(ip), "198.51.100.%d", 1 + k % 250);
-					o_toa4(&o, 200, ip, (uint16_t)(30000 + k));
-					flow_take_synack(&fl[i], &sg);
-					got[i] = 1;
-					seen++;
-					send_seg(&fl[i], F_ACK, k % 2 ? o.b : NULL, k % 2 ? o.n : 0, NULL, 0);
-					break;
-				}
-			}
-		}
+		/* half carry the TOA on the SYN, half on the final ACK */
+		seen = burst_handshakes(fl, got, STRESS_BATCH, b * STRESS_BATCH, 30000, 1);
 		if (seen < STRESS_BATCH)
 			res_fail(&r, "batch %d: only %d of %d SYN-ACKs arrived", b, seen, STRESS_BATCH);
 		end = now_s() + 10;
