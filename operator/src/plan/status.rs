@@ -90,23 +90,21 @@ pub(crate) fn aggregate<'s>(
     nodes: &[NodeView<'s>],
     assignment: &Assignment,
     leaving: &Leaving<'_>,
-    stale: Option<&[bool]>,
+    stale_checked: bool,
     now: Timestamp,
 ) -> BTreeMap<String, ToaPolicyStatus> {
     let mut tallies: Vec<Tally<'s>> = (0..policies.len())
         .map(|_| Tally {
-            stale_checked: stale.is_some(),
+            stale_checked,
             ..Tally::default()
         })
         .collect();
-    let no_stale = vec![false; nodes.len()];
-    let stale = stale.unwrap_or(&no_stale);
-    for ((node, owner), is_stale) in nodes.iter().zip(&assignment.owner).zip(stale) {
+    for (node, owner) in nodes.iter().zip(&assignment.owner) {
         let Some(idx) = *owner else { continue };
         let t = &mut tallies[idx];
         let policy = &policies[idx];
         t.selected += 1;
-        if *is_stale {
+        if node.stale {
             t.stale.push(node.name);
         }
         let Some(state) = node.state else {
