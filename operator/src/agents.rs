@@ -22,13 +22,12 @@ use k8s_openapi::jiff::Timestamp;
 use toa_crds::conditions::{new_condition, types, PolicyReason};
 use toa_crds::ToaNodeState;
 
+use crate::plan::first_names;
+
 /// Default of `--agent-start-timeout`: how long a selected node may be without a running agent
 /// pod (and without any report from its agent) before the policy says so. Long enough for an
 /// image pull and a first module build to start.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// How many nodes a message names before "and N more".
-const NODES_IN_MESSAGE: usize = 3;
 
 /// Event reasons the DaemonSet controller records on the DaemonSet.
 const FAILED_CREATE: &str = "FailedCreate";
@@ -202,10 +201,7 @@ pub fn agents_condition(
         )
     } else if !late.is_empty() {
         let count = late.len();
-        let mut names: Vec<String> = late.into_iter().take(NODES_IN_MESSAGE).collect();
-        if count > NODES_IN_MESSAGE {
-            names.push(format!("and {} more", count - NODES_IN_MESSAGE));
-        }
+        let names = first_names(late.into_iter());
         cond(
             false,
             PolicyReason::AgentPodsNotRunning,

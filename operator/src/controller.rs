@@ -37,7 +37,7 @@ use crate::error::{Backoff, Error};
 use crate::lease::Fence;
 use crate::metrics::Metrics;
 use crate::plan::stale::{stale_nodes, NODE_LEASE_NAMESPACE};
-use crate::plan::{plan, sort_conditions, ClusterSnapshot, FinalizerRelease, Plan};
+use crate::plan::{first_names, plan, sort_conditions, ClusterSnapshot, FinalizerRelease, Plan};
 use crate::server::Liveness;
 
 /// Reconcile `kind` label of the per-policy reconcile.
@@ -258,14 +258,7 @@ pub fn synced_condition(
             now,
         );
     }
-    let mut parts: Vec<String> = failures
-        .iter()
-        .take(FAILURES_IN_MESSAGE)
-        .map(|f| f.error.summary())
-        .collect();
-    if failures.len() > FAILURES_IN_MESSAGE {
-        parts.push(format!("and {} more", failures.len() - FAILURES_IN_MESSAGE));
-    }
+    let parts = first_names(failures.iter().map(|f| f.error.summary()));
     new_condition(
         types::SYNCED,
         false,

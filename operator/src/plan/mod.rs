@@ -27,7 +27,7 @@ pub mod selector;
 pub mod stale;
 mod status;
 
-pub use status::sort_conditions;
+pub use status::{first_names, sort_conditions};
 
 #[cfg(test)]
 mod proptests;
