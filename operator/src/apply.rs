@@ -137,11 +137,13 @@ pub struct SyncOutcome {
 impl SyncOutcome {
     /// The report, or the first failure.
     pub fn into_result(self) -> Result<SyncReport, Error> {
-        match self.failures.into_iter().next() {
-            Some(f) => Err(f.error),
-            None => Ok(self.report),
-        }
+        first_error(self.failures).map(|()| self.report)
     }
+}
+
+/// The first of `failures` as an error (each was logged and counted when it happened).
+pub fn first_error(failures: impl IntoIterator<Item = WriteFailure>) -> Result<(), Error> {
+    failures.into_iter().next().map_or(Ok(()), |f| Err(f.error))
 }
 
 /// The parts of the context the cluster-wide sync needs.

@@ -239,12 +239,9 @@ pub async fn sync(
     Ok((planned, outcome.failures))
 }
 
-/// How many failed writes a Synced=False message lists before "and N more".
-const FAILURES_IN_MESSAGE: usize = 3;
-
 /// The Synced condition of a policy from the writes that failed for it.
 pub fn synced_condition(
-    failures: &[&WriteFailure],
+    failures: &[WriteFailure],
     generation: Option<i64>,
     now: Timestamp,
 ) -> Condition {
@@ -308,22 +305,20 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
             .map_err(|e| ctx.count(e))?;
     }
 
-    let (planned, failures) = sync(ctx, (!deleting).then_some(name.as_str())).await?;
+    let (planned, mut mine) = sync(ctx, (!deleting).then_some(name.as_str())).await?;
     // Other policies' failures are theirs: their own reconciles report them.
-    let (mine, _others): (Vec<WriteFailure>, Vec<WriteFailure>) =
-        failures.into_iter().partition(|f| f.blocks(&name));
+    mine.retain(|f| f.blocks(&name));
 
     let old = policy.status.clone().unwrap_or_default();
     let mut recheck_agents = None;
     if let Some(planned_status) = planned.policy_status.get(&name) {
         let mut new = planned_status.clone();
-        let refs: Vec<&WriteFailure> = mine.iter().collect();
         let (agents_available, recheck) = agents_condition(ctx, &name, &planned, policy);
         recheck_agents = recheck;
         overlay_conditions(
             &mut new,
             vec![
-                synced_condition(&refs, policy.metadata.generation, (ctx.clock)()),
+                synced_condition(&mine, policy.metadata.generation, (ctx.clock)()),
                 agents_available,
             ],
         );
@@ -363,9 +358,7 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
 
     // Status, finalizer and events are done: now retry this policy's failed writes with
     // backoff (its condition already says what failed).
-    if let Some(first) = mine.into_iter().next() {
-        return Err(first.error);
-    }
+    apply::first_error(mine)?;
 
     let requeue = [planned.requeue_after, recheck_agents]
         .into_iter()
@@ -522,13 +515,9 @@ pub async fn housekeeping_pass(ctx: &Context) -> Result<(), Error> {
     }
     let started = Instant::now();
     // Failures were logged and counted; the policies they block say so in their status.
-    let result =
-        sync(ctx, None)
-            .await
-            .and_then(|(_, failures)| match failures.into_iter().next() {
-                Some(f) => Err(f.error),
-                None => Ok(()),
-            });
+    let result = sync(ctx, None)
+        .await
+        .and_then(|(_, failures)| apply::first_error(failures));
     ctx.metrics
         .reconciled(KIND_CLUSTER, result.is_ok(), started.elapsed());
     result
