@@ -387,9 +387,20 @@ fn agents_condition(
             state: state.as_deref(),
         })
         .collect();
-    let pods = ctx.stores.agent_pods.state();
+    // Only a node whose agent has not reported yet is judged by its pod and the DaemonSet's
+    // Events: in the steady state (every agent reported) neither store is scanned.
+    let awaiting = nodes
+        .iter()
+        .any(|n| n.state.is_some_and(|s| s.status.is_none()));
+    let (pods, events) = if awaiting {
+        (
+            ctx.stores.agent_pods.state(),
+            ctx.stores.agent_events.state(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let by_node = agents::pods_by_node(pods.iter().map(|p| p.as_ref()));
-    let events = ctx.stores.agent_events.state();
     let events: Vec<&CoreEvent> = events.iter().map(|e| e.as_ref()).collect();
     let ds = ctx.stores.daemonsets.get(
         &ObjectRef::new(&ctx.agent.name_any()).within(&ctx.agent.namespace().unwrap_or_default()),
