@@ -611,6 +611,27 @@ pub fn stale_changes(
     )
 }
 
+/// A reflector over `api`: the store it fills (each object trimmed by `slim` first) and the
+/// stream of touched objects that drives it, with the default backoff.
+fn mirror<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    slim: fn(&mut K),
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store::<K>();
+    let stream = reflector::reflector(writer, watcher(api, config).modify(slim))
+        .default_backoff()
+        .touched_objects();
+    (store, stream)
+}
+
 fn all_policies(store: &Store<ToaPolicy>) -> Vec<ObjectRef<ToaPolicy>> {
     store
         .state()
@@ -647,107 +668,59 @@ pub async fn run(
     let controller = Controller::new(policies_api, watcher::Config::default().any_semantic());
     let policy_store = controller.store();
 
-    let (nodes, nodes_writer) = reflector::store::<Node>();
-    let node_stream = reflector::reflector(
-        nodes_writer,
-        watcher(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        )
-        .modify(slim_node),
-    )
-    .default_backoff()
-    .touched_objects()
-    .predicate_filter(node_trigger_hash, Default::default());
-
-    let (node_states, states_writer) = reflector::store::<ToaNodeState>();
-    let states_stream = reflector::reflector(
-        states_writer,
-        watcher(
-            Api::<ToaNodeState>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-
-    let (daemonsets, ds_writer) = reflector::store::<DaemonSet>();
-    let ds_stream = reflector::reflector(
-        ds_writer,
-        watcher(
-            Api::<DaemonSet>::namespaced(client.clone(), &agent.namespace),
-            watcher::Config::default().fields(&format!("metadata.name={}", agent.name)),
-        ),
-    )
-    .default_backoff()
+    let any = || watcher::Config::default().any_semantic();
+    let (nodes, node_stream) = mirror(Api::<Node>::all(client.clone()), any(), slim_node);
+    let node_stream = node_stream.predicate_filter(node_trigger_hash, Default::default());
+    let (node_states, states_stream) =
+        mirror(Api::<ToaNodeState>::all(client.clone()), any(), |_| {});
     // Unfiltered: a generation predicate would also swallow the deletion we must repair; the
     // status churn of a rollout is absorbed by the controller's debounce.
-    .touched_objects();
+    let (daemonsets, ds_stream) = mirror(
+        Api::<DaemonSet>::namespaced(client.clone(), &agent.namespace),
+        watcher::Config::default().fields(&format!("metadata.name={}", agent.name)),
+        |_| {},
+    );
 
     // The agent pods (only read, on each reconcile: their churn triggers nothing) and the
     // Events about the DaemonSet (a FailedCreate reaches every policy at once).
-    let (agent_pods, pods_writer) = reflector::store::<Pod>();
     let selector = crate::daemonset::selector_labels()
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let pods_stream = reflector::reflector(
-        pods_writer,
-        watcher(
-            Api::<Pod>::namespaced(client.clone(), &agent.namespace),
-            watcher::Config::default().labels(&selector).any_semantic(),
-        )
-        .modify(slim_pod),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (agent_events, events_writer) = reflector::store::<CoreEvent>();
-    let events_stream = reflector::reflector(
-        events_writer,
-        watcher(
-            Api::<CoreEvent>::namespaced(client.clone(), &agent.namespace),
-            watcher::Config::default().fields(&format!(
-                "involvedObject.kind=DaemonSet,involvedObject.name={}",
-                agent.name
-            )),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (agent_pods, pods_stream) = mirror(
+        Api::<Pod>::namespaced(client.clone(), &agent.namespace),
+        any().labels(&selector),
+        slim_pod,
+    );
+    let (agent_events, events_stream) = mirror(
+        Api::<CoreEvent>::namespaced(client.clone(), &agent.namespace),
+        watcher::Config::default().fields(&format!(
+            "involvedObject.kind=DaemonSet,involvedObject.name={}",
+            agent.name
+        )),
+        |_| {},
+    );
     // Node Leases: the store alone (a renewal every 10 s per node must not reconcile
     // anything); `stale_changes` triggers a reconcile of every policy when the set of stale
     // nodes changes.
-    let (node_leases, lease_watch) = match node_lease_grace {
-        Some(grace) => {
-            let (store, writer) = reflector::store::<Lease>();
-            let stream = reflector::reflector(
-                writer,
-                watcher(
-                    Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
-                    watcher::Config::default().any_semantic(),
-                )
-                .modify(|l: &mut Lease| l.metadata.managed_fields = None),
-            )
-            .default_backoff()
-            .touched_objects();
-            (
-                Some(NodeLeases { store, grace }),
-                Some(
-                    stream
-                        .map(|r: Result<Lease, _>| match r {
-                            Ok(l) => l.metadata.name,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "node Lease watch failed (is list/watch on leases in kube-node-lease granted?): stale nodes are not reported meanwhile");
-                                None
-                            }
-                        })
-                        .boxed(),
-                ),
-            )
-        }
-        None => (None, None),
-    };
+    let lease_watch = node_lease_grace.map(|grace| {
+        let (store, stream) = mirror(
+            Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
+            any(),
+            |l| l.metadata.managed_fields = None,
+        );
+        let renewed = stream
+            .map(|r| match r {
+                Ok(l) => l.metadata.name,
+                Err(e) => {
+                    tracing::warn!(error = %e, "node Lease watch failed (is list/watch on leases in kube-node-lease granted?): stale nodes are not reported meanwhile");
+                    None
+                }
+            })
+            .boxed();
+        (NodeLeases { store, grace }, renewed)
+    });
 
     let stores = Stores {
         policies: policy_store.clone(),
@@ -756,7 +729,7 @@ pub async fn run(
         daemonsets,
         agent_pods,
         agent_events,
-        node_leases: node_leases.clone(),
+        node_leases: lease_watch.as_ref().map(|(leases, _)| leases.clone()),
     };
     let ctx = Arc::new(
         Context::new(client, stores.clone(), agent.desired, metrics, reporter)
@@ -786,11 +759,9 @@ pub async fn run(
         .watches_stream(ds_stream, move |_ds| all_policies(&by_ds))
         .watches_stream(events_stream, move |_ev| all_policies(&by_event))
         .watches_stream(pods_stream, |_pod| Vec::<ObjectRef<ToaPolicy>>::new())
-        .reconcile_all_on(match (lease_watch, node_leases) {
-            (Some(events), Some(leases)) => {
-                stale_changes(events, leases, Timestamp::now).boxed()
-            }
-            _ => futures::stream::pending().boxed(),
+        .reconcile_all_on(match lease_watch {
+            Some((leases, renewed)) => stale_changes(renewed, leases, Timestamp::now).boxed(),
+            None => futures::stream::pending().boxed(),
         })
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
