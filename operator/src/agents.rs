@@ -272,6 +272,14 @@ mod tests {
         serde_json::from_value(v).expect("state")
     }
 
+    /// A node of the policy with its ToaNodeState.
+    fn with_state<'a>(node: &'a str, state: &'a ToaNodeState) -> NodeAgent<'a> {
+        NodeAgent {
+            node,
+            state: Some(state),
+        }
+    }
+
     #[test]
     fn failed_create_is_the_cause_until_a_later_success() {
         let denied = "pods \"toa-node-agent-x\" is forbidden: violates PodSecurity \"restricted:latest\": privileged";
@@ -295,10 +303,7 @@ mod tests {
     fn refused_pods_are_reported_on_policies_with_nodes_lacking_an_agent() {
         let now = ts("2026-11-26T01:00:30Z");
         let s1 = state("n1", "2026-11-26T01:00:00Z", false);
-        let nodes = [NodeAgent {
-            node: "n1",
-            state: Some(&s1),
-        }];
+        let nodes = [with_state("n1", &s1)];
         let (c, _) = agents_condition(
             &nodes,
             &BTreeMap::new(),
@@ -315,10 +320,7 @@ mod tests {
         assert_eq!(c.observed_generation, Some(2));
         // A policy whose agents all reported is not concerned.
         let s2 = state("n2", "2026-11-26T01:00:00Z", true);
-        let nodes = [NodeAgent {
-            node: "n2",
-            state: Some(&s2),
-        }];
+        let nodes = [with_state("n2", &s2)];
         let (c, _) = agents_condition(
             &nodes,
             &BTreeMap::new(),
@@ -343,18 +345,9 @@ mod tests {
             Some("agent-1")
         );
         let nodes = [
-            NodeAgent {
-                node: "n1",
-                state: Some(&s1),
-            },
-            NodeAgent {
-                node: "n2",
-                state: Some(&s2),
-            },
-            NodeAgent {
-                node: "n3",
-                state: Some(&s3),
-            },
+            with_state("n1", &s1),
+            with_state("n2", &s2),
+            with_state("n3", &s3),
             NodeAgent {
                 node: "n4",
                 state: None,
