@@ -27,7 +27,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
-use toa_crds::conditions::{new_condition, set_condition, types, PolicyReason};
+use toa_crds::conditions::{
+    new_condition, set_condition, status as cond_status, types, PolicyReason,
+};
 use toa_crds::{ToaNodeState, ToaPolicy, ToaPolicyStatus};
 use tokio::sync::watch;
 
@@ -454,8 +456,10 @@ pub fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<Event> {
         })
         .map(|c| {
             let bad = match c.type_.as_str() {
-                "Ready" | "Synced" | "AgentsAvailable" => c.status == "False",
-                "Degraded" | "Conflict" => c.status == "True",
+                types::READY | types::SYNCED | types::AGENTS_AVAILABLE => {
+                    c.status == cond_status::FALSE
+                }
+                types::DEGRADED | types::CONFLICT => c.status == cond_status::TRUE,
                 _ => false,
             };
             Event {
