@@ -475,6 +475,36 @@ async fn node_labels_are_set_and_removed_with_ssa() {
     );
 }
 
+/// A Node deleted since the store saw it (404 on the label write) needs no label and no
+/// removal: neither write is a failure, and no merge patch follows the refused SSA.
+#[tokio::test]
+async fn label_writes_to_deleted_nodes_are_not_failures() {
+    let (client, log) = fake_client(|_| status(404, "NotFound", "nodes not found"));
+    let stores = World {
+        policies: vec![],
+        nodes: vec![],
+        states: vec![],
+        daemonsets: vec![live_agent()],
+    }
+    .stores();
+    let desired = agent();
+    let metrics = Metrics::new();
+    let mut plan = Plan::default();
+    plan.label_nodes.insert("gone1".into());
+    plan.unlabel_nodes.insert("gone2".into());
+    let report = apply::sync_cluster(&target(&client, &stores, &desired, &metrics), &plan)
+        .await
+        .into_result()
+        .expect("404 on a label write is success");
+    assert_eq!((report.nodes_labelled, report.nodes_unlabelled), (1, 1));
+    let mut lines = log.lines();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["PATCH /api/v1/nodes/gone1", "PATCH /api/v1/nodes/gone2"]
+    );
+}
+
 #[tokio::test]
 async fn missing_or_drifted_daemonset_is_repaired() {
     let desired = agent();
