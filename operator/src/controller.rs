@@ -835,19 +835,11 @@ fn report_orphans(stores: &Stores, seen: &mut BTreeSet<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::testutil::{node_lease, ts};
     use serde_json::json;
 
-    fn node_lease(name: &str, renewed_secs: i64) -> Lease {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": NODE_LEASE_NAMESPACE},
-            "spec": {"holderIdentity": name, "renewTime": Timestamp::from_second(renewed_secs)
-                .expect("test timestamp").to_string()},
-        }))
-        .expect("lease")
-    }
-
     fn at_1000() -> Timestamp {
-        Timestamp::from_second(1_000).expect("test timestamp")
+        ts(1_000)
     }
 
     /// A dead node is reported although healthy nodes renew their Leases far more often than
@@ -856,8 +848,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stale_changes_fire_while_healthy_nodes_keep_renewing() {
         let (store, mut writer) = reflector::store::<Lease>();
-        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("healthy", 1_000)));
-        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("dead", 900)));
+        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("healthy", Some(1_000))));
+        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("dead", Some(900))));
         // A renewal of "healthy" every 500 ms, forever.
         let renewals = futures::stream::unfold((), |()| async {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -873,7 +865,7 @@ mod tests {
             .await
             .expect("the dead node is reported within a tick, renewals or not")
             .expect("stream open");
-        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("dead", 1_000)));
+        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("dead", Some(1_000))));
         tokio::time::timeout(Duration::from_secs(30), changes.next())
             .await
             .expect("the report clears once the node renews")
