@@ -22,13 +22,12 @@ use k8s_openapi::jiff::Timestamp;
 use toa_crds::conditions::{new_condition, types, PolicyReason};
 use toa_crds::ToaNodeState;
 
+use crate::plan::first_names;
+
 /// Default of `--agent-start-timeout`: how long a selected node may be without a running agent
 /// pod (and without any report from its agent) before the policy says so. Long enough for an
 /// image pull and a first module build to start.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// How many nodes a message names before "and N more".
-const NODES_IN_MESSAGE: usize = 3;
 
 /// Event reasons the DaemonSet controller records on the DaemonSet.
 const FAILED_CREATE: &str = "FailedCreate";
@@ -202,10 +201,7 @@ pub fn agents_condition(
         )
     } else if !late.is_empty() {
         let count = late.len();
-        let mut names: Vec<String> = late.into_iter().take(NODES_IN_MESSAGE).collect();
-        if count > NODES_IN_MESSAGE {
-            names.push(format!("and {} more", count - NODES_IN_MESSAGE));
-        }
+        let names = first_names(late.into_iter());
         cond(
             false,
             PolicyReason::AgentPodsNotRunning,
@@ -276,6 +272,14 @@ mod tests {
         serde_json::from_value(v).expect("state")
     }
 
+    /// A node of the policy with its ToaNodeState.
+    fn with_state<'a>(node: &'a str, state: &'a ToaNodeState) -> NodeAgent<'a> {
+        NodeAgent {
+            node,
+            state: Some(state),
+        }
+    }
+
     #[test]
     fn failed_create_is_the_cause_until_a_later_success() {
         let denied = "pods \"toa-node-agent-x\" is forbidden: violates PodSecurity \"restricted:latest\": privileged";
@@ -299,10 +303,7 @@ mod tests {
     fn refused_pods_are_reported_on_policies_with_nodes_lacking_an_agent() {
         let now = ts("2026-11-26T01:00:30Z");
         let s1 = state("n1", "2026-11-26T01:00:00Z", false);
-        let nodes = [NodeAgent {
-            node: "n1",
-            state: Some(&s1),
-        }];
+        let nodes = [with_state("n1", &s1)];
         let (c, _) = agents_condition(
             &nodes,
             &BTreeMap::new(),
@@ -319,10 +320,7 @@ mod tests {
         assert_eq!(c.observed_generation, Some(2));
         // A policy whose agents all reported is not concerned.
         let s2 = state("n2", "2026-11-26T01:00:00Z", true);
-        let nodes = [NodeAgent {
-            node: "n2",
-            state: Some(&s2),
-        }];
+        let nodes = [with_state("n2", &s2)];
         let (c, _) = agents_condition(
             &nodes,
             &BTreeMap::new(),
@@ -347,18 +345,9 @@ mod tests {
             Some("agent-1")
         );
         let nodes = [
-            NodeAgent {
-                node: "n1",
-                state: Some(&s1),
-            },
-            NodeAgent {
-                node: "n2",
-                state: Some(&s2),
-            },
-            NodeAgent {
-                node: "n3",
-                state: Some(&s3),
-            },
+            with_state("n1", &s1),
+            with_state("n2", &s2),
+            with_state("n3", &s3),
             NodeAgent {
                 node: "n4",
                 state: None,

@@ -137,11 +137,13 @@ pub struct SyncOutcome {
 impl SyncOutcome {
     /// The report, or the first failure.
     pub fn into_result(self) -> Result<SyncReport, Error> {
-        match self.failures.into_iter().next() {
-            Some(f) => Err(f.error),
-            None => Ok(self.report),
-        }
+        first_error(self.failures).map(|()| self.report)
     }
+}
+
+/// The first of `failures` as an error (each was logged and counted when it happened).
+pub fn first_error(failures: impl IntoIterator<Item = WriteFailure>) -> Result<(), Error> {
+    failures.into_iter().next().map_or(Ok(()), |f| Err(f.error))
 }
 
 /// The parts of the context the cluster-wide sync needs.
@@ -371,22 +373,12 @@ async fn label_node(api: &Api<Node>, node: &str) -> Result<(), Error> {
 /// deletes the label when we were its only owner; if someone else also set it (kubectl label),
 /// it survives that, and a merge patch removes it: the agent must go from nodes that need none.
 async fn unlabel_node(api: &Api<Node>, node: &str) -> Result<(), Error> {
-    let after = api
-        .patch(
-            node,
-            &apply_params(),
-            &Patch::Apply(&node_label_body(node, false)),
-        )
-        .await
-        .map_err(Error::api("Node", "unlabel", node));
-    let after = match after {
+    let body = node_label_body(node, false);
+    let after = match api.patch(node, &apply_params(), &Patch::Apply(&body)).await {
         Ok(after) => after,
         // Deleted since the store saw it: no label left to remove.
-        Err(Error::Api {
-            source: kube::Error::Api(s),
-            ..
-        }) if s.code == 404 => return Ok(()),
-        Err(e) => return Err(e),
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(e) => return Err(Error::api("Node", "unlabel", node)(e)),
     };
     if after.labels().contains_key(AGENT_LABEL) {
         let remove = json!({ "metadata": { "labels": { AGENT_LABEL: null } } });

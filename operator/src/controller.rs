@@ -27,7 +27,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
-use toa_crds::conditions::{new_condition, set_condition, types, PolicyReason};
+use toa_crds::conditions::{
+    new_condition, set_condition, status as cond_status, types, PolicyReason,
+};
 use toa_crds::{ToaNodeState, ToaPolicy, ToaPolicyStatus};
 use tokio::sync::watch;
 
@@ -37,7 +39,7 @@ use crate::error::{Backoff, Error};
 use crate::lease::Fence;
 use crate::metrics::Metrics;
 use crate::plan::stale::{stale_nodes, NODE_LEASE_NAMESPACE};
-use crate::plan::{plan, sort_conditions, ClusterSnapshot, FinalizerRelease, Plan};
+use crate::plan::{first_names, plan, sort_conditions, ClusterSnapshot, FinalizerRelease, Plan};
 use crate::server::Liveness;
 
 /// Reconcile `kind` label of the per-policy reconcile.
@@ -239,12 +241,9 @@ pub async fn sync(
     Ok((planned, outcome.failures))
 }
 
-/// How many failed writes a Synced=False message lists before "and N more".
-const FAILURES_IN_MESSAGE: usize = 3;
-
 /// The Synced condition of a policy from the writes that failed for it.
 pub fn synced_condition(
-    failures: &[&WriteFailure],
+    failures: &[WriteFailure],
     generation: Option<i64>,
     now: Timestamp,
 ) -> Condition {
@@ -258,14 +257,7 @@ pub fn synced_condition(
             now,
         );
     }
-    let mut parts: Vec<String> = failures
-        .iter()
-        .take(FAILURES_IN_MESSAGE)
-        .map(|f| f.error.summary())
-        .collect();
-    if failures.len() > FAILURES_IN_MESSAGE {
-        parts.push(format!("and {} more", failures.len() - FAILURES_IN_MESSAGE));
-    }
+    let parts = first_names(failures.iter().map(|f| f.error.summary()));
     new_condition(
         types::SYNCED,
         false,
@@ -315,22 +307,20 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
             .map_err(|e| ctx.count(e))?;
     }
 
-    let (planned, failures) = sync(ctx, (!deleting).then_some(name.as_str())).await?;
+    let (planned, mut mine) = sync(ctx, (!deleting).then_some(name.as_str())).await?;
     // Other policies' failures are theirs: their own reconciles report them.
-    let (mine, _others): (Vec<WriteFailure>, Vec<WriteFailure>) =
-        failures.into_iter().partition(|f| f.blocks(&name));
+    mine.retain(|f| f.blocks(&name));
 
     let old = policy.status.clone().unwrap_or_default();
     let mut recheck_agents = None;
     if let Some(planned_status) = planned.policy_status.get(&name) {
         let mut new = planned_status.clone();
-        let refs: Vec<&WriteFailure> = mine.iter().collect();
         let (agents_available, recheck) = agents_condition(ctx, &name, &planned, policy);
         recheck_agents = recheck;
         overlay_conditions(
             &mut new,
             vec![
-                synced_condition(&refs, policy.metadata.generation, (ctx.clock)()),
+                synced_condition(&mine, policy.metadata.generation, (ctx.clock)()),
                 agents_available,
             ],
         );
@@ -370,9 +360,7 @@ async fn reconcile_policy(policy: &ToaPolicy, ctx: &Context) -> Result<Action, E
 
     // Status, finalizer and events are done: now retry this policy's failed writes with
     // backoff (its condition already says what failed).
-    if let Some(first) = mine.into_iter().next() {
-        return Err(first.error);
-    }
+    apply::first_error(mine)?;
 
     let requeue = [planned.requeue_after, recheck_agents]
         .into_iter()
@@ -401,9 +389,20 @@ fn agents_condition(
             state: state.as_deref(),
         })
         .collect();
-    let pods = ctx.stores.agent_pods.state();
+    // Only a node whose agent has not reported yet is judged by its pod and the DaemonSet's
+    // Events: in the steady state (every agent reported) neither store is scanned.
+    let awaiting = nodes
+        .iter()
+        .any(|n| n.state.is_some_and(|s| s.status.is_none()));
+    let (pods, events) = if awaiting {
+        (
+            ctx.stores.agent_pods.state(),
+            ctx.stores.agent_events.state(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let by_node = agents::pods_by_node(pods.iter().map(|p| p.as_ref()));
-    let events = ctx.stores.agent_events.state();
     let events: Vec<&CoreEvent> = events.iter().map(|e| e.as_ref()).collect();
     let ds = ctx.stores.daemonsets.get(
         &ObjectRef::new(&ctx.agent.name_any()).within(&ctx.agent.namespace().unwrap_or_default()),
@@ -457,8 +456,10 @@ pub fn transition_events(old: &[Condition], new: &[Condition]) -> Vec<Event> {
         })
         .map(|c| {
             let bad = match c.type_.as_str() {
-                "Ready" | "Synced" | "AgentsAvailable" => c.status == "False",
-                "Degraded" | "Conflict" => c.status == "True",
+                types::READY | types::SYNCED | types::AGENTS_AVAILABLE => {
+                    c.status == cond_status::FALSE
+                }
+                types::DEGRADED | types::CONFLICT => c.status == cond_status::TRUE,
                 _ => false,
             };
             Event {
@@ -529,13 +530,9 @@ pub async fn housekeeping_pass(ctx: &Context) -> Result<(), Error> {
     }
     let started = Instant::now();
     // Failures were logged and counted; the policies they block say so in their status.
-    let result =
-        sync(ctx, None)
-            .await
-            .and_then(|(_, failures)| match failures.into_iter().next() {
-                Some(f) => Err(f.error),
-                None => Ok(()),
-            });
+    let result = sync(ctx, None)
+        .await
+        .and_then(|(_, failures)| apply::first_error(failures));
     ctx.metrics
         .reconciled(KIND_CLUSTER, result.is_ok(), started.elapsed());
     result
@@ -618,6 +615,27 @@ pub fn stale_changes(
     )
 }
 
+/// A reflector over `api`: the store it fills (each object trimmed by `slim` first) and the
+/// stream of touched objects that drives it, with the default backoff.
+fn mirror<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    slim: fn(&mut K),
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store::<K>();
+    let stream = reflector::reflector(writer, watcher(api, config).modify(slim))
+        .default_backoff()
+        .touched_objects();
+    (store, stream)
+}
+
 fn all_policies(store: &Store<ToaPolicy>) -> Vec<ObjectRef<ToaPolicy>> {
     store
         .state()
@@ -654,107 +672,59 @@ pub async fn run(
     let controller = Controller::new(policies_api, watcher::Config::default().any_semantic());
     let policy_store = controller.store();
 
-    let (nodes, nodes_writer) = reflector::store::<Node>();
-    let node_stream = reflector::reflector(
-        nodes_writer,
-        watcher(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        )
-        .modify(slim_node),
-    )
-    .default_backoff()
-    .touched_objects()
-    .predicate_filter(node_trigger_hash, Default::default());
-
-    let (node_states, states_writer) = reflector::store::<ToaNodeState>();
-    let states_stream = reflector::reflector(
-        states_writer,
-        watcher(
-            Api::<ToaNodeState>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
-
-    let (daemonsets, ds_writer) = reflector::store::<DaemonSet>();
-    let ds_stream = reflector::reflector(
-        ds_writer,
-        watcher(
-            Api::<DaemonSet>::namespaced(client.clone(), &agent.namespace),
-            watcher::Config::default().fields(&format!("metadata.name={}", agent.name)),
-        ),
-    )
-    .default_backoff()
+    let any = || watcher::Config::default().any_semantic();
+    let (nodes, node_stream) = mirror(Api::<Node>::all(client.clone()), any(), slim_node);
+    let node_stream = node_stream.predicate_filter(node_trigger_hash, Default::default());
+    let (node_states, states_stream) =
+        mirror(Api::<ToaNodeState>::all(client.clone()), any(), |_| {});
     // Unfiltered: a generation predicate would also swallow the deletion we must repair; the
     // status churn of a rollout is absorbed by the controller's debounce.
-    .touched_objects();
+    let (daemonsets, ds_stream) = mirror(
+        Api::<DaemonSet>::namespaced(client.clone(), &agent.namespace),
+        watcher::Config::default().fields(&format!("metadata.name={}", agent.name)),
+        |_| {},
+    );
 
     // The agent pods (only read, on each reconcile: their churn triggers nothing) and the
     // Events about the DaemonSet (a FailedCreate reaches every policy at once).
-    let (agent_pods, pods_writer) = reflector::store::<Pod>();
     let selector = crate::daemonset::selector_labels()
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let pods_stream = reflector::reflector(
-        pods_writer,
-        watcher(
-            Api::<Pod>::namespaced(client.clone(), &agent.namespace),
-            watcher::Config::default().labels(&selector).any_semantic(),
-        )
-        .modify(slim_pod),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (agent_events, events_writer) = reflector::store::<CoreEvent>();
-    let events_stream = reflector::reflector(
-        events_writer,
-        watcher(
-            Api::<CoreEvent>::namespaced(client.clone(), &agent.namespace),
-            watcher::Config::default().fields(&format!(
-                "involvedObject.kind=DaemonSet,involvedObject.name={}",
-                agent.name
-            )),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (agent_pods, pods_stream) = mirror(
+        Api::<Pod>::namespaced(client.clone(), &agent.namespace),
+        any().labels(&selector),
+        slim_pod,
+    );
+    let (agent_events, events_stream) = mirror(
+        Api::<CoreEvent>::namespaced(client.clone(), &agent.namespace),
+        watcher::Config::default().fields(&format!(
+            "involvedObject.kind=DaemonSet,involvedObject.name={}",
+            agent.name
+        )),
+        |_| {},
+    );
     // Node Leases: the store alone (a renewal every 10 s per node must not reconcile
     // anything); `stale_changes` triggers a reconcile of every policy when the set of stale
     // nodes changes.
-    let (node_leases, lease_watch) = match node_lease_grace {
-        Some(grace) => {
-            let (store, writer) = reflector::store::<Lease>();
-            let stream = reflector::reflector(
-                writer,
-                watcher(
-                    Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
-                    watcher::Config::default().any_semantic(),
-                )
-                .modify(|l: &mut Lease| l.metadata.managed_fields = None),
-            )
-            .default_backoff()
-            .touched_objects();
-            (
-                Some(NodeLeases { store, grace }),
-                Some(
-                    stream
-                        .map(|r: Result<Lease, _>| match r {
-                            Ok(l) => l.metadata.name,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "node Lease watch failed (is list/watch on leases in kube-node-lease granted?): stale nodes are not reported meanwhile");
-                                None
-                            }
-                        })
-                        .boxed(),
-                ),
-            )
-        }
-        None => (None, None),
-    };
+    let lease_watch = node_lease_grace.map(|grace| {
+        let (store, stream) = mirror(
+            Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
+            any(),
+            |l| l.metadata.managed_fields = None,
+        );
+        let renewed = stream
+            .map(|r| match r {
+                Ok(l) => l.metadata.name,
+                Err(e) => {
+                    tracing::warn!(error = %e, "node Lease watch failed (is list/watch on leases in kube-node-lease granted?): stale nodes are not reported meanwhile");
+                    None
+                }
+            })
+            .boxed();
+        (NodeLeases { store, grace }, renewed)
+    });
 
     let stores = Stores {
         policies: policy_store.clone(),
@@ -763,7 +733,7 @@ pub async fn run(
         daemonsets,
         agent_pods,
         agent_events,
-        node_leases: node_leases.clone(),
+        node_leases: lease_watch.as_ref().map(|(leases, _)| leases.clone()),
     };
     let ctx = Arc::new(
         Context::new(client, stores.clone(), agent.desired, metrics, reporter)
@@ -793,11 +763,9 @@ pub async fn run(
         .watches_stream(ds_stream, move |_ds| all_policies(&by_ds))
         .watches_stream(events_stream, move |_ev| all_policies(&by_event))
         .watches_stream(pods_stream, |_pod| Vec::<ObjectRef<ToaPolicy>>::new())
-        .reconcile_all_on(match (lease_watch, node_leases) {
-            (Some(events), Some(leases)) => {
-                stale_changes(events, leases, Timestamp::now).boxed()
-            }
-            _ => futures::stream::pending().boxed(),
+        .reconcile_all_on(match lease_watch {
+            Some((leases, renewed)) => stale_changes(renewed, leases, Timestamp::now).boxed(),
+            None => futures::stream::pending().boxed(),
         })
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -867,19 +835,11 @@ fn report_orphans(stores: &Stores, seen: &mut BTreeSet<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::testutil::{node_lease, ts};
     use serde_json::json;
 
-    fn node_lease(name: &str, renewed_secs: i64) -> Lease {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": NODE_LEASE_NAMESPACE},
-            "spec": {"holderIdentity": name, "renewTime": Timestamp::from_second(renewed_secs)
-                .expect("test timestamp").to_string()},
-        }))
-        .expect("lease")
-    }
-
     fn at_1000() -> Timestamp {
-        Timestamp::from_second(1_000).expect("test timestamp")
+        ts(1_000)
     }
 
     /// A dead node is reported although healthy nodes renew their Leases far more often than
@@ -888,8 +848,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stale_changes_fire_while_healthy_nodes_keep_renewing() {
         let (store, mut writer) = reflector::store::<Lease>();
-        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("healthy", 1_000)));
-        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("dead", 900)));
+        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("healthy", Some(1_000))));
+        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("dead", Some(900))));
         // A renewal of "healthy" every 500 ms, forever.
         let renewals = futures::stream::unfold((), |()| async {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -905,7 +865,7 @@ mod tests {
             .await
             .expect("the dead node is reported within a tick, renewals or not")
             .expect("stream open");
-        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("dead", 1_000)));
+        writer.apply_watcher_event(&watcher::Event::Apply(node_lease("dead", Some(1_000))));
         tokio::time::timeout(Duration::from_secs(30), changes.next())
             .await
             .expect("the report clears once the node renews")

@@ -200,9 +200,12 @@ async fn main() -> anyhow::Result<()> {
     let agent_config = AgentConfig::load(&agent_config_path)?;
     let namespace = resolve_namespace(args.namespace.clone())?;
     let mut desired = daemonset::build(&agent_config, &args.daemonset_name, &namespace);
-    let client = kube::Client::try_default()
+    // One config for both clients (the lease's differs only in its retry and timeouts).
+    let config = kube::Config::infer()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let client =
+        kube::Client::try_from(config.clone()).context("building the Kubernetes client")?;
     let owner = match &args.owner_configmap {
         Some(name) => Some(uninstall::resolve_owner(&client, &namespace, name).await?),
         None => None,
@@ -225,7 +228,7 @@ async fn main() -> anyhow::Result<()> {
     let (leader_tx, leader) = watch::channel(false);
     let timing = LeaseTiming::default();
     let lock = LeaseLock::new(
-        lease_client(timing).await?,
+        lease_client(config, timing)?,
         &namespace,
         &args.lease_name,
         &identity,
@@ -317,10 +320,7 @@ async fn run_uninstall(args: &Args, settle: Duration) -> anyhow::Result<()> {
 /// The Lease's own client: no retry layer (a renewal retried for minutes on 429/503/504 would
 /// outlive the renew deadline, while the standby takes over after the lease duration) and a
 /// read timeout of one renew deadline (each election step is bounded by it as well).
-async fn lease_client(timing: LeaseTiming) -> anyhow::Result<kube::Client> {
-    let mut config = kube::Config::infer()
-        .await
-        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+fn lease_client(mut config: kube::Config, timing: LeaseTiming) -> anyhow::Result<kube::Client> {
     config.default_retry = false;
     config.read_timeout = Some(timing.renew_deadline);
     config.connect_timeout = Some(timing.retry_period.max(Duration::from_secs(1)));
@@ -353,7 +353,7 @@ async fn lead(
 
         // Controllers stop on shutdown or on loss of leadership.
         let (stop_tx, stop) = watch::channel(false);
-        let watcher = {
+        let mut watcher = {
             let mut leader = leader.clone();
             let mut shutdown = shutdown.clone();
             let shutdown_now = shutdown.clone();
@@ -372,7 +372,6 @@ async fn lead(
             controller: toa_crds::OPERATOR_FIELD_MANAGER.to_string(),
             instance: Some(identity.clone()),
         };
-        synced.send_replace(false);
         let run = controller::run(
             client.clone(),
             agent.clone(),
@@ -385,7 +384,6 @@ async fn lead(
             synced.clone(),
         );
         tokio::pin!(run);
-        let mut watcher = watcher;
         let lost = tokio::select! {
             _ = &mut run => watcher.await.context("leadership watcher")?,
             lost = &mut watcher => {
@@ -430,6 +428,7 @@ mod tests {
             ("--owner-configmap", "TOA_OWNER_CONFIGMAP"),
             ("--stall-timeout", "TOA_STALL_TIMEOUT"),
             ("--agent-start-timeout", "TOA_AGENT_START_TIMEOUT"),
+            ("--node-lease-grace-seconds", "TOA_NODE_LEASE_GRACE_SECONDS"),
         ] {
             assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
             assert!(help.contains(env), "{env} missing from --help:\n{help}");

@@ -7,9 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
+use kube::Client;
 use serde_json::{json, Value};
 use support::{fake_client, status, Log, Reply, Request};
-use toa_operator::lease::{self, LeaseLock, LeaseTiming};
+use toa_operator::lease::{self, Fence, LeaseLock, LeaseTiming};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/toa-system/leases/toa-operator-leader";
 const COLLECTION: &str = "/apis/coordination.k8s.io/v1/namespaces/toa-system/leases";
@@ -72,14 +75,26 @@ impl LeaseServer {
     }
 }
 
-fn setup() -> (Arc<Mutex<LeaseServer>>, LeaseLock, Log) {
+/// A [`LeaseServer`] behind a fake client. `intercept` answers a request first when it returns
+/// a reply (an outage, a hang, a conflict); the server answers the others.
+fn lease_api(
+    intercept: impl Fn(&Request) -> Option<Reply> + Send + 'static,
+) -> (Arc<Mutex<LeaseServer>>, Client, Log) {
     let server = Arc::new(Mutex::new(LeaseServer::default()));
     let s = server.clone();
     let (client, log) = fake_client(move |r| {
+        if let Some(reply) = intercept(r) {
+            return reply;
+        }
         s.lock()
             .map(|mut s| s.reply(r))
             .unwrap_or((500, Value::Null))
     });
+    (server, client, log)
+}
+
+fn setup() -> (Arc<Mutex<LeaseServer>>, LeaseLock, Log) {
+    let (server, client, log) = lease_api(|_| None);
     let lock = LeaseLock::new(
         client,
         "toa-system",
@@ -88,6 +103,50 @@ fn setup() -> (Arc<Mutex<LeaseServer>>, LeaseLock, Log) {
         LeaseTiming::default(),
     );
     (server, lock, log)
+}
+
+/// The election loop of candidate "me", running on its own task.
+struct Election {
+    leader: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    fence: Fence,
+}
+
+impl Election {
+    fn start(client: Client, timing: LeaseTiming) -> Self {
+        let lock = LeaseLock::new(client, "toa-system", "toa-operator-leader", "me", timing);
+        let fence = lock.fence();
+        let (leader_tx, leader) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(lease::run(lock, leader_tx, stop_rx));
+        Election {
+            leader,
+            stop,
+            task,
+            fence,
+        }
+    }
+
+    /// Waits (at most 5 s) until leadership is `leading`; `what` names the expectation.
+    async fn wait_leading(&mut self, leading: bool, what: &str) {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            self.leader.wait_for(|l| *l == leading),
+        )
+        .await
+        .expect(what)
+        .expect("channel open");
+    }
+
+    /// Asks the loop to stop and waits (at most 5 s) until it has.
+    async fn stop(&mut self) {
+        self.stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .expect("the loop stopped in time")
+            .expect("join");
+    }
 }
 
 fn wall(s: &str) -> Timestamp {
@@ -205,15 +264,8 @@ async fn a_renewing_holder_is_never_overtaken() {
 
 #[tokio::test]
 async fn a_lost_race_is_not_an_error() {
-    let server = Arc::new(Mutex::new(LeaseServer::default()));
-    let s = server.clone();
-    let (client, log) = fake_client(move |r| {
-        if r.method == "PUT" {
-            return status(409, "Conflict", "the object has been modified");
-        }
-        s.lock()
-            .map(|mut s| s.reply(r))
-            .unwrap_or((500, Value::Null))
+    let (server, client, log) = lease_api(|r| {
+        (r.method == "PUT").then(|| status(409, "Conflict", "the object has been modified"))
     });
     if let Ok(mut s) = server.lock() {
         s.set_holder(None, "2026-11-26T00:00:00.000000Z");
@@ -282,26 +334,14 @@ async fn release_clears_the_holder_only_when_held() {
 
 #[tokio::test]
 async fn run_loop_publishes_leadership_and_releases_on_shutdown() {
-    let (server, _unused, _log0) = setup();
-    let s = server.clone();
-    let (client, log) = fake_client(move |r| {
-        s.lock()
-            .map(|mut s| s.reply(r))
-            .unwrap_or((500, Value::Null))
-    });
+    let (server, client, log) = lease_api(|_| None);
     let timing = LeaseTiming {
         lease_duration: Duration::from_secs(15),
         renew_deadline: Duration::from_secs(10),
         retry_period: Duration::from_millis(20),
     };
-    let lock = LeaseLock::new(client, "toa-system", "toa-operator-leader", "me", timing);
-    let (leader_tx, mut leader) = tokio::sync::watch::channel(false);
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(lease::run(lock, leader_tx, stop));
-    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| *l))
-        .await
-        .expect("became leader in time")
-        .expect("channel open");
+    let mut election = Election::start(client, timing);
+    election.wait_leading(true, "became leader in time").await;
     // Keeps renewing.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
@@ -309,12 +349,8 @@ async fn run_loop_publishes_leadership_and_releases_on_shutdown() {
         "{:?}",
         log.lines()
     );
-    stop_tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("stopped in time")
-        .expect("join");
-    assert!(!*leader.borrow());
+    election.stop().await;
+    assert!(!*election.leader.borrow());
     let holder = server
         .lock()
         .ok()
@@ -328,36 +364,22 @@ async fn run_loop_publishes_leadership_and_releases_on_shutdown() {
 
 #[tokio::test]
 async fn leader_steps_down_when_it_cannot_renew_in_time() {
-    let server = Arc::new(Mutex::new(LeaseServer::default()));
     let outage = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (s, down) = (server.clone(), outage.clone());
-    let (client, _log) = fake_client(move |r| {
-        if down.load(std::sync::atomic::Ordering::SeqCst) {
-            return status(503, "ServiceUnavailable", "apiserver down");
-        }
-        s.lock()
-            .map(|mut s| s.reply(r))
-            .unwrap_or((500, Value::Null))
+    let down = outage.clone();
+    let (_server, client, _log) = lease_api(move |_| {
+        down.load(std::sync::atomic::Ordering::SeqCst)
+            .then(|| status(503, "ServiceUnavailable", "apiserver down"))
     });
     let timing = LeaseTiming {
         lease_duration: Duration::from_millis(1500),
         renew_deadline: Duration::from_millis(300),
         retry_period: Duration::from_millis(20),
     };
-    let lock = LeaseLock::new(client, "toa-system", "toa-operator-leader", "me", timing);
-    let (leader_tx, mut leader) = tokio::sync::watch::channel(false);
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(lease::run(lock, leader_tx, stop));
-    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| *l))
-        .await
-        .expect("became leader")
-        .expect("channel");
+    let mut election = Election::start(client, timing);
+    election.wait_leading(true, "became leader").await;
     let lost_at = Instant::now();
     outage.store(true, std::sync::atomic::Ordering::SeqCst);
-    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| !*l))
-        .await
-        .expect("stepped down")
-        .expect("channel");
+    election.wait_leading(false, "stepped down").await;
     // Not before the renew deadline (transient errors are tolerated), and well before the
     // lease could expire for the others.
     let after = lost_at.elapsed();
@@ -369,11 +391,7 @@ async fn leader_steps_down_when_it_cannot_renew_in_time() {
         after < Duration::from_millis(1500),
         "stepped down too late: {after:?}"
     );
-    stop_tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("stopped")
-        .expect("join");
+    election.stop().await;
 }
 
 /// Records every value the leadership channel takes (a short flip would escape `wait_for`).
@@ -396,52 +414,39 @@ fn record(mut leader: tokio::sync::watch::Receiver<bool>) -> Arc<Mutex<Vec<bool>
 /// fence closes, and the loop goes on (as a candidate) instead of hanging.
 #[tokio::test]
 async fn a_hanging_renewal_is_cut_at_the_renew_deadline() {
-    let server = Arc::new(Mutex::new(LeaseServer::default()));
     let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (s, h) = (server.clone(), hang.clone());
-    let (client, log) = fake_client(move |r| {
-        if h.load(std::sync::atomic::Ordering::SeqCst) {
-            return (support::HANG, Value::Null);
-        }
-        s.lock()
-            .map(|mut s| s.reply(r))
-            .unwrap_or((500, Value::Null))
+    let h = hang.clone();
+    let (_server, client, log) = lease_api(move |_| {
+        h.load(std::sync::atomic::Ordering::SeqCst)
+            .then_some((support::HANG, Value::Null))
     });
     let timing = LeaseTiming {
         lease_duration: Duration::from_millis(3000),
         renew_deadline: Duration::from_millis(400),
         retry_period: Duration::from_millis(50),
     };
-    let lock = LeaseLock::new(client, "toa-system", "toa-operator-leader", "me", timing);
-    let fence = lock.fence();
-    let (leader_tx, mut leader) = tokio::sync::watch::channel(false);
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(lease::run(lock, leader_tx, stop));
-    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| *l))
-        .await
-        .expect("became leader")
-        .expect("channel");
+    let mut election = Election::start(client, timing);
+    election.wait_leading(true, "became leader").await;
     let hung_at = Instant::now();
     hang.store(true, std::sync::atomic::Ordering::SeqCst);
-    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| !*l))
-        .await
-        .expect("stepped down although the renewal never returned")
-        .expect("channel");
+    election
+        .wait_leading(false, "stepped down although the renewal never returned")
+        .await;
     let after = hung_at.elapsed();
     assert!(
         after < Duration::from_millis(400 + 150),
         "stepped down after {after:?}: later than the renew deadline"
     );
-    assert!(!fence.holds(), "the fence closed with the deadline");
+    assert!(
+        !election.fence.holds(),
+        "the fence closed with the deadline"
+    );
     // The loop keeps trying as a candidate (new requests after the step-down).
     let before = log.all().len();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(log.all().len() > before, "{:?}", log.lines());
-    stop_tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("stopped although requests hang")
-        .expect("join");
+    // Stops although requests hang.
+    election.stop().await;
 }
 
 /// A 409 on renewal (the Lease changed between our read and our write: someone edited its
@@ -449,28 +454,20 @@ async fn a_hanging_renewal_is_cut_at_the_renew_deadline() {
 /// itself still the holder, renews and never publishes leadership as lost.
 #[tokio::test]
 async fn a_lost_race_while_leading_is_reread_not_taken_as_lost() {
-    let server = Arc::new(Mutex::new(LeaseServer::default()));
     let puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (s, n) = (server.clone(), puts.clone());
-    let (client, log) = fake_client(move |r| {
+    let n = puts.clone();
+    let (_server, client, log) = lease_api(move |r| {
         // The 2nd renewal conflicts once.
-        if r.method == "PUT" && n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-            return status(409, "Conflict", "the object has been modified");
-        }
-        s.lock()
-            .map(|mut s| s.reply(r))
-            .unwrap_or((500, Value::Null))
+        (r.method == "PUT" && n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1)
+            .then(|| status(409, "Conflict", "the object has been modified"))
     });
     let timing = LeaseTiming {
         lease_duration: Duration::from_secs(15),
         renew_deadline: Duration::from_secs(10),
         retry_period: Duration::from_millis(100),
     };
-    let lock = LeaseLock::new(client, "toa-system", "toa-operator-leader", "me", timing);
-    let (leader_tx, leader) = tokio::sync::watch::channel(false);
-    let seen = record(leader.clone());
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(lease::run(lock, leader_tx, stop));
+    let mut election = Election::start(client, timing);
+    let seen = record(election.leader.clone());
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
         puts.load(std::sync::atomic::Ordering::SeqCst) >= 4,
@@ -495,37 +492,21 @@ async fn a_lost_race_while_leading_is_reread_not_taken_as_lost() {
         &lines[conflict + 1..conflict + 3],
         [format!("GET {PATH}"), format!("PUT {PATH}")]
     );
-    stop_tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("stopped")
-        .expect("join");
+    election.stop().await;
 }
 
 /// A leader whose lease was taken over (another live holder) steps down but stays a candidate,
 /// and leads again once the other lets the lease go.
 #[tokio::test]
 async fn a_deposed_leader_stays_a_candidate_and_leads_again() {
-    let server = Arc::new(Mutex::new(LeaseServer::default()));
-    let s = server.clone();
-    let (client, _log) = fake_client(move |r| {
-        s.lock()
-            .map(|mut s| s.reply(r))
-            .unwrap_or((500, Value::Null))
-    });
+    let (server, client, _log) = lease_api(|_| None);
     let timing = LeaseTiming {
         lease_duration: Duration::from_millis(600),
         renew_deadline: Duration::from_millis(400),
         retry_period: Duration::from_millis(50),
     };
-    let lock = LeaseLock::new(client, "toa-system", "toa-operator-leader", "me", timing);
-    let (leader_tx, mut leader) = tokio::sync::watch::channel(false);
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(lease::run(lock, leader_tx, stop));
-    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| *l))
-        .await
-        .expect("became leader")
-        .expect("channel");
+    let mut election = Election::start(client, timing);
+    election.wait_leading(true, "became leader").await;
     // Another replica takes the lease (and keeps renewing it for a while).
     for i in 0..6 {
         if let Ok(mut s) = server.lock() {
@@ -536,18 +517,16 @@ async fn a_deposed_leader_stays_a_candidate_and_leads_again() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         if i == 2 {
-            assert!(!*leader.borrow(), "still leading under another live holder");
+            assert!(
+                !*election.leader.borrow(),
+                "still leading under another live holder"
+            );
         }
     }
     // The other goes silent: its lease expires and we lead again, in the same run loop.
-    tokio::time::timeout(Duration::from_secs(5), leader.wait_for(|l| *l))
-        .await
-        .expect("led again after the other's lease expired")
-        .expect("channel");
-    assert!(!task.is_finished());
-    stop_tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("stopped")
-        .expect("join");
+    election
+        .wait_leading(true, "led again after the other's lease expired")
+        .await;
+    assert!(!election.task.is_finished());
+    election.stop().await;
 }

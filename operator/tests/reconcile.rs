@@ -396,6 +396,31 @@ async fn deletes_are_guarded_by_uid_and_tolerate_gone_objects() {
     assert_eq!(orphan[0].body["preconditions"]["uid"], "state-uid-orphan");
 }
 
+/// The cluster sync of a plan that only labels `label` and unlabels `unlabel` (the DaemonSet
+/// is up to date: only Node writes are made).
+async fn sync_labels(
+    client: &Client,
+    label: &[&str],
+    unlabel: &[&str],
+) -> Result<apply::SyncReport, toa_operator::error::Error> {
+    let stores = World {
+        policies: vec![],
+        nodes: vec![],
+        states: vec![],
+        daemonsets: vec![live_agent()],
+    }
+    .stores();
+    let desired = agent();
+    let metrics = Metrics::new();
+    let mut plan = Plan::default();
+    plan.label_nodes.extend(label.iter().map(|n| n.to_string()));
+    plan.unlabel_nodes
+        .extend(unlabel.iter().map(|n| n.to_string()));
+    apply::sync_cluster(&target(client, &stores, &desired, &metrics), &plan)
+        .await
+        .into_result()
+}
+
 #[tokio::test]
 async fn node_labels_are_set_and_removed_with_ssa() {
     // n2's label was also set by someone else: SSA drops only our ownership, so the fake returns
@@ -420,22 +445,8 @@ async fn node_labels_are_set_and_removed_with_ssa() {
         ),
         _ => (200, r.body.clone()),
     });
-    let stores = World {
-        policies: vec![],
-        nodes: vec![],
-        states: vec![],
-        daemonsets: vec![live_agent()],
-    }
-    .stores();
-    let desired = agent();
-    let metrics = Metrics::new();
-    let mut plan = Plan::default();
-    plan.label_nodes.insert("n1".into());
-    plan.unlabel_nodes
-        .extend(["n2".to_string(), "n3".to_string()]);
-    let report = apply::sync_cluster(&target(&client, &stores, &desired, &metrics), &plan)
+    let report = sync_labels(&client, &["n1"], &["n2", "n3"])
         .await
-        .into_result()
         .expect("sync");
     assert_eq!((report.nodes_labelled, report.nodes_unlabelled), (1, 2));
     let reqs = log.all();
@@ -472,6 +483,23 @@ async fn node_labels_are_set_and_removed_with_ssa() {
     assert_eq!(
         n3[0].body,
         json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n3"}})
+    );
+}
+
+/// A Node deleted since the store saw it (404 on the label write) needs no label and no
+/// removal: neither write is a failure, and no merge patch follows the refused SSA.
+#[tokio::test]
+async fn label_writes_to_deleted_nodes_are_not_failures() {
+    let (client, log) = fake_client(|_| status(404, "NotFound", "nodes not found"));
+    let report = sync_labels(&client, &["gone1"], &["gone2"])
+        .await
+        .expect("404 on a label write is success");
+    assert_eq!((report.nodes_labelled, report.nodes_unlabelled), (1, 1));
+    let mut lines = log.lines();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["PATCH /api/v1/nodes/gone1", "PATCH /api/v1/nodes/gone2"]
     );
 }
 

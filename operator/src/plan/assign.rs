@@ -139,6 +139,8 @@ pub(crate) struct NodeView<'a> {
     /// Why the node can never run the agent; `None` for a node that can.
     pub excluded: Option<Exclusion>,
     pub has_agent_label: bool,
+    /// The node's Lease expired (see [`super::stale`]); set by the planner, false until then.
+    pub stale: bool,
     /// The ToaNodeState named after this node, if any.
     pub state: Option<&'a ToaNodeState>,
 }
@@ -167,6 +169,7 @@ impl<'a> NodeTable<'a> {
                     excluded: Exclusion::of(n, labels),
                     has_agent_label: labels.get(toa_crds::AGENT_LABEL).map(String::as_str)
                         == Some(toa_crds::AGENT_LABEL_VALUE),
+                    stale: false,
                     state: None,
                 })
             })

@@ -27,7 +27,7 @@ pub mod selector;
 pub mod stale;
 mod status;
 
-pub use status::sort_conditions;
+pub use status::{first_names, sort_conditions};
 
 #[cfg(test)]
 mod proptests;
@@ -117,14 +117,16 @@ pub struct Plan {
 /// does not depend on the order of the snapshot's vectors.
 pub fn plan(snapshot: &ClusterSnapshot, now: Timestamp) -> Plan {
     let policies = assign::PolicyView::collect(&snapshot.policies);
-    let table = assign::NodeTable::collect(&snapshot.nodes, &snapshot.node_states);
+    let mut table = assign::NodeTable::collect(&snapshot.nodes, &snapshot.node_states);
+    let stale_names = stale::stale_nodes(&snapshot.node_leases, snapshot.node_lease_grace, now);
+    for n in &mut table.nodes {
+        n.stale = stale_names.contains(n.name);
+    }
     let nodes = &table.nodes;
 
     let assignment = assign::assign(&policies, nodes);
     let leaving = lifecycle::leaving_nodes(&policies, &table, &assignment, now);
-    let stale_names = stale::stale_nodes(&snapshot.node_leases, snapshot.node_lease_grace, now);
-    let stale: Vec<bool> = nodes.iter().map(|n| stale_names.contains(n.name)).collect();
-    let grants = pacing::grant_reloads(&policies, nodes, &assignment, &leaving, &stale);
+    let grants = pacing::grant_reloads(&policies, nodes, &assignment, &leaving);
 
     let mut out = Plan::default();
     // Nodes are in name order, so the maps below are bulk-built from
@@ -177,7 +179,7 @@ pub fn plan(snapshot: &ClusterSnapshot, now: Timestamp) -> Plan {
         nodes,
         &assignment,
         &leaving,
-        snapshot.node_lease_grace.map(|_| stale.as_slice()),
+        snapshot.node_lease_grace.is_some(),
         now,
     );
     out.finalizer_releases = leaving.releases;

@@ -59,7 +59,6 @@ pub(crate) fn grant_reloads(
     nodes: &[NodeView<'_>],
     assignment: &Assignment,
     leaving: &Leaving<'_>,
-    stale: &[bool],
 ) -> Vec<bool> {
     let mut busy = vec![0usize; policies.len()];
     let mut waiting: Vec<Vec<usize>> = vec![Vec::new(); policies.len()];
@@ -69,7 +68,7 @@ pub(crate) fn grant_reloads(
     for (n, owner) in assignment.owner.iter().enumerate() {
         let Some(idx) = *owner else { continue };
         let r = ReloadState::of(nodes[n].state, policies[idx].name);
-        if stale[n] {
+        if nodes[n].stale {
             grants[n] = r.granted && r.pending;
             continue;
         }
@@ -85,7 +84,9 @@ pub(crate) fn grant_reloads(
     // Unloading nodes that left a policy still disrupt its service.
     for (idx, members) in leaving.unloading_by_policy.iter().enumerate() {
         for n in members {
-            if !stale[*n] && ReloadState::of(nodes[*n].state, policies[idx].name).transitioning {
+            if !nodes[*n].stale
+                && ReloadState::of(nodes[*n].state, policies[idx].name).transitioning
+            {
                 busy[idx] += 1;
             }
         }

@@ -66,6 +66,17 @@ fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
+/// The first [`NAMES_IN_MESSAGE`] of `items`, then "and N more" when there are others: the
+/// list a condition message names.
+pub fn first_names(items: impl ExactSizeIterator<Item = String>) -> Vec<String> {
+    let total = items.len();
+    let mut names: Vec<String> = items.take(NAMES_IN_MESSAGE).collect();
+    if total > NAMES_IN_MESSAGE {
+        names.push(format!("and {} more", total - NAMES_IN_MESSAGE));
+    }
+    names
+}
+
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -90,23 +101,21 @@ pub(crate) fn aggregate<'s>(
     nodes: &[NodeView<'s>],
     assignment: &Assignment,
     leaving: &Leaving<'_>,
-    stale: Option<&[bool]>,
+    stale_checked: bool,
     now: Timestamp,
 ) -> BTreeMap<String, ToaPolicyStatus> {
     let mut tallies: Vec<Tally<'s>> = (0..policies.len())
         .map(|_| Tally {
-            stale_checked: stale.is_some(),
+            stale_checked,
             ..Tally::default()
         })
         .collect();
-    let no_stale = vec![false; nodes.len()];
-    let stale = stale.unwrap_or(&no_stale);
-    for ((node, owner), is_stale) in nodes.iter().zip(&assignment.owner).zip(stale) {
+    for (node, owner) in nodes.iter().zip(&assignment.owner) {
         let Some(idx) = *owner else { continue };
         let t = &mut tallies[idx];
         let policy = &policies[idx];
         t.selected += 1;
-        if *is_stale {
+        if node.stale {
             t.stale.push(node.name);
         }
         let Some(state) = node.state else {
@@ -306,15 +315,11 @@ fn policy_status(
             deleting_message(p, idx, leaving),
         )
     } else if failed > 0 {
-        let mut names: Vec<String> = t
-            .failures
-            .iter()
-            .take(NAMES_IN_MESSAGE)
-            .map(|f| format!("{} ({})", f.node, f.reason))
-            .collect();
-        if failed > NAMES_IN_MESSAGE {
-            names.push(format!("and {} more", failed - NAMES_IN_MESSAGE));
-        }
+        let names = first_names(
+            t.failures
+                .iter()
+                .map(|f| format!("{} ({})", f.node, f.reason)),
+        );
         cond(
             types::DEGRADED,
             true,
@@ -361,15 +366,7 @@ fn policy_status(
     let nodes_stale = if !t.stale_checked {
         None
     } else if stale_count > 0 {
-        let mut names: Vec<String> = t
-            .stale
-            .iter()
-            .take(NAMES_IN_MESSAGE)
-            .map(|n| n.to_string())
-            .collect();
-        if stale_count > NAMES_IN_MESSAGE {
-            names.push(format!("and {} more", stale_count - NAMES_IN_MESSAGE));
-        }
+        let names = first_names(t.stale.iter().map(|n| n.to_string()));
         Some(cond(
             types::NODES_STALE,
             true,
