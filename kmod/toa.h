@@ -18,6 +18,7 @@
 #include <linux/bitops.h>
 #include <linux/types.h>
 #include <linux/in6.h>
+#include <asm/byteorder.h>
 #include <linux/percpu.h>
 #include <linux/seq_file.h>
 #include "toa_parse.h"
@@ -54,6 +55,7 @@ struct toa_config {
 
 extern struct toa_config __rcu *toa_cfg;
 bool toa_config_trusted_v4(const struct toa_config *cfg, __be32 saddr);
+bool toa_config_trusted_v6(const struct toa_config *cfg, const struct in6_addr *saddr);
 bool toa_config_port_in_scope(const struct toa_config *cfg, __be16 lport);
 
 /* ---- counters (toa_stats.c) ---- */
@@ -109,20 +111,28 @@ void toa_stats_show(struct seq_file *m);
  */
 struct toa_tuple {
 	const struct net *net;
-	__be32 raddr;
-	__be32 laddr;
+	struct in6_addr raddr;	/* IPv4 transport: ::ffff:a.b.c.d (never on IPv6 wires) */
+	struct in6_addr laddr;
 	__be16 rport;
 	__be16 lport;
 };
 
+/* The connection of @t came over IPv4 (its addresses are IPv4-mapped). */
+static inline bool toa_tuple_is_v4(const struct toa_tuple *t)
+{
+	return t->raddr.s6_addr32[0] == 0 && t->raddr.s6_addr32[1] == 0 &&
+	       t->raddr.s6_addr32[2] == htonl(0x0000ffff);
+}
+
 struct nf_hook_state;
 unsigned int toa_skb_nf_local_in(void *priv, struct sk_buff *skb,
 				 const struct nf_hook_state *state);
-struct sock *toa_ehash_lookup(struct net *net, __be32 raddr, __be16 rport, __be32 laddr,
-			      __be16 lport, int dif, int sdif);
+unsigned int toa_skb_nf_local_in6(void *priv, struct sk_buff *skb,
+				  const struct nf_hook_state *state);
+struct sock *toa_ehash_lookup(struct net *net, const struct toa_tuple *t, int dif, int sdif);
 
 /* ---- SYN pending table (toa_pending.c) ---- */
-/* Per network namespace, and in all; an entry takes one kmalloc-96 object. */
+/* Per network namespace, and in all; an entry takes one kmalloc-128 object. */
 #define TOA_PENDING_NET_MAX	4096
 #define TOA_PENDING_MAX		65536
 int toa_pending_init(void);

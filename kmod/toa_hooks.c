@@ -55,6 +55,7 @@
 #include <linux/net.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6.h>
 #include <linux/ptrace.h>
 #include <net/inet_connection_sock.h>
 #include <net/ipv6.h>
@@ -71,6 +72,12 @@ static const struct nf_hook_ops toa_nf_ops[] = {
 		.pf = NFPROTO_IPV4,
 		.hooknum = NF_INET_LOCAL_IN,
 		.priority = NF_IP_PRI_NAT_SRC + 1,
+	},
+	{
+		.hook = toa_skb_nf_local_in6,
+		.pf = NFPROTO_IPV6,
+		.hooknum = NF_INET_LOCAL_IN,
+		.priority = NF_IP6_PRI_NAT_SRC + 1,
 	},
 };
 
@@ -99,32 +106,58 @@ static struct pernet_operations toa_nf_net_ops = {
  * returns the child, which has the connection's 4-tuple already. NULL: no child (e.g.
  * accept queue full); the pending entry stays for a retried ACK.
  */
-static int toa_syn_recv_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+static void toa_syn_recv_attach(const struct sock *child)
 {
-	const struct sock *child = (const struct sock *)regs_return_value(regs);
 	struct toa_tuple tuple;
 	struct toa_addr toa;
 
-	if (!child)
-		return 0;
 	/* Nothing pending anywhere (the common case): only the count. */
 	if (!toa_pending_empty() && toa_table_attach(child, &tuple, &toa)) {
 		toa_count(TOA_CNT_SYN_RECV_SOCK_TOA);
 		if (toa.type == TOA_TYPE_NAT64)
-			pr_debug("socket %p %pI4:%u: NAT64 TOA [%pI6c]:%u\n", child,
+			pr_debug("socket %p [%pI6c]:%u: NAT64 TOA [%pI6c]:%u\n", child,
 				 &tuple.raddr, ntohs(tuple.rport), toa.addr, toa.port);
 		else
-			pr_debug("socket %p %pI4:%u: IPv4 TOA %pI4:%u\n", child,
+			pr_debug("socket %p [%pI6c]:%u: IPv4 TOA %pI4:%u\n", child,
 				 &tuple.raddr, ntohs(tuple.rport), toa.addr, toa.port);
 	} else {
 		toa_count(TOA_CNT_SYN_RECV_SOCK_NO_TOA);
 	}
+}
+
+static int toa_syn_recv_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	const struct sock *child = (const struct sock *)regs_return_value(regs);
+
+	if (child)
+		toa_syn_recv_attach(child);
+	return 0;
+}
+
+/*
+ * struct sock *tcp_v6_syn_recv_sock(const struct sock *sk, struct sk_buff *skb, ...), the
+ * same for IPv6 listeners. For an IPv4 connection on a dual-stack listener it calls
+ * tcp_v4_syn_recv_sock(), whose probe attached and counted the child already: only
+ * children of native IPv6 connections are handled here.
+ */
+static int toa_syn_recv6_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	const struct sock *child = (const struct sock *)regs_return_value(regs);
+
+	if (child && !ipv6_addr_v4mapped(&child->sk_v6_daddr))
+		toa_syn_recv_attach(child);
 	return 0;
 }
 
 static struct kretprobe toa_krp_syn_recv = {
 	.kp.symbol_name = "tcp_v4_syn_recv_sock",
 	.handler = toa_syn_recv_ret,
+	.maxactive = TOA_SYN_RECV_MAXACTIVE,
+};
+
+static struct kretprobe toa_krp_syn_recv6 = {
+	.kp.symbol_name = "tcp_v6_syn_recv_sock",
+	.handler = toa_syn_recv6_ret,
 	.maxactive = TOA_SYN_RECV_MAXACTIVE,
 };
 
@@ -138,10 +171,12 @@ struct toa_getname_data {
 /*
  * Entry of inet_getname/inet6_getname(struct socket *sock, struct sockaddr *uaddr, int peer).
  * The socket's entry is looked up here, so the return handler (and the kretprobe return
- * trampoline) only runs for sockets that have an IPv4 entry to write: getsockname and
- * sockets without TOA pay for one lookup only.
+ * trampoline) only runs for sockets that have an entry this family can express: an
+ * AF_INET socket only an IPv4 one (@nat64_fits false), an AF_INET6 socket both.
+ * getsockname and sockets without TOA pay for one lookup only.
  */
-static int toa_getname_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+static int toa_getname_entry_common(struct kretprobe_instance *ri, struct pt_regs *regs,
+				    bool nat64_fits)
 {
 	struct toa_getname_data *d = (struct toa_getname_data *)ri->data;
 	struct socket *sock;
@@ -157,13 +192,23 @@ static int toa_getname_entry(struct kretprobe_instance *ri, struct pt_regs *regs
 			toa_count(TOA_CNT_GETNAME_TOA_EMPTY);
 		return 1;
 	}
-	if (d->toa.type != TOA_TYPE_IPV4) {
+	if (d->toa.type != TOA_TYPE_IPV4 && !nat64_fits) {
 		/* A NAT64 address cannot be expressed in this socket's address family. */
 		toa_count(TOA_CNT_GETNAME_TOA_MISMATCH);
 		return 1;
 	}
 	d->uaddr = (struct sockaddr *)regs_get_kernel_argument(regs, 1);
 	return 0;
+}
+
+static int toa_getname_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	return toa_getname_entry_common(ri, regs, false);
+}
+
+static int toa_getname6_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	return toa_getname_entry_common(ri, regs, true);
 }
 
 static int toa_getname_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
@@ -188,6 +233,10 @@ static int toa_getname_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 	return 0;
 }
 
+/*
+ * AF_INET6 sockets: an IPv4 entry as ::ffff:a.b.c.d, a NAT64 entry as the IPv6 address
+ * itself (no scope: the real client is not on one of this host's links).
+ */
 static int toa_getname6_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct toa_getname_data *d = (struct toa_getname_data *)ri->data;
@@ -196,9 +245,14 @@ static int toa_getname6_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 
 	if ((int)regs_return_value(regs) < 0 || sin6->sin6_family != AF_INET6)
 		return 0;
-	memcpy(&v4, d->toa.addr, 4);
 	sin6->sin6_port = htons(d->toa.port);
-	ipv6_addr_set_v4mapped(v4, &sin6->sin6_addr);
+	if (d->toa.type == TOA_TYPE_NAT64) {
+		memcpy(&sin6->sin6_addr, d->toa.addr, sizeof(sin6->sin6_addr));
+		sin6->sin6_scope_id = 0;
+	} else {
+		memcpy(&v4, d->toa.addr, 4);
+		ipv6_addr_set_v4mapped(v4, &sin6->sin6_addr);
+	}
 	toa_count(TOA_CNT_GETNAME_TOA_OK);
 	return 0;
 }
@@ -220,7 +274,7 @@ static struct kretprobe toa_krp_getname = {
 
 static struct kretprobe toa_krp_getname6 = {
 	.kp.symbol_name = "inet6_getname",
-	.entry_handler = toa_getname_entry,
+	.entry_handler = toa_getname6_entry,
 	.handler = toa_getname6_ret,
 	.data_size = sizeof(struct toa_getname_data),
 	.maxactive = TOA_GETNAME_MAXACTIVE,
@@ -256,6 +310,7 @@ static const struct {
 	{ TOA_HOOK_KRETPROBE, &toa_krp_getname },
 	{ TOA_HOOK_KRETPROBE, &toa_krp_getname6 },
 	{ TOA_HOOK_KRETPROBE, &toa_krp_syn_recv },
+	{ TOA_HOOK_KRETPROBE, &toa_krp_syn_recv6 },
 };
 
 static const char *toa_hook_symbol(unsigned int i)
@@ -329,6 +384,7 @@ int toa_hooks_register(void)
 	toa_krp_getname.maxactive = toa_maxactive(TOA_GETNAME_MAXACTIVE);
 	toa_krp_getname6.maxactive = toa_maxactive(TOA_GETNAME_MAXACTIVE);
 	toa_krp_syn_recv.maxactive = toa_maxactive(TOA_SYN_RECV_MAXACTIVE);
+	toa_krp_syn_recv6.maxactive = toa_maxactive(TOA_SYN_RECV_MAXACTIVE);
 	for (i = 0; i < ARRAY_SIZE(toa_hooks); i++) {
 		if (toa_hooks[i].type == TOA_HOOK_KPROBE)
 			err = register_kprobe(toa_hooks[i].probe);

@@ -54,6 +54,11 @@ bool toa_config_trusted_v4(const struct toa_config *cfg, __be32 saddr)
 	return toa_trusted_v4(cfg->trusted, cfg->n_trusted, cfg->accept_any, (const u8 *)&saddr);
 }
 
+bool toa_config_trusted_v6(const struct toa_config *cfg, const struct in6_addr *saddr)
+{
+	return toa_trusted_v6(cfg->trusted, cfg->n_trusted, cfg->accept_any, saddr->s6_addr);
+}
+
 bool toa_config_port_in_scope(const struct toa_config *cfg, __be16 lport)
 {
 	return !cfg->n_ports || test_bit(ntohs(lport), cfg->ports);

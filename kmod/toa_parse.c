@@ -371,8 +371,9 @@ int toa_parse_cidr_list(const char *s, size_t len, struct toa_cidr *out, unsigne
 	return (int)n;
 }
 
-int toa_trusted_v4(const struct toa_cidr *list, unsigned int n, int accept_any,
-		   const uint8_t saddr[4])
+/* Whether an entry of @family in list[0..n) contains @saddr (4 or 16 bytes). */
+static int toa_trusted_family(const struct toa_cidr *list, unsigned int n, int accept_any,
+			      uint8_t family, const uint8_t *saddr)
 {
 	unsigned int i, k, full, rem;
 	int match;
@@ -380,7 +381,7 @@ int toa_trusted_v4(const struct toa_cidr *list, unsigned int n, int accept_any,
 	if (!n)
 		return accept_any;
 	for (i = 0; i < n; i++) {
-		if (list[i].family != TOA_CIDR_V4)
+		if (list[i].family != family)
 			continue;
 		full = list[i].prefix / 8;
 		rem = list[i].prefix % 8;
@@ -393,6 +394,18 @@ int toa_trusted_v4(const struct toa_cidr *list, unsigned int n, int accept_any,
 			return 1;
 	}
 	return 0;
+}
+
+int toa_trusted_v4(const struct toa_cidr *list, unsigned int n, int accept_any,
+		   const uint8_t saddr[4])
+{
+	return toa_trusted_family(list, n, accept_any, TOA_CIDR_V4, saddr);
+}
+
+int toa_trusted_v6(const struct toa_cidr *list, unsigned int n, int accept_any,
+		   const uint8_t saddr[16])
+{
+	return toa_trusted_family(list, n, accept_any, TOA_CIDR_V6, saddr);
 }
 
 int toa_parse_port_list(const char *s, size_t len, struct toa_port_range *out, unsigned int max,
@@ -460,5 +473,26 @@ int toa_locate_v4(const uint8_t *buf, size_t len, struct toa_seg_v4 *seg)
 	seg->opt_off = ihl + 20;
 	seg->opt_len = doff - 20;
 	seg->payload = tot - ihl - doff;
+	return 0;
+}
+
+int toa_locate_tcp(const uint8_t *buf, size_t len, uint32_t tcp_len, struct toa_seg_v4 *seg)
+{
+	uint32_t doff;
+
+	/* the fixed TCP header: inside the buffer and the segment */
+	if (len < 20 || tcp_len < 20)
+		return -1;
+	doff = (uint32_t)(buf[12] >> 4) * 4;
+	if (doff < 20 || len < doff || tcp_len < doff)
+		return -1;
+	seg->sport = toa_be16(buf);
+	seg->dport = toa_be16(buf + 2);
+	seg->seq = ((uint32_t)buf[4] << 24) | ((uint32_t)buf[5] << 16) |
+		   ((uint32_t)buf[6] << 8) | buf[7];
+	seg->flags = buf[13];
+	seg->opt_off = 20;
+	seg->opt_len = doff - 20;
+	seg->payload = tcp_len - doff;
 	return 0;
 }

@@ -144,6 +144,13 @@ int toa_parse_cidr_list(const char *s, size_t len, struct toa_cidr *out, unsigne
 int toa_trusted_v4(const struct toa_cidr *list, unsigned int n, int accept_any,
 		   const uint8_t saddr[4]);
 
+/*
+ * The same for the IPv6 source of a segment: trusted when an IPv6 entry contains it (IPv4
+ * entries never match an IPv6 source), or, with no entries at all, when accept_any.
+ */
+int toa_trusted_v6(const struct toa_cidr *list, unsigned int n, int accept_any,
+		   const uint8_t saddr[16]);
+
 /* TCP flags byte (offset 13 of the TCP header). */
 #define TOA_TCP_FIN	0x01
 #define TOA_TCP_SYN	0x02
@@ -174,5 +181,14 @@ struct toa_seg_v4 {
  * buf[0..len) is read.
  */
 int toa_locate_v4(const uint8_t *buf, size_t len, struct toa_seg_v4 *seg);
+
+/*
+ * Locates the TCP header that starts at buf[0] (IPv6: after the extension headers); len
+ * bytes of it are available, tcp_len is the TCP segment's length as the IP layer gives it
+ * (header and payload). Returns 0 with every field of *seg but the addresses filled
+ * (opt_off is relative to buf), or -1 when the TCP header (options included) does not lie
+ * inside both buf[0..len) and tcp_len. Nothing outside buf[0..len) is read.
+ */
+int toa_locate_tcp(const uint8_t *buf, size_t len, uint32_t tcp_len, struct toa_seg_v4 *seg);
 
 #endif /* TOA_PARSE_H */

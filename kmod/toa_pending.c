@@ -39,6 +39,7 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/workqueue.h>
+#include <net/ipv6.h>
 #include <net/net_namespace.h>
 #include <net/netns/generic.h>
 #include "toa.h"
@@ -72,9 +73,11 @@ static struct delayed_work toa_pending_gc_work;
 
 static unsigned int toa_pending_hash_of(const struct toa_tuple *t)
 {
-	u32 h = jhash_3words((__force u32)t->raddr, (__force u32)t->laddr,
-			     ((__force u32)t->rport << 16) | (__force u32)t->lport,
-			     toa_pending_seed ^ hash_ptr(t->net, 32));
+	u32 h = jhash2((const u32 *)&t->raddr, sizeof(t->raddr) / sizeof(u32),
+		       toa_pending_seed ^ hash_ptr(t->net, 32));
+
+	h = jhash2((const u32 *)&t->laddr, sizeof(t->laddr) / sizeof(u32), h);
+	h = jhash_1word(((__force u32)t->rport << 16) | (__force u32)t->lport, h);
 
 	return h >> (32 - TOA_PENDING_BITS);
 }
@@ -92,8 +95,9 @@ static struct toa_pending_net *toa_pending_net(const struct net *net)
 
 static bool toa_tuple_eq(const struct toa_tuple *a, const struct toa_tuple *b)
 {
-	return a->net == b->net && a->raddr == b->raddr && a->laddr == b->laddr &&
-	       a->rport == b->rport && a->lport == b->lport;
+	return a->net == b->net && ipv6_addr_equal(&a->raddr, &b->raddr) &&
+	       ipv6_addr_equal(&a->laddr, &b->laddr) && a->rport == b->rport &&
+	       a->lport == b->lport;
 }
 
 /* Caller holds the bucket's lock. */

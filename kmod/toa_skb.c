@@ -13,7 +13,11 @@
 #include <linux/skbuff.h>
 #include <linux/netfilter.h>
 #include <linux/tcp.h>
+#include <linux/ipv6.h>
+#include <net/addrconf.h>
 #include <net/inet_hashtables.h>
+#include <net/inet6_hashtables.h>
+#include <net/ipv6.h>
 #include <net/ip.h>
 #include <net/route.h>
 #include <net/sock.h>
@@ -55,28 +59,43 @@ static const u8 *toa_skb_seg(const struct sk_buff *skb, u8 *buf, struct toa_seg_
 static void toa_seg_tuple(const struct net *net, const struct toa_seg_v4 *seg,
 			  struct toa_tuple *t)
 {
+	__be32 a;
+
 	t->net = net;
-	memcpy(&t->raddr, seg->saddr, 4);
-	memcpy(&t->laddr, seg->daddr, 4);
+	memcpy(&a, seg->saddr, 4);
+	ipv6_addr_set_v4mapped(a, &t->raddr);
+	memcpy(&a, seg->daddr, 4);
+	ipv6_addr_set_v4mapped(a, &t->laddr);
 	t->rport = htons(seg->sport);
 	t->lport = htons(seg->dport);
 }
 
 /*
- * The established-table entry of a connection, with a reference (sock_gen_put() it):
- * a full socket, a TIME_WAIT socket or a request socket (TCP_NEW_SYN_RECV), or NULL.
- * The caller holds rcu_read_lock(). Kernels since 2025 have one TCP hash table per
- * namespace reachable from the namespace itself and dropped the table argument (the
- * build detects which, see Kbuild).
+ * The established-table entry of a connection (IPv4 or IPv6, from the tuple), with a
+ * reference (sock_gen_put() it): a full socket, a TIME_WAIT socket or a request socket
+ * (TCP_NEW_SYN_RECV), or NULL. The caller holds rcu_read_lock(). Kernels since 2025 have
+ * one TCP hash table per namespace reachable from the namespace itself and dropped the
+ * table argument (the build detects which for each family, see Kbuild).
  */
-struct sock *toa_ehash_lookup(struct net *net, __be32 raddr, __be16 rport, __be32 laddr,
-			      __be16 lport, int dif, int sdif)
+struct sock *toa_ehash_lookup(struct net *net, const struct toa_tuple *t, int dif, int sdif)
 {
+	if (toa_tuple_is_v4(t)) {
+		__be32 raddr = t->raddr.s6_addr32[3], laddr = t->laddr.s6_addr32[3];
+
 #ifdef TOA_EHASH_NO_HASHINFO
-	return __inet_lookup_established(net, raddr, rport, laddr, ntohs(lport), dif, sdif);
+		return __inet_lookup_established(net, raddr, t->rport, laddr, ntohs(t->lport),
+						 dif, sdif);
 #else
-	return __inet_lookup_established(net, net->ipv4.tcp_death_row.hashinfo, raddr, rport,
-					 laddr, ntohs(lport), dif, sdif);
+		return __inet_lookup_established(net, net->ipv4.tcp_death_row.hashinfo, raddr,
+						 t->rport, laddr, ntohs(t->lport), dif, sdif);
+#endif
+	}
+#ifdef TOA_EHASH6_NO_HASHINFO
+	return __inet6_lookup_established(net, &t->raddr, t->rport, &t->laddr, ntohs(t->lport),
+					  dif, sdif);
+#else
+	return __inet6_lookup_established(net, net->ipv4.tcp_death_row.hashinfo, &t->raddr,
+					  t->rport, &t->laddr, ntohs(t->lport), dif, sdif);
 #endif
 }
 
@@ -85,11 +104,9 @@ struct sock *toa_ehash_lookup(struct net *net, __be32 raddr, __be16 rport, __be3
  * child made from the SYN) or is in TIME_WAIT: a later segment, whose TOA is ignored.
  * A request socket (the handshake in progress) or nothing (SYN cookies) is not.
  */
-static bool toa_after_handshake(struct net *net, struct sk_buff *skb,
-				const struct toa_tuple *t)
+static bool toa_after_handshake(struct net *net, int dif, int sdif, const struct toa_tuple *t)
 {
-	struct sock *sk = toa_ehash_lookup(net, t->raddr, t->rport, t->laddr, t->lport,
-					   inet_iif(skb), inet_sdif(skb));
+	struct sock *sk = toa_ehash_lookup(net, t, dif, sdif);
 	bool later;
 
 	if (!sk)
@@ -120,24 +137,28 @@ static bool toa_pick(const struct toa_config *cfg, const struct toa_parse_result
 }
 
 /*
- * A decoded address that cannot be a real client: special ranges (toa_addr_check), or,
- * for IPv4, an address of this host in the receiving namespace (one FIB lookup, only for
- * segments that carry a trusted TOA).
+ * A decoded address that cannot be a real client: special ranges (toa_addr_check), or an
+ * address of this host in the receiving namespace (IPv4: one FIB lookup; IPv6: the
+ * namespace's address list), checked only for segments that carry a trusted TOA.
  */
 static bool toa_addr_refused(struct net *net, const struct toa_addr *toa)
 {
+	struct in6_addr v6;
 	__be32 v4;
 
 	if (toa_addr_check(toa) != TOA_ADDR_OK)
 		return true;
-	if (toa->type != TOA_TYPE_IPV4)
-		return false;
+	if (toa->type == TOA_TYPE_NAT64) {
+		memcpy(&v6, toa->addr, sizeof(v6));
+		return ipv6_chk_addr(net, &v6, NULL, 0);
+	}
 	memcpy(&v4, toa->addr, 4);
 	return inet_addr_type(net, v4) == RTN_LOCAL;
 }
 
 /*
- * One received segment (netfilter LOCAL_IN, namespace @net). Only a SYN (without ACK)
+ * One received segment (netfilter LOCAL_IN, namespace @net), located already (@p, @seg:
+ * the option bytes at p + seg->opt_off, @tuple: its connection). Only a SYN (without ACK)
  * and an ACK that belongs to a handshake in progress are looked at; TOA on any other
  * segment is ignored. In order: a local port outside `ports` is not parsed at all; a
  * segment without TOA and without malformed options stops here (the cost for ordinary
@@ -147,41 +168,41 @@ static bool toa_addr_refused(struct net *net, const struct toa_addr *toa)
  * dup_rule does not resolve count toa_ambiguous; an address that cannot be a client
  * counts toa_refused_address. Each refused segment counts once. What is left is stored
  * in the pending table: a SYN's (syn_pending_stored) or an ACK's (ack_pending_stored,
- * replacing the SYN's: the ACK's option wins).
+ * replacing the SYN's: the ACK's option wins). The rules are the same for IPv4 and IPv6
+ * transport; only the trust list entries of the transport's family can match.
  */
-static noinline void toa_skb_inspect_slow(struct net *net, struct sk_buff *skb)
+static void toa_seg_inspect(struct net *net, int dif, int sdif, const u8 *p,
+			    const struct toa_seg_v4 *seg, const struct toa_tuple *tuple)
 {
 	enum toa_counter refused = TOA_CNT_MAX;
 	const struct toa_config *cfg;
 	struct toa_parse_result res;
-	struct toa_seg_v4 seg;
-	struct toa_tuple tuple;
 	struct toa_addr toa;
-	u8 buf[TOA_SEG_MAX];
-	const u8 *p;
-	bool syn, found;
+	bool syn, found, trusted;
 
-	p = toa_skb_seg(skb, buf, &seg);
-	if (!p || (seg.flags & TOA_TCP_RST))
+	if (seg->flags & TOA_TCP_RST)
 		return;
-	syn = seg.flags & TOA_TCP_SYN;
-	if (syn ? (seg.flags & TOA_TCP_ACK) : !(seg.flags & TOA_TCP_ACK))
+	syn = seg->flags & TOA_TCP_SYN;
+	if (syn ? (seg->flags & TOA_TCP_ACK) : !(seg->flags & TOA_TCP_ACK))
 		return;
-	toa_seg_tuple(net, &seg, &tuple);
 
 	rcu_read_lock();
 	cfg = rcu_dereference(toa_cfg);
-	if (!toa_config_port_in_scope(cfg, tuple.lport)) {
+	if (!toa_config_port_in_scope(cfg, tuple->lport)) {
 		rcu_read_unlock();
 		return;
 	}
-	found = toa_parse_options(p + seg.opt_off, seg.opt_len, &cfg->kinds, &res);
-	if ((!found && !res.malformed) || (!syn && toa_after_handshake(net, skb, &tuple))) {
+	found = toa_parse_options(p + seg->opt_off, seg->opt_len, &cfg->kinds, &res);
+	if ((!found && !res.malformed) || (!syn && toa_after_handshake(net, dif, sdif, tuple))) {
 		rcu_read_unlock();
 		goto no_toa;
 	}
 	if (found) {
-		if (!toa_config_trusted_v4(cfg, tuple.raddr))
+		if (toa_tuple_is_v4(tuple))
+			trusted = toa_config_trusted_v4(cfg, tuple->raddr.s6_addr32[3]);
+		else
+			trusted = toa_config_trusted_v6(cfg, &tuple->raddr);
+		if (!trusted)
 			refused = TOA_CNT_TOA_UNTRUSTED;
 		else if (!toa_pick(cfg, &res, &toa))
 			refused = TOA_CNT_TOA_AMBIGUOUS;
@@ -196,15 +217,15 @@ static noinline void toa_skb_inspect_slow(struct net *net, struct sk_buff *skb)
 		refused = TOA_CNT_TOA_REFUSED_ADDRESS;
 	if (refused != TOA_CNT_MAX) {
 		toa_count(refused);
-		pr_debug("toa: TOA from %pI4:%u refused (counter %d)\n", &tuple.raddr,
-			 ntohs(tuple.rport), refused);
+		pr_debug("toa: TOA from [%pI6c]:%u refused (counter %d)\n", &tuple->raddr,
+			 ntohs(tuple->rport), refused);
 		goto no_toa;
 	}
-	if (toa_pending_store(&tuple, &toa, seg.seq, syn)) {
+	if (toa_pending_store(tuple, &toa, seg->seq, syn)) {
 		toa_count(syn ? TOA_CNT_SYN_PENDING_STORED : TOA_CNT_ACK_PENDING_STORED);
-		pr_debug("toa: %s %pI4:%u -> %pI4:%u carries TOA kind %u\n", syn ? "SYN" : "ACK",
-			 &tuple.raddr, ntohs(tuple.rport), &tuple.laddr, ntohs(tuple.lport),
-			 toa.kind);
+		pr_debug("toa: %s [%pI6c]:%u -> [%pI6c]:%u carries TOA kind %u\n",
+			 syn ? "SYN" : "ACK", &tuple->raddr, ntohs(tuple->rport), &tuple->laddr,
+			 ntohs(tuple->lport), toa.kind);
 	}
 	return;
 
@@ -215,7 +236,22 @@ no_toa:
 	 * taken by this one. (Cheap: nothing to do while the table is empty.)
 	 */
 	if (syn && !toa_pending_empty())
-		toa_pending_remove(&tuple);
+		toa_pending_remove(tuple);
+}
+
+/* An IPv4 segment that needs a closer look (see toa_skb_nf_local_in). */
+static noinline void toa_skb_inspect_slow(struct net *net, struct sk_buff *skb)
+{
+	struct toa_seg_v4 seg;
+	struct toa_tuple tuple;
+	u8 buf[TOA_SEG_MAX];
+	const u8 *p;
+
+	p = toa_skb_seg(skb, buf, &seg);
+	if (!p)
+		return;
+	toa_seg_tuple(net, &seg, &tuple);
+	toa_seg_inspect(net, inet_iif(skb), inet_sdif(skb), p, &seg, &tuple);
 }
 
 /*
@@ -262,5 +298,83 @@ unsigned int toa_skb_nf_local_in(void *priv, struct sk_buff *skb,
 		return NF_ACCEPT;
 slow:
 	toa_skb_inspect_slow(state->net, skb);
+	return NF_ACCEPT;
+}
+
+/*
+ * IPv6 segments. Extension headers (hop-by-hop, routing, destination options, AH) are
+ * skipped with ipv6_skip_exthdr(), every one bounds-checked by the kernel's walker; a
+ * segment is parsed only when the header chain ends in TCP and it is not a later fragment
+ * (those carry no TCP header; at LOCAL_IN with nf_defrag_ipv6 loaded fragments are
+ * reassembled already, without it a first fragment is parsed only when its TCP header
+ * with all options lies inside it). Then only the TCP header with its options is copied
+ * (toa_locate_tcp() checks its lengths against the bytes taken and the payload length).
+ */
+static noinline void toa_skb_inspect6(struct net *net, struct sk_buff *skb)
+{
+	int off = skb_network_offset(skb), toff, need;
+	const struct ipv6hdr *ip6;
+	const struct tcphdr *th;
+	struct toa_seg_v4 seg;
+	struct toa_tuple tuple;
+	struct ipv6hdr _ip6;
+	struct tcphdr _th;
+	u8 buf[TOA_SEG_MAX];
+	__be16 frag_off;
+	u32 tcp_len;
+	const u8 *p;
+	u8 nexthdr;
+
+	if (off < 0 || skb->len < off + sizeof(_ip6))
+		return;
+	ip6 = skb_header_pointer(skb, off, sizeof(_ip6), &_ip6);
+	/* IPv4-mapped addresses never come over IPv6 (the stack drops them): not ours */
+	if (!ip6 || ip6->version != 6 || ipv6_addr_v4mapped(&ip6->saddr) ||
+	    ipv6_addr_v4mapped(&ip6->daddr))
+		return;
+	nexthdr = ip6->nexthdr;
+	toff = ipv6_skip_exthdr(skb, off + sizeof(_ip6), &nexthdr, &frag_off);
+	if (toff < 0 || nexthdr != IPPROTO_TCP || (frag_off & htons(IP6_OFFSET)))
+		return;
+	/* TCP bytes: the payload length minus the extension headers, within the skb */
+	if (toff - off - (int)sizeof(_ip6) > ntohs(ip6->payload_len))
+		return;
+	tcp_len = ntohs(ip6->payload_len) - (toff - off - sizeof(_ip6));
+	th = skb_header_pointer(skb, toff, sizeof(_th), &_th);
+	if (!th)
+		return;
+	/* the fast decisions of the IPv4 hook: resets, SYN-ACKs, bare ACKs */
+	if (th->rst || (th->syn ? th->ack : !th->ack) || (!th->syn && th->doff <= 5))
+		return;
+	if (th->syn && th->doff <= 5 && toa_pending_empty())
+		return;
+	/* an ACK whose only option is the aligned timestamp (as in the IPv4 hook) */
+	if (!th->syn && th->doff == 8) {
+		const __be32 *opt;
+		__be32 _opt;
+
+		opt = skb_header_pointer(skb, toff + sizeof(_th), sizeof(_opt), &_opt);
+		if (opt && *opt == htonl((TCPOPT_NOP << 24) | (TCPOPT_NOP << 16) |
+					 (TCPOPT_TIMESTAMP << 8) | TCPOLEN_TIMESTAMP))
+			return;
+	}
+	need = min_t(int, (int)skb->len - toff, th->doff * 4);
+	p = skb_header_pointer(skb, toff, need, buf);
+	if (!p || toa_locate_tcp(p, need, tcp_len, &seg))
+		return;
+	tuple.net = net;
+	tuple.raddr = ip6->saddr;
+	tuple.laddr = ip6->daddr;
+	tuple.rport = htons(seg.sport);
+	tuple.lport = htons(seg.dport);
+	toa_seg_inspect(net, inet6_iif(skb), inet6_sdif(skb), p, &seg, &tuple);
+}
+
+/* The netfilter IPv6 LOCAL_IN hook (toa_hooks.c), which never drops anything. */
+unsigned int toa_skb_nf_local_in6(void *priv, struct sk_buff *skb,
+				  const struct nf_hook_state *state)
+{
+	if (skb->protocol == htons(ETH_P_IPV6))
+		toa_skb_inspect6(state->net, skb);
 	return NF_ACCEPT;
 }

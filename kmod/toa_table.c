@@ -23,6 +23,7 @@
 #include <linux/spinlock.h>
 #include <linux/workqueue.h>
 #include <net/inet_hashtables.h>
+#include <net/ipv6.h>
 #include <net/net_namespace.h>
 #include <net/sock.h>
 #include <net/tcp.h>
@@ -113,26 +114,49 @@ static int toa_table_store(const struct sock *sk, const struct toa_tuple *t,
 	return 0;
 }
 
+/*
+ * The connection of @sk as a tuple: an IPv4 connection (on an AF_INET socket, or on a
+ * dual-stack AF_INET6 socket, whose peer is ::ffff:a.b.c.d) with IPv4-mapped addresses,
+ * a native IPv6 connection with its IPv6 addresses: the same key the hook built.
+ */
+static void toa_sock_tuple(const struct sock *sk, struct toa_tuple *t)
+{
+	t->net = sock_net(sk);
+#if IS_ENABLED(CONFIG_IPV6)
+	if (sk->sk_family == AF_INET6) {
+		t->raddr = sk->sk_v6_daddr;
+		t->laddr = sk->sk_v6_rcv_saddr;
+		if (!toa_tuple_is_v4(t) || ipv6_addr_v4mapped(&t->laddr))
+			goto ports;
+	}
+#endif
+	ipv6_addr_set_v4mapped(READ_ONCE(sk->sk_daddr), &t->raddr);
+	ipv6_addr_set_v4mapped(READ_ONCE(sk->sk_rcv_saddr), &t->laddr);
+#if IS_ENABLED(CONFIG_IPV6)
+ports:
+#endif
+	t->rport = READ_ONCE(sk->sk_dport);
+	t->lport = htons(READ_ONCE(sk->sk_num));
+}
+
 /* The socket still has the 4-tuple the entry was created for. */
 static bool toa_sock_matches(const struct sock *sk, const struct toa_tuple *t)
 {
-	return READ_ONCE(sk->sk_daddr) == t->raddr && READ_ONCE(sk->sk_dport) == t->rport &&
-	       READ_ONCE(sk->sk_rcv_saddr) == t->laddr &&
-	       READ_ONCE(sk->sk_num) == ntohs(t->lport);
+	struct toa_tuple cur;
+
+	toa_sock_tuple(sk, &cur);
+	return ipv6_addr_equal(&cur.raddr, &t->raddr) && ipv6_addr_equal(&cur.laddr, &t->laddr) &&
+	       cur.rport == t->rport && cur.lport == t->lport;
 }
 
 /*
  * Takes the pending entry of @sk's connection (key: namespace and 4-tuple, the same as
- * the hook's) and stores it as the socket's entry. The child-creation probe calls this
+ * the hook's) and stores it as the socket's entry. The child-creation probes call this
  * for every new child; the lookup below when that probe was skipped.
  */
 bool toa_table_attach(const struct sock *sk, struct toa_tuple *t, struct toa_addr *toa)
 {
-	t->net = sock_net(sk);
-	t->raddr = READ_ONCE(sk->sk_daddr);
-	t->laddr = READ_ONCE(sk->sk_rcv_saddr);
-	t->rport = READ_ONCE(sk->sk_dport);
-	t->lport = htons(READ_ONCE(sk->sk_num));
+	toa_sock_tuple(sk, t);
 	return toa_pending_take(t, toa) && !toa_table_store(sk, t, toa);
 }
 
@@ -256,8 +280,7 @@ static bool toa_entry_sock_gone(const struct toa_sock_entry *e)
 	struct sock *sk;
 	bool gone;
 
-	sk = toa_ehash_lookup(net, e->tuple.raddr, e->tuple.rport, e->tuple.laddr,
-			      e->tuple.lport, e->dif, 0);
+	sk = toa_ehash_lookup(net, &e->tuple, e->dif, 0);
 	gone = sk != e->sk;
 	if (sk)
 		sock_gen_put(sk);
@@ -432,13 +455,15 @@ static int toa_table_seq_show(struct seq_file *m, void *v)
 	const struct toa_sock_entry *e = v;
 
 	if (v == SEQ_START_TOKEN) {
-		seq_puts(m, "socket type address port\n");
+		seq_puts(m, "socket type address port transport\n");
 		return 0;
 	}
 	if (e->toa.type == TOA_TYPE_NAT64)
-		seq_printf(m, "%p nat64 %pI6c %u\n", e->sk, e->toa.addr, e->toa.port);
+		seq_printf(m, "%p nat64 %pI6c %u %s\n", e->sk, e->toa.addr, e->toa.port,
+			   toa_tuple_is_v4(&e->tuple) ? "ipv4" : "ipv6");
 	else
-		seq_printf(m, "%p ipv4 %pI4 %u\n", e->sk, e->toa.addr, e->toa.port);
+		seq_printf(m, "%p ipv4 %pI4 %u %s\n", e->sk, e->toa.addr, e->toa.port,
+			   toa_tuple_is_v4(&e->tuple) ? "ipv4" : "ipv6");
 	return 0;
 }
 
