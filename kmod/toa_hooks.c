@@ -171,12 +171,14 @@ struct toa_getname_data {
 /*
  * Entry of inet_getname/inet6_getname(struct socket *sock, struct sockaddr *uaddr, int peer).
  * The socket's entry is looked up here, so the return handler (and the kretprobe return
- * trampoline) only runs for sockets that have an entry this family can express: an
- * AF_INET socket only an IPv4 one (@nat64_fits false), an AF_INET6 socket both.
- * getsockname and sockets without TOA pay for one lookup only.
+ * trampoline) only runs for sockets whose entry is rewritten: an IPv4 entry always (an
+ * AF_INET6 socket shows it as ::ffff:a.b.c.d), a NAT64 entry only on an AF_INET6 socket
+ * of an IPv6 connection (@v6). An IPv4 connection keeps its IPv4 (or IPv4-mapped) peer
+ * with a NAT64 entry, as before IPv6 transport was handled: applications there ask
+ * getsockopt(4096). getsockname and sockets without TOA pay for one lookup only.
  */
 static int toa_getname_entry_common(struct kretprobe_instance *ri, struct pt_regs *regs,
-				    bool nat64_fits)
+				    bool v6)
 {
 	struct toa_getname_data *d = (struct toa_getname_data *)ri->data;
 	struct socket *sock;
@@ -192,8 +194,9 @@ static int toa_getname_entry_common(struct kretprobe_instance *ri, struct pt_reg
 			toa_count(TOA_CNT_GETNAME_TOA_EMPTY);
 		return 1;
 	}
-	if (d->toa.type != TOA_TYPE_IPV4 && !nat64_fits) {
-		/* A NAT64 address cannot be expressed in this socket's address family. */
+	if (d->toa.type != TOA_TYPE_IPV4 &&
+	    (!v6 || ipv6_addr_v4mapped(&sk->sk_v6_daddr))) {
+		/* An IPv4 connection: the NAT64 address is for getsockopt(4096) only. */
 		toa_count(TOA_CNT_GETNAME_TOA_MISMATCH);
 		return 1;
 	}

@@ -60,9 +60,13 @@ struct toa_nat64_peer {
 #define BAL_IP_OTHER "10.0.5.2"	/* a second balancer, outside 10.0.0.0/24 */
 #define BAL_IP_THIRD "10.0.9.2"	/* a third one, in no trusted list of the suite */
 #define GUEST_IP6 "fd00::1"
-#define BAL_IP6 "fd00::2"
+#define BAL_IP6 "fd00::2"	/* the IPv6 balancer, inside fd00::/120 */
+#define BAL_IP6_OTHER "fd00::5:2"	/* a second one, outside fd00::/120 */
+#define BAL_IP6_THIRD "fd00::9:2"	/* a third one, in no trusted list of the suite */
+#define TRUSTED6 "fd00::/120"
 #define PORT_V4 8080
 #define PORT_DUAL 8081
+#define PORT_V6ONLY 8083	/* AF_INET6 listener with IPV6_V6ONLY=1 */
 #define MAX_OPT 40
 
 static int tunfd = -1;
@@ -70,7 +74,7 @@ static const char *module_path = "/toa.ko";
 static int n_pass, n_fail;
 static uint16_t next_sport = 20000;
 static uint32_t next_isn = 0x10000000;
-static int lfd_v4 = -1, lfd_dual = -1;
+static int lfd_v4 = -1, lfd_dual = -1, lfd_v6only = -1;
 
 /* ------------------------------------------------------------------ utilities */
 
@@ -950,7 +954,10 @@ static int listen_on(int dual, uint16_t port)
 		fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
 			die("socket(AF_INET6): %s", strerror(errno));
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+		if (dual == 2)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		else
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (bind(fd, (struct sockaddr *)&a6, sizeof(a6)) < 0)
 			die("bind [::]:%u: %s", port, strerror(errno));
@@ -1047,9 +1054,9 @@ static int server_accept(int lfd, struct obs *o, struct result *r)
 /* Drains anything pending on the listeners (left over from a failed scenario). */
 static void drain_listeners(void)
 {
-	int fds[2] = { lfd_v4, lfd_dual }, i, c;
+	int fds[3] = { lfd_v4, lfd_dual, lfd_v6only }, i, c;
 
-	for (i = 0; i < 2; i++) {
+	for (i = 0; i < 3; i++) {
 		struct pollfd p = { .fd = fds[i], .events = POLLIN };
 
 		while (fds[i] >= 0 && poll(&p, 1, 0) > 0) {
@@ -1123,7 +1130,8 @@ struct scen {
 	const char *name;
 	int dual;			/* accept on the dual-stack listener */
 	int v6;				/* IPv6 transport from BAL_IP6 (implies dual) */
-	const char *bal;		/* balancer source address (default BAL_IP) */
+	int v6only;			/* with v6: accept on the IPV6_V6ONLY listener */
+	const char *bal;		/* balancer source address (default BAL_IP, BAL_IP6) */
 	struct opts syn, ack;		/* option bytes on the SYN and the handshake ACK */
 	int data;			/* send a data segment after the handshake */
 	struct opts data_opt;		/* options on that data segment */
@@ -1144,12 +1152,17 @@ static void expected_peer(const struct scen *s, const struct flow *f, char *out,
 {
 	char ip[INET_ADDRSTRLEN];
 
-	if (s->v6) {
-		snprintf(out, size, "[%s]:%u", BAL_IP6, f->sport);
+	if (s->v6 && s->entry == E_NAT64) {
+		/* IPv6 transport, AF_INET6 socket: the NAT64 option is the peer itself */
+		snprintf(out, size, "%s", s->nat64);
+		return;
+	}
+	if (s->v6 && s->entry == E_NONE) {
+		snprintf(out, size, "[%s]:%u", s->bal ? s->bal : BAL_IP6, f->sport);
 		return;
 	}
 	if (s->entry == E_V4) {
-		if (s->dual)
+		if (s->dual || s->v6)
 			snprintf(out, size, "[::ffff:%.*s]:%s", (int)(strchr(s->real, ':') - s->real),
 				 s->real, strchr(s->real, ':') + 1);
 		else
@@ -1166,13 +1179,6 @@ static void expected_peer(const struct scen *s, const struct flow *f, char *out,
 /* The counters one connection of scenario s moves (accept + getpeername = 2 getname calls). */
 static void expected_counters(const struct scen *s, struct expect_cnt *e)
 {
-	/* IPv6 transport is out of scope: no child-socket counters, only the getname/getsockopt ones */
-	if (s->v6) {
-		exp_add(e, "getname_toa_empty", 2);
-		exp_add(e, "getsockopt_empty", 1);
-		exp_add(e, "toa_malformed", s->malformed);
-		return;
-	}
 	switch (s->entry) {
 	case E_V4:
 		exp_add(e, "syn_recv_sock_toa", 1);
@@ -1182,7 +1188,8 @@ static void expected_counters(const struct scen *s, struct expect_cnt *e)
 		break;
 	case E_NAT64:
 		exp_add(e, "syn_recv_sock_toa", 1);
-		exp_add(e, "getname_toa_mismatch", 2);
+		/* an AF_INET6 socket of an IPv6 connection shows the NAT64 address itself */
+		exp_add(e, s->v6 ? "getname_toa_ok" : "getname_toa_mismatch", 2);
 		exp_add(e, "ip6_address_alloc", 1);
 		exp_add(e, "ip6_address_free", 1);
 		break;
@@ -1215,8 +1222,8 @@ static void run_scen(const struct scen *s)
 	struct obs o;
 	char want[96], want_local[64];
 	int dual = s->dual || s->v6;
-	int lfd = dual ? lfd_dual : lfd_v4;
-	uint16_t port = dual ? PORT_DUAL : PORT_V4;
+	int lfd = s->v6only ? lfd_v6only : dual ? lfd_dual : lfd_v4;
+	uint16_t port = s->v6only ? PORT_V6ONLY : dual ? PORT_DUAL : PORT_V4;
 
 	drain_listeners();
 	stats_read(&before);
@@ -1226,7 +1233,7 @@ static void run_scen(const struct scen *s)
 		return;
 	}
 	if (s->v6)
-		flow_init6(&f, BAL_IP6, port);
+		flow_init6(&f, s->bal ? s->bal : BAL_IP6, port);
 	else
 		flow_init(&f, s->bal ? s->bal : BAL_IP, port);
 	if (flow_connect(&f, s->syn.b, s->syn.n, s->ack.b, s->ack.n, &r) < 0) {
@@ -1288,7 +1295,8 @@ static void run_scen(const struct scen *s)
 			res_fail(&r, "getpeername() after the data segment: expected %s got %s", want, after);
 		/* that third getname call counts too */
 		exp_add(&e, s->entry == E_V4 ? "getname_toa_ok" :
-			    s->entry == E_NAT64 ? "getname_toa_mismatch" : "getname_toa_empty", 1);
+			    s->entry == E_NAT64 ? (s->v6 ? "getname_toa_ok" : "getname_toa_mismatch") :
+			    "getname_toa_empty", 1);
 	}
 	if (s->fin) {
 		char buf[16];
@@ -1615,18 +1623,27 @@ static void scen_burst(int n)
 }
 
 /* Opens one connection and keeps it (for toa_table and rmmod tests). */
-static int open_conn(const struct opts *syn, const struct opts *ack, int *fd_out, struct flow *f,
-		     struct result *r)
+static int open_conn_on(int v6, const struct opts *syn, const struct opts *ack, int *fd_out,
+			struct flow *f, struct result *r)
 {
 	struct obs o;
 
-	flow_init(f, BAL_IP, PORT_V4);
+	if (v6)
+		flow_init6(f, BAL_IP6, PORT_DUAL);
+	else
+		flow_init(f, BAL_IP, PORT_V4);
 	if (flow_connect(f, syn->b, syn->n, ack->b, ack->n, r) < 0)
 		return -1;
-	if (server_accept(lfd_v4, &o, r) < 0)
+	if (server_accept(v6 ? lfd_dual : lfd_v4, &o, r) < 0)
 		return -1;
 	*fd_out = o.fd;
 	return 0;
+}
+
+static int open_conn(const struct opts *syn, const struct opts *ack, int *fd_out, struct flow *f,
+		     struct result *r)
+{
+	return open_conn_on(0, syn, ack, fd_out, f, r);
 }
 
 /*
@@ -1671,40 +1688,54 @@ static void toa_table_other_netns_empty(struct result *r)
 static void scen_toa_table(void)
 {
 	struct result r = { .bad = 0 };
-	struct flow f[3];
-	int fd[3] = { -1, -1, -1 }, i, lines = 0, seen_a = 0, seen_b = 0, seen_c = 0;
+	struct flow f[5];
+	int fd[5] = { -1, -1, -1, -1, -1 }, i, lines = 0;
+	int seen_a = 0, seen_b = 0, seen_c = 0, seen_d = 0, seen_e = 0;
 	char tbl[16384], *line, *save = NULL;
 	struct opts none = { .n = 0 }, o1 = { .n = 0 }, o2 = { .n = 0 }, o3 = { .n = 0 };
+	struct opts o4 = { .n = 0 }, o5 = { .n = 0 };
 
 	drain_listeners();
 	o_toa4(&o1, 200, "203.0.113.50", 5050);
 	o_toa4(&o2, 200, "203.0.113.51", 5051);
 	o_nat64(&o3, 253, "2001:db8::50", 5052);
+	o_nat64(&o4, 253, "2001:db8::53", 5053);
+	o_toa4(&o5, 200, "203.0.113.54", 5054);
+	/* the last two over IPv6 transport: the transport column says so */
 	if (open_conn(&o1, &none, &fd[0], &f[0], &r) == 0 &&
 	    open_conn(&none, &o2, &fd[1], &f[1], &r) == 0 &&
-	    open_conn(&o3, &none, &fd[2], &f[2], &r) == 0) {
+	    open_conn(&o3, &none, &fd[2], &f[2], &r) == 0 &&
+	    open_conn_on(1, &o4, &none, &fd[3], &f[3], &r) == 0 &&
+	    open_conn_on(1, &none, &o5, &fd[4], &f[4], &r) == 0) {
 		if (read_file("/proc/net/toa_table", tbl, sizeof(tbl)) < 0) {
 			res_fail(&r, "cannot read /proc/net/toa_table");
 		} else {
 			line = strtok_r(tbl, "\n", &save);	/* header */
+			if (!line || strcmp(line, "socket type address port transport"))
+				res_fail(&r, "toa_table header '%s', expected 'socket type address port transport'",
+					 line ? line : "");
 			while ((line = strtok_r(NULL, "\n", &save))) {
 				lines++;
-				if (strstr(line, "ipv4") && strstr(line, "203.0.113.50") && strstr(line, "5050"))
+				if (strstr(line, " ipv4 203.0.113.50 5050 ipv4"))
 					seen_a++;
-				if (strstr(line, "ipv4") && strstr(line, "203.0.113.51") && strstr(line, "5051"))
+				if (strstr(line, " ipv4 203.0.113.51 5051 ipv4"))
 					seen_b++;
-				if (strstr(line, "nat64") && strstr(line, "2001:db8::50") && strstr(line, "5052"))
+				if (strstr(line, " nat64 2001:db8::50 5052 ipv4"))
 					seen_c++;
+				if (strstr(line, " nat64 2001:db8::53 5053 ipv6"))
+					seen_d++;
+				if (strstr(line, " ipv4 203.0.113.54 5054 ipv6"))
+					seen_e++;
 			}
-			if (lines != 3)
-				res_fail(&r, "toa_table lists %d entries, 3 connections are open", lines);
-			if (seen_a != 1 || seen_b != 1 || seen_c != 1)
-				res_fail(&r, "toa_table lines for ipv4 203.0.113.50 5050 / ipv4 203.0.113.51 5051 / nat64 2001:db8::50 5052: %d/%d/%d",
-					 seen_a, seen_b, seen_c);
+			if (lines != 5)
+				res_fail(&r, "toa_table lists %d entries, 5 connections are open", lines);
+			if (seen_a != 1 || seen_b != 1 || seen_c != 1 || seen_d != 1 || seen_e != 1)
+				res_fail(&r, "toa_table lines 'ipv4 203.0.113.50 5050 ipv4' / 'ipv4 203.0.113.51 5051 ipv4' / 'nat64 2001:db8::50 5052 ipv4' / 'nat64 2001:db8::53 5053 ipv6' / 'ipv4 203.0.113.54 5054 ipv6': %d/%d/%d/%d/%d",
+					 seen_a, seen_b, seen_c, seen_d, seen_e);
 		}
 		toa_table_other_netns_empty(&r);
 	}
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 5; i++) {
 		if (fd[i] >= 0) {
 			flow_rst(&f[i]);
 			close(fd[i]);
@@ -2600,6 +2631,298 @@ static void scen_kprobe_stress(void)
 
 #define SC(...) ((struct scen){ __VA_ARGS__ })
 
+/*
+ * The IPv4 scenario set again over IPv6 transport: the balancer sends from fd00::2 (or
+ * fd00::5:2, fd00::9:2 for the trust rules) to the guest's fd00::1, to the dual-stack
+ * listener (:8081) or the IPV6_V6ONLY one (:8083). An IPv4 option (kind 200, length 8)
+ * shows as ::ffff:a.b.c.d, a NAT64 option (kind 253, length 20) as the IPv6 address itself,
+ * and getsockopt(4096) answers for the NAT64 one. Sets trusted_sources
+ * 10.0.0.0/16,fd00::/120 and leaves it so for the scenarios after it.
+ */
+static void suite_v6(void)
+{
+	struct scen s;
+
+	if (lfd_v6only < 0)
+		lfd_v6only = listen_on(2, PORT_V6ONLY);
+	scen_param_set("v6_param_trusted_sources_ipv4_and_ipv6_balancers", "trusted_sources",
+		       "10.0.0.0/16," TRUSTED6, "10.0.0.0/16," TRUSTED6);
+
+	/* --- placement, both option types, both AF_INET6 listener kinds --- */
+	s = SC(.name = "v6_ipv4_kind200_syn_only_v4mapped", .v6 = 1, .entry = E_V4,
+	       .real = "203.0.113.101:1101", .syn_pending = 1);
+	o_toa4(&s.syn, 200, "203.0.113.101", 1101);
+	run_scen(&s);
+
+	s = SC(.name = "v6_ipv4_kind200_ack_only_v4mapped", .v6 = 1, .entry = E_V4,
+	       .real = "203.0.113.102:1102");
+	o_toa4(&s.ack, 200, "203.0.113.102", 1102);
+	run_scen(&s);
+
+	s = SC(.name = "v6_ipv4_kind200_syn_and_ack_ack_wins", .v6 = 1, .entry = E_V4,
+	       .real = "203.0.113.104:1104", .syn_pending = 1);
+	o_toa4(&s.syn, 200, "203.0.113.103", 1103);
+	o_toa4(&s.ack, 200, "203.0.113.104", 1104);
+	run_scen(&s);
+
+	s = SC(.name = "v6_nat64_kind253_syn_only_peer_is_ipv6_client", .v6 = 1, .entry = E_NAT64,
+	       .nat64 = "[2001:db8:6::1]:6001", .syn_pending = 1);
+	o_nat64(&s.syn, 253, "2001:db8:6::1", 6001);
+	run_scen(&s);
+
+	s = SC(.name = "v6_nat64_kind253_ack_only", .v6 = 1, .entry = E_NAT64,
+	       .nat64 = "[2001:db8:6::2]:6002");
+	o_nat64(&s.ack, 253, "2001:db8:6::2", 6002);
+	run_scen(&s);
+
+	s = SC(.name = "v6_nat64_syn_and_ack_ack_wins", .v6 = 1, .entry = E_NAT64,
+	       .nat64 = "[2001:db8:6::4]:6004", .syn_pending = 1);
+	o_nat64(&s.syn, 253, "2001:db8:6::3", 6003);
+	o_nat64(&s.ack, 253, "2001:db8:6::4", 6004);
+	run_scen(&s);
+
+	s = SC(.name = "v6_v6only_listener_nat64_syn", .v6 = 1, .v6only = 1, .entry = E_NAT64,
+	       .nat64 = "[2001:db8:6::5]:6005", .syn_pending = 1);
+	o_nat64(&s.syn, 253, "2001:db8:6::5", 6005);
+	run_scen(&s);
+
+	s = SC(.name = "v6_v6only_listener_ipv4_ack_v4mapped", .v6 = 1, .v6only = 1, .entry = E_V4,
+	       .real = "203.0.113.105:1105");
+	o_toa4(&s.ack, 200, "203.0.113.105", 1105);
+	run_scen(&s);
+
+	s = SC(.name = "v6_no_option_dualstack_listener_balancer_address", .v6 = 1, .entry = E_NONE);
+	run_scen(&s);
+
+	s = SC(.name = "v6_no_option_v6only_listener_balancer_address", .v6 = 1, .v6only = 1,
+	       .entry = E_NONE);
+	run_scen(&s);
+
+	s = SC(.name = "v6_nat64_getsockopt_short_len_EINVAL", .v6 = 1, .entry = E_NAT64,
+	       .nat64 = "[2001:db8:6::6]:6006", .so_len = sizeof(struct toa_nat64_peer) - 1);
+	o_nat64(&s.ack, 253, "2001:db8:6::6", 6006);
+	run_scen(&s);
+
+	/* --- among other options --- */
+	s = SC(.name = "v6_toa_first_before_mss_sackperm_ts_wscale", .v6 = 1, .entry = E_V4,
+	       .real = "203.0.113.110:1110", .syn_pending = 1);
+	o_toa4(&s.syn, 200, "203.0.113.110", 1110);
+	o_mss(&s.syn);
+	o_sackp(&s.syn);
+	o_ts(&s.syn);
+	o_nop(&s.syn, 1);
+	o_wscale(&s.syn);
+	run_scen(&s);
+
+	s = SC(.name = "v6_toa_middle_of_mss_nop_wscale_sackperm_ts", .v6 = 1, .entry = E_V4,
+	       .real = "203.0.113.111:1111", .syn_pending = 1);
+	o_mss(&s.syn);
+	o_nop(&s.syn, 1);
+	o_wscale(&s.syn);
+	o_toa4(&s.syn, 200, "203.0.113.111", 1111);
+	o_sackp(&s.syn);
+	o_ts(&s.syn);
+	run_scen(&s);
+
+	s = SC(.name = "v6_nat64_last_after_mss_ts_nops", .v6 = 1, .entry = E_NAT64,
+	       .nat64 = "[2001:db8:6::12]:6012", .syn_pending = 1);
+	o_mss(&s.syn);
+	o_ts(&s.syn);
+	o_nop(&s.syn, 2);
+	o_nat64(&s.syn, 253, "2001:db8:6::12", 6012);
+	run_scen(&s);
+
+	s = SC(.name = "v6_ack_toa_after_timestamps_and_nops", .v6 = 1, .entry = E_V4,
+	       .real = "203.0.113.113:1113");
+	o_ts(&s.syn);
+	o_nop(&s.ack, 2);
+	o_toa4(&s.ack, 200, "203.0.113.113", 1113);
+	run_scen(&s);
+
+	/* --- duplicates, later data, close --- */
+	s = SC(.name = "v6_duplicate_toa_default_reject_ambiguous_counted", .v6 = 1, .entry = E_NONE,
+	       .ambiguous = 1);
+	o_toa4(&s.ack, 200, "203.0.113.114", 1114);
+	o_toa4(&s.ack, 200, "203.0.113.115", 1115);
+	run_scen(&s);
+
+	s = SC(.name = "v6_duplicate_nat64_and_ipv4_default_reject", .v6 = 1, .entry = E_NONE,
+	       .ambiguous = 1);
+	o_nat64(&s.ack, 253, "2001:db8:6::14", 6014);
+	o_toa4(&s.ack, 200, "203.0.113.115", 1115);
+	run_scen(&s);
+
+	scen_param_set("v6_param_dup_rule_first", "dup_rule", "first", "first");
+	s = SC(.name = "v6_duplicate_dup_rule_first_wins", .v6 = 1, .entry = E_NAT64,
+	       .nat64 = "[2001:db8:6::15]:6015");
+	o_nat64(&s.ack, 253, "2001:db8:6::15", 6015);
+	o_toa4(&s.ack, 200, "203.0.113.116", 1116);
+	run_scen(&s);
+	scen_param_set("v6_param_dup_rule_last", "dup_rule", "last", "last");
+	s = SC(.name = "v6_duplicate_dup_rule_last_wins", .v6 = 1, .entry = E_V4,
+	       .real = "203.0.113.116:1116");
+	o_nat64(&s.ack, 253, "2001:db8:6::15", 6015);
+	o_toa4(&s.ack, 200, "203.0.113.116", 1116);
+	run_scen(&s);
+	scen_param_set("v6_param_dup_rule_back_to_reject", "dup_rule", "reject", "reject");
+
+	s = SC(.name = "v6_toa_on_later_data_segment_ignored", .v6 = 1, .entry = E_NONE, .data = 1);
+	o_nat64(&s.data_opt, 253, "2001:db8:6::16", 6016);
+	run_scen(&s);
+
+	s = SC(.name = "v6_toa_on_data_after_handshake_toa_keeps_first", .v6 = 1, .entry = E_NAT64,
+	       .nat64 = "[2001:db8:6::17]:6017", .data = 1, .syn_pending = 1);
+	o_nat64(&s.syn, 253, "2001:db8:6::17", 6017);
+	o_nat64(&s.data_opt, 253, "2001:db8:6::18", 6018);
+	run_scen(&s);
+
+	s = SC(.name = "v6_graceful_fin_close_frees_entry", .v6 = 1, .entry = E_NAT64,
+	       .nat64 = "[2001:db8:6::19]:6019", .fin = 1);
+	o_nat64(&s.ack, 253, "2001:db8:6::19", 6019);
+	run_scen(&s);
+
+	/* --- malformed (the broken option in the last four option bytes, see suite()) --- */
+	s = SC(.name = "v6_malformed_truncated_kind_without_length", .v6 = 1, .entry = E_NONE,
+	       .malformed = 1);
+	o_nop(&s.ack, 3);
+	o_bytes(&s.ack, 1, 253);
+	run_scen(&s);
+
+	s = SC(.name = "v6_malformed_len0_on_ack", .v6 = 1, .entry = E_NONE, .malformed = 1);
+	o_nop(&s.ack, 4);
+	o_bytes(&s.ack, 4, 200, 0, 0, 0);
+	run_scen(&s);
+
+	s = SC(.name = "v6_malformed_len1_on_ack", .v6 = 1, .entry = E_NONE, .malformed = 1);
+	o_nop(&s.ack, 4);
+	o_bytes(&s.ack, 4, 253, 1, 0, 0);
+	run_scen(&s);
+
+	s = SC(.name = "v6_malformed_len0_on_syn", .v6 = 1, .entry = E_NONE, .malformed = 1);
+	o_mss(&s.syn);
+	o_bytes(&s.syn, 4, 200, 0, 0, 0);
+	run_scen(&s);
+
+	s = SC(.name = "v6_malformed_length_runs_past_header", .v6 = 1, .entry = E_NONE,
+	       .malformed = 1);
+	o_nop(&s.ack, 4);
+	o_bytes(&s.ack, 4, 253, 20, 0x12, 0x34);
+	run_scen(&s);
+
+	s = SC(.name = "v6_malformed_overlong_kind200_len12_then_valid_toa", .v6 = 1, .entry = E_V4,
+	       .real = "203.0.113.120:1120", .malformed = 1);
+	o_bytes(&s.ack, 12, 200, 12, 0x04, 0x61, 203, 0, 113, 121, 0, 0, 0, 0);
+	o_toa4(&s.ack, 200, "203.0.113.120", 1120);
+	run_scen(&s);
+
+	s = SC(.name = "v6_malformed_wrong_length_kind200_len20", .v6 = 1, .entry = E_NONE,
+	       .malformed = 1);
+	o_nat64(&s.ack, 200, "2001:db8:6::20", 6020);
+	run_scen(&s);
+
+	s = SC(.name = "v6_malformed_wrong_length_kind253_len8", .v6 = 1, .entry = E_NONE,
+	       .malformed = 1);
+	o_toa4(&s.ack, 253, "203.0.113.122", 1122);
+	run_scen(&s);
+
+	s = SC(.name = "v6_malformed_on_syn_and_ack_counts_twice", .v6 = 1, .entry = E_NONE,
+	       .malformed = 2);
+	o_toa4(&s.syn, 253, "203.0.113.123", 1123);
+	o_toa4(&s.ack, 253, "203.0.113.123", 1123);
+	run_scen(&s);
+
+	s = SC(.name = "v6_unknown_kind_with_toa_length_not_parsed", .v6 = 1, .entry = E_NONE);
+	o_nat64(&s.ack, 254, "2001:db8:6::24", 6024);
+	run_scen(&s);
+
+	/* --- addresses that cannot be a real client --- */
+	{
+		static const char *const v4[][2] = {
+			{ "v6_refused_ipv4_unspecified_0_0_0_0", "0.0.0.0" },
+			{ "v6_refused_ipv4_loopback_127_0_0_1", "127.0.0.1" },
+			{ "v6_refused_ipv4_multicast_224_0_0_1", "224.0.0.1" },
+			{ "v6_refused_ipv4_limited_broadcast", "255.255.255.255" },
+			{ "v6_refused_ipv4_node_own_address", GUEST_IP },
+		};
+		static const char *const v6[][2] = {
+			{ "v6_refused_nat64_unspecified", "::" },
+			{ "v6_refused_nat64_loopback", "::1" },
+			{ "v6_refused_nat64_multicast", "ff02::1" },
+			{ "v6_refused_nat64_v4mapped", "::ffff:203.0.113.125" },
+			{ "v6_refused_nat64_node_own_address", GUEST_IP6 },
+		};
+		unsigned int i;
+
+		for (i = 0; i < sizeof(v4) / sizeof(v4[0]); i++) {
+			s = SC(.name = v4[i][0], .v6 = 1, .entry = E_NONE, .refused = 1);
+			o_toa4(&s.ack, 200, v4[i][1], 1125);
+			run_scen(&s);
+		}
+		for (i = 0; i < sizeof(v6) / sizeof(v6[0]); i++) {
+			s = SC(.name = v6[i][0], .v6 = 1, .entry = E_NONE, .refused = 1);
+			o_nat64(&s.ack, 253, v6[i][1], 6026);
+			run_scen(&s);
+		}
+		s = SC(.name = "v6_refused_on_syn_not_stored_pending", .v6 = 1, .entry = E_NONE,
+		       .refused = 1);
+		o_nat64(&s.syn, 253, "::1", 6027);
+		run_scen(&s);
+	}
+
+	/* --- trust: IPv6 CIDRs match the IPv6 source --- */
+	s = SC(.name = "v6_untrusted_source_outside_ipv6_cidr_rejected", .v6 = 1, .bal = BAL_IP6_OTHER,
+	       .entry = E_NONE, .untrusted = 1);
+	o_nat64(&s.syn, 253, "2001:db8:6::33", 6033);
+	run_scen(&s);
+
+	s = SC(.name = "v6_untrusted_source_ipv4_option_on_ack_rejected", .v6 = 1, .bal = BAL_IP6_OTHER,
+	       .entry = E_NONE, .untrusted = 1);
+	o_toa4(&s.ack, 200, "203.0.113.133", 1133);
+	run_scen(&s);
+
+	scen_param_set("v6_param_trusted_sources_ipv4_only", "trusted_sources", "10.0.0.0/16",
+		       "10.0.0.0/16");
+	s = SC(.name = "v6_ipv4_only_trusted_list_rejects_ipv6_balancer", .v6 = 1, .entry = E_NONE,
+	       .untrusted = 1);
+	o_nat64(&s.ack, 253, "2001:db8:6::34", 6034);
+	run_scen(&s);
+
+	scen_param_set("v6_param_trusted_sources_second_ipv6_balancer", "trusted_sources",
+		       "10.0.0.0/16,fd00::5:0/112", "10.0.0.0/16,fd00::5:0/112");
+	s = SC(.name = "v6_trusted_ipv6_cidr_accepts_second_balancer", .v6 = 1, .bal = BAL_IP6_OTHER,
+	       .entry = E_NAT64, .nat64 = "[2001:db8:6::35]:6035", .syn_pending = 1);
+	o_nat64(&s.syn, 253, "2001:db8:6::35", 6035);
+	run_scen(&s);
+	s = SC(.name = "v6_first_balancer_outside_the_new_cidr_rejected", .v6 = 1, .entry = E_NONE,
+	       .untrusted = 1);
+	o_nat64(&s.syn, 253, "2001:db8:6::36", 6036);
+	run_scen(&s);
+
+	scen_param_set("v6_param_trusted_sources_empty", "trusted_sources", "", "");
+	scen_param_set("v6_param_accept_any_source_on", "accept_any_source", "1", "1");
+	s = SC(.name = "v6_accept_any_source_accepts_any_ipv6_source", .v6 = 1, .bal = BAL_IP6_THIRD,
+	       .entry = E_V4, .real = "203.0.113.136:1136", .syn_pending = 1);
+	o_toa4(&s.syn, 200, "203.0.113.136", 1136);
+	run_scen(&s);
+	scen_param_set("v6_param_accept_any_source_off", "accept_any_source", "0", "0");
+
+	/* --- ports --- */
+	scen_param_set("v6_param_trusted_sources_back", "trusted_sources", "10.0.0.0/16," TRUSTED6,
+		       "10.0.0.0/16," TRUSTED6);
+	scen_param_set("v6_param_ports_8083_only", "ports", "8083", "8083");
+	s = SC(.name = "v6_ports_listener_8081_out_of_scope_not_parsed", .v6 = 1, .entry = E_NONE);
+	o_nat64(&s.syn, 253, "2001:db8:6::80", 6080);
+	o_bytes(&s.ack, 4, 253, 0, 0, 0);	/* malformed, but never parsed: not counted */
+	run_scen(&s);
+	s = SC(.name = "v6_ports_listener_8083_in_scope", .v6 = 1, .v6only = 1, .entry = E_NAT64,
+	       .nat64 = "[2001:db8:6::81]:6081", .syn_pending = 1);
+	o_nat64(&s.syn, 253, "2001:db8:6::81", 6081);
+	run_scen(&s);
+	scen_param_set("v6_param_ports_empty_every_port", "ports", "", "");
+
+	scen_balanced("v6_alloc_equals_free_ip4_ip6_after_ipv6_scenarios");
+}
+
 static void suite(void)
 {
 	struct scen s;
@@ -2686,11 +3009,6 @@ static void suite(void)
 	run_scen(&s);
 
 	s = SC(.name = "no_option_dualstack_listener_balancer_address", .dual = 1, .entry = E_NONE);
-	run_scen(&s);
-
-	s = SC(.name = "ipv6_transport_out_of_scope_toa_ignored", .v6 = 1, .entry = E_NONE);
-	o_toa4(&s.syn, 200, "203.0.113.7", 1007);
-	o_nat64(&s.ack, 253, "2001:db8::7", 2007);
 	run_scen(&s);
 
 	/* --- NAT64 --- */
@@ -2881,8 +3199,10 @@ static void suite(void)
 		run_scen(&s);
 	}
 
+	suite_v6();
+
 	{
-		struct scen ns[3];
+		struct scen ns[5];
 
 		ns[0] = SC(.name = "netns_ipv4_syn_toa", .entry = E_V4, .real = "203.0.113.60:1060", .syn_pending = 1);
 		o_toa4(&ns[0].syn, 200, "203.0.113.60", 1060);
@@ -2890,7 +3210,13 @@ static void suite(void)
 			   .nat64 = "[2001:db8::60]:6060");
 		o_nat64(&ns[1].ack, 253, "2001:db8::60", 6060);
 		ns[2] = SC(.name = "netns_no_option", .entry = E_NONE);
-		scen_in_netns(ns, 3);
+		ns[3] = SC(.name = "netns_v6_nat64_syn", .v6 = 1, .entry = E_NAT64,
+			   .nat64 = "[2001:db8:6::60]:6160", .syn_pending = 1);
+		o_nat64(&ns[3].syn, 253, "2001:db8:6::60", 6160);
+		ns[4] = SC(.name = "netns_v6_ipv4_ack_v4mapped", .v6 = 1, .entry = E_V4,
+			   .real = "203.0.113.161:1161");
+		o_toa4(&ns[4].ack, 200, "203.0.113.161", 1161);
+		scen_in_netns(ns, 5);
 	}
 
 	scen_toa_table();
