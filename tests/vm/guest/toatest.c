@@ -2276,7 +2276,8 @@ static void scen_unload_keeps_other_sockopts(void)
  */
 #define PORT_DEFER 8082
 
-static void scen_defer_accept(const char *name, int ack_toa, int syn_toa)
+/* v6: IPv6 transport to an AF_INET6 listener, NAT64 options (the peer is the IPv6 client) */
+static void scen_defer_accept(const char *name, int ack_toa, int syn_toa, int v6)
 {
 	struct result r = { .bad = 0 };
 	struct expect_cnt e = { .n = 0 };
@@ -2284,17 +2285,26 @@ static void scen_defer_accept(const char *name, int ack_toa, int syn_toa)
 	struct stats before;
 	struct flow f;
 	struct obs o;
-	int lfd = listen_on(0, PORT_DEFER), secs = 5;
+	int lfd = listen_on(v6 ? 1 : 0, PORT_DEFER), secs = 5;
 	const char *want = ack_toa ? "203.0.113.70:1070" : "203.0.113.71:1071";
 
+	if (v6)
+		want = ack_toa ? "[2001:db8:6::70]:7070" : "[2001:db8:6::71]:7071";
 	if (setsockopt(lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)))
 		die("TCP_DEFER_ACCEPT: %s", strerror(errno));
-	if (ack_toa)
+	if (ack_toa && v6)
+		o_nat64(&ack, 253, "2001:db8:6::70", 7070);
+	else if (ack_toa)
 		o_toa4(&ack, 200, "203.0.113.70", 1070);
-	if (syn_toa)
+	if (syn_toa && v6)
+		o_nat64(&syn, 253, "2001:db8:6::71", 7071);
+	else if (syn_toa)
 		o_toa4(&syn, 200, "203.0.113.71", 1071);
 	stats_read(&before);
-	flow_init(&f, BAL_IP, PORT_DEFER);
+	if (v6)
+		flow_init6(&f, BAL_IP6, PORT_DEFER);
+	else
+		flow_init(&f, BAL_IP, PORT_DEFER);
 	if (flow_connect(&f, syn.b, syn.n, ack.b, ack.n, &r) == 0) {
 		struct pollfd p = { .fd = lfd, .events = POLLIN };
 
@@ -2316,9 +2326,9 @@ static void scen_defer_accept(const char *name, int ack_toa, int syn_toa)
 	close(lfd);
 	exp_add(&e, "syn_recv_sock_toa", 1);
 	exp_add(&e, "getname_toa_ok", 2);
-	exp_add(&e, "ip4_address_alloc", 1);
-	exp_add(&e, "ip4_address_free", 1);
-	exp_add(&e, "getsockopt_empty", 1);
+	exp_add(&e, v6 ? "ip6_address_alloc" : "ip4_address_alloc", 1);
+	exp_add(&e, v6 ? "ip6_address_free" : "ip4_address_free", 1);
+	exp_add(&e, v6 ? "getsockopt_ok" : "getsockopt_empty", 1);
 	exp_add(&e, "syn_pending_stored", syn_toa);
 	exp_add(&e, "ack_pending_stored", ack_toa);
 	check_deltas(&r, &before, &e);
@@ -2334,9 +2344,10 @@ static void scen_defer_accept(const char *name, int ack_toa, int syn_toa)
  */
 #define FLOOD_SYNS 20000
 #define PENDING_NET_MAX 4096
-#define PENDING_ENTRY_BYTES 96	/* kmalloc-96 */
+#define PENDING_ENTRY_BYTES 128	/* kmalloc-128 (IPv6-sized 4-tuple) */
 
-static void scen_pending_flood(void)
+/* v6: the flood and the handshake after it over IPv6 transport (NAT64 options) */
+static void scen_pending_flood(int v6)
 {
 	struct result r = { .bad = 0 };
 	struct stats before, after;
@@ -2364,15 +2375,21 @@ static void scen_pending_flood(void)
 		tunfd = -1;
 		tun_setup();
 		lfd_v4 = listen_on(0, PORT_V4);
-		o_toa4(&o, 200, "198.51.100.200", 2000);
+		if (v6)
+			o_nat64(&o, 253, "2001:db8:6::200", 2000);
+		else
+			o_toa4(&o, 200, "198.51.100.200", 2000);
 		t0 = now_s();
 		for (i = 0; i < FLOOD_SYNS; i++) {
-			flow_init(&f, BAL_IP, PORT_V4);
+			if (v6)
+				flow_init6(&f, BAL_IP6, PORT_V4);
+			else
+				flow_init(&f, BAL_IP, PORT_V4);
 			f.sport = (uint16_t)(1024 + i);
 			flow_syn(&f, o.b, o.n);
 		}
-		printf("# flood: %d TOA SYNs in a second network namespace in %.2f s\n", FLOOD_SYNS,
-		       now_s() - t0);
+		printf("# flood: %d TOA SYNs over %s in a second network namespace in %.2f s\n",
+		       FLOOD_SYNS, v6 ? "IPv6" : "IPv4", now_s() - t0);
 		fflush(stdout);
 		_exit(0);
 	}
@@ -2390,11 +2407,18 @@ static void scen_pending_flood(void)
 	if (stored + dropped != FLOOD_SYNS)
 		res_fail(&r, "stored %lld + dropped %lld != %d SYNs: options lost without a count", stored,
 			 dropped, FLOOD_SYNS);
-	report("flood_one_netns_pending_quota_drops_counted", &r);
+	report(v6 ? "v6_flood_one_netns_pending_quota_drops_counted" :
+		    "flood_one_netns_pending_quota_drops_counted", &r);
 
-	s = (struct scen){ .name = "flood_other_netns_syn_toa_still_real_address", .entry = E_V4,
-			   .real = "203.0.113.95:1095", .syn_pending = 1 };
-	o_toa4(&s.syn, 200, "203.0.113.95", 1095);
+	if (v6) {
+		s = (struct scen){ .name = "v6_flood_other_netns_syn_toa_still_real_address", .v6 = 1,
+				   .entry = E_NAT64, .nat64 = "[2001:db8:6::95]:6095", .syn_pending = 1 };
+		o_nat64(&s.syn, 253, "2001:db8:6::95", 6095);
+	} else {
+		s = (struct scen){ .name = "flood_other_netns_syn_toa_still_real_address", .entry = E_V4,
+				   .real = "203.0.113.95:1095", .syn_pending = 1 };
+		o_toa4(&s.syn, 200, "203.0.113.95", 1095);
+	}
 	run_scen(&s);
 }
 
@@ -2416,7 +2440,7 @@ static void scen_pending_flood(void)
  */
 #define STRESS_CONNS 240
 #define STRESS_BATCH 24
-#define STRESS_ENTRY_BYTES 96	/* a socket entry and a pending entry: kmalloc-96 each */
+#define STRESS_ENTRY_BYTES 128	/* a socket entry and a pending entry: kmalloc-128 each */
 
 struct peer_spin {
 	int fd;
@@ -2920,6 +2944,10 @@ static void suite_v6(void)
 	run_scen(&s);
 	scen_param_set("v6_param_ports_empty_every_port", "ports", "", "");
 
+	scen_defer_accept("v6_defer_accept_bare_ack_toa_kept_until_data", 1, 0, 1);
+	scen_defer_accept("v6_defer_accept_syn_toa_kept_until_data", 0, 1, 1);
+	scen_defer_accept("v6_defer_accept_syn_and_bare_ack_ack_wins", 1, 1, 1);
+
 	scen_balanced("v6_alloc_equals_free_ip4_ip6_after_ipv6_scenarios");
 }
 
@@ -3104,9 +3132,9 @@ static void suite(void)
 	o_toa4(&s.data_opt, 200, "203.0.113.18", 1018);
 	run_scen(&s);
 
-	scen_defer_accept("defer_accept_bare_ack_toa_kept_until_data", 1, 0);
-	scen_defer_accept("defer_accept_syn_toa_kept_until_data", 0, 1);
-	scen_defer_accept("defer_accept_syn_and_bare_ack_ack_wins", 1, 1);
+	scen_defer_accept("defer_accept_bare_ack_toa_kept_until_data", 1, 0, 0);
+	scen_defer_accept("defer_accept_syn_toa_kept_until_data", 0, 1, 0);
+	scen_defer_accept("defer_accept_syn_and_bare_ack_ack_wins", 1, 1, 0);
 
 	s = SC(.name = "graceful_fin_close_frees_entry", .entry = E_V4, .real = "203.0.113.19:1019", .fin = 1);
 	o_toa4(&s.ack, 200, "203.0.113.19", 1019);
@@ -3221,7 +3249,8 @@ static void suite(void)
 
 	scen_toa_table();
 	scen_burst(200);
-	scen_pending_flood();
+	scen_pending_flood(0);
+	scen_pending_flood(1);
 	scen_balanced("alloc_equals_free_ip4_ip6_after_default_scenarios");
 
 	/* --- runtime parameters --- */
