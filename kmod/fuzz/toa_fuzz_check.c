@@ -409,6 +409,58 @@ static int ref_trusted(const struct toa_cidr *list, unsigned int n, int accept_a
 	return 0;
 }
 
+/* Reference IPv6 trust rule: bit by bit over the prefix, IPv6 entries only. */
+static int ref_trusted6(const struct toa_cidr *list, unsigned int n, int accept_any,
+			const uint8_t a[16])
+{
+	unsigned int i, bit;
+
+	if (!n)
+		return accept_any;
+	for (i = 0; i < n; i++) {
+		int match = 1;
+
+		if (list[i].family != TOA_CIDR_V6)
+			continue;
+		for (bit = 0; bit < list[i].prefix; bit++)
+			if (((a[bit / 8] ^ list[i].addr[bit / 8]) >> (7 - bit % 8)) & 1)
+				match = 0;
+		if (match)
+			return 1;
+	}
+	return 0;
+}
+
+/* The IPv6 trust rule on each entry's network, its neighbour and an input address. */
+static void check_trust6(const struct toa_cidr *list, unsigned int n, const uint8_t *data,
+			 size_t size)
+{
+	uint8_t probe[16];
+	unsigned int i, bit;
+	size_t k;
+
+	memset(probe, 0, sizeof(probe));
+	for (k = 0; k < 16 && k < size; k++)
+		probe[k] = data[size - 1 - k];
+	for (i = 0; i <= 2 * n + 1; i++) {
+		uint8_t a[16];
+
+		memcpy(a, probe, 16);
+		if (i < n) {
+			/* an IPv4 entry's bytes as an IPv6 address: IPv4 entries never match */
+			memcpy(a, list[i].addr, 16);
+		} else if (i >= n && i - n < n && list[i - n].family == TOA_CIDR_V6 &&
+			   list[i - n].prefix) {
+			bit = list[i - n].prefix - 1u;
+			memcpy(a, list[i - n].addr, 16);
+			a[bit / 8] ^= (uint8_t)(0x80 >> (bit % 8));
+		}
+		if (toa_trusted_v6(list, n, 0, a) != ref_trusted6(list, n, 0, a) ||
+		    toa_trusted_v6(list, n, 1, a) != ref_trusted6(list, n, 1, a))
+			fail("trust verdict (IPv6)", data, size);
+	}
+}
+
 static void check_trust(const struct toa_cidr *list, unsigned int n, const uint8_t *data,
 			size_t size)
 {
@@ -458,8 +510,10 @@ static void check_cidrs(const uint8_t *data, size_t size)
 		if (got[i].family != want[i].family || got[i].prefix != want[i].prefix ||
 		    memcmp(got[i].addr, want[i].addr, 16))
 			fail("cidrs: entry", data, size);
-	if (n >= 0)
+	if (n >= 0) {
 		check_trust(got, (unsigned int)n, data, size);
+		check_trust6(got, (unsigned int)n, data, size);
+	}
 }
 
 /*
@@ -542,6 +596,39 @@ static void check_ports(const uint8_t *data, size_t size)
 			fail("ports: entry", data, size);
 }
 
+/*
+ * Reference for toa_locate_tcp() (the TCP side of IPv6 segments): the input is the TCP
+ * header, its first two bytes read big-endian a second time as the TCP length the IPv6
+ * layer would give (so short, exact and long lengths all occur).
+ */
+static void check_locate_tcp(const uint8_t *data, size_t size)
+{
+	struct ref_buf b = { data, size > TOA_SEG_MAX ? TOA_SEG_MAX : size, 0 };
+	struct toa_seg_v4 seg;
+	uint8_t *copy = (uint8_t *)exact_copy(data, size);
+	uint32_t tcp_len = size >= 2 ? (uint32_t)(data[0] << 8 | data[1]) : 0;
+	int got = toa_locate_tcp(copy, size, tcp_len, &seg);
+	unsigned int doff;
+	int want;
+
+	free(copy);
+	doff = (rb(&b, 12) >> 4) * 4;
+	rb(&b, 19);
+	if (!b.bad && doff >= 20)
+		rb(&b, doff - 1);
+	want = !b.bad && doff >= 20 && tcp_len >= doff;
+	if (got != (want ? 0 : -1))
+		fail("locate_tcp: verdict", data, size);
+	if (!want)
+		return;
+	if (seg.sport != (data[0] << 8 | data[1]) || seg.dport != (data[2] << 8 | data[3]) ||
+	    seg.seq != ((uint32_t)data[4] << 24 | (uint32_t)data[5] << 16 |
+			(uint32_t)data[6] << 8 | data[7]) ||
+	    seg.flags != data[13] || seg.opt_off != 20 || seg.opt_len != doff - 20 ||
+	    seg.payload != tcp_len - doff)
+		fail("locate_tcp: fields", data, size);
+}
+
 void toa_fuzz_check_one(const uint8_t *data, size_t size)
 {
 	struct toa_parse_result res;
@@ -558,6 +645,7 @@ void toa_fuzz_check_one(const uint8_t *data, size_t size)
 	check_kinds(data, size);
 	check_cidrs(data, size);
 	check_locate(data, size);
+	check_locate_tcp(data, size);
 	toa_kinds_clear(&k);
 	toa_kinds_add(k.ipv4, 200);
 	toa_kinds_add(k.nat64, 253);

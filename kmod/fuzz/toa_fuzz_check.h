@@ -10,9 +10,11 @@
  *     against split-then-strtoul references, and for CIDRs against libc inet_pton();
  *   - for the trust rule: every parsed CIDR list is asked about its own networks, their
  *     neighbours just outside the prefix and an address from the input, against 32-bit
- *     mask arithmetic;
+ *     mask arithmetic (IPv4 sources) and a bit-by-bit prefix compare (IPv6 sources);
  *   - as an IPv4 packet for toa_locate_v4() (the header and bounds code of toa_skb.c),
- *     against a lookup through a bounds-checked byte reader.
+ *     against a lookup through a bounds-checked byte reader;
+ *   - as a TCP header for toa_locate_tcp() (IPv6 segments, after the extension headers),
+ *     its first two bytes also the TCP length, against the same kind of reader.
  * Every function gets an exact-size heap copy, a zero-length input a zero-length buffer,
  * so AddressSanitizer sees any read past the end.
  */

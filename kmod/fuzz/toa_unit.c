@@ -5,6 +5,7 @@
  * trusted_sources parsers, the trust rule and the IPv4/TCP header location. Ends with "N passed, M failed"
  * and exits non-zero on any failure.
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -345,6 +346,70 @@ static int run_locate_cases(void)
 	return ok;
 }
 
+/* The TCP header of an IPv6 segment (after its extension headers). */
+static int run_locate_tcp_cases(void)
+{
+	static const uint8_t tcp[] = {
+		0x9c, 0x40, 0x1f, 0x90, 1, 2, 3, 4, 0, 0, 0, 0, 0x80, 0x10, 0xfa, 0xf0, 0, 0, 0, 0,
+		1, 1, 253, 20, 0x1f, 0x90, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+	};
+	uint8_t b[sizeof(tcp)];
+	struct toa_seg_v4 seg;
+	int ok = 1, r;
+	size_t n;
+
+	/* doff 8 = 32 bytes of header; 10 more bytes of payload */
+	r = toa_locate_tcp(tcp, sizeof(tcp), sizeof(tcp), &seg);
+	ok &= r == 0 && seg.sport == 40000 && seg.dport == 8080 && seg.seq == 0x01020304 &&
+	      seg.flags == 0x10 && seg.opt_off == 20 && seg.opt_len == 12 && seg.payload == 10;
+	for (n = 0; n < 32; n++) {
+		uint8_t *cut = malloc(n);
+
+		if (!cut && n)
+			abort();
+		if (n)
+			memcpy(cut, tcp, n);
+		ok &= toa_locate_tcp(cut, n, sizeof(tcp), &seg) == -1;
+		free(cut);
+	}
+	ok &= toa_locate_tcp(tcp, 32, 32, &seg) == 0 && seg.payload == 0;
+	ok &= toa_locate_tcp(tcp, sizeof(tcp), 31, &seg) == -1;	/* TCP length short */
+	memcpy(b, tcp, sizeof(b));
+	b[12] = 0x40;	/* doff 4 */
+	ok &= toa_locate_tcp(b, sizeof(b), sizeof(b), &seg) == -1;
+	printf("%s - locate TCP header of an IPv6 segment: whole ACK, every truncation, short TCP length, doff 4\n",
+	       ok ? "ok" : "not ok");
+	return ok;
+}
+
+/* IPv6 sources match IPv6 entries only; IPv4 sources IPv4 entries only. */
+static int run_trust6_cases(void)
+{
+	static const char list[] = "10.0.0.0/8,fd00::/120,2001:db8::7";
+	struct toa_cidr c[8];
+	size_t off, len;
+	enum toa_cidr_error why;
+	uint8_t a[16], v4[4] = { 10, 1, 2, 3 };
+	int n = toa_parse_cidr_list(list, strlen(list), c, 8, &off, &len, &why), ok = n == 3;
+
+	inet_pton(AF_INET6, "fd00::2", a);
+	ok &= toa_trusted_v6(c, 3, 0, a) == 1;
+	inet_pton(AF_INET6, "fd00::1:2", a);	/* outside the /120 */
+	ok &= toa_trusted_v6(c, 3, 0, a) == 0;
+	inet_pton(AF_INET6, "2001:db8::7", a);
+	ok &= toa_trusted_v6(c, 3, 0, a) == 1;
+	inet_pton(AF_INET6, "2001:db8::8", a);
+	ok &= toa_trusted_v6(c, 3, 0, a) == 0;
+	inet_pton(AF_INET6, "::ffff:10.1.2.3", a);	/* an IPv4 entry never matches IPv6 */
+	ok &= toa_trusted_v6(c, 3, 0, a) == 0;
+	ok &= toa_trusted_v4(c, 3, 0, v4) == 1;
+	ok &= toa_trusted_v4(c + 1, 2, 0, v4) == 0;	/* IPv6 entries never match IPv4 */
+	ok &= toa_trusted_v6(c, 0, 0, a) == 0 && toa_trusted_v6(c, 0, 1, a) == 1;
+	printf("%s - trust rule for IPv6 sources: /120, /128, outside, IPv4-mapped, empty list with and without accept_any\n",
+	       ok ? "ok" : "not ok");
+	return ok;
+}
+
 int main(void)
 {
 	unsigned int i, passed = 0, failed = 0;
@@ -380,6 +445,14 @@ int main(void)
 		else
 			failed++;
 	}
+	if (run_locate_tcp_cases())
+		passed++;
+	else
+		failed++;
+	if (run_trust6_cases())
+		passed++;
+	else
+		failed++;
 	if (run_locate_cases())
 		passed++;
 	else
