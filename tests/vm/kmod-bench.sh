@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cost of the TOA module on the hot paths, measured in one guest boot (TCG):
-#   accepts/s      loopback TCP connect+accept loop (same binary, a few seconds each)
+#   accepts/s      loopback TCP connect+accept loop (same binary, a few seconds each), over
+#                  IPv4 (127.0.0.1) and over IPv6 transport ([::1], AF_INET6 listener)
 #   getpeername/s  getpeername() loop on one connection that carried a TOA option, and on a
 #                  plain loopback connection without one
 # each with the module loaded and not loaded (a warm-up, then alternating, best of three), as
@@ -47,30 +48,33 @@ kmod_bench_needs() {
 }
 toa_deps_step kmod_bench_needs
 
-work="$TOA_CACHE_DIR/vm-run/bench-$series"
+RUN_DIR=${TOA_RUN_DIR:-$TOA_CACHE_DIR/vm-run}
+work="$RUN_DIR/bench-$series"
 rm -rf "$work" && mkdir -p "$work"
 qemu_prepare
 kernel_prepare "$series"
 kernel_build_kmod "$KMOD_SRC" "$work/kmod" || toa_die "module build failed: $work/kmod/build.log"
-toatest_build "$TOA_CACHE_DIR/vm-run/toatest"
+toatest_build "$RUN_DIR/toatest"
 ird="$work/initramfs"
 initramfs_new "$ird"
 initramfs_add_kmod "$ird" tun
 initramfs_add_file "$ird" "$work/kmod/toa.ko" toa.ko 0644
-initramfs_add_file "$ird" "$TOA_CACHE_DIR/vm-run/toatest" bin/toatest 0755
+initramfs_add_file "$ird" "$RUN_DIR/toatest" bin/toatest 0755
 guest_write_init "$ird" /bin/toatest bench --module /toa.ko --secs "$secs"
 initramfs_pack "$ird" "$work/initramfs.cpio.gz"
 rc=0
-qemu_run "$VMLINUX" "$work/initramfs.cpio.gz" 1024 $((60 + 24 * secs)) "$work/serial.log" || rc=$?
+qemu_run "$VMLINUX" "$work/initramfs.cpio.gz" 1024 $((60 + 32 * secs)) "$work/serial.log" || rc=$?
 
 release=$(sed -n 's/.*TOA-GUEST-KERNEL \([^[:space:]]*\).*/\1/p' "$work/serial.log" | head -n1)
 grep -E '^# bench round' "$work/serial.log" | tr -d '\r' || true
-acc=$(grep -E '^bench accepts/s' "$work/serial.log" | tr -d '\r' || true)
+acc=$(grep -E '^bench accepts/s: ' "$work/serial.log" | tr -d '\r' || true)
+acc6=$(grep -E '^bench accepts/s IPv6: ' "$work/serial.log" | tr -d '\r' || true)
 gpn=$(grep -E '^bench getpeername/s' "$work/serial.log" | tr -d '\r' || true)
-if [ "$rc" -ne 0 ] || [ -z "$acc" ] || [ -z "$gpn" ]; then
+if [ "$rc" -ne 0 ] || [ -z "$acc" ] || [ -z "$acc6" ] || [ -z "$gpn" ]; then
 	tail -n 20 "$work/serial.log" >&2
 	toa_die "benchmark guest did not finish (QEMU status $rc, serial log $work/serial.log)"
 fi
 echo "kernel: ${release:-$KVER} (TCG ${QEMU_EXTRA_ARGS:-wall clock, 2 vCPUs}, ${secs}s per measurement)"
 echo "$acc"
+echo "$acc6"
 echo "$gpn"

@@ -39,7 +39,8 @@ usage() {
 	cat >&2 <<EOT
 usage: $0 [--kernel SERIES]...
   SERIES: $(kernel_series | tr '\n' ' ')(default: $TOA_DEFAULT_KERNELS)
-  env: TOA_CACHE_DIR (downloads, builds, logs), TOA_GUEST_TIMEOUT (s, default 300),
+  env: TOA_CACHE_DIR (downloads, builds, logs), TOA_RUN_DIR (work dirs, default
+       \$TOA_CACHE_DIR/vm-run), TOA_GUEST_TIMEOUT (s, default 300),
        TOA_KMOD_SRC (module sources, default kmod/)
 EOT
 	exit 2
@@ -48,7 +49,9 @@ EOT
 kernel_parse_args "$TOA_DEFAULT_KERNELS" "$@"
 toa_deps_step kmod_suite_needs
 
-RUN_DIR="$TOA_CACHE_DIR/vm-run"
+# Work directories (builds, initramfs, serial logs). TOA_RUN_DIR gives a checkout its own, so
+# worktrees sharing one TOA_CACHE_DIR never overwrite each other's guest runs.
+RUN_DIR=${TOA_RUN_DIR:-$TOA_CACHE_DIR/vm-run}
 mkdir -p "$RUN_DIR"
 total_pass=0
 total_fail=0

@@ -3572,6 +3572,7 @@ static int cmd_conn(int argc, char **argv)
 /* Loopback accept rate: one client thread connecting, this thread accepting. */
 struct bench_client {
 	volatile int stop;
+	int v6;		/* connect to [::1]:9091 (IPv6 transport) instead of 127.0.0.1:9090 */
 	long done;
 };
 
@@ -3579,26 +3580,30 @@ static void *bench_client_main(void *arg)
 {
 	struct bench_client *c = arg;
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(9090) };
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_port = htons(9091),
+				   .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	struct sockaddr *sa = c->v6 ? (struct sockaddr *)&a6 : (struct sockaddr *)&a;
+	socklen_t salen = c->v6 ? sizeof(a6) : sizeof(a);
 	struct linger lg = { 1, 0 };
 
 	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
 	while (!c->stop) {
-		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		int fd = socket(c->v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
 
 		if (fd < 0)
 			continue;
 		/* RST on close: no TIME_WAIT build-up, no port exhaustion */
 		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+		if (connect(fd, sa, salen) == 0)
 			c->done++;
 		close(fd);
 	}
 	return NULL;
 }
 
-static double bench_accepts(int lfd, double secs)
+static double bench_accepts(int lfd, int v6, double secs)
 {
-	struct bench_client c = { 0, 0 };
+	struct bench_client c = { .stop = 0, .v6 = v6, .done = 0 };
 	pthread_t th;
 	long n = 0;
 	double start, el;
@@ -3606,7 +3611,7 @@ static double bench_accepts(int lfd, double secs)
 	pthread_create(&th, NULL, bench_client_main, &c);
 	start = now_s();
 	while ((el = now_s() - start) < secs) {
-		struct sockaddr_in ss;
+		struct sockaddr_in6 ss;
 		socklen_t len = sizeof(ss);
 		struct pollfd p = { .fd = lfd, .events = POLLIN };
 		int fd;
@@ -3670,9 +3675,12 @@ static int bench_toa_conn(struct flow *f)
 
 static int cmd_bench(double secs)
 {
-	int lb, round, fd, cfd, pfd;
-	double acc[2] = { 0, 0 }, gpn[2] = { 0, 0 }, gpl[2] = { 0, 0 }, a, g, gp;
+	int lb, lb6, round, fd, cfd, pfd;
+	double acc[2] = { 0, 0 }, acc6[2] = { 0, 0 }, gpn[2] = { 0, 0 }, gpl[2] = { 0, 0 };
+	double a, a6, g, gp;
 	struct sockaddr_in a4 = { .sin_family = AF_INET, .sin_port = htons(9090) };
+	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6, .sin6_port = htons(9091),
+				   .sin6_addr = IN6ADDR_LOOPBACK_INIT };
 	int one = 1;
 	struct flow f;
 
@@ -3683,6 +3691,12 @@ static int cmd_bench(double secs)
 	inet_pton(AF_INET, "127.0.0.1", &a4.sin_addr);
 	if (bind(lb, (struct sockaddr *)&a4, sizeof(a4)) < 0 || listen(lb, 4096) < 0)
 		die("bench listener: %s", strerror(errno));
+	/* IPv6 transport: an AF_INET6 listener on [::1]:9091, every segment through the IPv6 hook */
+	lb6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(lb6, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	setsockopt(lb6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(lb6, (struct sockaddr *)&s6, sizeof(s6)) < 0 || listen(lb6, 4096) < 0)
+		die("bench IPv6 listener: %s", strerror(errno));
 	if (mod_loaded() && mod_unload(100))
 		die("cannot unload the module before the baseline");
 	/*
@@ -3696,7 +3710,8 @@ static int cmd_bench(double secs)
 		if (with && mod_load("trusted_sources=10.0.0.0/16"))
 			die("bench: cannot load %s", module_path);
 		fd = bench_toa_conn(&f);
-		a = bench_accepts(lb, secs);
+		a = bench_accepts(lb, 0, secs);
+		a6 = bench_accepts(lb6, 1, secs);
 		g = bench_getpeername(fd, secs);
 		flow_rst(&f);
 		close(fd);
@@ -3710,12 +3725,14 @@ static int cmd_bench(double secs)
 		gp = bench_getpeername(pfd, secs);
 		close(pfd);
 		close(cfd);
-		printf("# bench round %d module=%s accepts/s=%.0f getpeername/s toa=%.0f plain=%.0f%s\n", round,
-		       with ? "loaded" : "absent", a, g, gp, round ? "" : " (warm-up, not counted)");
+		printf("# bench round %d module=%s accepts/s=%.0f accepts/s IPv6=%.0f getpeername/s toa=%.0f plain=%.0f%s\n",
+		       round, with ? "loaded" : "absent", a, a6, g, gp, round ? "" : " (warm-up, not counted)");
 		if (!round)
 			continue;
 		if (a > acc[with])
 			acc[with] = a;
+		if (a6 > acc6[with])
+			acc6[with] = a6;
 		if (g > gpn[with])
 			gpn[with] = g;
 		if (gp > gpl[with])
@@ -3725,6 +3742,8 @@ static int cmd_bench(double secs)
 	}
 	printf("bench accepts/s: module %.0f, no module %.0f, ratio %.3f (goal >= 0.97)\n", acc[1], acc[0],
 	       acc[1] / acc[0]);
+	printf("bench accepts/s IPv6: module %.0f, no module %.0f, ratio %.3f (goal >= 0.97) [[::1] loopback, AF_INET6 listener]\n",
+	       acc6[1], acc6[0], acc6[1] / acc6[0]);
 	printf("bench getpeername/s: module %.0f, no module %.0f, ratio %.3f (goal >= 0.90) [connection with a TOA entry]\n",
 	       gpn[1], gpn[0], gpn[1] / gpn[0]);
 	printf("bench getpeername/s plain: module %.0f, no module %.0f, ratio %.3f (goal >= 0.90) [loopback connection, no TOA]\n",
