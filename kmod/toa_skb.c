@@ -370,11 +370,44 @@ static noinline void toa_skb_inspect6(struct net *net, struct sk_buff *skb)
 	toa_seg_inspect(net, inet6_iif(skb), inet6_sdif(skb), p, &seg, &tuple);
 }
 
-/* The netfilter IPv6 LOCAL_IN hook (toa_hooks.c), which never drops anything. */
+/*
+ * The netfilter IPv6 LOCAL_IN hook (toa_hooks.c), which never drops anything. As in the
+ * IPv4 hook, the common case is decided from the linear area without copies: an IPv6
+ * header followed directly by TCP (no extension headers), and the flags and the aligned
+ * timestamp of the TCP header. Anything else (extension headers, headers not linear)
+ * takes the slow path, which reads every byte through skb_header_pointer().
+ */
 unsigned int toa_skb_nf_local_in6(void *priv, struct sk_buff *skb,
 				  const struct nf_hook_state *state)
 {
-	if (skb->protocol == htons(ETH_P_IPV6))
-		toa_skb_inspect6(state->net, skb);
+	unsigned int off = skb_network_offset(skb), head = skb_headlen(skb);
+	const struct ipv6hdr *ip6;
+	const struct tcphdr *th;
+	const __be32 *opt;
+
+	if (skb->protocol != htons(ETH_P_IPV6))
+		return NF_ACCEPT;
+	if (skb_network_offset(skb) < 0 || head < off + sizeof(*ip6))
+		goto slow;
+	ip6 = ipv6_hdr(skb);
+	if (ip6->nexthdr != IPPROTO_TCP)
+		goto slow;	/* extension headers, or another protocol */
+	if (head < off + sizeof(*ip6) + sizeof(*th))
+		goto slow;
+	th = (const struct tcphdr *)(ip6 + 1);
+	if (th->rst || (th->syn ? th->ack : !th->ack) || (!th->syn && th->doff <= 5))
+		return NF_ACCEPT;
+	if (!th->syn && th->doff == 8) {
+		if (head < off + sizeof(*ip6) + sizeof(*th) + sizeof(*opt))
+			goto slow;
+		opt = (const __be32 *)(th + 1);
+		if (*opt == htonl((TCPOPT_NOP << 24) | (TCPOPT_NOP << 16) |
+				  (TCPOPT_TIMESTAMP << 8) | TCPOLEN_TIMESTAMP))
+			return NF_ACCEPT;
+	}
+	if (th->syn && th->doff <= 5 && toa_pending_empty())
+		return NF_ACCEPT;
+slow:
+	toa_skb_inspect6(state->net, skb);
 	return NF_ACCEPT;
 }
