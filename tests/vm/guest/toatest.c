@@ -2346,16 +2346,77 @@ static void scen_defer_accept(const char *name, int ack_toa, int syn_toa, int v6
 #define PENDING_NET_MAX 4096
 #define PENDING_ENTRY_BYTES 128	/* kmalloc-128 (IPv6-sized 4-tuple) */
 
+/*
+ * Segments the stack dropped before they reached netfilter: the TUN's rx_dropped, the IPv6
+ * input errors and discards of this namespace (/proc/net/snmp6) and the per-CPU backlog
+ * drops (second column of softnet_stat, hex). Under a flood 7.2 discards some IPv6 SYNs
+ * before LOCAL_IN (Ip6In* counters: 684 of 20000 in one run); those were never parsed,
+ * so the module cannot count them.
+ */
+static long long stack_drops(void)
+{
+	char buf[8192], *line, *save = NULL;
+	long long n = 0;
+
+	if (read_file("/sys/class/net/" TUN_NAME "/statistics/rx_dropped", buf, sizeof(buf)) >= 0)
+		n += atoll(buf);
+	if (read_file("/proc/net/snmp6", buf, sizeof(buf)) >= 0) {
+		/* IPv6 input drops before LOCAL_IN, and what the IPv6 layer received (printed) */
+		static const char *const keys[] = { "Ip6InHdrErrors", "Ip6InAddrErrors",
+						    "Ip6InNoRoutes", "Ip6InTruncatedPkts",
+						    "Ip6InDiscards", NULL };
+		const char *const *k;
+		char *p;
+
+		for (k = keys; *k; k++) {
+			p = strstr(buf, *k);
+			if (p)
+				n += atoll(p + strlen(*k));
+		}
+	}
+	if (read_file("/proc/net/softnet_stat", buf, sizeof(buf)) < 0)
+		return n;
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		unsigned int processed, dropped;
+
+		if (sscanf(line, "%x %x", &processed, &dropped) == 2)
+			n += dropped;
+	}
+	return n;
+}
+
+/* Segments the IP layer of this namespace received (IpInReceives / Ip6InReceives), or -1. */
+static long long ip_in_receives(int v6)
+{
+	char buf[8192], *p, *save = NULL, *tok;
+	int i;
+
+	if (v6) {
+		if (read_file("/proc/net/snmp6", buf, sizeof(buf)) < 0 || !(p = strstr(buf, "Ip6InReceives")))
+			return -1;
+		return atoll(p + strlen("Ip6InReceives"));
+	}
+	/* "Ip: Forwarding DefaultTTL InReceives ..." then "Ip: 1 64 <InReceives> ..." */
+	if (read_file("/proc/net/snmp", buf, sizeof(buf)) < 0 || !(p = strstr(buf, "\nIp: ")))
+		return -1;
+	tok = strtok_r(p + 5, " \n", &save);
+	for (i = 0; tok && i < 2; i++)
+		tok = strtok_r(NULL, " \n", &save);
+	return tok ? atoll(tok) : -1;
+}
+
 /* v6: the flood and the handshake after it over IPv6 transport (NAT64 options) */
 static void scen_pending_flood(int v6)
 {
 	struct result r = { .bad = 0 };
 	struct stats before, after;
 	struct scen s;
-	long long stored, dropped;
-	int status;
+	long long stored, dropped, lost = 0;
+	int status, pfd[2];
 	pid_t pid;
 
+	if (pipe(pfd) < 0)
+		die("pipe: %s", strerror(errno));
 	stats_read(&before);
 	fflush(stdout);
 	pid = fork();
@@ -2364,9 +2425,11 @@ static void scen_pending_flood(int v6)
 	if (pid == 0) {
 		struct opts o = { .n = 0 };
 		struct flow f;
-		double t0;
+		long long drops0, rx0, rx = -1;
+		double t0, end;
 		int i;
 
+		close(pfd[0]);
 		if (unshare(CLONE_NEWNET) < 0)
 			die("unshare(CLONE_NEWNET): %s", strerror(errno));
 		close(tunfd);
@@ -2375,6 +2438,11 @@ static void scen_pending_flood(int v6)
 		tunfd = -1;
 		tun_setup();
 		lfd_v4 = listen_on(0, PORT_V4);
+		/* the same listener port over IPv6: SYN cookies there too, as for IPv4 */
+		if (v6)
+			listen_on(2, PORT_V4);
+		drops0 = stack_drops();
+		rx0 = ip_in_receives(v6);
 		if (v6)
 			o_nat64(&o, 253, "2001:db8:6::200", 2000);
 		else
@@ -2388,11 +2456,27 @@ static void scen_pending_flood(int v6)
 			f.sport = (uint16_t)(1024 + i);
 			flow_syn(&f, o.b, o.n);
 		}
-		printf("# flood: %d TOA SYNs over %s in a second network namespace in %.2f s\n",
-		       FLOOD_SYNS, v6 ? "IPv6" : "IPv4", now_s() - t0);
+		/*
+		 * Wait until the IP layer has taken every SYN (a loaded machine may still have
+		 * some queued, and this namespace's end would drop them uncounted), at most 10 s.
+		 */
+		end = now_s() + 10;
+		do {
+			sleep_ms(100);
+			rx = ip_in_receives(v6);
+		} while (rx >= 0 && rx0 >= 0 && rx - rx0 < FLOOD_SYNS && now_s() < end);
+		drops0 = stack_drops() - drops0;
+		printf("# flood: %d TOA SYNs over %s in a second network namespace in %.2f s, IP layer received %lld, %lld dropped by the stack before netfilter\n",
+		       FLOOD_SYNS, v6 ? "IPv6" : "IPv4", now_s() - t0, rx - rx0, drops0);
 		fflush(stdout);
+		if (write(pfd[1], &drops0, sizeof(drops0)) != sizeof(drops0))
+			_exit(3);
 		_exit(0);
 	}
+	close(pfd[1]);
+	if (read(pfd[0], &lost, sizeof(lost)) != sizeof(lost))
+		res_fail(&r, "the flooding child reported no stack drop count");
+	close(pfd[0]);
 	waitpid(pid, &status, 0);
 	if (!WIFEXITED(status) || WEXITSTATUS(status))
 		res_fail(&r, "the flooding child failed (status %d)", status);
@@ -2404,9 +2488,9 @@ static void scen_pending_flood(int v6)
 	       PENDING_ENTRY_BYTES);
 	if (stored != PENDING_NET_MAX)
 		res_fail(&r, "syn_pending_stored +%lld, expected the namespace quota %d", stored, PENDING_NET_MAX);
-	if (stored + dropped != FLOOD_SYNS)
-		res_fail(&r, "stored %lld + dropped %lld != %d SYNs: options lost without a count", stored,
-			 dropped, FLOOD_SYNS);
+	if (stored + dropped + lost != FLOOD_SYNS)
+		res_fail(&r, "stored %lld + dropped %lld + %lld never delivered (stack drops) != %d SYNs: options lost without a count",
+			 stored, dropped, lost, FLOOD_SYNS);
 	report(v6 ? "v6_flood_one_netns_pending_quota_drops_counted" :
 		    "flood_one_netns_pending_quota_drops_counted", &r);
 
