@@ -234,7 +234,10 @@ fn load_and_attach(t: &Target, params: &Params) -> Result<(), Error> {
             })?;
     }
     let cgroup = fs::File::open(&t.cgroup).map_err(io("opening", &t.cgroup))?;
-    let mode = CgroupAttachMode::AllowMultiple;
+    // Through bpf_link (5.7+, which aya uses here) the attach flags must be 0 (`Single`): a
+    // link coexists with other programs on the cgroup whatever the mode; AllowMultiple is
+    // refused with EINVAL (seen on 6.1).
+    let mode = CgroupAttachMode::Single;
 
     // sock_ops first: connections established from now on get entries; the readers follow.
     {
