@@ -331,17 +331,26 @@ static __always_inline void handle_established(struct bpf_sock_ops *skops)
 	if (!w)
 		return;
 
-	/* The final ACK: [skb_data, skb_data_end) is its whole TCP header. */
+	/*
+	 * The final ACK: [skb_data, skb_data_end) is its whole TCP header. The option length comes
+	 * from the header's data offset, and the copy has no early exit: a loop leaving at each
+	 * length would hand the walk 40 different constants, each verified on its own.
+	 */
 	{
 		__u8 *data = (__u8 *)(long)skops->skb_data;
 		__u8 *end = (__u8 *)(long)skops->skb_data_end;
 
+		if (data + 20 > end)
+			return;
+		n = ((__u32)(data[12] >> 4)) * 4;
+		n = n > 20 ? n - 20 : 0;
 #pragma clang loop unroll(full)
 		for (k = 0; k < OPT_MAX; k++) {
-			if (data + 20 + k + 1 > end)
-				break;
-			w->opt[k] = data[20 + k];
-			n = k + 1;
+			__u8 b = 0;
+
+			if (data + 20 + k + 1 <= end)
+				b = data[20 + k];
+			w->opt[k] = b;
 		}
 	}
 	parse_options(w->opt, n, cfg, &w->res);

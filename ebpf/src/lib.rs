@@ -211,7 +211,13 @@ pub fn attach(t: &Target, params: &Params) -> Result<Outcome, Error> {
 }
 
 fn load_and_attach(t: &Target, params: &Params) -> Result<(), Error> {
+    let t0 = std::time::Instant::now();
+    let phase = |what: &str| tracing::debug!(ms = t0.elapsed().as_millis() as u64, "{what}");
     let mut bpf = EbpfLoader::new()
+        // The programs use only UAPI context structs, so there is nothing to relocate against
+        // the kernel's BTF: skipping the parse of /sys/kernel/btf/vmlinux saves most of the
+        // load time in a TCG guest.
+        .btf(None)
         .default_map_pin_directory(&t.pin_dir)
         .load_file(&t.object)
         .map_err(|source| Error::Load {
@@ -233,6 +239,7 @@ fn load_and_attach(t: &Target, params: &Params) -> Result<(), Error> {
                 source: Box::new(source),
             })?;
     }
+    phase("object loaded, maps created, parameters written");
     let cgroup = fs::File::open(&t.cgroup).map_err(io("opening", &t.cgroup))?;
     // Through bpf_link (5.7+, which aya uses here) the attach flags must be 0 (`Single`): a
     // link coexists with other programs on the cgroup whatever the mode; AllowMultiple is
@@ -267,6 +274,7 @@ fn load_and_attach(t: &Target, params: &Params) -> Result<(), Error> {
             .pin(&p)
             .map_err(pin_err(&p))?;
     }
+    phase("sock_ops verified and attached");
     for (fname, short) in [
         ("toa_getpeername4", "getpeername4"),
         ("toa_getpeername6", "getpeername6"),
@@ -294,6 +302,7 @@ fn load_and_attach(t: &Target, params: &Params) -> Result<(), Error> {
             .pin(&p)
             .map_err(pin_err(&p))?;
     }
+    phase("getpeername4/6 verified and attached");
     {
         let name = getsockopt_program()?;
         let prog: &mut CgroupSockopt = program(&mut bpf, name)?;
@@ -314,6 +323,7 @@ fn load_and_attach(t: &Target, params: &Params) -> Result<(), Error> {
         let p = link_path(&t.pin_dir, "getsockopt");
         sys::link_create_and_pin(fd.as_fd(), cgroup.as_fd(), sys::BPF_CGROUP_GETSOCKOPT, &p)?;
     }
+    phase("getsockopt verified and attached");
     Ok(())
 }
 

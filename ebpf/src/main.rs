@@ -55,6 +55,11 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Attach {

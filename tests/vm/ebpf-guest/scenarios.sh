@@ -60,7 +60,7 @@ mount -t bpf bpf /sys/fs/bpf || notok mount_bpffs "mount -t bpf failed"
 # ---- load: time from loader start to attached (busybox date has no sub-seconds: the
 # loader measures itself, and the wall time around it is printed too).
 t0=$(cut -d' ' -f1 /proc/uptime)
-if out=$(attach --trusted-sources "$TRUST" 2>&1); then
+if out=$(RUST_LOG=toa_ebpf=debug attach --trusted-sources "$TRUST" 2>&1); then
 	ok "load_and_attach"
 else
 	notok "load_and_attach" "$out"
@@ -69,7 +69,7 @@ else
 	exit 1
 fi
 t1=$(cut -d' ' -f1 /proc/uptime)
-echo "# $out"
+echo "$out" | sed "s/^/# /"
 echo "# TOA-EBPF-ATTACH-TIME loader=$(echo "$out" | sed -n 's/.* in \([0-9]*\) ms/\1/p')ms wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }')ms"
 case $out in *"Loaded in"*) ok "first_attach_reports_Loaded" ;; *) notok "first_attach_reports_Loaded" "$out" ;; esac
 for p in toa_config toa_stats toa_sk link_sockops link_getpeername4 link_getpeername6 link_getsockopt; do
