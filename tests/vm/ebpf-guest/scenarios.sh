@@ -126,6 +126,12 @@ check_fails refused_loopback toatest conn --count 1 --addr 127.0.0.5
 check_fails refused_multicast toatest conn --count 1 --addr 224.1.2.3
 expect_delta counters_toa_refused_address toa_refused_address "$b_ref" 2
 
+# ---- malformed: a configured kind with the other type's length is counted, not used.
+b_mal=$(stat_of toa_malformed)
+check_fails malformed_ipv4_kind_with_length_20 toatest conn --count 1 --kind 200 --nat64 2001:db8::5
+check_fails malformed_nat64_kind_with_length_8 toatest conn --count 1 --kind 253 --where ack
+expect_delta counters_toa_malformed toa_malformed "$b_mal" 2
+
 # ---- configurable kinds: adopt the pinned backend with new parameters.
 out=$(attach --trusted-sources "$TRUST" --ipv4-kinds 254 --nat64-kinds 254 2>&1)
 case $out in *"Adopted in"*) ok "second_attach_adopts_the_pins" ;; *) notok "second_attach_adopts_the_pins" "$out" ;; esac
