@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # Guest side of tests/vm/ebpf.sh: the TOA eBPF backend against real handshakes, driven by the
 # module suite's own client (`toatest conn`, which plays the balancer through a TUN device and
 # checks what accept/getpeername/getsockopt return) and the loader (`toa-ebpf`).
@@ -29,14 +30,20 @@ check() {
 	fi
 	echo "$out" | sed 's/^/#   /'
 }
-# check_fails NAME CMD...: ok when CMD exits non-zero (the address is NOT rewritten).
+# check_fails NAME WANT CMD...: ok when CMD exits non-zero (the address is NOT rewritten) and
+# its output has WANT (what the application saw instead: the balancer's address), so that a
+# handshake that failed for another reason does not pass.
 check_fails() {
 	name=$1
-	shift
+	want=$2
+	shift 2
 	if out=$("$@" 2>&1); then
 		notok "$name" "\`$*\` succeeded, expected the balancer's address"
 	else
-		ok "$name"
+		case $out in
+		*"$want"*) ok "$name" ;;
+		*) notok "$name" "\`$*\` failed without showing $want" ;;
+		esac
 	fi
 	echo "$out" | sed 's/^/#   /'
 }
@@ -117,19 +124,19 @@ esac
 
 # ---- trust: a balancer outside trusted_sources is ignored and counted.
 b_un=$(stat_of toa_untrusted)
-check_fails untrusted_balancer_ignored toatest conn --count 1 --balancer 10.0.5.2
+check_fails untrusted_balancer_ignored "getpeername=10.0.5.2:" toatest conn --count 1 --balancer 10.0.5.2
 expect_delta counters_toa_untrusted toa_untrusted "$b_un" 1
 
 # ---- address sanity: loopback and multicast clients are refused.
 b_ref=$(stat_of toa_refused_address)
-check_fails refused_loopback toatest conn --count 1 --addr 127.0.0.5
-check_fails refused_multicast toatest conn --count 1 --addr 224.1.2.3
+check_fails refused_loopback "getpeername=10.0.0.2:" toatest conn --count 1 --addr 127.0.0.5
+check_fails refused_multicast "getpeername=10.0.0.2:" toatest conn --count 1 --addr 224.1.2.3
 expect_delta counters_toa_refused_address toa_refused_address "$b_ref" 2
 
 # ---- malformed: a configured kind with the other type's length is counted, not used.
 b_mal=$(stat_of toa_malformed)
-check_fails malformed_ipv4_kind_with_length_20 toatest conn --count 1 --kind 200 --nat64 2001:db8::5
-check_fails malformed_nat64_kind_with_length_8 toatest conn --count 1 --kind 253 --where ack
+check_fails malformed_ipv4_kind_with_length_20 "getpeername=10.0.0.2:" toatest conn --count 1 --kind 200 --nat64 2001:db8::5
+check_fails malformed_nat64_kind_with_length_8 "getpeername=10.0.0.2:" toatest conn --count 1 --kind 253 --where ack
 expect_delta counters_toa_malformed toa_malformed "$b_mal" 2
 
 # ---- configurable kinds: adopt the pinned backend with new parameters.
@@ -137,11 +144,11 @@ out=$(attach --trusted-sources "$TRUST" --ipv4-kinds 254 --nat64-kinds 254 2>&1)
 case $out in *"Adopted in"*) ok "second_attach_adopts_the_pins" ;; *) notok "second_attach_adopts_the_pins" "$out" ;; esac
 check kind254_ipv4 toatest conn --count 1 --kind 254
 check kind254_nat64 toatest conn --count 1 --kind 254 --nat64 2001:db8::254
-check_fails kind200_no_longer_a_toa_kind toatest conn --count 1 --kind 200
+check_fails kind200_no_longer_a_toa_kind "getpeername=10.0.0.2:" toatest conn --count 1 --kind 200
 
 # ---- ports scope: only the listed local ports are parsed (toatest listens on 8080/8081).
 attach --trusted-sources "$TRUST" --ports 8081 >/dev/null 2>&1
-check_fails port_out_of_scope toatest conn --count 1
+check_fails port_out_of_scope "getpeername=10.0.0.2:" toatest conn --count 1
 check port_in_scope toatest conn --count 1 --dual
 attach --trusted-sources "$TRUST" >/dev/null 2>&1
 
@@ -154,8 +161,12 @@ fi
 
 # ---- detach: pins gone, addresses no longer rewritten; attach again loads afresh.
 check detach toa-ebpf detach
-[ ! -e /sys/fs/bpf/toa ] && ok "detach_removes_pins" || notok "detach_removes_pins" "$(ls /sys/fs/bpf/toa)"
-check_fails after_detach_no_rewrite toatest conn --count 1
+if [ ! -e /sys/fs/bpf/toa ]; then
+	ok "detach_removes_pins"
+else
+	notok "detach_removes_pins" "$(ls /sys/fs/bpf/toa)"
+fi
+check_fails after_detach_no_rewrite "getpeername=10.0.0.2:" toatest conn --count 1
 out=$(attach --trusted-sources "$TRUST" 2>&1)
 case $out in *"Loaded in"*) ok "attach_after_detach_loads" ;; *) notok "attach_after_detach_loads" "$out" ;; esac
 check after_reattach_rewrites toatest conn --count 1
