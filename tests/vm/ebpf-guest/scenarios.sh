@@ -152,6 +152,29 @@ check_fails port_out_of_scope "getpeername=10.0.0.2:" toatest conn --count 1
 check port_in_scope toatest conn --count 1 --dual
 attach --trusted-sources "$TRUST" >/dev/null 2>&1
 
+# ---- agent restart / upgrade: open connections keep their address across an adoption and
+# across a new load that reuses the maps pinned by name (one link pin lost: Repaired).
+rm -f /tmp/go /tmp/held.log
+toatest conn --count 3 --hold-until /tmp/go >/tmp/held.log 2>&1 &
+held_pid=$!
+i=0
+while ! grep -q '^conn: ' /tmp/held.log 2>/dev/null && [ $i -lt 100 ]; do
+	sleep 0.2
+	i=$((i + 1))
+done
+out=$(attach --trusted-sources "$TRUST" 2>&1)
+case $out in *"Adopted in"*) ok "adopt_with_open_connections" ;; *) notok "adopt_with_open_connections" "$out" ;; esac
+rm -f /sys/fs/bpf/toa/link_getpeername6
+out=$(attach --trusted-sources "$TRUST" 2>&1)
+case $out in *"Repaired in"*) ok "lost_link_pin_is_repaired" ;; *) notok "lost_link_pin_is_repaired" "$out" ;; esac
+touch /tmp/go
+if wait "$held_pid"; then
+	ok "open_connections_keep_their_address_across_adopt_and_reload"
+else
+	notok "open_connections_keep_their_address_across_adopt_and_reload" "$(tail -n 2 /tmp/held.log)"
+fi
+sed 's/^/#   /' /tmp/held.log
+
 # ---- bad parameters are refused with the parameter named.
 if out=$(attach --trusted-sources 10.0.0.1/8 2>&1); then
 	notok "bad_trusted_sources_refused" "accepted 10.0.0.1/8"
