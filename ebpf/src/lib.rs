@@ -253,6 +253,13 @@ fn load_and_attach(t: &Target, params: &Params) -> Result<(), Error> {
             name: "toa_sockops",
             source: Box::new(source),
         })?;
+        // The verifier's work (kernels >= 5.16 report it): the main part of the attach time.
+        if let Ok(info) = prog.info() {
+            tracing::debug!(
+                verified_insns = info.verified_instruction_count(),
+                "toa_sockops verified"
+            );
+        }
         pin_prog(
             prog.pin(prog_path(&t.pin_dir, "sockops")),
             &t.pin_dir,
