@@ -199,7 +199,15 @@ pub fn attach(t: &Target, params: &Params) -> Result<Outcome, Error> {
     }
     let repaired = pinned.iter().any(|p| *p);
     for l in LINKS {
-        remove_if_exists(&link_path(&t.pin_dir, l))?;
+        let p = link_path(&t.pin_dir, l);
+        // Detached now, not when the pin's inode goes (later): the old and the new programs
+        // must not run side by side (counters would count twice).
+        if p.exists() {
+            if let Err(e) = sys::link_detach_pinned(&p) {
+                tracing::warn!(path = %p.display(), error = %e, "BPF_LINK_DETACH failed; removing the pin only");
+            }
+        }
+        remove_if_exists(&p)?;
         remove_if_exists(&prog_path(&t.pin_dir, l))?;
     }
     load_and_attach(t, params)?;
@@ -383,15 +391,23 @@ pub fn is_attached(pin_dir: &Path) -> bool {
     LINKS.iter().all(|l| link_path(pin_dir, l).exists())
 }
 
-/// Detaches: removes the link, program and map pins and the directory. Links detach when
-/// their last reference (the pin) goes; connections keep working with their original peer
-/// address from then on. Returns false when nothing was pinned.
+/// Detaches: each pinned link is detached at once (`BPF_LINK_DETACH`), then the link, program
+/// and map pins and the directory are removed. Connections show their original peer address
+/// from then on. Returns false when nothing was pinned.
 pub fn detach(pin_dir: &Path) -> Result<bool, Error> {
     if !pin_dir.exists() {
         return Ok(false);
     }
     let mut any = false;
     for l in LINKS {
+        let p = link_path(pin_dir, l);
+        if p.exists() {
+            if let Err(e) = sys::link_detach_pinned(&p) {
+                // Not a link (a stale file) or an old kernel: removing the pin still detaches,
+                // only later.
+                tracing::warn!(path = %p.display(), error = %e, "BPF_LINK_DETACH failed; removing the pin only");
+            }
+        }
         for p in [link_path(pin_dir, l), prog_path(pin_dir, l)] {
             any |= p.exists();
             remove_if_exists(&p)?;

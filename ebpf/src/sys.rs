@@ -14,7 +14,9 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 /// `enum bpf_cmd` values (linux/bpf.h).
 const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_DETACH: libc::c_long = 35;
 /// `enum bpf_attach_type` value of `BPF_CGROUP_GETSOCKOPT`.
 pub const BPF_CGROUP_GETSOCKOPT: u32 = 21;
 
@@ -109,5 +111,25 @@ pub fn link_create_and_pin(
     attr[0] = c.as_ptr() as u64;
     attr[1] = u64::from(link.as_raw_fd() as u32);
     bpf(BPF_OBJ_PIN, &mut attr).map_err(|e| pin_err(e, "BPF_OBJ_PIN"))?;
+    Ok(())
+}
+
+/// Detaches the link pinned at `path` now (`BPF_LINK_DETACH`, 5.9+), whoever else holds it.
+/// Removing the pin alone is not enough: the bpffs inode drops its reference after an RCU grace
+/// period and a work item, so on 5.10 `getpeername()` was still rewritten right after the pin
+/// was gone (seen in the guest suite).
+pub fn link_detach_pinned(path: &Path) -> std::io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // obj_get: pathname u64, bpf_fd u32, file_flags u32.
+    let mut attr = [0u64; 8];
+    attr[0] = c.as_ptr() as u64;
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // link_detach: link_fd u32.
+    let mut attr = [0u64; 8];
+    attr[0] = u64::from(link.as_raw_fd() as u32);
+    bpf(BPF_LINK_DETACH, &mut attr)?;
     Ok(())
 }
