@@ -2,7 +2,7 @@
 # Runs every test suite of toa-operator, installing what each needs, and prints one summary.
 #
 #   tests/run-all.sh            every suite (see default_suites below)
-#   tests/run-all.sh rust chart only the named suites (rust fuzz kmod agent chart cluster e2e fresh)
+#   tests/run-all.sh rust chart only the named suites (rust fuzz kmod ebpf agent chart cluster e2e fresh)
 #   TOA_DEPS_ONLY=1 tests/run-all.sh   only each suite's dependency step (what it installs)
 #
 # Each suite runs even when an earlier one failed, so one run shows every problem: that is why
@@ -15,13 +15,13 @@ cd "$(dirname "$0")/.." || exit 2
 # shellcheck source=tests/lib/deps.sh
 source tests/lib/deps.sh
 
-all_suites=(rust fuzz kmod agent chart cluster e2e fresh)
+all_suites=(rust fuzz kmod ebpf agent chart cluster e2e fresh)
 # Without arguments: every suite. `fresh` runs last: the README's demo with empty caches in a
 # new Debian root, the fuzz suite there and every suite's dependency step there (steps
 # `demo fuzz deps`; `tests/fresh/run.sh` alone also runs the kmod suite on 6.1 there). It is
 # the longest suite on a warm machine (a cold release build of the agent), so the others
 # report first.
-default_suites=(rust fuzz kmod agent chart cluster e2e fresh)
+default_suites=(rust fuzz kmod ebpf agent chart cluster e2e fresh)
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=("${default_suites[@]}")
 
@@ -88,6 +88,7 @@ for s in "${suites[@]}"; do
 	rust) run_suite rust rust_suite ;;
 	fuzz) run_suite fuzz bash kmod/fuzz/run.sh 30 ;;
 	kmod) run_suite kmod bash tests/vm/kmod.sh ;;
+	ebpf) run_suite ebpf bash tests/vm/ebpf.sh ;;
 	agent) run_suite agent bash tests/vm/agent.sh ;;
 	chart) run_suite chart bash tests/chart/check.sh ;;
 	cluster) run_suite cluster bash tests/cluster/run.sh ;;

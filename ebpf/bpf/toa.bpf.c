@@ -1,0 +1,525 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * TOA (TCP Option Address) as eBPF programs attached to the root cgroup (v2): the same
+ * application contract as kmod/ (see kmod/README.md), without a kernel module.
+ *
+ *   toa_sockops        sock_ops: on listen(), asks the kernel to keep each SYN (TCP_SAVE_SYN);
+ *                      when a passive connection is established, walks the TCP options of the
+ *                      final ACK (skb_data) and of the saved SYN (TCP_BPF_SYN), applies the
+ *                      scope, trust, duplicate and address rules, and stores the client
+ *                      address in the socket-local storage toa_sk. The final ACK's option
+ *                      wins, as in the module.
+ *   toa_getpeername4/6 cgroup/getpeername4 and 6: rewrite the peer address of getpeername()
+ *                      and accept() (IPv4, ::ffff:a.b.c.d on dual-stack sockets).
+ *   toa_getsockopt     cgroup/getsockopt: answers getsockopt(IPPROTO_IP, 4096) with struct
+ *                      toa_nat64_peer, ENOENT without a NAT64 entry, EINVAL when the length is
+ *                      below 20 (kernels >= 5.18, where a program may set the error).
+ *   toa_getsockopt_legacy
+ *                      the same for older kernels (5.10): a program may only clear the error,
+ *                      so ENOENT and EINVAL stay the kernel's ENOPROTOOPT.
+ *
+ * The context structs are UAPI (linux/bpf.h), so the object needs no kernel-specific types
+ * and one build serves every kernel >= 5.10 of the test matrix.
+ */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/socket.h>
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "toa_ebpf.h"
+
+/* Not in the UAPI headers that linux/bpf.h pulls in. */
+#define SOL_TCP		6
+#define TCP_SAVE_SYN	27
+#define SOCK_STREAM	1
+#define AF_INET		2
+#define AF_INET6	10
+#define ENOENT		2
+#define EINVAL		22
+#define ENOPROTOOPT	92
+#define TCP_OPT_EOL	0
+#define TCP_OPT_NOP	1
+#define OPT_MAX		40	/* TCP option bytes at most */
+#define OPT_BUF		64	/* power of two: indexes are masked to it for the verifier */
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct toa_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} toa_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TOA_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} toa_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct toa_sk_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} toa_sk SEC(".maps");
+
+/* One parsed segment: the first and the last valid TOA, malformed and duplicate counts. */
+struct parse_res {
+	struct toa_sk_entry first;
+	struct toa_sk_entry last;
+	__u32 malformed;
+	__u32 n_valid;
+};
+
+/*
+ * Working memory of the sock_ops program. A map value, not the stack: 5.10's verifier refuses
+ * stack accesses at a variable offset (allowed from 5.12), and the option walk indexes by the
+ * option lengths it reads.
+ */
+struct scratch {
+	__u8 opt[OPT_BUF];
+	__u8 synhdr[OPT_BUF];
+	struct parse_res res;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} toa_scratch SEC(".maps");
+
+static __always_inline void count(__u32 c)
+{
+	__u64 *v = bpf_map_lookup_elem(&toa_stats, &c);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+static __always_inline void count_n(__u32 c, __u32 n)
+{
+	__u64 *v;
+
+	if (!n)
+		return;
+	v = bpf_map_lookup_elem(&toa_stats, &c);
+	if (v)
+		__sync_fetch_and_add(v, n);
+}
+
+static __always_inline struct toa_config *config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&toa_config, &zero);
+}
+
+static __always_inline int kind_has(const __u32 *set, __u8 kind)
+{
+	return (set[(kind >> 5) & 7] >> (kind & 31)) & 1;
+}
+
+static __always_inline int port_in_scope(const struct toa_config *cfg, __u32 lport)
+{
+	if (!cfg->n_ports)
+		return 1;
+	return (cfg->ports[(lport >> 5) & 2047] >> (lport & 31)) & 1;
+}
+
+/*
+ * The option walk of kmod/toa_parse.c toa_parse_options(), over opt[0..len). Shaped for the
+ * verifier: the loop runs over byte positions (an exact counter) and `next`, where the next
+ * option starts, is only compared, never used as an index; a walk that indexed by the option
+ * lengths it read blew the verifier's 1M instruction budget on 6.1.
+ */
+static __noinline int parse_options(const __u8 *opt, __u32 len, const struct toa_config *cfg,
+				    struct parse_res *res)
+{
+	__u32 pos, next = 0, k;
+
+	if (!opt || !cfg || !res)
+		return 0;
+	res->malformed = 0;
+	res->n_valid = 0;
+	if (len > OPT_MAX)
+		len = OPT_MAX;
+	for (pos = 0; pos < OPT_MAX; pos++) {
+		__u8 kind, olen, type;
+		int is4, is6;
+
+		if (pos >= len)
+			break;
+		if (pos != next)
+			continue;
+		kind = opt[pos & (OPT_BUF - 1)];
+		if (kind == TCP_OPT_EOL)
+			break;
+		if (kind == TCP_OPT_NOP) {
+			next = pos + 1;
+			continue;
+		}
+		/* Every other kind has a length byte that covers kind and length. */
+		if (len - pos < 2) {
+			res->malformed++;
+			break;
+		}
+		olen = opt[(pos + 1) & (OPT_BUF - 1)];
+		if (olen < 2 || olen > len - pos) {
+			res->malformed++;
+			break;
+		}
+		is4 = kind_has(cfg->ipv4_kinds, kind);
+		is6 = kind_has(cfg->nat64_kinds, kind);
+		type = TOA_TYPE_NONE;
+		if (is4 && olen == TOA_IPV4_OPT_LEN)
+			type = TOA_TYPE_IPV4;
+		else if (is6 && olen == TOA_NAT64_OPT_LEN)
+			type = TOA_TYPE_NAT64;
+		else if (is4 || is6)
+			res->malformed++;
+		if (type != TOA_TYPE_NONE) {
+			res->last.type = type;
+			res->last.kind = kind;
+			res->last.port = (__u16)opt[(pos + 2) & (OPT_BUF - 1)] |
+					 ((__u16)opt[(pos + 3) & (OPT_BUF - 1)] << 8);
+			for (k = 0; k < 16; k++)
+				res->last.addr[k] = (type == TOA_TYPE_NAT64 || k < 4) ?
+							   opt[(pos + 4 + k) & (OPT_BUF - 1)] : 0;
+			if (!res->n_valid)
+				res->first = res->last;
+			res->n_valid++;
+		}
+		next = pos + olen;
+	}
+	return 0;
+}
+
+static __always_inline int trusted_v4(const struct toa_config *cfg, __u32 saddr)
+{
+	__u32 n = cfg->n_trusted, i;
+
+	if (!n)
+		return cfg->accept_any;
+	for (i = 0; i < TOA_MAX_TRUSTED; i++) {
+		if (i >= n)
+			break;
+		if ((saddr & cfg->trusted4[i].mask) == cfg->trusted4[i].addr)
+			return 1;
+	}
+	return 0;
+}
+
+/* kmod/toa_parse.c toa_addr_check(), without the host's own addresses (no FIB lookup here). */
+static __always_inline int addr_ok(const struct toa_sk_entry *e)
+{
+	const __u8 *a = e->addr;
+	__u32 i, zero10 = 1, zero15 = 1;
+
+	if (e->type == TOA_TYPE_IPV4)
+		return a[0] != 0 && a[0] != 127 && (a[0] & 0xf0) != 0xe0 && (a[0] & 0xf0) != 0xf0;
+	for (i = 0; i < 10; i++)
+		zero10 &= a[i] == 0;
+	for (i = 0; i < 15; i++)
+		zero15 &= a[i] == 0;
+	if (zero15 && (a[15] == 0 || a[15] == 1))
+		return 0;	/* :: and ::1 */
+	if (a[0] == 0xff)
+		return 0;	/* multicast */
+	if (zero10 && a[10] == 0xff && a[11] == 0xff)
+		return 0;	/* IPv4-mapped */
+	return 1;
+}
+
+/*
+ * The rules of one parsed segment (kmod/README.md "Which option wins"), in the module's order:
+ * malformed counted, trust, duplicates, address. Returns the entry to use, or NULL.
+ */
+static __always_inline const struct toa_sk_entry *
+judge(const struct parse_res *res, const struct toa_config *cfg, __u32 saddr)
+{
+	const struct toa_sk_entry *e;
+
+	count_n(TOA_CNT_TOA_MALFORMED, res->malformed);
+	if (!res->n_valid)
+		return 0;
+	if (!trusted_v4(cfg, saddr)) {
+		count(TOA_CNT_TOA_UNTRUSTED);
+		return 0;
+	}
+	if (res->n_valid > 1) {
+		if (cfg->dup_rule == TOA_DUP_FIRST)
+			e = &res->first;
+		else if (cfg->dup_rule == TOA_DUP_LAST)
+			e = &res->last;
+		else {
+			count(TOA_CNT_TOA_AMBIGUOUS);
+			return 0;
+		}
+	} else {
+		e = &res->first;
+	}
+	if (!addr_ok(e)) {
+		count(TOA_CNT_TOA_REFUSED_ADDRESS);
+		return 0;
+	}
+	return e;
+}
+
+/* The remote IPv4 address of a connection (network order), 0 for native IPv6. */
+static __always_inline __u32 remote_v4(const struct bpf_sock_ops *skops)
+{
+	__u32 fam = skops->family, a0, a1, a2, a3;
+
+	/*
+	 * Each context field is read into a register the compiler cannot merge with another
+	 * (barrier_var): a load through a computed context pointer is refused by the verifier.
+	 */
+	if (fam == AF_INET) {
+		a3 = skops->remote_ip4;
+		barrier_var(a3);
+		return a3;
+	}
+	if (fam != AF_INET6)
+		return 0;
+	a0 = skops->remote_ip6[0];
+	barrier_var(a0);
+	a1 = skops->remote_ip6[1];
+	barrier_var(a1);
+	a2 = skops->remote_ip6[2];
+	barrier_var(a2);
+	a3 = skops->remote_ip6[3];
+	barrier_var(a3);
+	if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff))
+		return a3;
+	return 0;
+}
+
+static __always_inline void handle_listen(struct bpf_sock_ops *skops)
+{
+	struct toa_config *cfg = config();
+	int one = 1;
+
+	if (!cfg || !port_in_scope(cfg, skops->local_port))
+		return;
+	/* The SYN's options are read from the saved SYN when the connection is established. */
+	bpf_setsockopt(skops, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
+}
+
+static __always_inline void handle_established(struct bpf_sock_ops *skops)
+{
+	struct toa_config *cfg = config();
+	const struct toa_sk_entry *use = 0;
+	struct toa_sk_entry *st;
+	struct bpf_sock *sk;
+	struct scratch *w;
+	__u32 saddr, n = 0, k, zero = 0;
+	int ret;
+
+	if (!cfg)
+		return;
+	saddr = remote_v4(skops);
+	if (!saddr || !port_in_scope(cfg, skops->local_port))
+		return;
+	w = bpf_map_lookup_elem(&toa_scratch, &zero);
+	if (!w)
+		return;
+
+	/*
+	 * The final ACK: [skb_data, skb_data_end) is its whole TCP header. The option length comes
+	 * from the header's data offset, and the copy has no early exit: a loop leaving at each
+	 * length would hand the walk 40 different constants, each verified on its own.
+	 */
+	{
+		__u8 *data = (__u8 *)(long)skops->skb_data;
+		__u8 *end = (__u8 *)(long)skops->skb_data_end;
+
+		if (data + 20 > end)
+			return;
+		n = ((__u32)(data[12] >> 4)) * 4;
+		n = n > 20 ? n - 20 : 0;
+#pragma clang loop unroll(full)
+		for (k = 0; k < OPT_MAX; k++) {
+			__u8 b = 0;
+
+			if (data + 20 + k + 1 <= end)
+				b = data[20 + k];
+			w->opt[k] = b;
+		}
+	}
+	parse_options(w->opt, n, cfg, &w->res);
+	use = judge(&w->res, cfg, saddr);
+	if (use) {
+		count(TOA_CNT_ACK_PENDING_STORED);
+	} else {
+		/* The SYN, kept by TCP_SAVE_SYN (absent for SYN cookies and earlier listeners). */
+		ret = bpf_getsockopt(skops, SOL_TCP, TCP_BPF_SYN, w->synhdr, 60);
+		if (ret > 20 && ret <= 60) {
+#pragma clang loop unroll(full)
+			for (k = 0; k < OPT_MAX; k++)
+				w->opt[k] = w->synhdr[20 + k];
+			parse_options(w->opt, (__u32)ret - 20, cfg, &w->res);
+			use = judge(&w->res, cfg, saddr);
+			if (use)
+				count(TOA_CNT_SYN_PENDING_STORED);
+		}
+	}
+	if (!use) {
+		count(TOA_CNT_SYN_RECV_SOCK_NO_TOA);
+		return;
+	}
+	sk = skops->sk;
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&toa_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		count(TOA_CNT_SYN_RECV_SOCK_NO_TOA);
+		return;
+	}
+	__builtin_memcpy(st, use, sizeof(*st));
+	count(TOA_CNT_SYN_RECV_SOCK_TOA);
+	count(st->type == TOA_TYPE_IPV4 ? TOA_CNT_IP4_ADDRESS_ALLOC : TOA_CNT_IP6_ADDRESS_ALLOC);
+	/* The state callback counts the free when the connection closes. */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+static __always_inline void handle_state(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+	struct toa_sk_entry *st;
+
+	if (skops->args[1] != BPF_TCP_CLOSE || !sk)
+		return;
+	st = bpf_sk_storage_get(&toa_sk, sk, 0, 0);
+	if (!st)
+		return;
+	count(st->type == TOA_TYPE_IPV4 ? TOA_CNT_IP4_ADDRESS_FREE : TOA_CNT_IP6_ADDRESS_FREE);
+	bpf_sk_storage_delete(&toa_sk, sk);
+}
+
+SEC("sockops")
+int toa_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		handle_listen(skops);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		handle_established(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		handle_state(skops);
+		break;
+	}
+	return 1;
+}
+
+/* The entry of a TCP socket for getpeername, counting empty (no entry) like the module. */
+static __always_inline struct toa_sk_entry *getname_entry(struct bpf_sock_addr *ctx)
+{
+	struct toa_sk_entry *st;
+
+	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP || !ctx->sk)
+		return 0;
+	st = bpf_sk_storage_get(&toa_sk, ctx->sk, 0, 0);
+	if (!st) {
+		count(TOA_CNT_GETNAME_TOA_EMPTY);
+		return 0;
+	}
+	if (st->type != TOA_TYPE_IPV4) {
+		count(TOA_CNT_GETNAME_TOA_MISMATCH);
+		return 0;
+	}
+	return st;
+}
+
+SEC("cgroup/getpeername4")
+int toa_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct toa_sk_entry *st = getname_entry(ctx);
+	__u32 a;
+
+	if (!st)
+		return 1;
+	__builtin_memcpy(&a, st->addr, 4);
+	ctx->user_ip4 = a;
+	ctx->user_port = st->port;
+	count(TOA_CNT_GETNAME_TOA_OK);
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int toa_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct toa_sk_entry *st = getname_entry(ctx);
+	__u32 a;
+
+	if (!st)
+		return 1;
+	__builtin_memcpy(&a, st->addr, 4);
+	ctx->user_ip6[0] = 0;
+	ctx->user_ip6[1] = 0;
+	ctx->user_ip6[2] = bpf_htonl(0xffff);
+	ctx->user_ip6[3] = a;
+	ctx->user_port = st->port;
+	count(TOA_CNT_GETNAME_TOA_OK);
+	return 1;
+}
+
+/*
+ * getsockopt(IPPROTO_IP, 4096) after the kernel answered it: only when nothing else did
+ * (ENOPROTOOPT: the module is not loaded). set_errors: kernels >= 5.18 accept another error
+ * in ctx->retval; older ones only 0 (anything else turns into EFAULT).
+ */
+static __always_inline int getsockopt_common(struct bpf_sockopt *ctx, int set_errors)
+{
+	struct toa_nat64_peer *peer = (void *)(long)ctx->optval;
+	void *end = (void *)(long)ctx->optval_end;
+	struct toa_sk_entry *st;
+
+	if (ctx->level != IPPROTO_IP || ctx->optname != TOA_SO_GET_LOOKUP)
+		return 1;
+	if (ctx->retval != -ENOPROTOOPT)
+		return 1;
+	if (ctx->optlen < (int)sizeof(*peer)) {
+		if (set_errors)
+			ctx->retval = -EINVAL;
+		return 1;
+	}
+	st = ctx->sk ? bpf_sk_storage_get(&toa_sk, ctx->sk, 0, 0) : 0;
+	if (!st || st->type != TOA_TYPE_NAT64) {
+		count(TOA_CNT_GETSOCKOPT_EMPTY);
+		if (set_errors)
+			ctx->retval = -ENOENT;
+		return 1;
+	}
+	if ((void *)(peer + 1) > end)
+		return 1;
+	__builtin_memcpy(peer->saddr, st->addr, sizeof(peer->saddr));
+	peer->sport = st->port;
+	peer->pad = 0;
+	ctx->optlen = sizeof(*peer);
+	/* Two 4-byte context stores: clang would merge them into one 8-byte store, refused. */
+	asm volatile("" ::: "memory");
+	ctx->retval = 0;
+	count(TOA_CNT_GETSOCKOPT_OK);
+	return 1;
+}
+
+SEC("cgroup/getsockopt")
+int toa_getsockopt(struct bpf_sockopt *ctx)
+{
+	return getsockopt_common(ctx, 1);
+}
+
+SEC("cgroup/getsockopt")
+int toa_getsockopt_legacy(struct bpf_sockopt *ctx)
+{
+	return getsockopt_common(ctx, 0);
+}

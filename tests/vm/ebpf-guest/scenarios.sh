@@ -1,0 +1,200 @@
+#!/bin/busybox sh
+# shellcheck shell=dash
+# Guest side of tests/vm/ebpf.sh: the TOA eBPF backend against real handshakes, driven by the
+# module suite's own client (`toatest conn`, which plays the balancer through a TUN device and
+# checks what accept/getpeername/getsockopt return) and the loader (`toa-ebpf`).
+# Prints `ok - NAME` / `not ok - NAME: WHY`, `# ...` notes and `N passed, M failed`.
+# No `set -e`: every step's status is judged and reported.
+
+OBJ=/toa.bpf.o
+PASS=0
+FAIL=0
+TRUST=10.0.0.0/24	# the balancer of toatest is 10.0.0.2; 10.0.5.2 is outside
+
+ok() {
+	echo "ok - $1"
+	PASS=$((PASS + 1))
+}
+notok() {
+	echo "not ok - $1: $2"
+	FAIL=$((FAIL + 1))
+}
+# check NAME CMD...: ok when CMD exits 0; its output is shown as # lines either way.
+check() {
+	name=$1
+	shift
+	if out=$("$@" 2>&1); then
+		ok "$name"
+	else
+		notok "$name" "\`$*\` failed"
+	fi
+	echo "$out" | sed 's/^/#   /'
+}
+# check_fails NAME WANT CMD...: ok when CMD exits non-zero (the address is NOT rewritten) and
+# its output has WANT (what the application saw instead: the balancer's address), so that a
+# handshake that failed for another reason does not pass.
+check_fails() {
+	name=$1
+	want=$2
+	shift 2
+	if out=$("$@" 2>&1); then
+		notok "$name" "\`$*\` succeeded, expected the balancer's address"
+	else
+		case $out in
+		*"$want"*) ok "$name" ;;
+		*) notok "$name" "\`$*\` failed without showing $want" ;;
+		esac
+	fi
+	echo "$out" | sed 's/^/#   /'
+}
+stat_of() { toa-ebpf stats | awk -v n="$1" '$1 == n { print $2 }'; }
+# expect_delta NAME COUNTER BEFORE WANT
+expect_delta() {
+	now=$(stat_of "$2")
+	d=$((now - $3))
+	if [ "$d" -eq "$4" ]; then
+		ok "$1"
+	else
+		notok "$1" "$2 changed by $d, expected $4"
+	fi
+}
+attach() { toa-ebpf attach --object "$OBJ" "$@"; }
+
+mkdir -p /sys/fs/cgroup /sys/fs/bpf
+mount -t cgroup2 none /sys/fs/cgroup || notok mount_cgroup2 "mount -t cgroup2 failed"
+mount -t bpf bpf /sys/fs/bpf || notok mount_bpffs "mount -t bpf failed"
+
+# ---- load: time from loader start to attached (busybox date has no sub-seconds: the
+# loader measures itself, and the wall time around it is printed too).
+t0=$(cut -d' ' -f1 /proc/uptime)
+if out=$(RUST_LOG=toa_ebpf=debug attach --trusted-sources "$TRUST" 2>&1); then
+	ok "load_and_attach"
+else
+	notok "load_and_attach" "$out"
+	echo "$out" | sed 's/^/#   /'
+	echo "$PASS passed, $FAIL failed"
+	exit 1
+fi
+t1=$(cut -d' ' -f1 /proc/uptime)
+echo "$out" | sed "s/^/# /"
+echo "# TOA-EBPF-ATTACH-TIME loader=$(echo "$out" | sed -n 's/.* in \([0-9]*\) ms/\1/p')ms wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }')ms"
+case $out in *"Loaded in"*) ok "first_attach_reports_Loaded" ;; *) notok "first_attach_reports_Loaded" "$out" ;; esac
+for p in toa_config toa_stats toa_sk link_sockops link_getpeername4 link_getpeername6 link_getsockopt; do
+	[ -e "/sys/fs/bpf/toa/$p" ] || notok "pinned_$p" "/sys/fs/bpf/toa/$p missing"
+done
+ok "pins_checked"
+
+# ---- IPv4 TOA, kind 200, on the SYN / on the final ACK; dual-stack listener.
+b_ok=$(stat_of getname_toa_ok)
+b_alloc=$(stat_of ip4_address_alloc)
+b_toa=$(stat_of syn_recv_sock_toa)
+b_syn=$(stat_of syn_pending_stored)
+check ipv4_kind200_on_syn toatest conn --count 3 --where syn
+expect_delta counters_syn_recv_sock_toa syn_recv_sock_toa "$b_toa" 3
+expect_delta counters_ip4_address_alloc ip4_address_alloc "$b_alloc" 3
+expect_delta counters_syn_pending_stored syn_pending_stored "$b_syn" 3
+# accept() and getpeername() each rewrite: 2 per connection.
+expect_delta counters_getname_toa_ok getname_toa_ok "$b_ok" 6
+b_ack=$(stat_of ack_pending_stored)
+check ipv4_kind200_on_ack toatest conn --count 2 --where ack
+expect_delta counters_ack_pending_stored ack_pending_stored "$b_ack" 2
+check dual_stack_v4_mapped toatest conn --count 2 --dual
+check dual_stack_on_ack toatest conn --count 1 --dual --where ack
+
+# ---- NAT64: getsockopt(IPPROTO_IP, 4096) returns the IPv6 client.
+b_so=$(stat_of getsockopt_ok)
+b_mis=$(stat_of getname_toa_mismatch)
+check nat64_getsockopt toatest conn --count 2 --nat64 2001:db8::7
+expect_delta counters_getsockopt_ok getsockopt_ok "$b_so" 2
+expect_delta counters_getname_toa_mismatch getname_toa_mismatch "$b_mis" 4
+check nat64_getsockopt_dual toatest conn --count 1 --nat64 2001:db8::9 --dual --where ack
+# A connection without NAT64 entry: ENOENT on kernels >= 5.18 (ENOPROTOOPT before).
+out=$(toatest conn --count 1 --addr 203.0.113.9 2>&1)
+case $out in
+*"getsockopt=No such file or directory"*) ok "getsockopt_without_nat64_entry_is_ENOENT" ;;
+*"getsockopt=Protocol not available"*)
+	if [ "$(uname -r | cut -d. -f1)" -lt 6 ] && [ "$(uname -r | cut -d. -f2)" -lt 18 ]; then
+		ok "getsockopt_without_nat64_entry_is_ENOPROTOOPT_before_5.18"
+	else
+		notok "getsockopt_without_nat64_entry_is_ENOENT" "$out"
+	fi
+	;;
+*) notok "getsockopt_without_nat64_entry_is_ENOENT" "$out" ;;
+esac
+
+# ---- trust: a balancer outside trusted_sources is ignored and counted.
+b_un=$(stat_of toa_untrusted)
+check_fails untrusted_balancer_ignored "getpeername=10.0.5.2:" toatest conn --count 1 --balancer 10.0.5.2
+expect_delta counters_toa_untrusted toa_untrusted "$b_un" 1
+
+# ---- address sanity: loopback and multicast clients are refused.
+b_ref=$(stat_of toa_refused_address)
+check_fails refused_loopback "getpeername=10.0.0.2:" toatest conn --count 1 --addr 127.0.0.5
+check_fails refused_multicast "getpeername=10.0.0.2:" toatest conn --count 1 --addr 224.1.2.3
+expect_delta counters_toa_refused_address toa_refused_address "$b_ref" 2
+
+# ---- malformed: a configured kind with the other type's length is counted, not used.
+b_mal=$(stat_of toa_malformed)
+check_fails malformed_ipv4_kind_with_length_20 "getpeername=10.0.0.2:" toatest conn --count 1 --kind 200 --nat64 2001:db8::5
+check_fails malformed_nat64_kind_with_length_8 "getpeername=10.0.0.2:" toatest conn --count 1 --kind 253 --where ack
+expect_delta counters_toa_malformed toa_malformed "$b_mal" 2
+
+# ---- configurable kinds: adopt the pinned backend with new parameters.
+out=$(attach --trusted-sources "$TRUST" --ipv4-kinds 254 --nat64-kinds 254 2>&1)
+case $out in *"Adopted in"*) ok "second_attach_adopts_the_pins" ;; *) notok "second_attach_adopts_the_pins" "$out" ;; esac
+check kind254_ipv4 toatest conn --count 1 --kind 254
+check kind254_nat64 toatest conn --count 1 --kind 254 --nat64 2001:db8::254
+check_fails kind200_no_longer_a_toa_kind "getpeername=10.0.0.2:" toatest conn --count 1 --kind 200
+
+# ---- ports scope: only the listed local ports are parsed (toatest listens on 8080/8081).
+attach --trusted-sources "$TRUST" --ports 8081 >/dev/null 2>&1
+check_fails port_out_of_scope "getpeername=10.0.0.2:" toatest conn --count 1
+check port_in_scope toatest conn --count 1 --dual
+attach --trusted-sources "$TRUST" >/dev/null 2>&1
+
+# ---- agent restart / upgrade: open connections keep their address across an adoption and
+# across a new load that reuses the maps pinned by name (one link pin lost: Repaired).
+rm -f /tmp/go /tmp/held.log
+toatest conn --count 3 --hold-until /tmp/go >/tmp/held.log 2>&1 &
+held_pid=$!
+i=0
+while ! grep -q '^conn: ' /tmp/held.log 2>/dev/null && [ $i -lt 100 ]; do
+	sleep 0.2
+	i=$((i + 1))
+done
+out=$(attach --trusted-sources "$TRUST" 2>&1)
+case $out in *"Adopted in"*) ok "adopt_with_open_connections" ;; *) notok "adopt_with_open_connections" "$out" ;; esac
+rm -f /sys/fs/bpf/toa/link_getpeername6
+out=$(attach --trusted-sources "$TRUST" 2>&1)
+case $out in *"Repaired in"*) ok "lost_link_pin_is_repaired" ;; *) notok "lost_link_pin_is_repaired" "$out" ;; esac
+touch /tmp/go
+if wait "$held_pid"; then
+	ok "open_connections_keep_their_address_across_adopt_and_reload"
+else
+	notok "open_connections_keep_their_address_across_adopt_and_reload" "$(tail -n 2 /tmp/held.log)"
+fi
+sed 's/^/#   /' /tmp/held.log
+
+# ---- bad parameters are refused with the parameter named.
+if out=$(attach --trusted-sources 10.0.0.1/8 2>&1); then
+	notok "bad_trusted_sources_refused" "accepted 10.0.0.1/8"
+else
+	case $out in *"trusted_sources"*"network address"*) ok "bad_trusted_sources_refused" ;; *) notok "bad_trusted_sources_refused" "$out" ;; esac
+fi
+
+# ---- detach: pins gone, addresses no longer rewritten; attach again loads afresh.
+check detach toa-ebpf detach
+if [ ! -e /sys/fs/bpf/toa ]; then
+	ok "detach_removes_pins"
+else
+	notok "detach_removes_pins" "$(ls /sys/fs/bpf/toa)"
+fi
+check_fails after_detach_no_rewrite "getpeername=10.0.0.2:" toatest conn --count 1
+out=$(attach --trusted-sources "$TRUST" 2>&1)
+case $out in *"Loaded in"*) ok "attach_after_detach_loads" ;; *) notok "attach_after_detach_loads" "$out" ;; esac
+check after_reattach_rewrites toatest conn --count 1
+
+echo "# counters:"
+toa-ebpf stats | sed 's/^/#   /'
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]
