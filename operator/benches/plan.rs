@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta, Time,
 };
 use k8s_openapi::jiff::Timestamp;
+use kube::core::PartialObjectMetaExt;
 use toa_crds::{
     DesiredState, KernelInfo, ModuleSettings, NodePhase, NodeReason, ToaNodeState,
     ToaNodeStateSpec, ToaNodeStateStatus, ToaPolicy, ToaPolicySpec,
@@ -117,16 +118,16 @@ fn cluster(n: usize) -> ClusterSnapshot {
         if i % 5 != 0 {
             pairs.push((toa_crds::AGENT_LABEL, toa_crds::AGENT_LABEL_VALUE));
         }
-        nodes.push(Arc::new(Node {
-            metadata: ObjectMeta {
+        nodes.push(Arc::new(
+            ObjectMeta {
                 name: Some(name.clone()),
                 uid: Some(format!("0000-{i:06}")),
                 labels: Some(labels(&pairs)),
                 creation_timestamp: Some(Time(ts(500))),
                 ..ObjectMeta::default()
-            },
-            ..Node::default()
-        }));
+            }
+            .into_response_partial::<Node>(),
+        ));
         if i % 10 == 9 {
             continue;
         }

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
@@ -26,14 +25,14 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
-use toa_crds::{ToaNodeState, ToaPolicy};
+use toa_crds::{KernelInfo, ToaNodeState, ToaPolicy};
 use tokio::sync::watch;
 
 use crate::apply::{self, ClusterTarget};
 use crate::error::{Backoff, Error};
 use crate::lease::Fence;
 use crate::metrics::Metrics;
-use crate::plan::{plan, ClusterSnapshot, FinalizerRelease, Plan};
+use crate::plan::{plan, ClusterSnapshot, FinalizerRelease, NodeMeta, Plan};
 
 /// Reconcile `kind` label of the per-policy reconcile.
 pub const KIND_POLICY: &str = "ToaPolicy";
@@ -43,12 +42,15 @@ pub const KIND_CLUSTER: &str = "Cluster";
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
 /// Requeue of a healthy policy: a safety net, since watches drive everything else.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
+/// Objects per page of the initial (and any later) list of Nodes and ToaNodeStates: the
+/// memory of a list is bounded by one page instead of growing with the cluster.
+pub const LIST_PAGE_SIZE: u32 = 500;
 
 /// The reflector stores a reconcile plans from.
 #[derive(Clone)]
 pub struct Stores {
     pub policies: Store<ToaPolicy>,
-    pub nodes: Store<Node>,
+    pub nodes: Store<NodeMeta>,
     pub node_states: Store<ToaNodeState>,
     pub daemonsets: Store<DaemonSet>,
 }
@@ -347,21 +349,51 @@ pub async fn housekeeping_pass(ctx: &Context) -> Result<(), Error> {
 
 /// Nodes trigger reconciles only when what planning reads changes (identity and labels), not
 /// on every kubelet status update.
-fn node_trigger_hash(node: &Node) -> Option<u64> {
+fn node_trigger_hash(node: &NodeMeta) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     node.metadata.uid.hash(&mut h);
     node.metadata.labels.hash(&mut h);
     Some(h.finish())
 }
 
-/// Drops what planning never reads from a Node before it is stored (at 5,000 nodes the image
-/// lists and managed fields dominate memory).
-fn slim_node(node: &mut Node) {
+/// Drops what planning never reads from a Node's metadata before it is stored: the kubelet's
+/// managed fields (a few KB per Node) and annotations. The watch itself asks for metadata
+/// only, so the status (images, nodeInfo, conditions) never reaches the operator; the kernel
+/// release that the policy status counts comes from each agent's ToaNodeState.
+fn slim_node(node: &mut NodeMeta) {
     node.metadata.managed_fields = None;
     node.metadata.annotations = None;
-    if let Some(status) = node.status.as_mut() {
-        status.images = None;
+}
+
+/// Drops what planning and the write diff never read from a ToaNodeState before it is stored:
+/// managed fields, annotations, and the agent's module, build (with its log tail), self-test,
+/// version and heartbeat. Kept: the spec, the labels, owner references and uid (the diff and
+/// guarded deletes), generation, and of the status the phase, reason, message, observed
+/// generation, reload request and kernel release.
+pub fn slim_node_state(state: &mut ToaNodeState) {
+    state.metadata.managed_fields = None;
+    state.metadata.annotations = None;
+    if let Some(status) = state.status.as_mut() {
+        status.module = None;
+        status.build = None;
+        status.self_test = None;
+        status.agent_version = None;
+        status.last_heartbeat_time = None;
+        if let Some(kernel) = status.kernel.as_mut() {
+            *kernel = KernelInfo {
+                release: std::mem::take(&mut kernel.release),
+                ..KernelInfo::default()
+            };
+        }
     }
+}
+
+/// How the Node and ToaNodeState watches list: in pages of [`LIST_PAGE_SIZE`], from the most
+/// recent state. No `resourceVersion=0` ("any" semantic): the apiserver answers such a list
+/// from its watch cache in one piece and ignores `limit`, so the operator would hold every
+/// object of the cluster at once while decoding.
+pub fn paged_list() -> watcher::Config {
+    watcher::Config::default().page_size(LIST_PAGE_SIZE)
 }
 
 fn all_policies(store: &Store<ToaPolicy>) -> Vec<ObjectRef<ToaPolicy>> {
@@ -394,14 +426,13 @@ pub async fn run(
     let controller = Controller::new(policies_api, watcher::Config::default().any_semantic());
     let policy_store = controller.store();
 
-    let (nodes, nodes_writer) = reflector::store::<Node>();
+    // Node metadata only: the planner reads names, uids and labels.
+    let (nodes, nodes_writer) = reflector::store::<NodeMeta>();
     let node_stream = reflector::reflector(
         nodes_writer,
-        watcher(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        )
-        .modify(slim_node),
+        // An Api of PartialObjectMeta makes metadata-only requests (Accept:
+        // as=PartialObjectMetadataList): the apiserver sends no spec or status.
+        watcher(Api::<NodeMeta>::all(client.clone()), paged_list()).modify(slim_node),
     )
     .default_backoff()
     .touched_objects()
@@ -410,10 +441,7 @@ pub async fn run(
     let (node_states, states_writer) = reflector::store::<ToaNodeState>();
     let states_stream = reflector::reflector(
         states_writer,
-        watcher(
-            Api::<ToaNodeState>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        ),
+        watcher(Api::<ToaNodeState>::all(client.clone()), paged_list()).modify(slim_node_state),
     )
     .default_backoff()
     .touched_objects();
@@ -579,34 +607,152 @@ mod tests {
         );
     }
 
-    #[test]
-    fn nodes_trigger_on_labels_not_on_status() {
-        let mut n: Node = serde_json::from_value(json!({
-            "metadata": {"name": "n1", "uid": "u1", "labels": {"a": "b"},
+    /// A Node as a kubelet writes it (status with images and nodeInfo, managed fields).
+    fn kubelet_node() -> serde_json::Value {
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "n1", "uid": "u1", "resourceVersion": "7",
+                         "labels": {"a": "b", "kubernetes.io/os": "windows"},
                          "managedFields": [{"manager": "kubelet"}], "annotations": {"x": "y"}},
+            "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]},
             "status": {"images": [{"names": ["i"], "sizeBytes": 1}],
                        "nodeInfo": {"kernelVersion": "6.1", "architecture": "amd64",
                                     "bootID": "b", "containerRuntimeVersion": "c",
                                     "kubeProxyVersion": "", "kubeletVersion": "v1.33.0",
                                     "machineID": "m", "operatingSystem": "linux",
                                     "osImage": "Debian", "systemUUID": "s"}},
-        }))
-        .expect("node");
+        })
+    }
+
+    #[test]
+    fn nodes_are_stored_as_slim_metadata_and_trigger_on_labels() {
+        // What the metadata watch decodes, even from a full object: metadata and nothing else.
+        // nodeInfo (kernel version) is not kept: the policy status takes kernel releases from
+        // the agents' ToaNodeStates, and nothing else read it.
+        let mut n: NodeMeta = serde_json::from_value(kubelet_node()).expect("node");
         let h = node_trigger_hash(&n);
         slim_node(&mut n);
         assert!(n.metadata.managed_fields.is_none() && n.metadata.annotations.is_none());
-        let status = n.status.as_ref().expect("status kept");
-        assert!(status.images.is_none());
-        assert!(status.node_info.is_some(), "nodeInfo is kept");
+        let kept = serde_json::to_value(&n.metadata).expect("encode");
+        assert_eq!(
+            kept,
+            json!({"name": "n1", "uid": "u1", "resourceVersion": "7",
+                   "labels": {"a": "b", "kubernetes.io/os": "windows"}}),
+            "only name, uid, resourceVersion and labels are stored"
+        );
         assert_eq!(
             node_trigger_hash(&n),
             h,
             "stripping does not change the trigger"
+        );
+        // The OS label still decides: a Windows node is nobody's.
+        let policy: ToaPolicy = serde_json::from_value(json!({
+            "apiVersion": "toa.dev/v1alpha1", "kind": "ToaPolicy",
+            "metadata": {"name": "p", "uid": "pu", "finalizers": [toa_crds::POLICY_FINALIZER]},
+            "spec": {"nodeSelector": {}},
+        }))
+        .expect("policy");
+        let mut linux = n.clone();
+        linux.metadata.name = Some("n2".into());
+        linux.metadata.uid = Some("u2".into());
+        linux
+            .metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(toa_crds::OS_LABEL.into(), "linux".into());
+        let planned = plan(
+            &ClusterSnapshot {
+                policies: vec![Arc::new(policy)],
+                nodes: vec![Arc::new(n.clone()), Arc::new(linux)],
+                node_states: vec![],
+            },
+            Timestamp::now(),
+        );
+        assert_eq!(
+            planned.node_states.keys().collect::<Vec<_>>(),
+            vec!["n2"],
+            "the Windows node is not selected"
         );
         n.metadata
             .labels
             .get_or_insert_with(Default::default)
             .insert("toa.dev/agent".into(), "true".into());
         assert_ne!(node_trigger_hash(&n), h);
+    }
+
+    fn reported_state() -> ToaNodeState {
+        serde_json::from_value(json!({
+            "apiVersion": "toa.dev/v1alpha1", "kind": "ToaNodeState",
+            "metadata": {"name": "n1", "uid": "s1", "generation": 3,
+                         "labels": {"toa.dev/policy": "p"}, "annotations": {"x": "y"},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n1",
+                                              "uid": "u1", "controller": false}],
+                         "managedFields": [{"manager": "toa-operator"}, {"manager": "toa-node-agent"}]},
+            "spec": {"nodeName": "n1", "policy": "p", "desiredState": "Loaded",
+                     "reloadAllowed": true},
+            "status": {"observedGeneration": 3, "phase": "Failed", "reason": "BuildFailed",
+                       "message": "make failed", "reloadPending": true,
+                       "kernel": {"release": "6.1.0-56-amd64", "version": "#1 SMP",
+                                  "bootId": "b", "osImage": "Debian 12", "lockdown": "none",
+                                  "secureBoot": false},
+                       "module": {"srcversion": "SV", "parameters": {"kind": "254"}},
+                       "build": {"durationSeconds": 3.5, "logTail": "x".repeat(4096)},
+                       "selfTest": {"result": "Passed", "message": "ok", "srcversion": "SV"},
+                       "agentVersion": "0.1.0", "lastHeartbeatTime": "2026-11-26T00:00:00Z"},
+        }))
+        .expect("state")
+    }
+
+    #[test]
+    fn node_states_keep_only_what_the_plan_and_the_diff_read() {
+        let full = reported_state();
+        let mut slim = full.clone();
+        slim_node_state(&mut slim);
+        let encoded = serde_json::to_string(&slim).expect("encode");
+        assert!(
+            encoded.len() * 4 < serde_json::to_string(&full).expect("encode").len(),
+            "{encoded}"
+        );
+        assert!(slim.metadata.managed_fields.is_none() && slim.metadata.annotations.is_none());
+        let status = slim.status.as_ref().expect("status");
+        assert!(status.module.is_none() && status.build.is_none() && status.self_test.is_none());
+        assert_eq!(
+            status.kernel.as_ref().map(|k| k.release.as_str()),
+            Some("6.1.0-56-amd64")
+        );
+        // Same decisions from the slim object as from the full one.
+        let policy: ToaPolicy = serde_json::from_value(json!({
+            "apiVersion": "toa.dev/v1alpha1", "kind": "ToaPolicy",
+            "metadata": {"name": "p", "uid": "pu", "finalizers": [toa_crds::POLICY_FINALIZER],
+                         "creationTimestamp": "2026-11-26T00:00:00Z"},
+            "spec": {"nodeSelector": {}},
+        }))
+        .expect("policy");
+        let node: NodeMeta = serde_json::from_value(kubelet_node()).expect("node");
+        let mut node = node;
+        node.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(toa_crds::OS_LABEL.into(), "linux".into());
+        let now: Timestamp = "2026-11-26T01:00:00Z".parse().expect("time");
+        let snapshot = |state: ToaNodeState| ClusterSnapshot {
+            policies: vec![Arc::new(policy.clone())],
+            nodes: vec![Arc::new(node.clone())],
+            node_states: vec![Arc::new(state)],
+        };
+        let from_full = plan(&snapshot(full.clone()), now);
+        let from_slim = plan(&snapshot(slim.clone()), now);
+        assert_eq!(from_full, from_slim);
+        assert_eq!(
+            from_slim.policy_status["p"].failed_nodes, 1,
+            "{from_slim:?}"
+        );
+        for (node, desired) in &from_full.node_states {
+            assert_eq!(
+                apply::node_state_needs_apply(Some(&full), desired),
+                apply::node_state_needs_apply(Some(&slim), desired),
+                "{node}"
+            );
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Node;
+use kube::core::PartialObjectMetaExt;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
@@ -124,7 +125,13 @@ impl World {
     fn stores(self) -> Stores {
         Stores {
             policies: store(self.policies),
-            nodes: store(self.nodes),
+            // The operator watches Node metadata only.
+            nodes: store(
+                self.nodes
+                    .into_iter()
+                    .map(|n| n.metadata.into_response_partial())
+                    .collect(),
+            ),
             node_states: store(self.states),
             daemonsets: store(self.daemonsets),
         }
@@ -863,7 +870,7 @@ async fn orphan_node_state_is_cleaned_up_without_panicking() {
 async fn unready_stores_make_no_writes() {
     let p = all_nodes_policy(json!({}));
     let (client, log) = fake_client(accepting(Some(p.clone())));
-    let (nodes, _never_filled) = reflector::store::<Node>();
+    let (nodes, _never_filled) = reflector::store::<toa_operator::plan::NodeMeta>();
     let stores = Stores {
         policies: store(vec![p.clone()]),
         nodes,

@@ -121,6 +121,46 @@ async fn controller_wiring_writes_and_stops_on_shutdown() {
     }
     assert!(all_written(), "missing writes; got {:#?}", log.lines());
 
+    // Nodes: metadata only, listed in pages from the most recent state (a list at
+    // resourceVersion=0 comes from the watch cache in one piece, whatever the limit).
+    let node_list = log
+        .all()
+        .into_iter()
+        .find(|r| r.method == "GET" && r.path == "/api/v1/nodes" && !r.query.contains_key("watch"))
+        .expect("node list");
+    assert!(
+        node_list
+            .accept
+            .as_deref()
+            .is_some_and(|a| a.contains("as=PartialObjectMetadataList")),
+        "{node_list:?}"
+    );
+    let node_watch = log
+        .all()
+        .into_iter()
+        .find(|r| r.path == "/api/v1/nodes" && r.query.contains_key("watch"))
+        .expect("node watch");
+    assert!(
+        node_watch
+            .accept
+            .as_deref()
+            .is_some_and(|a| a.contains("as=PartialObjectMetadata")),
+        "{node_watch:?}"
+    );
+    for path in ["/api/v1/nodes", "/apis/toa.dev/v1alpha1/toanodestates"] {
+        let list = log
+            .all()
+            .into_iter()
+            .find(|r| r.method == "GET" && r.path == path && !r.query.contains_key("watch"))
+            .expect("list");
+        assert_eq!(
+            list.query.get("limit").map(String::as_str),
+            Some("500"),
+            "{list:?}"
+        );
+        assert_eq!(list.query.get("resourceVersion"), None, "{list:?}");
+    }
+
     // The DaemonSet watch is confined to our object by a field selector.
     let ds_list = log
         .all()

@@ -9,11 +9,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use toa_crds::{ModuleSettings, ToaNodeState, ToaPolicy, ToaPolicySpec, ToaPolicyStatus};
 
 use super::selector::{Selector, SelectorError};
+use super::NodeMeta;
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
@@ -110,7 +110,7 @@ pub(crate) struct NodeTable<'a> {
 }
 
 impl<'a> NodeTable<'a> {
-    pub fn collect(nodes: &'a [Arc<Node>], states: &'a [Arc<ToaNodeState>]) -> Self {
+    pub fn collect(nodes: &'a [Arc<NodeMeta>], states: &'a [Arc<ToaNodeState>]) -> Self {
         let mut views: Vec<NodeView<'a>> = nodes
             .iter()
             .filter_map(|n| {

@@ -35,15 +35,20 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
+use kube::core::PartialObjectMeta;
 use toa_crds::{ToaNodeState, ToaNodeStateSpec, ToaPolicy, ToaPolicyStatus};
+
+/// What the operator keeps of a Node: its metadata, which it watches alone (the planner reads
+/// names, uids and labels; the kubelet's status, 10-30 KB per Node, never reaches the operator).
+pub type NodeMeta = PartialObjectMeta<Node>;
 
 /// Everything the operator knows at one instant (reflector store contents).
 #[derive(Clone, Debug, Default)]
 pub struct ClusterSnapshot {
     /// All ToaPolicies, including those being deleted.
     pub policies: Vec<Arc<ToaPolicy>>,
-    /// All Nodes.
-    pub nodes: Vec<Arc<Node>>,
+    /// All Nodes (metadata only).
+    pub nodes: Vec<Arc<NodeMeta>>,
     /// All ToaNodeStates.
     pub node_states: Vec<Arc<ToaNodeState>>,
 }

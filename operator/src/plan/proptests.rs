@@ -6,14 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
 use proptest::prelude::*;
 use toa_crds::{DesiredState, NodePhase, OnDelete, ToaNodeState, ToaPolicy};
 
 use super::selector::Selector;
 use super::testutil::*;
-use super::{plan, ClusterSnapshot, Plan};
+use super::{plan, ClusterSnapshot, NodeMeta, Plan};
 
 const NOW: i64 = 100_000;
 const POLICY_NAMES: [&str; 6] = ["alpha", "beta", "gamma", "delta", "eps", "zeta"];
@@ -68,7 +67,7 @@ fn arb_policy(name: &'static str) -> impl Strategy<Value = ToaPolicy> {
         })
 }
 
-fn arb_node(i: usize) -> impl Strategy<Value = Node> {
+fn arb_node(i: usize) -> impl Strategy<Value = NodeMeta> {
     (
         proptest::collection::vec(proptest::option::of(0..3usize), 3),
         prop_oneof![8 => Just(None), 1 => Just(Some("linux")), 1 => Just(Some("windows"))],
@@ -133,7 +132,7 @@ fn arb_cluster(max_nodes: usize) -> impl Strategy<Value = ClusterSnapshot> {
 /// The winner for a node, by brute force.
 fn oracle_owner<'a>(
     policies: &'a [Arc<ToaPolicy>],
-    node: &Node,
+    node: &NodeMeta,
 ) -> (Option<&'a ToaPolicy>, Vec<&'a ToaPolicy>) {
     let labels = node.metadata.labels.clone().unwrap_or_default();
     if labels

@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
+use super::NodeMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::core::PartialObjectMetaExt;
 use toa_crds::{
     DesiredState, KernelInfo, ModuleSettings, NodePhase, NodeReason, OnDelete, ToaNodeState,
     ToaNodeStateSpec, ToaNodeStateStatus, ToaPolicy, ToaPolicySpec,
@@ -22,17 +23,16 @@ pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-pub fn node(name: &str, pairs: &[(&str, &str)]) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            uid: Some(format!("uid-{name}")),
-            labels: Some(labels(pairs)),
-            creation_timestamp: Some(Time(ts(1_000))),
-            ..ObjectMeta::default()
-        },
-        ..Node::default()
+/// A Node as the operator's metadata-only watch delivers it.
+pub fn node(name: &str, pairs: &[(&str, &str)]) -> NodeMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        uid: Some(format!("uid-{name}")),
+        labels: Some(labels(pairs)),
+        creation_timestamp: Some(Time(ts(1_000))),
+        ..ObjectMeta::default()
     }
+    .into_response_partial()
 }
 
 pub fn policy(name: &str, match_labels: &[(&str, &str)]) -> ToaPolicy {
@@ -135,7 +135,7 @@ pub fn kernel(mut s: ToaNodeState, release: &str) -> ToaNodeState {
 
 pub fn snapshot(
     policies: Vec<ToaPolicy>,
-    nodes: Vec<Node>,
+    nodes: Vec<NodeMeta>,
     states: Vec<ToaNodeState>,
 ) -> super::ClusterSnapshot {
     super::ClusterSnapshot {

@@ -20,6 +20,8 @@ pub struct Request {
     pub path: String,
     pub query: BTreeMap<String, String>,
     pub content_type: Option<String>,
+    /// The Accept header (a metadata-only request asks for `as=PartialObjectMetadata...`).
+    pub accept: Option<String>,
     pub body: Value,
 }
 
@@ -96,6 +98,11 @@ where
                 content_type: parts
                     .headers
                     .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                accept: parts
+                    .headers
+                    .get(http::header::ACCEPT)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string),
                 body,
