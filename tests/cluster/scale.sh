@@ -15,6 +15,7 @@
 #                                   the writes per changed node and none to unchanged nodes
 #                                   (`N passed, M failed`; no timing is asserted)
 #   SCALE_KEEP=1                    keep the run dir (audit log, logs)
+#   SCALE_OPERATOR_BIN=FILE         measure this operator binary instead of the worktree's build
 #
 # The kube-controller-manager runs without its DaemonSet controller: with no kubelet, N Pending
 # agent pods would measure that controller, not the operator.
@@ -43,8 +44,11 @@ concurrency=16
 
 # shellcheck source=tests/lib/deps.sh
 source tests/lib/deps.sh
-need_apt jq openssl curl bc iproute2 util-linux python3 ca-certificates
-need_k8s_tools
+scale_needs() {
+	need_apt jq openssl curl bc iproute2 util-linux python3 ca-certificates
+	need_k8s_tools
+}
+toa_deps_step scale_needs
 # shellcheck source=tests/cluster/lib/harness.sh
 source tests/cluster/lib/harness.sh
 # shellcheck source=tests/cluster/lib/controlplane.sh
@@ -89,7 +93,10 @@ k apply --server-side -f crds/toapolicies.yaml -f crds/toanodestates.yaml >/dev/
 k wait --for condition=Established --timeout 30s crd/toapolicies.toa.dev crd/toanodestates.toa.dev >/dev/null
 helm install "$CP_RELEASE" charts/toa-operator --namespace "$CP_NAMESPACE" --create-namespace \
 	--skip-crds --kubeconfig "$CP_KUBECONFIG" >/dev/null
-op_prepare "$bin_dir/toa-operator"
+# SCALE_OPERATOR_BIN: another operator binary to measure (e.g. an earlier commit's build).
+operator_bin=${SCALE_OPERATOR_BIN:-$bin_dir/toa-operator}
+echo "operator binary: $operator_bin"
+op_prepare "$operator_bin"
 
 # The floor's identity: a ServiceAccount like the operator's (same API priority and fairness
 # treatment), allowed the writes the floor makes (the operator's and the agents').
@@ -284,10 +291,12 @@ if [ "$mode" = smoke ]; then
 	}
 	check scale-phases-complete check_phases_complete
 	check scale-floor-complete check_floor_complete
-	# apply: the state and the label; leaving nodes: unload spec, delete, unlabel.
-	check scale-apply-writes-per-node check_writes apply 2
-	check scale-select-writes-per-node check_writes select 3
-	check scale-delete-writes-per-node check_writes delete 3
+	# apply: the state and the label; leaving nodes: unload spec, delete, unlabel. The margin:
+	# a pass that starts before the watch shows the previous pass's writes repeats a few of
+	# them (seen: 8 of 666 unloads at 1,000 nodes).
+	check scale-apply-writes-per-node check_writes apply 2.1
+	check scale-select-writes-per-node check_writes select 3.1
+	check scale-delete-writes-per-node check_writes delete 3.1
 	harness_summary
 	[ "$H_FAIL" -eq 0 ]
 fi
