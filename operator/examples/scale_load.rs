@@ -151,8 +151,11 @@ fn kubelet_status(name: &str, i: usize) -> Value {
     };
     let images: Vec<Value> = (0..40)
         .map(|k| {
-            let digest: String = format!("{:016x}", (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k)
-                .repeat(4);
+            let digest: String = format!(
+                "{:016x}",
+                (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k
+            )
+            .repeat(4);
             json!({
                 "names": [
                     format!("registry.example.com/team-{k:02}/service-{k:02}@sha256:{digest}"),
@@ -411,8 +414,8 @@ async fn floor_node(
 fn changed(phase: Phase, i: usize) -> bool {
     match phase {
         Phase::Apply => true,
-        Phase::Select => i % 3 != 0,
-        Phase::Delete => i % 3 == 0,
+        Phase::Select => !i.is_multiple_of(3),
+        Phase::Delete => i.is_multiple_of(3),
     }
 }
 
