@@ -93,9 +93,9 @@ _cp_bin_valid() {
 
 # _cp_staging_version MODULE VERSION: VERSION when the module proxy serves it; else the newest
 # earlier patch of the same minor that it serves (measured for v1.31.14: the proxy refuses
-# k8s.io/kube-controller-manager, k8s.io/kube-scheduler and k8s.io/endpointslice v0.31.14 with
-# 403 "This module version is not available", and serves v0.31.13). Says so on stderr. Prints
-# nothing when no such version exists.
+# k8s.io/kube-controller-manager, k8s.io/kube-scheduler, k8s.io/endpointslice (served at
+# v0.31.13) and k8s.io/kube-proxy (v0.31.11) with 403 "This module version is not available").
+# Says so on stderr. Prints nothing when no such version exists.
 _cp_staging_version() {
 	local m=$1 want=$2 minor have versions
 	if go mod download -json "$m@$want" >/dev/null 2>&1; then
