@@ -26,7 +26,7 @@
 #   cp_restart_apiserver / cp_stop_etcd / cp_start_etcd   fault injection.
 # Inputs (optional): CP_K8S_VERSION (default v1.36.3; v1.31.14 builds too), CP_AUDIT_POLICY (a
 # file replacing the suite's audit policy), CP_KCM_CONTROLLERS (kube-controller-manager's
-# --controllers).
+# --controllers), CP_KUBECTL (the kubectl cp_kubectl runs; default the built one).
 # Variables (set after cp_start, exported):
 #   CP_RUN_DIR            run dir (temp), holds pki/, logs/, audit.log, kubeconfigs
 #   CP_APISERVER_PORT     the apiserver's loopback port (https://127.0.0.1:$CP_APISERVER_PORT)
@@ -376,7 +376,9 @@ EOX
 	chmod 644 "$file"
 }
 
-cp_kubectl() { "$CP_BIN/kubectl" --kubeconfig "$CP_KUBECONFIG" "$@"; }
+# CP_KUBECTL: another kubectl binary (kubectl v1.31 lacks `apply --subresource`, which the
+# checks use: run a v1.31.14 control plane with the v1.36.3 build's kubectl).
+cp_kubectl() { "${CP_KUBECTL:-$CP_BIN/kubectl}" --kubeconfig "$CP_KUBECONFIG" "$@"; }
 
 _cp_audit_policy() {
 	# A caller's own policy (the scale benchmark logs every write at Metadata level only).
