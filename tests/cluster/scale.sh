@@ -292,11 +292,12 @@ if [ "$mode" = smoke ]; then
 	check scale-phases-complete check_phases_complete
 	check scale-floor-complete check_floor_complete
 	# apply: the state and the label; leaving nodes: unload spec, delete, unlabel. The margin:
-	# a pass that starts before the watch shows the previous pass's writes repeats a few of
-	# them (seen: 8 of 666 unloads at 1,000 nodes).
+	# a pass that starts before the watch shows the previous pass's writes repeats some of
+	# them (seen at 1,000 nodes, debug build, loaded machine: 8 and 88 of 666 unloads; 1 of
+	# 13,333 at 20,000 nodes, release build).
 	check scale-apply-writes-per-node check_writes apply 2.1
-	check scale-select-writes-per-node check_writes select 3.1
-	check scale-delete-writes-per-node check_writes delete 3.1
+	check scale-select-writes-per-node check_writes select 3.25
+	check scale-delete-writes-per-node check_writes delete 3.25
 	harness_summary
 	[ "$H_FAIL" -eq 0 ]
 fi
