@@ -27,15 +27,13 @@ fn nodes_that_cannot_run_the_agent_are_excluded_and_counted() {
     // The agent DaemonSet requires kubernetes.io/os=linux: a node without the label would be
     // selected and never get an agent. Virtual kubelets have no kernel to load into.
     let mut tainted = node("vk-taint", &[]);
-    tainted.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
-        taints: Some(vec![k8s_openapi::api::core::v1::Taint {
-            key: "virtual-kubelet.io/provider".into(),
-            value: Some("azure".into()),
-            effect: "NoSchedule".into(),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    });
+    // Decoded as the Node watch decodes it: the taint survives the slim decoding.
+    tainted.spec = serde_json::from_value(serde_json::json!({
+        "podCIDR": "10.0.0.0/24",
+        "taints": [{"key": "virtual-kubelet.io/provider", "value": "azure",
+                    "effect": "NoSchedule"}],
+    }))
+    .expect("spec");
     let s = snapshot(
         vec![policy("all", &[]), policy("other", &[("zone", "x")])],
         vec![

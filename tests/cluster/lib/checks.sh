@@ -85,7 +85,7 @@ agent_status_body() {
 agent_report() {
 	local as=$1 target=$2 phase=$3
 	agent_status_body "$target" "$phase" |
-		"$CP_BIN/kubectl" --kubeconfig "$(agent_kubeconfig "$as")" apply --server-side \
+		"${CP_KUBECTL:-$CP_BIN/kubectl}" --kubeconfig "$(agent_kubeconfig "$as")" apply --server-side \
 			--field-manager toa-node-agent --subresource status -f -
 }
 
@@ -267,7 +267,7 @@ check_agent_token_confined_to_its_node() {
 	grep -qF "may only write ToaNodeState $K_A, not $K_B" <<<"$out"
 	# Nor can it touch the spec (RBAC: status only).
 	set +e
-	out=$("$CP_BIN/kubectl" --kubeconfig "$(agent_kubeconfig "$K_A")" patch toanodestate "$K_A" \
+	out=$("${CP_KUBECTL:-$CP_BIN/kubectl}" --kubeconfig "$(agent_kubeconfig "$K_A")" patch toanodestate "$K_A" \
 		--type merge -p '{"spec":{"desiredState":"Unloaded"}}' 2>&1)
 	rc=$?
 	set -e
