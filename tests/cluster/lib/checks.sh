@@ -414,10 +414,17 @@ EOF
 	# The agents are "stopped": nobody reports Unloaded.
 	k delete toapolicy short-unload-timeout --wait=false
 	wait_gone 60 "short-unload-timeout released" toapolicy/short-unload-timeout
-	local msg
+	# The Event follows the finalizer release (posted after it, and listed by the apiserver a
+	# moment later): wait for it instead of reading once.
+	wait_until 30 "FinalizerReleased Warning naming $K_A and $K_B" _unload_warning_names "$K_A" "$K_B"
+}
+
+# _unload_warning_names NODE...: the FinalizerReleased Warning of short-unload-timeout names
+# every NODE.
+_unload_warning_names() {
+	local msg n
 	msg=$(k get events -A --field-selector involvedObject.name=short-unload-timeout -o json |
 		jq -r '.items[] | select(.reason=="FinalizerReleased" and .type=="Warning") | .message')
 	echo "Warning event: $msg"
-	grep -qF "$K_A" <<<"$msg"
-	grep -qF "$K_B" <<<"$msg"
+	for n in "$@"; do grep -qF "$n" <<<"$msg" || return 1; done
 }
