@@ -185,12 +185,6 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
     })
 }
 
-/// mimalloc instead of glibc malloc: with glibc, each tokio worker thread allocates from its own
-/// arena and memory freed on another thread stays resident; at 5,000 Nodes the operator's
-/// peak heap was 29 MiB (heaptrack) while its peak RSS was about twice that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
