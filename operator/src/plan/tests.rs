@@ -382,8 +382,24 @@ fn deleting_unload_policy_waits_then_releases() {
             nodes: vec!["a".to_string()]
         }
     );
-    assert_eq!(p.deletions, names(&["a"]));
+    // The state stays until the finalizer is released: a pass that releases nothing (the
+    // housekeeping one) must not delete it, or the releasing pass would find nothing waiting
+    // and report every node unloaded.
+    assert!(p.deletions.is_empty(), "{:?}", p.deletions);
+    assert_eq!(
+        p.node_states["a"].spec.desired_state,
+        toa_crds::DesiredState::Unloaded
+    );
     assert_eq!(cond(&p, "p", types::DEGRADED).1, "UnloadTimedOut");
+    let again = run(&s);
+    assert_eq!(again.finalizer_releases, p.finalizer_releases);
+    // Released (the policy is gone): now the state is forgotten.
+    let s = snapshot(
+        vec![],
+        s.nodes.iter().map(|n| (**n).clone()).collect(),
+        vec![state("a", "p", Some(NodePhase::Failed))],
+    );
+    assert_eq!(run(&s).deletions, names(&["a"]));
 }
 
 #[test]
