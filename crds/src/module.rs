@@ -100,9 +100,12 @@ pub struct ModuleSettings {
     #[serde(default)]
     #[schemars(length(max = 16), inner(length(max = 49)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    // Compared as text: Kubernetes 1.31's CEL cost estimator cannot bound the equality of two
+    // CIDR values (`cidr(c) == cidr(c).masked()`) and refuses the whole CRD; the text of the
+    // masked CIDR equals the entry only without host bits and in canonical form.
     #[x_kube(validation = Rule::new(
-        "self.all(c, isCIDR(c) && cidr(c) == cidr(c).masked())"
-    ).message("trustedSources entries must be CIDRs with no host bits set, such as 10.0.0.0/8 or 2001:db8::/32"))]
+        "self.all(c, isCIDR(c) && string(cidr(c).masked()) == c)"
+    ).message("trustedSources entries must be CIDRs with no host bits set, in canonical form, such as 10.0.0.0/8 or 2001:db8::/32"))]
     pub trusted_sources: Vec<String>,
     /// Accept TOA from every source while trustedSources is empty. Any host
     /// that reaches a port in scope can then choose the client address
@@ -222,7 +225,8 @@ impl fmt::Display for Cidr {
     }
 }
 
-/// Parse `a.b.c.d/n` or `v6addr/n`; refuses host bits, zones, and IPv4-mapped IPv6.
+/// Parse `a.b.c.d/n` or `v6addr/n`; refuses host bits, zones, IPv4-mapped IPv6, and text
+/// that is not the canonical form of the prefix.
 pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
     let (addr, prefix) = text
         .split_once('/')
@@ -259,6 +263,12 @@ pub fn parse_cidr(text: &str) -> Result<Cidr, String> {
     };
     if host_bits_set {
         return Err(format!("host bits are set after /{prefix}"));
+    }
+    // The CRD compares the entry with the canonical text of its prefix (lower-case, shortest
+    // IPv6 form, no leading zeros): agree with it.
+    let canonical = format!("{addr}/{prefix}");
+    if canonical != text {
+        return Err(format!("not in canonical form: write {canonical}"));
     }
     Ok(Cidr { addr, prefix })
 }

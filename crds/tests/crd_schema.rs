@@ -312,6 +312,11 @@ fn cel_and_rust_agree_on_cidrs() {
         ("fd00::/129", false),
         ("example.com/8", false),
         ("", false),
+        // Not canonical: the rule compares the text (Kubernetes 1.31 refuses a CRD whose rule
+        // compares two CIDR values).
+        ("2001:DB8::/32", false),
+        ("2001:0db8::/32", false),
+        ("10.0.0.0/08", false),
     ];
     for (cidr, valid) in cases {
         let obj = policy_with_module(json!({"trustedSources": [cidr]}));

@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use k8s_openapi::api::core::v1::Node;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta, Time,
 };
@@ -21,7 +21,7 @@ use toa_crds::{
     DesiredState, KernelInfo, ModuleSettings, NodePhase, NodeReason, ToaNodeState,
     ToaNodeStateSpec, ToaNodeStateStatus, ToaPolicy, ToaPolicySpec,
 };
-use toa_operator::plan::{plan, ClusterSnapshot};
+use toa_operator::plan::{plan, ClusterSnapshot, NodeMeta};
 
 const ZONES: [&str; 4] = ["zone-a", "zone-b", "zone-c", "zone-d"];
 const ROLES: [&str; 3] = ["web", "edge", "batch"];
@@ -117,7 +117,7 @@ fn cluster(n: usize) -> ClusterSnapshot {
         if i % 5 != 0 {
             pairs.push((toa_crds::AGENT_LABEL, toa_crds::AGENT_LABEL_VALUE));
         }
-        nodes.push(Arc::new(Node {
+        nodes.push(Arc::new(NodeMeta {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 uid: Some(format!("0000-{i:06}")),
@@ -125,7 +125,7 @@ fn cluster(n: usize) -> ClusterSnapshot {
                 creation_timestamp: Some(Time(ts(500))),
                 ..ObjectMeta::default()
             },
-            ..Node::default()
+            spec: None,
         }));
         if i % 10 == 9 {
             continue;

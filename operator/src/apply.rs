@@ -5,7 +5,6 @@
 //! request, never a wrong one.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
@@ -14,7 +13,10 @@ use toa_crds::{ToaNodeState, ToaPolicy, ToaPolicyStatus, AGENT_LABEL, AGENT_LABE
 
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::plan::{DesiredNodeState, Plan};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use crate::plan::{DesiredNodeState, NodeMeta, Plan};
 
 /// Field manager of every operator write (the CRD contract's name).
 pub const FIELD_MANAGER: &str = toa_crds::OPERATOR_FIELD_MANAGER;
@@ -188,92 +190,88 @@ pub async fn sync_cluster(t: &ClusterTarget<'_>, plan: &Plan) -> SyncOutcome {
     }
 
     let states_api: Api<ToaNodeState> = Api::all(t.client.clone());
-    let nodes_api: Api<Node> = Api::all(t.client.clone());
+    // Node writes decode the reply as NodeMeta: the kubelet's status is skipped, not built.
+    let nodes_api: Api<NodeMeta> = Api::all(t.client.clone());
 
-    // Work lists of owned values first: futures borrowing from iterator closures inside an
-    // async fn that must be Send run into higher-ranked lifetime limits.
-    let mut applies: Vec<(String, Value)> = Vec::new();
-    for (node, desired) in &plan.node_states {
+    // Each write's body is built when its request is about to start and dropped when it
+    // ends: at most WRITE_CONCURRENCY bodies and replies exist at once, however many nodes
+    // change (building them all first held every body of a 20,000-node rollout at once).
+    let applies = plan.node_states.iter().filter(|(node, desired)| {
         let live = t.node_states.get(&ObjectRef::new(node));
-        if node_state_needs_apply(live.as_deref(), desired) {
-            match node_state_object(node, desired) {
-                Ok(body) => applies.push((node.clone(), body)),
-                Err(e) => fail(Blocks::Policy(desired.spec.policy.clone()), e),
-            }
-        }
-    }
-    let results = concurrently(applies.into_iter().map(|(node, body)| {
+        node_state_needs_apply(live.as_deref(), desired)
+    });
+    let mut results = writes(applies, |(node, desired)| {
+        let body = node_state_object(node, desired);
         let api = states_api.clone();
+        let node = node.clone();
         async move {
-            let r = api
-                .patch(&node, &apply_params(), &Patch::Apply(&body))
-                .await
-                .map(|_| ())
-                .map_err(Error::api("ToaNodeState", "apply", &node));
+            let r = match body {
+                Ok(body) => api
+                    .patch(&node, &apply_params(), &Patch::Apply(&body))
+                    .await
+                    .map(|_| ())
+                    .map_err(Error::api("ToaNodeState", "apply", &node)),
+                Err(e) => Err(e),
+            };
             (node, r)
         }
-    }))
-    .await;
-    for (node, r) in results {
+    });
+    while let Some((node, r)) = results.next().await {
         match r {
             Ok(()) => report.node_states_applied += 1,
             Err(e) => fail(owner_of(&node), e),
         }
     }
+    drop(results);
 
-    let deletes: Vec<(String, Option<String>)> = plan
-        .deletions
-        .iter()
-        .filter_map(|name| {
-            let live = t.node_states.get(&ObjectRef::new(name))?;
-            Some((name.clone(), live.uid()))
-        })
-        .collect();
-    let results = concurrently(deletes.into_iter().map(|(name, uid)| {
+    let deletes = plan.deletions.iter().filter_map(|name| {
+        let live = t.node_states.get(&ObjectRef::new(name))?;
+        Some((name.clone(), live.uid()))
+    });
+    let mut results = writes(deletes, |(name, uid)| {
         let api = states_api.clone();
         async move {
             let r = delete_node_state(&api, &name, uid).await;
             (name, r)
         }
-    }))
-    .await;
-    for (node, r) in results {
+    });
+    while let Some((node, r)) = results.next().await {
         match r {
             Ok(()) => report.node_states_deleted += 1,
             Err(e) => fail(owner_of(&node), e),
         }
     }
+    drop(results);
 
-    let labels: Vec<String> = plan.label_nodes.iter().cloned().collect();
-    let results = concurrently(labels.into_iter().map(|node| {
+    let mut results = writes(plan.label_nodes.iter().cloned(), |node| {
         let api = nodes_api.clone();
         async move {
             let r = label_node(&api, &node).await;
             (node, r)
         }
-    }))
-    .await;
-    for (node, r) in results {
+    });
+    while let Some((node, r)) = results.next().await {
         match r {
             Ok(()) => report.nodes_labelled += 1,
             Err(e) => fail(owner_of(&node), e),
         }
     }
-    let unlabels: Vec<String> = plan.unlabel_nodes.iter().cloned().collect();
-    let results = concurrently(unlabels.into_iter().map(|node| {
+    drop(results);
+
+    let mut results = writes(plan.unlabel_nodes.iter().cloned(), |node| {
         let api = nodes_api.clone();
         async move {
             let r = unlabel_node(&api, &node).await;
             (node, r)
         }
-    }))
-    .await;
-    for (node, r) in results {
+    });
+    while let Some((node, r)) = results.next().await {
         match r {
             Ok(()) => report.nodes_unlabelled += 1,
             Err(e) => fail(owner_of(&node), e),
         }
     }
+    drop(results);
 
     out.report = report;
     out
@@ -283,16 +281,20 @@ pub async fn sync_cluster(t: &ClusterTarget<'_>, plan: &Plan) -> SyncOutcome {
 /// not take one round trip per node in sequence, nor flood the API server.
 pub const WRITE_CONCURRENCY: usize = 16;
 
-/// Runs `futures` with at most [`WRITE_CONCURRENCY`] in flight; results in input order.
-async fn concurrently<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+/// Runs `write` for each of `items` with at most [`WRITE_CONCURRENCY`] in flight, results in
+/// the order they finish. Lazy: an item is taken, and its request built, only when one of the
+/// requests in flight ends. A plain function returning a boxed stream: built inline in the
+/// async fn, the closures' borrows hit the compiler's higher-ranked lifetime limits for Send.
+fn writes<'a, I, F, Fut>(items: I, write: F) -> BoxStream<'a, (String, Result<(), Error>)>
 where
-    F: std::future::Future<Output = T>,
+    I: Iterator + Send + 'a,
+    F: FnMut(I::Item) -> Fut + Send + 'a,
+    Fut: std::future::Future<Output = (String, Result<(), Error>)> + Send + 'a,
 {
-    use futures::StreamExt;
-    futures::stream::iter(futures)
-        .buffered(WRITE_CONCURRENCY)
-        .collect()
-        .await
+    futures::stream::iter(items)
+        .map(write)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .boxed()
 }
 
 /// Applies the agent DaemonSet when it is missing or someone changed what we set.
@@ -353,7 +355,7 @@ fn node_label_body(node: &str, labelled: bool) -> Value {
 
 /// Sets `toa.dev/agent=true` with SSA: the body holds only that label, so the operator owns
 /// nothing else on the Node.
-async fn label_node(api: &Api<Node>, node: &str) -> Result<(), Error> {
+async fn label_node(api: &Api<NodeMeta>, node: &str) -> Result<(), Error> {
     api.patch(
         node,
         &apply_params(),
@@ -372,7 +374,7 @@ async fn label_node(api: &Api<Node>, node: &str) -> Result<(), Error> {
 /// Removes `toa.dev/agent`. Applying a body without the label gives up our ownership, which
 /// deletes the label when we were its only owner; if someone else also set it (kubectl label),
 /// it survives that, and a merge patch removes it: the agent must go from nodes that need none.
-async fn unlabel_node(api: &Api<Node>, node: &str) -> Result<(), Error> {
+async fn unlabel_node(api: &Api<NodeMeta>, node: &str) -> Result<(), Error> {
     let body = node_label_body(node, false);
     let after = match api.patch(node, &apply_params(), &Patch::Apply(&body)).await {
         Ok(after) => after,
@@ -493,6 +495,36 @@ pub async fn remove_finalizer(client: &Client, policy: &ToaPolicy) -> Result<boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn writes_build_requests_only_as_slots_free_up() {
+        // 1,000 writes whose requests never finish: only WRITE_CONCURRENCY of them may have
+        // been built (a body each); the rest wait in the iterator, not in memory.
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let built = std::sync::Arc::new(AtomicUsize::new(0));
+        let (release, wait) = tokio::sync::watch::channel(false);
+        let counter = built.clone();
+        let mut stream = writes((0..1000).map(|i| format!("n{i}")), move |node| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let body = vec![0u8; 10_000];
+            let mut wait = wait.clone();
+            async move {
+                let _ = wait.wait_for(|go| *go).await;
+                drop(body);
+                (node, Ok(()))
+            }
+        });
+        let polled = futures::poll!(stream.next());
+        assert!(polled.is_pending());
+        assert_eq!(built.load(Ordering::SeqCst), WRITE_CONCURRENCY);
+        release.send(true).expect("release");
+        let mut done = 0;
+        while let Some((_, r)) = stream.next().await {
+            assert!(r.is_ok());
+            done += 1;
+        }
+        assert_eq!((done, built.load(Ordering::SeqCst)), (1000, 1000));
+    }
 
     #[test]
     fn finalizer_patches_are_guarded() {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
@@ -30,7 +30,7 @@ use kube::{Client, Resource, ResourceExt};
 use toa_crds::conditions::{
     new_condition, set_condition, status as cond_status, types, PolicyReason,
 };
-use toa_crds::{ToaNodeState, ToaPolicy, ToaPolicyStatus};
+use toa_crds::{KernelInfo, ToaNodeState, ToaPolicy, ToaPolicyStatus};
 use tokio::sync::watch;
 
 use crate::agents::{self, NodeAgent};
@@ -39,7 +39,9 @@ use crate::error::{Backoff, Error};
 use crate::lease::Fence;
 use crate::metrics::Metrics;
 use crate::plan::stale::{stale_nodes, NODE_LEASE_NAMESPACE};
-use crate::plan::{first_names, plan, sort_conditions, ClusterSnapshot, FinalizerRelease, Plan};
+use crate::plan::{
+    first_names, plan, sort_conditions, ClusterSnapshot, FinalizerRelease, NodeMeta, Plan,
+};
 use crate::server::Liveness;
 
 /// Reconcile `kind` label of the per-policy reconcile.
@@ -54,12 +56,15 @@ pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
 pub const STALL_LIMIT: Duration = Duration::from_secs(3 * HOUSEKEEPING_INTERVAL.as_secs());
 /// Requeue of a healthy policy: a safety net, since watches drive everything else.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
+/// Objects per page of the initial (and any later) list of Nodes and ToaNodeStates: the
+/// memory of a list is bounded by one page instead of growing with the cluster.
+pub const LIST_PAGE_SIZE: u32 = 500;
 
 /// The reflector stores a reconcile plans from.
 #[derive(Clone)]
 pub struct Stores {
     pub policies: Store<ToaPolicy>,
-    pub nodes: Store<Node>,
+    pub nodes: Store<NodeMeta>,
     pub node_states: Store<ToaNodeState>,
     pub daemonsets: Store<DaemonSet>,
     /// The agent DaemonSet's pods (slimmed to what [`crate::agents`] reads).
@@ -540,7 +545,7 @@ pub async fn housekeeping_pass(ctx: &Context) -> Result<(), Error> {
 
 /// Nodes trigger reconciles only when what planning reads changes (identity, labels, taint
 /// keys), not on every kubelet status update.
-fn node_trigger_hash(node: &Node) -> Option<u64> {
+fn node_trigger_hash(node: &NodeMeta) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     node.metadata.uid.hash(&mut h);
     node.metadata.labels.hash(&mut h);
@@ -551,13 +556,26 @@ fn node_trigger_hash(node: &Node) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Drops what planning never reads from a Node before it is stored (at 5,000 nodes the image
-/// lists and managed fields dominate memory).
-fn slim_node(node: &mut Node) {
-    node.metadata.managed_fields = None;
-    node.metadata.annotations = None;
-    if let Some(status) = node.status.as_mut() {
-        status.images = None;
+/// Drops what planning and the write diff never read from a ToaNodeState before it is stored:
+/// managed fields, annotations, and the agent's module, build (with its log tail), self-test,
+/// version and heartbeat. Kept: the spec, the labels, owner references and uid (the diff and
+/// guarded deletes), generation, and of the status the phase, reason, message, observed
+/// generation, reload request and kernel release.
+pub fn slim_node_state(state: &mut ToaNodeState) {
+    state.metadata.managed_fields = None;
+    state.metadata.annotations = None;
+    if let Some(status) = state.status.as_mut() {
+        status.module = None;
+        status.build = None;
+        status.self_test = None;
+        status.agent_version = None;
+        status.last_heartbeat_time = None;
+        if let Some(kernel) = status.kernel.as_mut() {
+            *kernel = KernelInfo {
+                release: std::mem::take(&mut kernel.release),
+                ..KernelInfo::default()
+            };
+        }
     }
 }
 
@@ -636,6 +654,14 @@ where
     (store, stream)
 }
 
+/// How the Node and ToaNodeState watches list: in pages of [`LIST_PAGE_SIZE`], from the most
+/// recent state. No `resourceVersion=0` ("any" semantic): the apiserver answers such a list
+/// from its watch cache in one piece and ignores `limit`, so the operator would hold every
+/// object of the cluster at once while decoding.
+pub fn paged_list() -> watcher::Config {
+    watcher::Config::default().page_size(LIST_PAGE_SIZE)
+}
+
 fn all_policies(store: &Store<ToaPolicy>) -> Vec<ObjectRef<ToaPolicy>> {
     store
         .state()
@@ -673,10 +699,15 @@ pub async fn run(
     let policy_store = controller.store();
 
     let any = || watcher::Config::default().any_semantic();
-    let (nodes, node_stream) = mirror(Api::<Node>::all(client.clone()), any(), slim_node);
+    // Nodes decoded into NodeMeta: name, uid, resourceVersion, labels and taints. The status
+    // (images, nodeInfo, conditions: 10-30 KB per Node) is skipped while decoding, never built.
+    let (nodes, node_stream) = mirror(Api::<NodeMeta>::all(client.clone()), paged_list(), |_| {});
     let node_stream = node_stream.predicate_filter(node_trigger_hash, Default::default());
-    let (node_states, states_stream) =
-        mirror(Api::<ToaNodeState>::all(client.clone()), any(), |_| {});
+    let (node_states, states_stream) = mirror(
+        Api::<ToaNodeState>::all(client.clone()),
+        paged_list(),
+        slim_node_state,
+    );
     // Unfiltered: a generation predicate would also swallow the deletion we must repair; the
     // status churn of a rollout is absorbed by the controller's debounce.
     let (daemonsets, ds_stream) = mirror(
@@ -931,29 +962,66 @@ mod tests {
         );
     }
 
-    #[test]
-    fn nodes_trigger_on_labels_not_on_status() {
-        let mut n: Node = serde_json::from_value(json!({
-            "metadata": {"name": "n1", "uid": "u1", "labels": {"a": "b"},
+    /// A Node as a kubelet writes it (status with images and nodeInfo, managed fields).
+    fn kubelet_node() -> serde_json::Value {
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "n1", "uid": "u1", "resourceVersion": "7",
+                         "labels": {"a": "b", "kubernetes.io/os": "windows"},
                          "managedFields": [{"manager": "kubelet"}], "annotations": {"x": "y"}},
+            "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]},
             "status": {"images": [{"names": ["i"], "sizeBytes": 1}],
                        "nodeInfo": {"kernelVersion": "6.1", "architecture": "amd64",
                                     "bootID": "b", "containerRuntimeVersion": "c",
                                     "kubeProxyVersion": "", "kubeletVersion": "v1.33.0",
                                     "machineID": "m", "operatingSystem": "linux",
                                     "osImage": "Debian", "systemUUID": "s"}},
-        }))
-        .expect("node");
-        let h = node_trigger_hash(&n);
-        slim_node(&mut n);
-        assert!(n.metadata.managed_fields.is_none() && n.metadata.annotations.is_none());
-        let status = n.status.as_ref().expect("status kept");
-        assert!(status.images.is_none());
-        assert!(status.node_info.is_some(), "nodeInfo is kept");
+        })
+    }
+
+    #[test]
+    fn nodes_are_stored_slim_and_trigger_on_labels_and_taints() {
+        // What the Node watch decodes from a kubelet's object: metadata the planner reads and
+        // the taints; no managed fields, annotations, status (nodeInfo, images) or other spec.
+        // The policy status takes kernel releases from the agents' ToaNodeStates.
+        let mut n: NodeMeta = serde_json::from_value(kubelet_node()).expect("node");
+        let kept = serde_json::to_value(&n).expect("encode");
         assert_eq!(
-            node_trigger_hash(&n),
-            h,
-            "stripping does not change the trigger"
+            kept,
+            json!({"metadata": {"name": "n1", "uid": "u1", "resourceVersion": "7",
+                                "labels": {"a": "b", "kubernetes.io/os": "windows"}},
+                   "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
+            "only name, uid, resourceVersion, labels and taints are stored"
+        );
+        let h = node_trigger_hash(&n);
+        // The OS label still decides: a Windows node is nobody's.
+        let policy: ToaPolicy = serde_json::from_value(json!({
+            "apiVersion": "toa.dev/v1alpha1", "kind": "ToaPolicy",
+            "metadata": {"name": "p", "uid": "pu", "finalizers": [toa_crds::POLICY_FINALIZER]},
+            "spec": {"nodeSelector": {}},
+        }))
+        .expect("policy");
+        let mut linux = n.clone();
+        linux.metadata.name = Some("n2".into());
+        linux.metadata.uid = Some("u2".into());
+        linux
+            .metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(toa_crds::OS_LABEL.into(), "linux".into());
+        let planned = plan(
+            &ClusterSnapshot {
+                policies: vec![Arc::new(policy)],
+                nodes: vec![Arc::new(n.clone()), Arc::new(linux)],
+                node_states: vec![],
+                ..ClusterSnapshot::default()
+            },
+            Timestamp::now(),
+        );
+        assert_eq!(
+            planned.node_states.keys().collect::<Vec<_>>(),
+            vec!["n2"],
+            "the Windows node is not selected"
         );
         n.metadata
             .labels
@@ -961,14 +1029,90 @@ mod tests {
             .insert("toa.dev/agent".into(), "true".into());
         let labelled = node_trigger_hash(&n);
         assert_ne!(labelled, h);
-        n.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+        n.spec = Some(crate::plan::NodeTaints {
             taints: Some(vec![k8s_openapi::api::core::v1::Taint {
                 key: "virtual-kubelet.io/provider".into(),
                 effect: "NoSchedule".into(),
                 ..Default::default()
             }]),
-            ..Default::default()
         });
         assert_ne!(node_trigger_hash(&n), labelled, "a taint key triggers");
+    }
+
+    fn reported_state() -> ToaNodeState {
+        serde_json::from_value(json!({
+            "apiVersion": "toa.dev/v1alpha1", "kind": "ToaNodeState",
+            "metadata": {"name": "n1", "uid": "s1", "generation": 3,
+                         "labels": {"toa.dev/policy": "p"}, "annotations": {"x": "y"},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n1",
+                                              "uid": "u1", "controller": false}],
+                         "managedFields": [{"manager": "toa-operator"}, {"manager": "toa-node-agent"}]},
+            "spec": {"nodeName": "n1", "policy": "p", "desiredState": "Loaded",
+                     "reloadAllowed": true},
+            "status": {"observedGeneration": 3, "phase": "Failed", "reason": "BuildFailed",
+                       "message": "make failed", "reloadPending": true,
+                       "kernel": {"release": "6.1.0-56-amd64", "version": "#1 SMP",
+                                  "bootId": "b", "osImage": "Debian 12", "lockdown": "none",
+                                  "secureBoot": false},
+                       "module": {"srcversion": "SV", "parameters": {"kind": "254"}},
+                       "build": {"durationSeconds": 3.5, "logTail": "x".repeat(4096)},
+                       "selfTest": {"result": "Passed", "message": "ok", "srcversion": "SV"},
+                       "agentVersion": "0.1.0", "lastHeartbeatTime": "2026-11-26T00:00:00Z"},
+        }))
+        .expect("state")
+    }
+
+    #[test]
+    fn node_states_keep_only_what_the_plan_and_the_diff_read() {
+        let full = reported_state();
+        let mut slim = full.clone();
+        slim_node_state(&mut slim);
+        let encoded = serde_json::to_string(&slim).expect("encode");
+        assert!(
+            encoded.len() * 4 < serde_json::to_string(&full).expect("encode").len(),
+            "{encoded}"
+        );
+        assert!(slim.metadata.managed_fields.is_none() && slim.metadata.annotations.is_none());
+        let status = slim.status.as_ref().expect("status");
+        assert!(status.module.is_none() && status.build.is_none() && status.self_test.is_none());
+        assert_eq!(
+            status.kernel.as_ref().map(|k| k.release.as_str()),
+            Some("6.1.0-56-amd64")
+        );
+        // Same decisions from the slim object as from the full one.
+        let policy: ToaPolicy = serde_json::from_value(json!({
+            "apiVersion": "toa.dev/v1alpha1", "kind": "ToaPolicy",
+            "metadata": {"name": "p", "uid": "pu", "finalizers": [toa_crds::POLICY_FINALIZER],
+                         "creationTimestamp": "2026-11-26T00:00:00Z"},
+            "spec": {"nodeSelector": {}},
+        }))
+        .expect("policy");
+        let node: NodeMeta = serde_json::from_value(kubelet_node()).expect("node");
+        let mut node = node;
+        node.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(toa_crds::OS_LABEL.into(), "linux".into());
+        let now: Timestamp = "2026-11-26T01:00:00Z".parse().expect("time");
+        let snapshot = |state: ToaNodeState| ClusterSnapshot {
+            policies: vec![Arc::new(policy.clone())],
+            nodes: vec![Arc::new(node.clone())],
+            node_states: vec![Arc::new(state)],
+            ..ClusterSnapshot::default()
+        };
+        let from_full = plan(&snapshot(full.clone()), now);
+        let from_slim = plan(&snapshot(slim.clone()), now);
+        assert_eq!(from_full, from_slim);
+        assert_eq!(
+            from_slim.policy_status["p"].failed_nodes, 1,
+            "{from_slim:?}"
+        );
+        for (node, desired) in &from_full.node_states {
+            assert_eq!(
+                apply::node_state_needs_apply(Some(&full), desired),
+                apply::node_state_needs_apply(Some(&slim), desired),
+                "{node}"
+            );
+        }
     }
 }

@@ -128,7 +128,16 @@ impl World {
     fn stores(self) -> Stores {
         Stores {
             policies: store(self.policies),
-            nodes: store(self.nodes),
+            // The operator decodes Nodes into its slim NodeMeta (metadata and taints).
+            nodes: store(
+                self.nodes
+                    .into_iter()
+                    .map(|n| {
+                        serde_json::from_value(serde_json::to_value(n).expect("encode"))
+                            .expect("decode as NodeMeta")
+                    })
+                    .collect(),
+            ),
             node_states: store(self.states),
             daemonsets: store(self.daemonsets),
             agent_pods: store(vec![]),
@@ -915,7 +924,7 @@ async fn orphan_node_state_is_cleaned_up_without_panicking() {
 async fn unready_stores_make_no_writes() {
     let p = all_nodes_policy(json!({}));
     let (client, log) = fake_client(accepting(Some(p.clone())));
-    let (nodes, _never_filled) = reflector::store::<Node>();
+    let (nodes, _never_filled) = reflector::store::<toa_operator::plan::NodeMeta>();
     let stores = Stores {
         policies: store(vec![p.clone()]),
         nodes,

@@ -126,6 +126,22 @@ async fn controller_wiring_writes_and_stops_on_shutdown() {
     }
     assert!(all_written(), "missing writes; got {:#?}", log.lines());
 
+    // Nodes and ToaNodeStates are listed in pages from the most recent state (a list at
+    // resourceVersion=0 comes from the watch cache in one piece, whatever the limit).
+    for path in ["/api/v1/nodes", "/apis/toa.dev/v1alpha1/toanodestates"] {
+        let list = log
+            .all()
+            .into_iter()
+            .find(|r| r.method == "GET" && r.path == path && !r.query.contains_key("watch"))
+            .expect("list");
+        assert_eq!(
+            list.query.get("limit").map(String::as_str),
+            Some("500"),
+            "{list:?}"
+        );
+        assert_eq!(list.query.get("resourceVersion"), None, "{list:?}");
+    }
+
     // The DaemonSet watch is confined to our object by a field selector.
     let ds_list = log
         .all()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the Helm chart charts/toa-operator with real tools, offline:
 #   helm lint --strict; helm template (default values, every optional feature on, PodMonitor
-#   variant) for Kubernetes 1.29 and the newest version kubernetes-validate knows; every manifest
+#   variant) for Kubernetes 1.31 (the chart's minimum) and the newest version kubernetes-validate knows; every manifest
 #   validated (kubernetes-validate --strict; ours against the generated CRDs; prometheus-operator's
 #   against tests/chart/schemas); values.schema.json rejects bad values; CRDs in the chart equal
 #   the generated ones; CRD examples valid (and the invalid ones rejected); promtool check/test

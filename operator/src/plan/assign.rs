@@ -10,11 +10,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use toa_crds::{ModuleSettings, ToaNodeState, ToaPolicy, ToaPolicySpec, ToaPolicyStatus};
 
 use super::selector::{Selector, SelectorError};
+use super::NodeMeta;
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
@@ -112,7 +112,7 @@ impl Exclusion {
     }
 
     /// Whether `node` can run the agent (`None`) or why not.
-    pub fn of(node: &Node, labels: &BTreeMap<String, String>) -> Option<Exclusion> {
+    pub fn of(node: &NodeMeta, labels: &BTreeMap<String, String>) -> Option<Exclusion> {
         let (vk_key, vk_value) = toa_crds::VIRTUAL_KUBELET_LABEL;
         let virtual_taint = node
             .spec
@@ -156,7 +156,7 @@ pub(crate) struct NodeTable<'a> {
 }
 
 impl<'a> NodeTable<'a> {
-    pub fn collect(nodes: &'a [Arc<Node>], states: &'a [Arc<ToaNodeState>]) -> Self {
+    pub fn collect(nodes: &'a [Arc<NodeMeta>], states: &'a [Arc<ToaNodeState>]) -> Self {
         let mut views: Vec<NodeView<'a>> = nodes
             .iter()
             .filter_map(|n| {

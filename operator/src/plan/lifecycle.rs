@@ -126,8 +126,12 @@ pub(crate) fn leaving_nodes<'a>(
                 out.releases.insert(policy.name.to_string(), r);
             }
         }
-        if out.timed_out[idx] {
-            // Gave up: forget these nodes (their modules stay loaded).
+        // Gave up: forget these nodes (their modules stay loaded), but only once the finalizer
+        // is released. Until then they stay unloading, so that every pass sees the same
+        // timed-out nodes: a pass that releases nothing (housekeeping) and deleted them would
+        // leave the releasing pass nothing waiting, and it would report "every node unloaded"
+        // instead of the timeout naming them.
+        if out.timed_out[idx] && !policy.has_finalizer {
             out.deletions
                 .extend(nodes_waiting.iter().map(|n| table.nodes[*n].name));
             continue;

@@ -22,6 +22,7 @@
 
 mod assign;
 mod lifecycle;
+mod node;
 mod pacing;
 pub mod selector;
 pub mod stale;
@@ -41,17 +42,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use toa_crds::{ToaNodeState, ToaNodeStateSpec, ToaPolicy, ToaPolicyStatus};
+
+pub use node::{NodeMeta, NodeTaints};
 
 /// Everything the operator knows at one instant (reflector store contents).
 #[derive(Clone, Debug, Default)]
 pub struct ClusterSnapshot {
     /// All ToaPolicies, including those being deleted.
     pub policies: Vec<Arc<ToaPolicy>>,
-    /// All Nodes.
-    pub nodes: Vec<Arc<Node>>,
+    /// All Nodes (metadata only).
+    pub nodes: Vec<Arc<NodeMeta>>,
     /// All ToaNodeStates.
     pub node_states: Vec<Arc<ToaNodeState>>,
     /// The kubelets' node Leases (namespace kube-node-lease).

@@ -6,14 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
 use proptest::prelude::*;
 use toa_crds::{DesiredState, NodePhase, OnDelete, ToaNodeState, ToaPolicy};
 
 use super::selector::Selector;
 use super::testutil::*;
-use super::{plan, ClusterSnapshot, Plan};
+use super::{plan, ClusterSnapshot, NodeMeta, Plan};
 
 const NOW: i64 = 100_000;
 const POLICY_NAMES: [&str; 6] = ["alpha", "beta", "gamma", "delta", "eps", "zeta"];
@@ -68,7 +67,7 @@ fn arb_policy(name: &'static str) -> impl Strategy<Value = ToaPolicy> {
         })
 }
 
-fn arb_node(i: usize) -> impl Strategy<Value = Node> {
+fn arb_node(i: usize) -> impl Strategy<Value = NodeMeta> {
     (
         proptest::collection::vec(proptest::option::of(0..3usize), 3),
         prop_oneof![8 => Just(Some("linux")), 1 => Just(None), 1 => Just(Some("windows"))],
@@ -135,7 +134,7 @@ fn arb_cluster(max_nodes: usize) -> impl Strategy<Value = ClusterSnapshot> {
 }
 
 /// The live policies whose selector matches a node that can never run the agent.
-fn oracle_excluded_by<'a>(policies: &'a [Arc<ToaPolicy>], node: &Node) -> Vec<&'a ToaPolicy> {
+fn oracle_excluded_by<'a>(policies: &'a [Arc<ToaPolicy>], node: &NodeMeta) -> Vec<&'a ToaPolicy> {
     let labels = node.metadata.labels.clone().unwrap_or_default();
     let runs_agent = labels.get("kubernetes.io/os").map(String::as_str) == Some("linux")
         && labels.get("type").map(String::as_str) != Some("virtual-kubelet");
@@ -153,7 +152,7 @@ fn oracle_excluded_by<'a>(policies: &'a [Arc<ToaPolicy>], node: &Node) -> Vec<&'
 /// The winner for a node, by brute force.
 fn oracle_owner<'a>(
     policies: &'a [Arc<ToaPolicy>],
-    node: &Node,
+    node: &NodeMeta,
 ) -> (Option<&'a ToaPolicy>, Vec<&'a ToaPolicy>) {
     let labels = node.metadata.labels.clone().unwrap_or_default();
     // Only nodes that can run the agent: labelled Linux, not a virtual kubelet.

@@ -27,15 +27,13 @@ fn nodes_that_cannot_run_the_agent_are_excluded_and_counted() {
     // The agent DaemonSet requires kubernetes.io/os=linux: a node without the label would be
     // selected and never get an agent. Virtual kubelets have no kernel to load into.
     let mut tainted = node("vk-taint", &[]);
-    tainted.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
-        taints: Some(vec![k8s_openapi::api::core::v1::Taint {
-            key: "virtual-kubelet.io/provider".into(),
-            value: Some("azure".into()),
-            effect: "NoSchedule".into(),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    });
+    // Decoded as the Node watch decodes it: the taint survives the slim decoding.
+    tainted.spec = serde_json::from_value(serde_json::json!({
+        "podCIDR": "10.0.0.0/24",
+        "taints": [{"key": "virtual-kubelet.io/provider", "value": "azure",
+                    "effect": "NoSchedule"}],
+    }))
+    .expect("spec");
     let s = snapshot(
         vec![policy("all", &[]), policy("other", &[("zone", "x")])],
         vec![
@@ -384,8 +382,24 @@ fn deleting_unload_policy_waits_then_releases() {
             nodes: vec!["a".to_string()]
         }
     );
-    assert_eq!(p.deletions, names(&["a"]));
+    // The state stays until the finalizer is released: a pass that releases nothing (the
+    // housekeeping one) must not delete it, or the releasing pass would find nothing waiting
+    // and report every node unloaded.
+    assert!(p.deletions.is_empty(), "{:?}", p.deletions);
+    assert_eq!(
+        p.node_states["a"].spec.desired_state,
+        toa_crds::DesiredState::Unloaded
+    );
     assert_eq!(cond(&p, "p", types::DEGRADED).1, "UnloadTimedOut");
+    let again = run(&s);
+    assert_eq!(again.finalizer_releases, p.finalizer_releases);
+    // Released (the policy is gone): now the state is forgotten.
+    let s = snapshot(
+        vec![],
+        s.nodes.iter().map(|n| (**n).clone()).collect(),
+        vec![state("a", "p", Some(NodePhase::Failed))],
+    );
+    assert_eq!(run(&s).deletions, names(&["a"]));
 }
 
 #[test]

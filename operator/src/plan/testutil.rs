@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
+use super::NodeMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use toa_crds::{
@@ -23,7 +23,7 @@ pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 /// A Linux node: `kubernetes.io/os=linux` is added unless `pairs` sets that label.
-pub fn node(name: &str, pairs: &[(&str, &str)]) -> Node {
+pub fn node(name: &str, pairs: &[(&str, &str)]) -> NodeMeta {
     let mut n = raw_node(name, pairs);
     n.metadata
         .labels
@@ -34,8 +34,8 @@ pub fn node(name: &str, pairs: &[(&str, &str)]) -> Node {
 }
 
 /// A node with exactly the labels in `pairs`.
-pub fn raw_node(name: &str, pairs: &[(&str, &str)]) -> Node {
-    Node {
+pub fn raw_node(name: &str, pairs: &[(&str, &str)]) -> NodeMeta {
+    NodeMeta {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             uid: Some(format!("uid-{name}")),
@@ -43,7 +43,7 @@ pub fn raw_node(name: &str, pairs: &[(&str, &str)]) -> Node {
             creation_timestamp: Some(Time(ts(1_000))),
             ..ObjectMeta::default()
         },
-        ..Node::default()
+        spec: None,
     }
 }
 
@@ -147,7 +147,7 @@ pub fn kernel(mut s: ToaNodeState, release: &str) -> ToaNodeState {
 
 pub fn snapshot(
     policies: Vec<ToaPolicy>,
-    nodes: Vec<Node>,
+    nodes: Vec<NodeMeta>,
     states: Vec<ToaNodeState>,
 ) -> super::ClusterSnapshot {
     super::ClusterSnapshot {

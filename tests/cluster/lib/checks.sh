@@ -85,7 +85,7 @@ agent_status_body() {
 agent_report() {
 	local as=$1 target=$2 phase=$3
 	agent_status_body "$target" "$phase" |
-		"$CP_BIN/kubectl" --kubeconfig "$(agent_kubeconfig "$as")" apply --server-side \
+		"${CP_KUBECTL:-$CP_BIN/kubectl}" --kubeconfig "$(agent_kubeconfig "$as")" apply --server-side \
 			--field-manager toa-node-agent --subresource status -f -
 }
 
@@ -267,7 +267,7 @@ check_agent_token_confined_to_its_node() {
 	grep -qF "may only write ToaNodeState $K_A, not $K_B" <<<"$out"
 	# Nor can it touch the spec (RBAC: status only).
 	set +e
-	out=$("$CP_BIN/kubectl" --kubeconfig "$(agent_kubeconfig "$K_A")" patch toanodestate "$K_A" \
+	out=$("${CP_KUBECTL:-$CP_BIN/kubectl}" --kubeconfig "$(agent_kubeconfig "$K_A")" patch toanodestate "$K_A" \
 		--type merge -p '{"spec":{"desiredState":"Unloaded"}}' 2>&1)
 	rc=$?
 	set -e
@@ -414,10 +414,17 @@ EOF
 	# The agents are "stopped": nobody reports Unloaded.
 	k delete toapolicy short-unload-timeout --wait=false
 	wait_gone 60 "short-unload-timeout released" toapolicy/short-unload-timeout
-	local msg
+	# The Event follows the finalizer release (posted after it, and listed by the apiserver a
+	# moment later): wait for it instead of reading once.
+	wait_until 30 "FinalizerReleased Warning naming $K_A and $K_B" _unload_warning_names "$K_A" "$K_B"
+}
+
+# _unload_warning_names NODE...: the FinalizerReleased Warning of short-unload-timeout names
+# every NODE.
+_unload_warning_names() {
+	local msg n
 	msg=$(k get events -A --field-selector involvedObject.name=short-unload-timeout -o json |
 		jq -r '.items[] | select(.reason=="FinalizerReleased" and .type=="Warning") | .message')
 	echo "Warning event: $msg"
-	grep -qF "$K_A" <<<"$msg"
-	grep -qF "$K_B" <<<"$msg"
+	for n in "$@"; do grep -qF "$n" <<<"$msg" || return 1; done
 }

@@ -24,6 +24,9 @@
 #                         patches status.nodeInfo (kernelVersion, osImage, ...) and a Ready
 #                         condition through --subresource=status.
 #   cp_restart_apiserver / cp_stop_etcd / cp_start_etcd   fault injection.
+# Inputs (optional): CP_K8S_VERSION (default v1.36.3; v1.31.14 builds too), CP_AUDIT_POLICY (a
+# file replacing the suite's audit policy), CP_KCM_CONTROLLERS (kube-controller-manager's
+# --controllers), CP_KUBECTL (the kubectl cp_kubectl runs; default the built one).
 # Variables (set after cp_start, exported):
 #   CP_RUN_DIR            run dir (temp), holds pki/, logs/, audit.log, kubeconfigs
 #   CP_APISERVER_PORT     the apiserver's loopback port (https://127.0.0.1:$CP_APISERVER_PORT)
@@ -59,11 +62,14 @@ CP_CACHE=${CP_CACHE:-$TOA_CACHE_DIR/controlplane}
 CP_GUEST_APISERVER_IP=10.0.2.100
 CP_GUEST_APISERVER_PORT=6443
 CP_NAMESPACE=${CP_NAMESPACE:-toa-system}
+# Controllers kube-controller-manager runs (the scale benchmark leaves out the DaemonSet
+# controller: without kubelets its Pending pods would measure it, not the operator).
+CP_KCM_CONTROLLERS=${CP_KCM_CONTROLLERS:-serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,garbage-collector-controller,namespace-controller,daemonset-controller,clusterrole-aggregation-controller}
 CP_RELEASE=${CP_RELEASE:-toa-operator}
 # The chart's ServiceAccounts for release toa-operator (fullname = release name).
 CP_OPERATOR_SA=${CP_OPERATOR_SA:-$CP_RELEASE-operator}
 CP_AGENT_SA=${CP_AGENT_SA:-$CP_RELEASE-node-agent}
-export CP_K8S_VERSION CP_ETCD_VERSION CP_CACHE CP_GUEST_APISERVER_IP CP_GUEST_APISERVER_PORT \
+export CP_KCM_CONTROLLERS CP_K8S_VERSION CP_ETCD_VERSION CP_CACHE CP_GUEST_APISERVER_IP CP_GUEST_APISERVER_PORT \
 	CP_NAMESPACE CP_RELEASE CP_OPERATOR_SA CP_AGENT_SA
 
 _cp_go_env() {
@@ -85,11 +91,38 @@ _cp_bin_valid() {
 	case "$out" in *"etcd Version: ${CP_ETCD_VERSION#v}"*) ;; *) return 1 ;; esac
 }
 
+# _cp_staging_version MODULE VERSION: VERSION when the module proxy serves it; else the newest
+# earlier patch of the same minor that it serves (measured for v1.31.14: the proxy refuses
+# k8s.io/kube-controller-manager, k8s.io/kube-scheduler, k8s.io/endpointslice (served at
+# v0.31.13) and k8s.io/kube-proxy (v0.31.11) with 403 "This module version is not available").
+# Says so on stderr. Prints nothing when no such version exists.
+_cp_staging_version() {
+	local m=$1 want=$2 minor have versions
+	if go mod download -json "$m@$want" >/dev/null 2>&1; then
+		echo "$want"
+		return 0
+	fi
+	minor=${want%.*}
+	# The proxy may refuse even the version list (403 for k8s.io/sample-cli-plugin).
+	versions=$(go list -m -versions "$m" 2>/dev/null) || versions=""
+	have=$(printf '%s\n' "$versions" | tr ' ' '\n' | awk -F. -v mi="$minor" -v p="${want##*.}" \
+		'$1 "." $2 == mi && $3 ~ /^[0-9]+$/ && $3 < p { if ($3 + 0 > best + 0 || b == "") { best = $3; b = $0 } }
+		 END { print b }')
+	if [ -z "$have" ]; then
+		# No replace: fine for a module the commands do not import (k8s.io/sample-apiserver);
+		# for one they do, go mod tidy fails naming it.
+		echo "controlplane: the module proxy serves no $m $minor.x up to $want; not replacing it" >&2
+		return 0
+	fi
+	echo "controlplane: the module proxy refuses $m@$want; using $have" >&2
+	echo "$have"
+}
+
 # _cp_k8s_wrapper DIR: the wrapper module that builds k8s.io/kubernetes commands. Kubernetes'
 # own go.mod replaces its staging modules with local paths, which a dependent module ignores;
 # map each of them to its published v0.MINOR.PATCH instead.
 _cp_k8s_wrapper() {
-	local dir=$1 info gomod staging_ver mods m
+	local dir=$1 info gomod staging_ver mods m v replaces=()
 	info=$(go mod download -json "k8s.io/kubernetes@$CP_K8S_VERSION")
 	gomod=$(printf '%s\n' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
 	staging_ver="v0.${CP_K8S_VERSION#v1.}"
@@ -98,6 +131,10 @@ _cp_k8s_wrapper() {
 		echo "controlplane: no staging replaces found in $gomod" >&2
 		return 1
 	}
+	for m in $mods; do
+		v=$(_cp_staging_version "$m" "$staging_ver")
+		[ -z "$v" ] || replaces+=("replace $m => $m $v")
+	done
 	{
 		echo "module toa.dev/controlplane/k8s"
 		echo
@@ -105,7 +142,7 @@ _cp_k8s_wrapper() {
 		echo
 		echo "require k8s.io/kubernetes $CP_K8S_VERSION"
 		echo
-		for m in $mods; do echo "replace $m => $m $staging_ver"; done
+		printf '%s\n' "${replaces[@]}"
 	} >"$dir/go.mod"
 	cat >"$dir/tools.go" <<'EOF'
 //go:build tools
@@ -350,9 +387,16 @@ EOX
 	chmod 644 "$file"
 }
 
-cp_kubectl() { "$CP_BIN/kubectl" --kubeconfig "$CP_KUBECONFIG" "$@"; }
+# CP_KUBECTL: another kubectl binary (kubectl v1.31 lacks `apply --subresource`, which the
+# checks use: run a v1.31.14 control plane with the v1.36.3 build's kubectl).
+cp_kubectl() { "${CP_KUBECTL:-$CP_BIN/kubectl}" --kubeconfig "$CP_KUBECONFIG" "$@"; }
 
 _cp_audit_policy() {
+	# A caller's own policy (the scale benchmark logs every write at Metadata level only).
+	if [ -n "${CP_AUDIT_POLICY:-}" ]; then
+		cp "$CP_AUDIT_POLICY" "$CP_RUN_DIR/audit-policy.yaml"
+		return 0
+	fi
 	# Reads are not logged (the watch traffic would bury the writes); every write is logged at
 	# Request level for our own resources (the suite reads who wrote which field) and at
 	# Metadata level otherwise.
@@ -444,7 +488,7 @@ cp_start_controller_manager() {
 		--service-account-private-key-file "$CP_RUN_DIR/pki/sa.key" \
 		--root-ca-file "$CP_RUN_DIR/pki/ca.crt" \
 		--cert-dir "$CP_RUN_DIR/kcm-certs" \
-		--controllers serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,garbage-collector-controller,namespace-controller,daemonset-controller,clusterrole-aggregation-controller
+		--controllers "$CP_KCM_CONTROLLERS"
 	wait_until 90 "kube-controller-manager (default ServiceAccount)" cp_kubectl -n default get sa default
 	printf 'controlplane: kube-controller-manager ready in %.1fs\n' "$(echo "$(date +%s.%N) - $t0" | bc)"
 }

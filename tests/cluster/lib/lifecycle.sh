@@ -284,10 +284,30 @@ _doc_run() {
 	)
 }
 
+# _old_crd FILE: the old CRD as a cluster of this apiserver's minor could have stored it. The
+# d1f1601 trustedSources rule (`cidr(c) == cidr(c).masked()`) is refused by apiservers before
+# 1.32 ("estimated rule cost exceeds budget"): a 1.31 cluster never held those CRDs, only ones
+# with the rule the chart has since shipped (`string(cidr(c).masked()) == c`). Everything else
+# (uint8 formats, the old schema) stays as d1f1601 shipped it.
+_old_crd() {
+	local minor
+	minor=$(k version -o json | jq -r '.serverVersion.minor | gsub("[^0-9]"; "")')
+	if [ "$minor" -ge 32 ]; then
+		cat "$1"
+		return
+	fi
+	grep -q 'cidr(c) == cidr(c).masked()' "$1" || {
+		echo "$1: no d1f1601 trustedSources rule to rewrite for apiserver 1.$minor" >&2
+		return 1
+	}
+	sed 's/cidr(c) == cidr(c).masked()/string(cidr(c).masked()) == c/' "$1"
+}
+
 check_crd_upgrade_over_stored_objects() {
-	local f out step line kind name
+	local f out step line kind name old
 	for f in "$UPGRADE_OLD_CRDS"/toapolicies.yaml "$UPGRADE_OLD_CRDS"/toanodestates.yaml; do
-		k create -f "$f" 2>&1 | sed 's/^/  old crd| /'
+		old=$(_old_crd "$f")
+		k create -f - <<<"$old" 2>&1 | sed 's/^/  old crd| /'
 	done
 	k wait --for condition=Established --timeout 30s crd/toapolicies.toa.dev crd/toanodestates.toa.dev
 	k get crd toapolicies.toa.dev -o json | jq -e '[.. | objects | select(.format? == "uint8")] | length > 0' >/dev/null ||
