@@ -180,7 +180,7 @@ node_boot() {
 		-netdev "user,id=n0,restrict=on,net=10.0.2.0/24,guestfwd=tcp:$CP_GUEST_APISERVER_IP:$CP_GUEST_APISERVER_PORT-cmd:socat - TCP:127.0.0.1:$CP_APISERVER_PORT,hostfwd=tcp:127.0.0.1:$ctl-:$NODES_CTL_PORT,hostfwd=tcp:127.0.0.1:$mport-:$gport" \
 		-device e1000,netdev=n0,romfile= \
 		-kernel "$N_VMLINUX" -initrd "$dir/initrd" \
-		-append "console=ttyS0 panic=-1 quiet toanode=$name" \
+		-append "console=ttyS0 panic=-1 quiet no_timer_check toanode=$name" \
 		</dev/null >"$dir/qemu.log" 2>&1 &
 	pid=$!
 	echo "$pid" >"$dir/qemu.pid"
