@@ -73,9 +73,11 @@ fn default_nat64_kinds() -> Vec<u8> {
     "size(self.ipv4OptionKinds) + size(self.nat64OptionKinds) > 0"
 ).message("ipv4OptionKinds and nat64OptionKinds are both empty: list at least one option kind (an empty list switches that address type off)"))]
 pub struct ModuleSettings {
-    /// TCP option kinds carrying an IPv4 address (length 8). Default [200]. An empty list
-    /// switches IPv4 TOA off. A kind may also be in nat64OptionKinds: the module tells the
-    /// two apart by the option's length (8 or 20), as 254-for-both balancers need.
+    /// TCP option kinds carrying an IPv4 client address (length 8). Default [200]. An empty
+    /// list switches IPv4 TOA off. Over either transport: on an IPv6 connection
+    /// (`AF_INET6` listener) accept()/getpeername() return it as `::ffff:a.b.c.d`. A kind may
+    /// also be in nat64OptionKinds: the module tells the two apart by the option's length
+    /// (8 or 20), as 254-for-both balancers need. Rule table: kmod/README.md.
     #[serde(default = "default_ipv4_kinds")]
     #[schemars(length(min = 0, max = 8), inner(range(min = 2, max = 255)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
@@ -83,8 +85,10 @@ pub struct ModuleSettings {
         "self.all(k, !(k <= 30 || k in [34, 69, 172, 174]))"
     ).message("option kinds 0-30, 34, 69, 172 and 174 are standard TCP options; use 200, 253, 254 or another unassigned kind"))]
     pub ipv4_option_kinds: Vec<u8>,
-    /// TCP option kinds carrying a NAT64 IPv6 address (length 20). Default [253]. An empty
-    /// list switches NAT64 TOA off.
+    /// TCP option kinds carrying an IPv6 client address (length 20). Default [253]. An empty
+    /// list switches them off. On a connection over IPv6 (dual-stack and IPv6-only clusters)
+    /// accept()/getpeername() return that `[address]:port`; on one over IPv4 (NAT64) only
+    /// getsockopt(IPPROTO_IP, 4096) does. Rule table: kmod/README.md.
     #[serde(default = "default_nat64_kinds")]
     #[schemars(length(min = 0, max = 8), inner(range(min = 2, max = 255)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
