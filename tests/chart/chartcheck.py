@@ -726,7 +726,7 @@ def cmd_rbac(args):
 AGENT_CONFIG_KEYS = {"image", "imagePullPolicy", "imagePullSecrets", "serviceAccountName", "priorityClassName",
                      "tolerations", "resources", "nodeSelector", "hostCachePath", "extraHostPaths", "metricsPort",
                      "logFormat", "podLabels", "podAnnotations", "metricsBindAddress", "perCpuMetrics",
-                     "buildTimeoutSeconds", "labels", "annotations"}
+                     "buildTimeoutSeconds", "cacheMaxAgeDays", "labels", "annotations"}
 OPERATOR_FLAGS = ["--agent-config", "--namespace", "--daemonset-name", "--lease-name", "--metrics-addr", "--log-format",
                   "--owner-configmap"]
 
