@@ -108,8 +108,10 @@ mod tests {
             (c.program.as_str(), c.major, c.versioned_name().as_str()),
             ("x86_64-linux-gnu-gcc-16", 16, "gcc-16")
         );
-        let c = parse_config("CONFIG_CC_VERSION_TEXT=\"gcc (GCC) 11.4.1 20231218 (Red Hat 11.4.1-3)\"\n")
-            .expect("rhel");
+        let c = parse_config(
+            "CONFIG_CC_VERSION_TEXT=\"gcc (GCC) 11.4.1 20231218 (Red Hat 11.4.1-3)\"\n",
+        )
+        .expect("rhel");
         assert_eq!((c.program.as_str(), c.major), ("gcc", 11));
     }
 
@@ -126,10 +128,14 @@ mod tests {
     fn a_missing_compiler_is_named_with_what_the_image_has() {
         let host = FakeHost::default();
         host.lock().programs = vec!["gcc-12".into(), "gcc-14".into(), "make".into()];
-        let kc = parse_config("CONFIG_CC_VERSION_TEXT=\"gcc-10 (Debian 10.2.1-6) 10.2.1 20210110\"\n")
-            .expect("gcc-10");
+        let kc =
+            parse_config("CONFIG_CC_VERSION_TEXT=\"gcc-10 (Debian 10.2.1-6) 10.2.1 20210110\"\n")
+                .expect("gcc-10");
         let m = mismatch(&host, "5.10.0-35-amd64", &kc).expect("mismatch");
-        assert!(m.contains("`gcc-10 (Debian 10.2.1-6) 10.2.1 20210110`"), "{m}");
+        assert!(
+            m.contains("`gcc-10 (Debian 10.2.1-6) 10.2.1 20210110`"),
+            "{m}"
+        );
         assert!(m.contains("has no gcc-10 (it has: gcc-12, gcc-14)"), "{m}");
         assert!(m.contains("run an agent image that provides gcc-10"), "{m}");
         let kc = parse_config("CONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14) 12.2.0\"\n")
@@ -137,8 +143,10 @@ mod tests {
         assert_eq!(mismatch(&host, "6.1.0-56-amd64", &kc), None);
         // The triplet name counts through its versioned gcc-N.
         host.lock().programs.push("gcc-16".into());
-        let kc = parse_config("CONFIG_CC_VERSION_TEXT=\"x86_64-linux-gnu-gcc-16 (Debian 16.1.0-2) 16.1.0\"\n")
-            .expect("gcc-16");
+        let kc = parse_config(
+            "CONFIG_CC_VERSION_TEXT=\"x86_64-linux-gnu-gcc-16 (Debian 16.1.0-2) 16.1.0\"\n",
+        )
+        .expect("gcc-16");
         assert_eq!(mismatch(&host, "7.2.0-1-amd64", &kc), None);
     }
 }

@@ -7,8 +7,8 @@
 
 use crate::build::{self, BuildError};
 use crate::cache::{Cache, CacheKey, Miss};
-use crate::desired::{Desired, DesiredState};
 use crate::compiler;
+use crate::desired::{Desired, DesiredState};
 use crate::headers::{self, Headers};
 use crate::host::Host;
 use crate::kernel::{self, KernelFacts};

@@ -166,9 +166,15 @@ fn kernel_compiler_missing_from_the_image_is_compiler_mismatch() {
     assert_eq!(pass.status.phase, Phase::Failed);
     assert_eq!(pass.status.reason, Some(Reason::CompilerMismatch));
     let msg = pass.status.message.clone().unwrap_or_default();
-    assert!(msg.contains("gcc-10 (Debian 10.2.1-6) 10.2.1 20210110"), "{msg}");
+    assert!(
+        msg.contains("gcc-10 (Debian 10.2.1-6) 10.2.1 20210110"),
+        "{msg}"
+    );
     assert!(msg.contains("it has: gcc-12, gcc-13, gcc-14"), "{msg}");
-    assert!(msg.contains("run an agent image that provides gcc-10"), "{msg}");
+    assert!(
+        msg.contains("run an agent image that provides gcc-10"),
+        "{msg}"
+    );
     assert_eq!(e.makes(), 0);
     // With the compiler in the image, the same kernel builds.
     let e = env();

@@ -25,7 +25,10 @@ struct Args {
     #[arg(long, required = true)]
     entrypoint: Vec<String>,
     /// The image's environment.
-    #[arg(long, default_value = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")]
+    #[arg(
+        long,
+        default_value = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    )]
     image_env: Vec<String>,
     #[arg(long, default_value = "node")]
     node_name: String,

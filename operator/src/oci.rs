@@ -139,9 +139,8 @@ pub fn runtime_config(
                 other => {
                     return Err(OciError::UnsupportedEnv {
                         name: e.name.clone(),
-                        what: other.map_or("a non-field source".to_string(), |p| {
-                            format!("field {p}")
-                        }),
+                        what: other
+                            .map_or("a non-field source".to_string(), |p| format!("field {p}")),
                     })
                 }
             },
@@ -242,8 +241,14 @@ pub fn runtime_config(
         "resources": { "devices": [ { "allow": privileged, "access": "rwm" } ] },
     });
     if !privileged {
-        linux["maskedPaths"] = json!(["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"]);
-        linux["readonlyPaths"] = json!(["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"]);
+        linux["maskedPaths"] = json!([
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/timer_list",
+            "/sys/firmware"
+        ]);
+        linux["readonlyPaths"] =
+            json!(["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"]);
     }
 
     let host_network = pod.host_network.unwrap_or(false);
@@ -322,13 +327,18 @@ mod tests {
             .collect();
         assert_eq!(args[0], "/usr/bin/toa-node-agent");
         assert!(args.contains(&"--host-root=/host"), "{args:?}");
-        assert!(args.contains(&"--cache-dir=/var/lib/toa-x/cache"), "{args:?}");
+        assert!(
+            args.contains(&"--cache-dir=/var/lib/toa-x/cache"),
+            "{args:?}"
+        );
         assert_eq!(args.last(), Some(&"--poll-interval=1"));
         let env = c["process"]["env"].as_array().expect("env");
         assert!(env.contains(&json!("NODE_NAME=node-a")), "{env:?}");
         assert_eq!(env.last(), Some(&json!("KCFLAGS=-DX")));
         // Privileged: every capability (CAP_SYS_MODULE loads the module), no masked paths.
-        let caps = c["process"]["capabilities"]["effective"].as_array().expect("caps");
+        let caps = c["process"]["capabilities"]["effective"]
+            .as_array()
+            .expect("caps");
         assert!(caps.contains(&json!("CAP_SYS_MODULE")));
         assert_eq!(caps.len(), ALL_CAPABILITIES.len());
         assert!(c["linux"].get("maskedPaths").is_none());
@@ -340,7 +350,10 @@ mod tests {
             .filter_map(|n| n["type"].as_str())
             .collect();
         assert!(!ns.contains(&"network") && ns.contains(&"pid"), "{ns:?}");
-        assert!(c.get("hostname").is_none(), "no UTS namespace of its own: {c}");
+        assert!(
+            c.get("hostname").is_none(),
+            "no UTS namespace of its own: {c}"
+        );
         // The hostPath volumes, where the pod mounts them.
         assert_eq!(mount(&c, "/usr/src")["source"], "/usr/src");
         assert!(mount(&c, "/usr/src")["options"]

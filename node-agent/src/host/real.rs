@@ -248,7 +248,8 @@ impl Host for RealHost {
     fn has_program(&self, name: &str) -> bool {
         use std::os::unix::fs::PermissionsExt;
         path_dirs().any(|d| {
-            std::fs::metadata(d.join(name)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            std::fs::metadata(d.join(name))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
     }
 
@@ -338,6 +339,14 @@ pub fn mirror_build_dirs(root: &Path, local_root: &Path) -> io::Result<Vec<PathB
         }
     }
     Ok(made)
+}
+
+/// The directories of the agent's own `PATH` (the image's, where `make` finds the compiler).
+fn path_dirs() -> impl Iterator<Item = PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
 }
 
 #[cfg(test)]
@@ -470,12 +479,4 @@ mod tests {
         let u = RealHost::new("/").uname().expect("uname");
         assert!(!u.release.is_empty() && !u.version.is_empty());
     }
-}
-
-/// The directories of the agent's own `PATH` (the image's, where `make` finds the compiler).
-fn path_dirs() -> impl Iterator<Item = PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
 }
