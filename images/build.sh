@@ -33,7 +33,6 @@ VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts
 SKIP_CARGO=
 ONLY=
 TARGET=x86_64-unknown-linux-musl
-SUITE=trixie
 
 die() {
 	echo "images/build.sh: error: $*" >&2

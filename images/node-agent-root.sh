@@ -88,6 +88,7 @@ base() {
 	[ -z "$(ls -A "$tmp/usr/src")" ] || die "/usr/src of the root must stay empty: the DaemonSet mounts the host's headers there"
 	local p
 	while IFS= read -r p; do
+		# shellcheck disable=SC2016 # dpkg-query's format, not a shell expansion
 		chroot "$tmp" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
 			die "package $p is not installed in $tmp (see $root.log)"
 	done <<<"$pkgs"
