@@ -6,18 +6,20 @@
 #
 # Produces (default DIR = target/images):
 #   DIR/toa-operator-V.oci.tar     FROM scratch: the static musl binary, user 65532
-#   DIR/toa-node-agent-V.oci.tar   Debian trixie minbase + make, gcc-12/13/14, libelf-dev, dwarves,
-#                                  kmod, bc, perl; the static agent; kmod sources at
+#   DIR/toa-node-agent-V.oci.tar   the root of images/node-agent-root.sh (Debian trixie minbase +
+#                                  images/node-agent.packages: make, gcc-12/13/14, libelf-dev,
+#                                  dwarves, kmod, bc, perl); the static agent; kmod sources at
 #                                  /usr/share/toa-node-agent/kmod
 # Both are tagged localhost/NAME:V inside the archive. Load them with e.g.
 #   kind load image-archive DIR/toa-node-agent-V.oci.tar
 #   skopeo copy oci-archive:DIR/toa-operator-V.oci.tar docker://REGISTRY/toa-operator:V
 #
-# How (no registry, no Docker daemon): cargo builds static musl binaries; the agent's base is a
-# `debootstrap --variant=minbase trixie` root imported into a private buildah store (vfs driver,
-# --isolation chroot), on which buildah runs images/node-agent.Containerfile (its RUN apt-get
-# reaches Debian's archive, the only network it needs). The operator image is FROM scratch.
-# The debootstrap root and the buildah store are cached in ${TOA_CACHE_DIR}/images.
+# How (no registry, no Docker daemon): cargo builds static musl binaries; the agent's base is the
+# root of images/node-agent-root.sh (debootstrap reaches Debian's archive, the only network it
+# needs), imported into a private buildah store (vfs driver, --isolation chroot), on which buildah
+# runs images/node-agent.Containerfile (the agent's files and metadata). The guest suites run the
+# agent from that same root. The operator image is FROM scratch. The root and the buildah store
+# are cached in ${TOA_CACHE_DIR}/images.
 # Needs root (debootstrap, chroot). Takes about 10 minutes cold on 2 cores (two release builds
 # and the apt install), about 1 minute warm.
 set -euo pipefail
@@ -31,7 +33,6 @@ VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts
 SKIP_CARGO=
 ONLY=
 TARGET=x86_64-unknown-linux-musl
-SUITE=trixie
 
 die() {
 	echo "images/build.sh: error: $*" >&2
@@ -86,50 +87,18 @@ for b in toa-operator toa-node-agent; do
 	fi
 done
 
-# --- the agent's base: a debootstrap root imported into buildah --------------------------------
-# Prints the Debian archive address this machine's apt uses (deb822 or one-line sources).
-debian_mirror() {
-	local m=${TOA_DEBIAN_MIRROR:-}
-	[ -n "$m" ] || m=$(awk '/^URIs:/ && $2 !~ /security/ && $2 ~ /debian/ { print $2; exit }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-	[ -n "$m" ] || m=$(awk '$1 == "deb" && $0 !~ /security/ && $0 ~ /debian/ { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
-	[ -n "$m" ] || die "no Debian archive in this machine's apt sources: set TOA_DEBIAN_MIRROR"
-	echo "$m"
-}
-
+# --- the agent's base: the image root of images/node-agent-root.sh imported into buildah --------
+# The same root the guest suites run the agent from (tests/vm/agent.sh): debootstrap minbase
+# trixie with images/node-agent.packages, keyed by that list.
 base_image() {
-	local mirror rootfs ref ctr mnt
-	mirror=$(debian_mirror)
-	ref=localhost/toa-debian-base:$SUITE
+	local rootfs ref ctr mnt
+	rootfs=$("$ROOT/images/node-agent-root.sh" base) || die "images/node-agent-root.sh base failed"
+	ref=localhost/toa-node-agent-root:${rootfs##*/}
 	if buildah "${STORE[@]}" inspect --type image "$ref" >/dev/null 2>&1; then
 		echo "$ref"
 		return
 	fi
-	rootfs=$CACHE/rootfs-$SUITE
-	if [ ! -f "$rootfs/.toa-ok" ]; then
-		log "debootstrap --variant=minbase $SUITE from $mirror (about a minute)"
-		rm -rf "$rootfs"
-		debootstrap --variant=minbase --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
-			"$SUITE" "$rootfs" "$mirror" >"$CACHE/debootstrap.log" 2>&1 ||
-			die "debootstrap failed, see $CACHE/debootstrap.log"
-		rm -f "$rootfs/etc/apt/sources.list"
-		cat >"$rootfs/etc/apt/sources.list.d/debian.sources" <<-EOF
-			Types: deb
-			URIs: $mirror
-			Suites: $SUITE $SUITE-updates
-			Components: main
-			Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-			Types: deb
-			URIs: ${TOA_DEBIAN_SECURITY_MIRROR:-${mirror%/debian}/debian-security}
-			Suites: $SUITE-security
-			Components: main
-			Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-		EOF
-		# Like Debian's slim images: no downloaded lists or packages left in the base.
-		rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
-		touch "$rootfs/.toa-ok"
-	fi
-	log "importing the $SUITE root as $ref"
+	log "importing $rootfs as $ref"
 	ctr=$(buildah "${STORE[@]}" from scratch)
 	mnt=$(buildah "${STORE[@]}" mount "$ctr")
 	tar -C "$rootfs" --exclude=./.toa-ok -cf - . | tar -C "$mnt" -xf -
@@ -162,14 +131,11 @@ if want operator; then
 	results+=("$(build operator "$WORK/operator")")
 fi
 if want node-agent; then
-	mkdir -p "$WORK/node-agent/kmod"
-	# The module sources exactly as the agent digests them: no build outputs, no fuzz harness.
-	(cd "$ROOT/kmod" && find . -type f \
-		! -path './fuzz/*' ! -name '*.o' ! -name '*.ko' ! -name '*.mod' ! -name '*.mod.c' \
-		! -name '.*.cmd' ! -name 'modules.order' ! -name 'Module.symvers' ! -name '*.a' -print0 |
-		cpio -0 -pdm --quiet "$WORK/node-agent/kmod")
-	[ -n "$(ls -A "$WORK/node-agent/kmod")" ] || die "kmod/ has no sources"
-	strip -o "$WORK/node-agent/toa-node-agent" "$bin_dir/toa-node-agent"
+	mkdir -p "$WORK/node-agent"
+	strip -o "$WORK/toa-node-agent" "$bin_dir/toa-node-agent"
+	# The agent and the module sources, staged as the guest suites stage them.
+	"$ROOT/images/node-agent-root.sh" stage "$WORK/node-agent" "$WORK/toa-node-agent" ||
+		die "staging the agent's files failed"
 	base=$(base_image)
 	results+=("$(build node-agent "$WORK/node-agent" --build-arg "BASE=$base")")
 fi

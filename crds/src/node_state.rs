@@ -311,6 +311,9 @@ named_enum!(
         /// The module is loaded but the agent's TOA handshake in a private network namespace
         /// did not show the address it sent (see selfTest.message).
         SelfTestFailed,
+        /// The running kernel was built with a compiler (its CONFIG_CC_VERSION_TEXT) that the
+        /// agent image does not have: run an agent image that provides it.
+        CompilerMismatch,
     }
 );
 

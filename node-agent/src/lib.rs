@@ -8,6 +8,7 @@
 pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod compiler;
 pub mod desired;
 pub mod headers;
 pub mod host;

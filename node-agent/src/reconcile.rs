@@ -7,6 +7,7 @@
 
 use crate::build::{self, BuildError};
 use crate::cache::{Cache, CacheKey, Miss};
+use crate::compiler;
 use crate::desired::{Desired, DesiredState};
 use crate::headers::{self, Headers};
 use crate::host::Host;
@@ -476,6 +477,13 @@ impl Reconciler {
                 ))
             }
         };
+        // The kernel's compiler must be in the agent's image, or make fails deep in its log.
+        if let Some(kc) = compiler::of_build_tree(self.host.as_ref(), &kdir) {
+            if let Some(message) = compiler::mismatch(self.host.as_ref(), &facts.release, &kc) {
+                tracing::warn!(kernel_compiler = %kc.text, "the agent image lacks the kernel's compiler");
+                return Err(fail(Reason::CompilerMismatch, message));
+            }
+        }
         progress(&self.status_with(
             Phase::Building,
             format!(

@@ -153,6 +153,42 @@ fn after_rmmod_loads_from_cache() {
 }
 
 #[test]
+fn kernel_compiler_missing_from_the_image_is_compiler_mismatch() {
+    // A Debian 11 kernel (gcc-10) under an image with gcc-12/13/14: the agent names the
+    // kernel's compiler and the remedy instead of running make into "gcc-10: not found".
+    let e = env();
+    e.host.put(
+        "/lib/modules/6.1.0-56-amd64/build/.config",
+        "CONFIG_CC_VERSION_TEXT=\"gcc-10 (Debian 10.2.1-6) 10.2.1 20210110\"\n",
+    );
+    e.host.lock().programs = vec!["gcc-12".into(), "gcc-13".into(), "gcc-14".into()];
+    let (pass, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Failed);
+    assert_eq!(pass.status.reason, Some(Reason::CompilerMismatch));
+    let msg = pass.status.message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("gcc-10 (Debian 10.2.1-6) 10.2.1 20210110"),
+        "{msg}"
+    );
+    assert!(msg.contains("it has: gcc-12, gcc-13, gcc-14"), "{msg}");
+    assert!(
+        msg.contains("run an agent image that provides gcc-10"),
+        "{msg}"
+    );
+    assert_eq!(e.makes(), 0);
+    // With the compiler in the image, the same kernel builds.
+    let e = env();
+    e.host.put(
+        "/lib/modules/6.1.0-56-amd64/build/.config",
+        "CONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14) 12.2.0\"\n",
+    );
+    e.host.lock().programs = vec!["gcc-12".into()];
+    let (pass, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Loaded);
+    assert_eq!(e.makes(), 1);
+}
+
+#[test]
 fn headers_missing_names_the_package() {
     let e = env();
     e.host.remove_prefix("/lib/modules");

@@ -19,6 +19,8 @@ pub const DEFAULT_METRICS_PORT: u16 = 9101;
 pub const DEFAULT_METRICS_BIND_ADDRESS: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 /// Default module build timeout of the agent (its `--build-timeout`).
 pub const DEFAULT_BUILD_TIMEOUT_SECONDS: u64 = 600;
+/// The agent's own default of `--cache-max-age-days`.
+pub const DEFAULT_CACHE_MAX_AGE_DAYS: u64 = 30;
 
 /// Container paths the agent image needs for itself (its compiler, libraries, configuration):
 /// an extra host mount at, or above, one of them would hide the image's own files.
@@ -174,6 +176,10 @@ pub struct AgentConfig {
     /// Seconds a module build may take (agent `--build-timeout`).
     #[serde(default = "default_build_timeout_seconds")]
     pub build_timeout_seconds: u64,
+    /// Days an unused cached module build of another kernel stays on the node (agent
+    /// `--cache-max-age-days`); 0 keeps them forever.
+    #[serde(default = "default_cache_max_age_days")]
+    pub cache_max_age_days: u64,
     #[serde(default)]
     pub log_format: AgentLogFormat,
     #[serde(default)]
@@ -202,6 +208,10 @@ fn default_metrics_port() -> u16 {
 
 fn default_metrics_bind_address() -> IpAddr {
     DEFAULT_METRICS_BIND_ADDRESS
+}
+
+fn default_cache_max_age_days() -> u64 {
+    DEFAULT_CACHE_MAX_AGE_DAYS
 }
 
 fn default_build_timeout_seconds() -> u64 {
@@ -830,6 +840,13 @@ podAnnotations: {prometheus.io/scrape: "true"}
         let c = parse("image: a\n").expect("valid");
         assert_eq!(c.metrics_bind_address.to_string(), "::");
         assert_eq!(c.build_timeout_seconds, 600);
+        assert_eq!(c.cache_max_age_days, 30);
+        assert_eq!(
+            parse("image: a\ncacheMaxAgeDays: 0\n")
+                .expect("0 keeps the old builds")
+                .cache_max_age_days,
+            0
+        );
         assert!(!c.per_cpu_metrics);
         assert!(parse("image: a\nmetricsBindAddress: 127.0.0.1\n").is_ok());
         let e = err("image: a\nmetricsBindAddress: 10.1.2.3\n");

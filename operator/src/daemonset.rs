@@ -253,6 +253,7 @@ pub fn build(cfg: &AgentConfig, name: &str, namespace: &str) -> DaemonSet {
                 ),
                 format!("--log-format={}", cfg.log_format.as_str()),
                 format!("--build-timeout={}", cfg.build_timeout_seconds),
+                format!("--cache-max-age-days={}", cfg.cache_max_age_days),
             ]
             .into_iter()
             .chain(cfg.per_cpu_metrics.then(|| "--per-cpu-metrics".to_string()))
@@ -477,6 +478,7 @@ mod tests {
         // Dual-stack by default: IPv6-only clusters probe and scrape the agent too.
         assert!(args.contains(&"--metrics-addr=[::]:9101".to_string()));
         assert!(args.contains(&"--build-timeout=600".to_string()));
+        assert!(args.contains(&"--cache-max-age-days=30".to_string()));
         assert!(!args.contains(&"--per-cpu-metrics".to_string()));
         let probe = c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref());
         assert!(probe.is_some_and(|h| h.host.is_none()), "{probe:?}");
@@ -559,6 +561,7 @@ metricsPort: 9200
 metricsBindAddress: 0.0.0.0
 perCpuMetrics: true
 buildTimeoutSeconds: 1800
+cacheMaxAgeDays: 0
 logFormat: json
 podLabels: {team: net}
 podAnnotations: {a: b}
@@ -597,6 +600,7 @@ annotations: {example.com/owner: network}
         assert!(args.contains(&"--metrics-addr=0.0.0.0:9200".to_string()));
         assert!(args.contains(&"--per-cpu-metrics".to_string()));
         assert!(args.contains(&"--build-timeout=1800".to_string()));
+        assert!(args.contains(&"--cache-max-age-days=0".to_string()));
         assert_eq!(
             ds.metadata
                 .labels

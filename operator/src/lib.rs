@@ -14,6 +14,7 @@ pub mod daemonset;
 pub mod error;
 pub mod lease;
 pub mod metrics;
+pub mod oci;
 pub mod plan;
 pub mod server;
 pub mod uninstall;

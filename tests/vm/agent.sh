@@ -5,6 +5,13 @@
 #   tests/vm/agent.sh                 6.1, 6.12, 5.10 and 7.2 (TOA_AGENT_DEFAULT_KERNELS)
 #   tests/vm/agent.sh --kernel 6.12   one kernel (repeatable)
 #
+# Where the agent image can build for the kernel (the kernel's compiler, named by its
+# CONFIG_CC_VERSION_TEXT, is among images/node-agent.packages), the agent runs as deployed: from
+# the image's root (images/node-agent-root.sh, the root images/build.sh ships) under the node's
+# own crun, with the runtime config generated from the operator's DaemonSet pod spec (mounts,
+# privileges, env, args). Otherwise (5.10: gcc-10, 7.2: gcc-16) it runs directly in the node's
+# userspace (the suite prints why), after checking that the image's agent reports
+# CompilerMismatch there. TOA_AGENT_RUN=direct forces the direct path everywhere.
 # In the guest the agent runs standalone (--desired FILE, --status-file FILE) and the suite
 # checks: cold start builds + loads (source Built); SIGTERM leaves the module; a restart
 # adopts (source Adopted, no make run); after rmmod the next start loads from the cache
@@ -95,6 +102,22 @@ run_kernel() {
 	fi
 	# shellcheck source=/dev/null
 	. "$work/kernel.env"
+	local cc
+	if ! cc=$(_suite_kernel_cc "$KDIR"); then
+		echo "not ok - [$KVER] cannot read the kernel's compiler from $KDIR/.config"
+		K_FAIL=1
+		return
+	fi
+	AGENT_RUN=image
+	if [ "${TOA_AGENT_RUN:-image}" = direct ]; then
+		AGENT_RUN=direct
+		echo "# kernel $KVER: agent runs directly in the node's userspace (TOA_AGENT_RUN=direct)"
+	elif ! grep -qx "$cc" "$TOA_REPO_DIR/images/node-agent.packages"; then
+		AGENT_RUN=mismatch
+		echo "# kernel $KVER: built with $cc, which the agent image (images/node-agent.packages) does not have: the image's agent must report CompilerMismatch, then the suite runs the agent directly in the node's $KERNEL_SUITE userspace (no build root from the node's distribution yet)"
+	else
+		echo "# kernel $KVER: agent runs from the image root under crun ($cc is in the image)"
+	fi
 	if ! agent_guest_initrd "$series" "$work" "$RUN_DIR/toa-node-agent-musl" >"$work/initrd.log" 2>&1; then
 		sed 's/^/#   /' "$work/initrd.log" | tail -n 20
 		echo "not ok - [$KVER] guest initramfs: see $work/initrd.log"
@@ -158,7 +181,7 @@ run_kernel() {
 	fails=$((fails + GUEST_BOOT_FAILS))
 	K_PASS=$passes
 	K_FAIL=$fails
-	echo "# kernel $series = ${release:-$KVER}: guest $((SECONDS - t0))s"
+	echo "# kernel $series = ${release:-$KVER}: path $AGENT_RUN, guest $((SECONDS - t0))s"
 }
 
 for k in "${kernels[@]}"; do

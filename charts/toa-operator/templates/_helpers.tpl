@@ -159,6 +159,7 @@ with the fix instead of an install error from the API server. */}}
   "metricsBindAddress" $a.metricsBindAddress
   "perCpuMetrics" $a.perCpuMetrics
   "buildTimeoutSeconds" $a.buildTimeoutSeconds
+  "cacheMaxAgeDays" $a.cacheMaxAgeDays
   "logFormat" $a.logFormat
   "podLabels" (merge (dict) (include "toa.agent.selectorLabels" . | fromYaml) ($a.podLabels | default dict) (.Values.commonLabels | default dict))
   "podAnnotations" (merge (dict) ($a.podAnnotations | default dict) (.Values.commonAnnotations | default dict))

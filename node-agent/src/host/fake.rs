@@ -41,6 +41,8 @@ pub struct FakeState {
     /// IPv4 socket options that a module of another name registered (the toa module's own
     /// 4096 counts only while it is loaded, see `ip_sockopt_registered`).
     pub foreign_sockopts: Vec<i32>,
+    /// Programs on the agent's own PATH (`has_program`, `gcc_programs`).
+    pub programs: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -235,6 +237,14 @@ impl Host for FakeHost {
     fn ip_sockopt_registered(&self, optname: i32) -> io::Result<bool> {
         let ours = optname == crate::module::TOA_SOCKOPT && self.module_loaded();
         Ok(ours || self.lock().foreign_sockopts.contains(&optname))
+    }
+
+    fn has_program(&self, name: &str) -> bool {
+        self.lock().programs.iter().any(|p| p == name)
+    }
+
+    fn gcc_programs(&self) -> Vec<String> {
+        super::sorted_gcc_names(self.lock().programs.clone())
     }
 
     fn load_module(&self, image: &Path, params: &str) -> Result<(), LoadRefusal> {

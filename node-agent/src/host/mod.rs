@@ -105,4 +105,22 @@ pub trait Host: Send + Sync {
     /// fails with ENOPROTOOPT only when nobody did (the kernel's `nf_getsockopt`). The
     /// registrations are global, not per network namespace.
     fn ip_sockopt_registered(&self, optname: i32) -> io::Result<bool>;
+    /// Whether the agent's own `PATH` (its image, not the host) has an executable `name`.
+    fn has_program(&self, name: &str) -> bool;
+    /// The versioned gcc programs (`gcc-N`) on the agent's own `PATH`, by major version.
+    fn gcc_programs(&self) -> Vec<String>;
+}
+
+/// Sorts `gcc-N` names by N and drops everything else.
+pub fn sorted_gcc_names(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<(u32, String)> = names
+        .into_iter()
+        .filter_map(|n| {
+            let major = n.strip_prefix("gcc-")?.parse().ok()?;
+            Some((major, n))
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v.into_iter().map(|(_, n)| n).collect()
 }

@@ -245,6 +245,24 @@ impl Host for RealHost {
         }
     }
 
+    fn has_program(&self, name: &str) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        path_dirs().any(|d| {
+            std::fs::metadata(d.join(name))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    }
+
+    fn gcc_programs(&self) -> Vec<String> {
+        let names = path_dirs()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flat_map(|entries| entries.filter_map(Result::ok))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with("gcc-"))
+            .filter(|n| self.has_program(n));
+        super::sorted_gcc_names(names)
+    }
+
     fn run(&self, cmd: &CommandSpec) -> io::Result<CommandOutcome> {
         let (mut reader, writer) = io::pipe()?;
         let mut child = Command::new(&cmd.program)
@@ -321,6 +339,14 @@ pub fn mirror_build_dirs(root: &Path, local_root: &Path) -> io::Result<Vec<PathB
         }
     }
     Ok(made)
+}
+
+/// The directories of the agent's own `PATH` (the image's, where `make` finds the compiler).
+fn path_dirs() -> impl Iterator<Item = PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
 }
 
 #[cfg(test)]

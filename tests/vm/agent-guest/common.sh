@@ -22,14 +22,46 @@ write_desired() { # write_desired STATE [extra YAML lines...]
 	mv "$DESIRED.tmp" "$DESIRED"
 }
 
+# toarun=image (kernel command line): the agent runs from the agent image's root under the
+# node's crun, with the runtime config generated from the operator's DaemonSet pod spec
+# (host.sh); its args, mounts and cache directory are the pod's. Otherwise it runs directly.
+BUNDLE=/var/lib/toa-image
 start_agent() {
 	rm -f "$STATUS"
-	echo "--- agent start $(date -u +%T)" >>"$AGENT_LOG"
+	echo "--- agent start $(date -u +%T) (${toarun:-direct})" >>"$AGENT_LOG"
+	if [ "${toarun:-direct}" = image ]; then
+		start_agent_image
+		return
+	fi
 	"$AGENT" --desired "$DESIRED" --status-file "$STATUS" --module-src "$MODSRC" \
 		--cache-dir "$CACHE" --metrics-addr 127.0.0.1:9101 --poll-interval 1 \
 		--build-timeout 900 --unload-timeout 30 "$@" >>"$AGENT_LOG" 2>&1 &
 	AGENT_PID=$!
 	AGENT_T0=$(now)
+}
+
+# The knob's build (KCFLAGS set) uses the config with its own host cache path and KCFLAGS.
+start_agent_image() {
+	local cfg=$BUNDLE/config-default.json d
+	[ -z "${KCFLAGS:-}" ] || cfg=$BUNDLE/config-knob.json
+	cp "$cfg" "$BUNDLE/config.json"
+	# hostPath type DirectoryOrCreate: the kubelet creates these before the container starts.
+	local dirs
+	dirs=$(jq -r '.annotations["toa.dev/directory-or-create"] // ""' "$BUNDLE/config.json")
+	while IFS= read -r d; do
+		[ -z "$d" ] || mkdir -p "$d"
+	done <<<"$dirs"
+	touch /run/make-calls
+	# --no-pivot: the guest's root is the initramfs (rootfs), which pivot_root cannot leave;
+	# a node's runtime pivots. crun forwards SIGTERM to the agent and exits with its status.
+	crun --root /run/crun run --no-pivot --bundle "$BUNDLE" toa-agent >>"$AGENT_LOG" 2>&1 &
+	AGENT_PID=$!
+	AGENT_T0=$(now)
+}
+
+# The agent's own pid (under crun: the container's process, not crun).
+agent_pid() {
+	if [ "${toarun:-direct}" = image ]; then pgrep -xo toa-node-agent; else echo "$AGENT_PID"; fi
 }
 
 stop_agent() { # returns the agent's exit status
@@ -55,6 +87,11 @@ wait_phase() {
 		if [ "$p" = "$want" ] && [ "${g:-0}" -ge "$gen" ]; then
 			since "$AGENT_T0"
 			return 0
+		fi
+		# An agent (or its runtime) that exited will not get there.
+		if [ -n "$AGENT_PID" ] && ! kill -0 "$AGENT_PID" 2>/dev/null; then
+			echo "# the agent (pid $AGENT_PID) exited while waiting for $want" >&2
+			return 1
 		fi
 		# A failure is final for the caller (a retry would come minutes later).
 		if [ "$p" = Failed ] && [ "$want" != Failed ] && [ "${g:-0}" -ge "$gen" ]; then

@@ -13,6 +13,12 @@
 #                                            (honours CARGO_TARGET_DIR)
 #   agent_guest_initrd SERIES WORK BINARY -> WORK/initrd (after kernel_prepare SERIES)
 #   agent_guest_boot WORK MODE TIMEOUT    -> boots it (toamode=MODE), serial in WORK/serial.log
+# With AGENT_RUN=image (agent.sh sets it per kernel) the initramfs also holds the agent image's
+# root (images/node-agent-root.sh: the same root images/build.sh ships) and OCI runtime configs
+# generated from operator/src/daemonset.rs (example agent-oci-config); the guest suite then runs
+# the agent under the node's crun instead of directly (toarun=image). AGENT_RUN=mismatch (a
+# kernel whose compiler the image lacks): the same layers; the suite first checks that the
+# image's agent reports CompilerMismatch, then runs directly in the node's userspace.
 
 AGENT_GUEST_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../lib/qemu.sh
@@ -27,9 +33,15 @@ AGENT_GUEST_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$AGENT_GUEST_HERE/../lib/suites.sh"
 
 AGENT_GUEST_CACHE=${AGENT_GUEST_CACHE:-$TOA_CACHE_DIR/agent-guest}
-AGENT_GUEST_PKGS="jq curl procps iproute2"
-# The whole Debian userspace lives in RAM (about 450 MB unpacked) and gcc needs room.
+# crun: the node's own OCI runtime (from the node's suite), which runs the agent image root.
+AGENT_GUEST_PKGS="jq curl procps iproute2 crun"
+# The whole Debian userspace lives in RAM (about 450 MB unpacked) and gcc needs room; the agent
+# image root (images/node-agent-root.sh, about 600 MB with three compilers) adds to it.
 AGENT_GUEST_MEM=${TOA_AGENT_GUEST_MEM:-2048}
+AGENT_GUEST_IMAGE_MEM=${TOA_AGENT_GUEST_IMAGE_MEM:-3584}
+# Where the guest holds the OCI bundle: the image root at $AGENT_IMAGE_BUNDLE/rootfs and the
+# runtime configs generated from the operator's DaemonSet pod spec.
+AGENT_IMAGE_BUNDLE=/var/lib/toa-image
 
 # agent_guest_needs: the static agent (musl-gcc, the Rust musl target, readelf to prove it
 # static), the layers (initramfs_needs: cpio ...), the guest userspace (suites_needs:
@@ -194,8 +206,8 @@ _agent_kernel_layer() {
 	printf '%s\n' "$out"
 }
 
-_agent_run_layer() {
-	local work=$1 binary=$2 stage=$1/run-layer bb
+_agent_run_layer() { # WORK BINARY [image]
+	local work=$1 binary=$2 run=${3:-direct} stage=$1/run-layer bb
 	rm -rf "$stage"
 	mkdir -p "$stage/agent-test" "$stage/usr/local/bin" "$stage/usr/local/sbin" \
 		"$stage/usr/share/toa-node-agent/kmod"
@@ -215,8 +227,66 @@ _agent_run_layer() {
 		--exclude='*.mod' --exclude='*.mod.c' --exclude=Module.symvers --exclude=modules.order \
 		--exclude=fuzz --exclude='.tmp*' -cf - .) | (cd "$stage/usr/share/toa-node-agent/kmod" && tar -xf -) ||
 		toa_die "cannot stage the module sources"
+	if [ "$run" = image ]; then
+		# The image's own files (agent, module sources) exactly as images/build.sh ships them,
+		# and the runtime configs: the default agent config, and the self-test knob's (its own
+		# host cache path, KCFLAGS for the test build).
+		"$TOA_REPO_DIR/images/node-agent-root.sh" stage "$stage$AGENT_IMAGE_BUNDLE/rootfs" "$binary" ||
+			toa_die "cannot stage the image's files"
+		_agent_oci_config "$stage$AGENT_IMAGE_BUNDLE/config-default.json" "" \
+			"buildTimeoutSeconds: 900"
+		_agent_oci_config "$stage$AGENT_IMAGE_BUNDLE/config-knob.json" KCFLAGS=-DTOA_TEST_NO_GETNAME_REWRITE \
+			"buildTimeoutSeconds: 900" "hostCachePath: /var/lib/toa-knob"
+		rm -f "$stage$AGENT_IMAGE_BUNDLE"/*.agent.yaml
+	fi
 	toa_cpio_pack "$stage" "$work/run.cpio.gz" gzip
 	rm -rf "$stage"
+}
+
+# _agent_image_layer: the agent image's package root (images/node-agent-root.sh base) under
+# $AGENT_IMAGE_BUNDLE/rootfs, cached by the root's name (which is keyed by its package list).
+_agent_image_layer() {
+	local root out stage
+	root=$("$TOA_REPO_DIR/images/node-agent-root.sh" base) || toa_die "images/node-agent-root.sh base failed"
+	[ -f "$root/.toa-ok" ] || toa_die "images/node-agent-root.sh gave no finished root ('$root')"
+	out=$AGENT_GUEST_CACHE/image-${root##*/}.cpio
+	if ! _agent_cached_layer "$out"; then
+		mkdir -p "$AGENT_GUEST_CACHE"
+		toa_log "packing the agent image root $root"
+		stage=$AGENT_GUEST_CACHE/stage-image.$$
+		rm -rf "$stage" && mkdir -p "$stage$AGENT_IMAGE_BUNDLE"
+		cp -al "$root" "$stage$AGENT_IMAGE_BUNDLE/rootfs" 2>/dev/null || cp -a "$root" "$stage$AGENT_IMAGE_BUNDLE/rootfs" ||
+			toa_die "cannot stage $root"
+		rm -f "$stage$AGENT_IMAGE_BUNDLE/rootfs/.toa-ok"
+		toa_cpio_pack "$stage" "$out"
+		rm -rf "$stage"
+	fi
+	printf '%s\n' "$out"
+}
+
+# _agent_oci_config OUT ENV [AGENT-CONFIG-YAML-LINES...]: the runtime config of the DaemonSet's
+# agent container (operator/src/oci.rs from operator/src/daemonset.rs), for an agent config
+# with the given extra lines, with ENV (NAME=VALUE, or empty) added to the environment, plus what standalone mode needs in the test: the desired-state
+# and status files, and the make wrapper that records compiler runs.
+_agent_oci_config() {
+	local out=$1 env=$2 cfg=$1.agent.yaml ep extra=()
+	shift 2
+	[ -z "$env" ] || extra=(--env "$env")
+	{
+		echo "image: localhost/toa-node-agent:test"
+		printf '%s\n' "$@"
+	} >"$cfg"
+	ep=$("$TOA_REPO_DIR/images/node-agent-root.sh" entrypoint) || toa_die "no image entrypoint"
+	(cd "$TOA_REPO_DIR" && cargo run -q -p toa-operator --example agent-oci-config -- \
+		--agent-config "$cfg" --rootfs "$AGENT_IMAGE_BUNDLE/rootfs" --entrypoint "$ep" \
+		--node-name toa-guest \
+		--arg=--desired=/etc/toa/desired.yaml --arg=--status-file=/run/toa/status.json \
+		--arg=--poll-interval=1 --arg=--unload-timeout=30 \
+		--bind /etc/toa:/etc/toa:ro --bind /run/toa:/run/toa \
+		--bind /usr/local/sbin/make:/usr/local/sbin/make:ro --bind /run/make-calls:/run/make-calls \
+		"${extra[@]}") >"$out.tmp" || toa_die "cargo run --example agent-oci-config failed"
+	jq -e '.process.args | length > 1' "$out.tmp" >/dev/null || toa_die "$out.tmp is not a runtime config"
+	mv "$out.tmp" "$out"
 }
 
 # agent_guest_initrd SERIES WORK BINARY: kernel_prepare must have run for SERIES.
@@ -227,6 +297,13 @@ agent_guest_initrd() {
 	toatest_build "$work/toatest"
 	base=$(_agent_base_layer) || toa_die "no guest userspace layer"
 	kl=$(_agent_kernel_layer) || toa_die "no guest kernel layer"
+	if [ "${AGENT_RUN:-direct}" != direct ]; then
+		local il
+		il=$(_agent_image_layer) || toa_die "no agent image layer"
+		_agent_run_layer "$work" "$binary" image
+		cat "$base" "$kl" "$il" "$work/run.cpio.gz" >"$work/initrd" || toa_die "cannot write $work/initrd"
+		return
+	fi
 	_agent_run_layer "$work" "$binary"
 	cat "$base" "$kl" "$work/run.cpio.gz" >"$work/initrd" || toa_die "cannot write $work/initrd"
 }
@@ -234,5 +311,7 @@ agent_guest_initrd() {
 agent_guest_boot() { # WORK MODE TIMEOUT [VAR=VALUE...]: extra words reach /init as variables
 	local work=$1 mode=$2 tmo=$3
 	shift 3
-	qemu_run "$VMLINUX" "$work/initrd" "$AGENT_GUEST_MEM" "$tmo" "$work/serial.log" "toamode=$mode" "$@"
+	local mem=$AGENT_GUEST_MEM
+	[ "${AGENT_RUN:-direct}" = direct ] || mem=$AGENT_GUEST_IMAGE_MEM
+	qemu_run "$VMLINUX" "$work/initrd" "$mem" "$tmo" "$work/serial.log" "toamode=$mode" "toarun=${AGENT_RUN:-direct}" "$@"
 }

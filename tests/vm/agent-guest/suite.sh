@@ -16,8 +16,41 @@ figure() { echo "# figure $1 $2"; }
 dump_log() { tail -n 25 "$AGENT_LOG" | sed 's/^/#   agent: /'; }
 
 REL=$(uname -r)
+if [ "${toarun:-direct}" = image ]; then
+	echo "# agent runs from the image root under $(crun --version | head -n 1) (runtime config from the DaemonSet pod spec)"
+else
+	echo "# agent runs directly in the node's userspace"
+fi
 : >/run/make-calls
 make_calls() { wc -l </run/make-calls; }
+
+# ---------------------------------------------------------------- image without the compiler
+# toarun=mismatch: the kernel's compiler (CONFIG_CC_VERSION_TEXT) is not in the agent image.
+# The image's agent must say so before building; then the suite runs the agent directly.
+if [ "${toarun:-direct}" = mismatch ]; then
+	kcc=$(sed -n 's/^CONFIG_CC_VERSION_TEXT="\(.*\)"$/\1/p' "/lib/modules/$REL/build/.config")
+	kmajor=$(grep -oE '[0-9]+\.[0-9]+\.[0-9]+' <<<"$kcc" | head -n 1 | cut -d. -f1)
+	echo "# the kernel was built with '$kcc': the agent image lacks gcc-$kmajor"
+	toarun=image
+	write_desired Loaded
+	start_agent
+	if wait_phase Failed 300 >/dev/null; then ok "image without gcc-$kmajor: phase Failed"; else
+		nok "image without gcc-$kmajor: phase Failed" "phase $(status_field .phase) $(status_field .reason): $(status_field .message)"
+		dump_log
+	fi
+	check "image without gcc-$kmajor: reason CompilerMismatch (not BuildFailed)" \
+		"reason=$(status_field .reason): $(status_field .message)" test "$(status_field .reason)" = CompilerMismatch
+	check "image without gcc-$kmajor: the message quotes the kernel's compiler and the remedy" "$(status_field .message)" \
+		grep -qF -e "\`$kcc\`" <<<"$(status_field .message)"
+	check "image without gcc-$kmajor: the message names the image's compilers and the remedy" "$(status_field .message)" \
+		grep -qE "it has: gcc-[0-9]+.*run an agent image that provides gcc-$kmajor" <<<"$(status_field .message)"
+	check "image without gcc-$kmajor: no compiler run, nothing loaded" "make calls $(make_calls), $(ls -d /sys/module/toa 2>&1)" \
+		test "$(make_calls)" -eq 0 -a ! -e /sys/module/toa
+	stop_agent || true
+	rm -rf "$CACHE"
+	toarun=direct
+	echo "# the rest runs the agent directly in the node's userspace (its own gcc-$kmajor)"
+fi
 
 # ---------------------------------------------------------------- cold start
 write_desired Loaded "module:" "  trustedSources: [10.0.0.0/16]"
@@ -133,7 +166,7 @@ check "metrics: one successful build, one load from Built" \
 echo "TOA-METRICS-BEGIN"
 cat /run/toa/metrics.prom
 echo "TOA-METRICS-END"
-rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$AGENT_PID/status")
+rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$(agent_pid)/status")
 figure agent_rss_kib "$rss"
 
 # ---------------------------------------------------------------- runtime parameters
