@@ -57,8 +57,6 @@ toa_deps_step agent_suite_needs
 
 RUN_DIR="$TOA_CACHE_DIR/vm-run"
 mkdir -p "$RUN_DIR"
-total_pass=0
-total_fail=0
 # exposition_shape FILE: the families, types and label names of an exposition, without values,
 # so that a fixture comparison sees a renamed metric or label but not changing numbers.
 exposition_shape() {
@@ -179,18 +177,9 @@ run_kernel() {
 	fi
 	guest_judge_boot "$rc" "$release" "$KVER" "$summary" "$exit_seen" "$work/serial.log"
 	fails=$((fails + GUEST_BOOT_FAILS))
-	K_PASS=$passes
-	K_FAIL=$fails
+	# shellcheck disable=SC2034 # K_PASS, K_FAIL: read by kernel_run_each (lib/kernels.sh)
+	K_PASS=$passes K_FAIL=$fails
 	echo "# kernel $series = ${release:-$KVER}: path $AGENT_RUN, guest $((SECONDS - t0))s"
 }
 
-for k in "${kernels[@]}"; do
-	run_kernel "$k"
-	echo "$K_PASS passed, $K_FAIL failed"
-	total_pass=$((total_pass + K_PASS))
-	total_fail=$((total_fail + K_FAIL))
-done
-if [ ${#kernels[@]} -gt 1 ]; then
-	echo "$total_pass passed, $total_fail failed"
-fi
-[ "$total_fail" -eq 0 ]
+kernel_run_each run_kernel

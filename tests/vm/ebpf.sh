@@ -26,6 +26,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 GUEST_TIMEOUT=${TOA_GUEST_TIMEOUT:-300}
 GUEST_MEM=${TOA_GUEST_MEM:-1024}
 MUSL=x86_64-unknown-linux-musl
+# shellcheck disable=SC2034 # filled by kernel_parse_args, read by kernel_run_each
 kernels=()
 
 ebpf_suite_needs() {
@@ -51,9 +52,6 @@ toa_deps_step ebpf_suite_needs
 
 RUN_DIR="$TOA_CACHE_DIR/vm-run"
 mkdir -p "$RUN_DIR"
-total_pass=0
-total_fail=0
-t_all=$SECONDS
 
 qemu_prepare
 toatest_build "$RUN_DIR/toatest"
@@ -131,19 +129,9 @@ run_kernel() {
 
 	guest_judge_boot "$rc" "$release" "$KVER" "$summary" "$exit_seen" "$work/serial.log"
 	fails=$((fails + GUEST_BOOT_FAILS))
-	K_PASS=$passes
-	K_FAIL=$fails
+	# shellcheck disable=SC2034 # K_PASS, K_FAIL: read by kernel_run_each (lib/kernels.sh)
+	K_PASS=$passes K_FAIL=$fails
 	echo "# kernel $series = ${release:-$KVER} ($KERNEL_SUITE): attach ${attach_time:-not reached}, guest ${t_guest}s"
 }
 
-for k in "${kernels[@]}"; do
-	run_kernel "$k"
-	echo "$K_PASS passed, $K_FAIL failed"
-	total_pass=$((total_pass + K_PASS))
-	total_fail=$((total_fail + K_FAIL))
-done
-if [ ${#kernels[@]} -gt 1 ]; then
-	echo "# all kernels (${kernels[*]}): $((SECONDS - t_all))s"
-	echo "$total_pass passed, $total_fail failed"
-fi
-[ "$total_fail" -eq 0 ]
+kernel_run_each run_kernel

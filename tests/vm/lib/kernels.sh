@@ -296,3 +296,22 @@ kernel_parse_args() {
 		}
 	done
 }
+
+# kernel_run_each FUNCTION: runs FUNCTION SERIES for each entry of the caller's `kernels` array
+# (kernel_parse_args), which must leave its counts in K_PASS and K_FAIL; prints each kernel's
+# "N passed, M failed", and with more than one kernel the wall time and the totals. Returns 1
+# when any check failed, so a suite script ends with it.
+kernel_run_each() {
+	local fn=$1 k t0=$SECONDS pass=0 fail=0
+	for k in "${kernels[@]}"; do
+		"$fn" "$k"
+		echo "$K_PASS passed, $K_FAIL failed"
+		pass=$((pass + K_PASS))
+		fail=$((fail + K_FAIL))
+	done
+	if [ ${#kernels[@]} -gt 1 ]; then
+		echo "# all kernels (${kernels[*]}): $((SECONDS - t0))s"
+		echo "$pass passed, $fail failed"
+	fi
+	[ "$fail" -eq 0 ]
+}
