@@ -255,6 +255,36 @@ static noinline void toa_skb_inspect_slow(struct net *net, struct sk_buff *skb)
 }
 
 /*
+ * The fast decision both LOCAL_IN hooks share: whether a TCP header whose first @linear
+ * bytes (at least sizeof(*th)) lie in the linear area may carry or complete a TOA. False
+ * means nothing to look at; true means the hook's slow path reads the segment with copies
+ * (also when the one option word needed here is not linear).
+ */
+static inline bool toa_tcp_may_matter(const struct tcphdr *th, unsigned int linear)
+{
+	const __be32 *opt;
+
+	/* a reset, a SYN-ACK (this host's own connection), no ACK, an ACK without options */
+	if (th->rst || (th->syn ? th->ack : !th->ack) || (!th->syn && th->doff <= 5))
+		return false;
+	/*
+	 * An ACK whose only option is the aligned timestamp (NOP, NOP, TS: what nearly every
+	 * segment of an established connection carries, tested the way
+	 * tcp_parse_aligned_timestamp() does): no room for a TOA, nothing malformed.
+	 */
+	if (!th->syn && th->doff == 8) {
+		if (linear < sizeof(*th) + sizeof(*opt))
+			return true;
+		opt = (const __be32 *)(th + 1);
+		if (*opt == htonl((TCPOPT_NOP << 24) | (TCPOPT_NOP << 16) |
+				  (TCPOPT_TIMESTAMP << 8) | TCPOLEN_TIMESTAMP))
+			return false;
+	}
+	/* a SYN without options while nothing is pending: nothing to store or remove */
+	return !(th->syn && th->doff <= 5 && toa_pending_empty());
+}
+
+/*
  * The netfilter LOCAL_IN hook (registered by toa_hooks.c), which never drops anything.
  * Most segments are not looked at beyond their flags, so that decision
  * is taken here without buffers or copies, from the linear area (at LOCAL_IN the IPv4
@@ -267,7 +297,6 @@ unsigned int toa_skb_nf_local_in(void *priv, struct sk_buff *skb,
 	unsigned int off = skb_network_offset(skb), head = skb_headlen(skb);
 	const struct iphdr *iph;
 	const struct tcphdr *th;
-	const __be32 *opt;
 
 	if (skb_network_offset(skb) < 0 || head < off + sizeof(*iph))
 		goto slow;
@@ -277,24 +306,7 @@ unsigned int toa_skb_nf_local_in(void *priv, struct sk_buff *skb,
 	if (iph->ihl < 5 || head < off + iph->ihl * 4 + sizeof(*th))
 		goto slow;
 	th = (const struct tcphdr *)((const u8 *)iph + iph->ihl * 4);
-	/* a reset, a SYN-ACK (this host's own connection), no ACK, an ACK without options */
-	if (th->rst || (th->syn ? th->ack : !th->ack) || (!th->syn && th->doff <= 5))
-		return NF_ACCEPT;
-	/*
-	 * An ACK whose only option is the aligned timestamp (NOP, NOP, TS: what nearly every
-	 * segment of an established connection carries, tested the way
-	 * tcp_parse_aligned_timestamp() does): no room for a TOA, nothing malformed.
-	 */
-	if (!th->syn && th->doff == 8) {
-		if (head < off + iph->ihl * 4 + sizeof(*th) + sizeof(*opt))
-			goto slow;
-		opt = (const __be32 *)(th + 1);
-		if (*opt == htonl((TCPOPT_NOP << 24) | (TCPOPT_NOP << 16) |
-				  (TCPOPT_TIMESTAMP << 8) | TCPOLEN_TIMESTAMP))
-			return NF_ACCEPT;
-	}
-	/* a SYN without options while nothing is pending: nothing to store or remove */
-	if (th->syn && th->doff <= 5 && toa_pending_empty())
+	if (!toa_tcp_may_matter(th, head - off - iph->ihl * 4))
 		return NF_ACCEPT;
 slow:
 	toa_skb_inspect_slow(state->net, skb);
@@ -383,7 +395,6 @@ unsigned int toa_skb_nf_local_in6(void *priv, struct sk_buff *skb,
 	unsigned int off = skb_network_offset(skb), head = skb_headlen(skb);
 	const struct ipv6hdr *ip6;
 	const struct tcphdr *th;
-	const __be32 *opt;
 
 	if (skb->protocol != htons(ETH_P_IPV6))
 		return NF_ACCEPT;
@@ -395,17 +406,7 @@ unsigned int toa_skb_nf_local_in6(void *priv, struct sk_buff *skb,
 	if (head < off + sizeof(*ip6) + sizeof(*th))
 		goto slow;
 	th = (const struct tcphdr *)(ip6 + 1);
-	if (th->rst || (th->syn ? th->ack : !th->ack) || (!th->syn && th->doff <= 5))
-		return NF_ACCEPT;
-	if (!th->syn && th->doff == 8) {
-		if (head < off + sizeof(*ip6) + sizeof(*th) + sizeof(*opt))
-			goto slow;
-		opt = (const __be32 *)(th + 1);
-		if (*opt == htonl((TCPOPT_NOP << 24) | (TCPOPT_NOP << 16) |
-				  (TCPOPT_TIMESTAMP << 8) | TCPOLEN_TIMESTAMP))
-			return NF_ACCEPT;
-	}
-	if (th->syn && th->doff <= 5 && toa_pending_empty())
+	if (!toa_tcp_may_matter(th, head - off - sizeof(*ip6)))
 		return NF_ACCEPT;
 slow:
 	toa_skb_inspect6(state->net, skb);
