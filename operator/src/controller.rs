@@ -22,6 +22,7 @@ use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -543,6 +544,18 @@ pub async fn housekeeping_pass(ctx: &Context) -> Result<(), Error> {
     result
 }
 
+/// Policies trigger a re-plan of every policy only when what decides node ownership may have
+/// changed: a new object (uid), its spec (`metadata.generation`, bumped by the apiserver on
+/// every spec change) or the start of its deletion. Status writes (each reconcile's own)
+/// trigger nothing, or every pass would wake every other policy.
+fn policy_trigger_hash(policy: &PartialObjectMeta<ToaPolicy>) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    policy.metadata.uid.hash(&mut h);
+    policy.metadata.generation.hash(&mut h);
+    policy.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
 /// Nodes trigger reconciles only when what planning reads changes (identity, labels, taint
 /// keys), not on every kubelet status update.
 fn node_trigger_hash(node: &NodeMeta) -> Option<u64> {
@@ -698,6 +711,18 @@ pub async fn run(
     let controller = Controller::new(policies_api, watcher::Config::default().any_semantic());
     let policy_store = controller.store();
 
+    // A policy created, changed or being deleted can move nodes to or from every other policy
+    // (priority and selectors decide together): all of them re-plan, so a policy that loses a
+    // node to a higher-priority one shows Conflict at once, not at its next resync. Metadata
+    // only: the generation and deletion timestamp are all the trigger reads.
+    let policy_changes = watcher(
+        Api::<PartialObjectMeta<ToaPolicy>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(policy_trigger_hash, Default::default());
+
     let any = || watcher::Config::default().any_semantic();
     // Nodes decoded into NodeMeta: name, uid, resourceVersion, labels and taints. The status
     // (images, nodeInfo, conditions: 10-30 KB per Node) is skipped while decoding, never built.
@@ -773,6 +798,7 @@ pub async fn run(
             .with_agent_start_timeout(agent.start_timeout),
     );
 
+    let by_policy = policy_store.clone();
     let by_node = policy_store.clone();
     let by_state = policy_store.clone();
     let by_ds = policy_store.clone();
@@ -780,6 +806,7 @@ pub async fn run(
     let mut stop = shutdown.clone();
     let controller = controller
         .with_config(ControllerConfig::default().debounce(Duration::from_secs(1)))
+        .watches_stream(policy_changes, move |_policy| all_policies(&by_policy))
         .watches_stream(node_stream, move |_node| all_policies(&by_node))
         .watches_stream(states_stream, move |state: ToaNodeState| {
             // Its policy's status depends on it; if that policy is gone, any policy's pass
@@ -1037,6 +1064,35 @@ mod tests {
             }]),
         });
         assert_ne!(node_trigger_hash(&n), labelled, "a taint key triggers");
+    }
+
+    #[test]
+    fn policy_trigger_fires_on_new_spec_and_deletion_not_on_status() {
+        let meta = |generation: i64, rv: &str, deleting: bool| -> PartialObjectMeta<ToaPolicy> {
+            serde_json::from_value(json!({
+                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                "metadata": {"name": "edge", "uid": "u-edge", "generation": generation,
+                             "resourceVersion": rv,
+                             "deletionTimestamp": deleting.then_some("2026-01-01T00:00:00Z")},
+            }))
+            .expect("valid PartialObjectMetadata")
+        };
+        let first = policy_trigger_hash(&meta(1, "10", false));
+        assert_eq!(
+            policy_trigger_hash(&meta(1, "11", false)),
+            first,
+            "a status write (new resourceVersion, same generation) wakes no other policy"
+        );
+        assert_ne!(
+            policy_trigger_hash(&meta(2, "12", false)),
+            first,
+            "spec change"
+        );
+        assert_ne!(
+            policy_trigger_hash(&meta(1, "13", true)),
+            first,
+            "deletion starts"
+        );
     }
 
     fn reported_state() -> ToaNodeState {

@@ -371,7 +371,10 @@ _nc_alert_agent_down() {
 	wait_until "$NODES_WAIT" "$n repaired (Loaded from the cache)" _nc_phase_is "$n" Loaded Cache
 	wait_until 30 "ToaAgentDown resolved" _nc_alert_is ToaAgentDown "$n" inactive
 	wait_until 30 "toa_module_loaded 1 again" _nc_prom_count "toa_module_loaded{node=\"$n\"} == 1" 1
-	[ "$(prom_alert_state ToaModuleNotLoaded "$n")" != firing ]
+	# The restarted agent reports toa_module_loaded 0 until its first pass has loaded from the
+	# cache; on a busy machine that pass can outlast the suite's 4 s `for:`, so the alert may
+	# fire for a moment. What must hold is that the repair resolves it.
+	wait_until 30 "ToaModuleNotLoaded inactive after the repair" _nc_alert_is ToaModuleNotLoaded "$n" inactive
 }
 
 # rollout.maxUnavailable bounds how many nodes reload at once. Every guest gets a "foreign"

@@ -300,7 +300,10 @@ check_priority_and_conflict() {
 	wait_value 30 "$K_B moves to mixed-vendors" mixed-vendors \
 		jp "toanodestate/$K_B" '{.spec.policy}'
 	expect_eq "new kinds on $K_B" "$(jp "toanodestate/$K_B" '{.spec.module.ipv4OptionKinds}')" '[200,254]'
-	wait_value 30 "Conflict on the losing policy" True \
+	# Within 10 s, a third of the operator's 30 s housekeeping interval: creating the winning
+	# policy re-plans the losing one at once (a policy watch wakes every policy); the loser's
+	# status must not wait for an unrelated trigger or its 5-minute resync.
+	wait_value 10 "Conflict on the losing policy" True \
 		policy_condition tencent-hybrid-cloud Conflict
 	k get toapolicy tencent-hybrid-cloud -o json | jq -c '.status.conditions[] | select(.type=="Conflict")'
 	expect_eq "conflictingNodes" "$(jp toapolicy/tencent-hybrid-cloud '{.status.conflictingNodes}')" 1
