@@ -16,6 +16,8 @@
 #                                   (`N passed, M failed`; no timing is asserted)
 #   SCALE_KEEP=1                    keep the run dir (audit log, logs)
 #   SCALE_OPERATOR_BIN=FILE         measure this operator binary instead of the worktree's build
+#   SCALE_HELM_SET_STRING=K=V[,K=V] extra `helm install --set-string` values (the operator's env)
+#   SCALE_FLOOR=0                   skip the floor: the operator's figures only, no ratios
 #
 # The kube-controller-manager runs without its DaemonSet controller: with no kubelet, N Pending
 # agent pods would measure that controller, not the operator.
@@ -91,8 +93,10 @@ run=$CP_RUN_DIR
 
 k apply --server-side -f crds/toapolicies.yaml -f crds/toanodestates.yaml >/dev/null
 k wait --for condition=Established --timeout 30s crd/toapolicies.toa.dev crd/toanodestates.toa.dev >/dev/null
+helm_set=()
+[ -n "${SCALE_HELM_SET_STRING:-}" ] && helm_set=(--set-string "$SCALE_HELM_SET_STRING")
 helm install "$CP_RELEASE" charts/toa-operator --namespace "$CP_NAMESPACE" --create-namespace \
-	--skip-crds --kubeconfig "$CP_KUBECONFIG" >/dev/null
+	--skip-crds --kubeconfig "$CP_KUBECONFIG" "${helm_set[@]}" >/dev/null
 # SCALE_OPERATOR_BIN: another operator binary to measure (e.g. an earlier commit's build).
 operator_bin=${SCALE_OPERATOR_BIN:-$bin_dir/toa-operator}
 echo "operator binary: $operator_bin"
@@ -135,7 +139,16 @@ node_bytes=$(sed -nE 's/.*\(([0-9]+) bytes of JSON each\).*/\1/p' "$run/nodes.ou
 
 # The floor, before the operator starts (it leaves nothing behind: its delete phase removes
 # what its apply phase made).
-for phase in apply select delete; do
+floor_phases=(apply select delete)
+case ${SCALE_FLOOR:-1} in
+0) floor_phases=() ;;
+1) ;;
+*)
+	echo "SCALE_FLOOR must be 0 (skip the floor) or 1, got '$SCALE_FLOOR'" >&2
+	exit 2
+	;;
+esac
+for phase in "${floor_phases[@]}"; do
 	start=$(now_ms)
 	out=$(KUBECONFIG=$run/floor.kubeconfig "$load" floor --phase "$phase" --count "$count" \
 		--concurrency "$concurrency")
