@@ -265,7 +265,7 @@ for name, _, _ in windows:
 EOF
 
 echo
-echo "=== scale: $count Node objects ($node_bytes bytes of JSON each), Kubernetes $CP_K8S_VERSION, operator $profile build"
+echo "=== scale: $count Node objects ($node_bytes bytes of JSON each), Kubernetes $CP_K8S_VERSION, operator $operator_bin"
 printf '%-8s %10s %10s %7s %16s %12s\n' phase operator floor ratio writes/node peak-RSS
 for p in apply select delete; do
 	line=$(grep "^operator-$p " "$run/writes.out" || true)
@@ -274,8 +274,9 @@ for p in apply select delete; do
 	if [ -n "${took[operator-$p]:-}" ] && [ -n "${took[floor-$p]:-}" ]; then
 		ratio=$(echo "scale=2; ${took[operator-$p]} / ${took[floor-$p]}" | bc)
 	fi
-	printf '%-8s %9ss %9ss %7s %16s %8s MiB\n' "$p" "${took[operator-$p]:-n/a}" \
-		"${took[floor-$p]:-n/a}" "${ratio:-n/a}" "${per:-n/a}" "${peak[$p]:-n/a}"
+	secs() { if [ -n "${1:-}" ]; then echo "${1}s"; else echo n/a; fi; }
+	printf '%-8s %10s %10s %7s %16s %8s MiB\n' "$p" "$(secs "${took[operator-$p]:-}")" \
+		"$(secs "${took[floor-$p]:-}")" "${ratio:-n/a}" "${per:-n/a}" "${peak[$p]:-n/a}"
 done
 echo "writes by user, verb and resource per phase (audit log):"
 sed 's/^/  /' "$run/writes.out"
