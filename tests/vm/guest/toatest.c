@@ -3515,9 +3515,12 @@ static void usage(void)
 		"usage: toatest suite [--module PATH] [--dup PATH_OF_TOA_BUILT_AS_toa_dup]\n"
 		"       toatest conn [--count N] [--kind K] [--addr IPV4] [--nat64 IPV6] [--port P]\n"
 		"                    [--where syn|ack] [--dual] [--balancer IPV4] [--hold-until PATH]\n"
+		"                    [--syn-opts HEX] [--ack-opts HEX]\n"
 		"         N handshakes through tun0 with a TOA option against the module loaded now;\n"
 		"         prints `conn I accept=A getpeername=P getsockname=L getsockopt=S` per\n"
 		"         connection and exits 0 when every connection showed the real address;\n"
+		"         --syn-opts/--ack-opts HEX: these option bytes on the SYN / final ACK instead\n"
+		"         of one generated TOA (--addr: the address the application should see)\n"
 		"         --hold-until (IPv4, N <= 64): keeps the accepted sockets open until PATH\n"
 		"         exists, then prints `held I getpeername=P` for each and\n"
 		"         `held: K of N open connections still showed the real address`\n"
@@ -3526,9 +3529,40 @@ static void usage(void)
 	exit(2);
 }
 
+/* --syn-opts/--ack-opts HEX: raw option bytes (hex digits; spaces, ':' and '.' ignored). */
+static void o_hex(struct opts *o, const char *flag, const char *hex)
+{
+	int hi = -1;
+
+	o->n = 0;
+	for (; *hex; hex++) {
+		int d;
+
+		if (*hex == ' ' || *hex == ':' || *hex == '.')
+			continue;
+		if (*hex >= '0' && *hex <= '9')
+			d = *hex - '0';
+		else if ((*hex | 0x20) >= 'a' && (*hex | 0x20) <= 'f')
+			d = (*hex | 0x20) - 'a' + 10;
+		else
+			die("%s: '%c' is not a hex digit (want bytes such as c8081092cb007107)", flag, *hex);
+		if (hi < 0) {
+			hi = d;
+			continue;
+		}
+		if (o->n >= MAX_OPT)
+			die("%s: more than %d option bytes", flag, MAX_OPT);
+		o->b[o->n++] = (uint8_t)(hi << 4 | d);
+		hi = -1;
+	}
+	if (hi >= 0)
+		die("%s: odd number of hex digits", flag);
+}
+
 static int cmd_conn(int argc, char **argv)
 {
-	int count = 1, kind = -1, dual = 0, on_syn = 1, i, bad = 0;
+	int count = 1, kind = -1, dual = 0, on_syn = 1, i, bad = 0, raw = 0;
+	struct opts raw_syn = { .n = 0 }, raw_ack = { .n = 0 };
 	const char *addr = "203.0.113.7", *nat64 = NULL, *bal = BAL_IP, *hold = NULL;
 	uint16_t port = 4242;
 	int held_fd[64];
@@ -3560,13 +3594,21 @@ static int cmd_conn(int argc, char **argv)
 			on_syn = !strcmp(v, "syn");
 		else if (!strcmp(a, "--hold-until"))
 			hold = v;
-		else
+		else if (!strcmp(a, "--syn-opts")) {
+			o_hex(&raw_syn, a, v);
+			raw = 1;
+		} else if (!strcmp(a, "--ack-opts")) {
+			o_hex(&raw_ack, a, v);
+			raw = 1;
+		} else
 			usage();
 		i++;
 	}
 	if (count < 1 || count > 10000)
 		usage();
 	if (hold && (count > 64 || nat64 || dual))
+		usage();
+	if (raw && nat64)
 		usage();
 	if (kind < 0)
 		kind = nat64 ? 253 : 200;
@@ -3585,8 +3627,9 @@ static int cmd_conn(int argc, char **argv)
 		else
 			o_toa4(&o, kind, addr, port);
 		flow_init(&f, bal, dual ? PORT_DUAL : PORT_V4);
-		if (flow_connect(&f, on_syn ? o.b : none.b, on_syn ? o.n : 0, on_syn ? none.b : o.b,
-				 on_syn ? 0 : o.n, &r) < 0 ||
+		if ((raw ? flow_connect(&f, raw_syn.b, raw_syn.n, raw_ack.b, raw_ack.n, &r)
+			 : flow_connect(&f, on_syn ? o.b : none.b, on_syn ? o.n : 0, on_syn ? none.b : o.b,
+					on_syn ? 0 : o.n, &r)) < 0 ||
 		    server_accept(dual ? lfd_dual : lfd_v4, &ob, &r) < 0) {
 			printf("conn %d error=%s\n", i, r.msg);
 			bad++;
