@@ -83,7 +83,7 @@ mount -t cgroup2 none /sys/fs/cgroup || echo "TOA-GUEST-ERROR mount -t cgroup2 f
 mount -t bpf bpf /sys/fs/bpf || echo "TOA-GUEST-ERROR mount -t bpf failed"
 exec /bin/toatest bench --module /toa.ko --secs $secs \\
 	--ebpf-attach "RUST_LOG=toa_ebpf=debug toa-ebpf attach --object /toa.bpf.o --trusted-sources 10.0.0.0/16 2>&1" \\
-	--ebpf-detach "toa-ebpf detach >/dev/null"
+	--ebpf-detach "RUST_LOG=toa_ebpf=debug toa-ebpf detach"
 EOS
 initramfs_add_file "$ird" "$work/bench.sh" bench.sh 0755
 guest_write_init "$ird" /bin/sh /bench.sh
@@ -93,7 +93,7 @@ rc=0
 qemu_run "$VMLINUX" "$work/initramfs.cpio.gz" 1024 $((90 + 48 * secs)) "$work/serial.log" || rc=$?
 
 release=$(sed -n 's/.*TOA-GUEST-KERNEL \([^[:space:]]*\).*/\1/p' "$work/serial.log" | head -n1)
-grep -E '^# bench round|^attach: |verified_insns|verified and attached' "$work/serial.log" | tr -d '\r' || true
+grep -E '^# bench round|^attach: |^detach: |WARN|verified_insns|verified and attached' "$work/serial.log" | tr -d '\r' || true
 acc=$(grep -E '^bench accepts/s: ' "$work/serial.log" | tr -d '\r' || true)
 acc6=$(grep -E '^bench accepts/s IPv6: ' "$work/serial.log" | tr -d '\r' || true)
 gpn=$(grep -E '^bench getpeername/s' "$work/serial.log" | tr -d '\r' || true)

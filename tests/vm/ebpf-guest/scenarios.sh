@@ -232,7 +232,19 @@ else
 fi
 
 # ---- detach: pins gone, addresses no longer rewritten; attach again loads afresh.
-check detach toa-ebpf detach
+# The loader falls back to removing the pins when BPF_LINK_DETACH fails, which on 5.10 left
+# the programs running for a while: the detach itself must succeed (no fallback warning).
+out=$(RUST_LOG=toa_ebpf=warn toa-ebpf detach 2>&1)
+case $out in
+*"detach: detached"*)
+	case $out in
+	*"BPF_LINK_DETACH failed"*) notok "detach" "BPF_LINK_DETACH failed, only the pins were removed" ;;
+	*) ok "detach" ;;
+	esac
+	;;
+*) notok "detach" "\`toa-ebpf detach\` did not detach" ;;
+esac
+echo "$out" | sed 's/^/#   /'
 if [ ! -e /sys/fs/bpf/toa ]; then
 	ok "detach_removes_pins"
 else
