@@ -8,7 +8,8 @@
  *                      final ACK (skb_data) and of the saved SYN (TCP_BPF_SYN), applies the
  *                      scope, trust, duplicate and address rules, and stores the client
  *                      address in the socket-local storage toa_sk. The final ACK's option
- *                      wins, as in the module.
+ *                      wins, as in the module. The walk goes through bpf_loop (5.17+);
+ *   toa_sockops_legacy the same with the static walk, for older kernels (5.10).
  *   toa_getpeername4/6 cgroup/getpeername4 and 6: rewrite the peer address of getpeername()
  *                      and accept() (IPv4, ::ffff:a.b.c.d on dual-stack sockets).
  *   toa_getsockopt     cgroup/getsockopt: answers getsockopt(IPPROTO_IP, 4096) with struct
