@@ -8,7 +8,8 @@
  *                      final ACK (skb_data) and of the saved SYN (TCP_BPF_SYN), applies the
  *                      scope, trust, duplicate and address rules, and stores the client
  *                      address in the socket-local storage toa_sk. The final ACK's option
- *                      wins, as in the module.
+ *                      wins, as in the module. The walk goes through bpf_loop (5.17+);
+ *   toa_sockops_legacy the same with the static walk, for older kernels (5.10).
  *   toa_getpeername4/6 cgroup/getpeername4 and 6: rewrite the peer address of getpeername()
  *                      and accept() (IPv4, ::ffff:a.b.c.d on dual-stack sockets).
  *   toa_getsockopt     cgroup/getsockopt: answers getsockopt(IPPROTO_IP, 4096) with struct
@@ -69,10 +70,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } toa_sk SEC(".maps");
 
-/* One parsed segment: the first and the last valid TOA, malformed and duplicate counts. */
+/*
+ * One parsed segment: where the first and the last valid TOA start (and their types), the
+ * malformed and valid counts, and the entry that the rules picked (filled after the walk).
+ */
 struct parse_res {
-	struct toa_sk_entry first;
-	struct toa_sk_entry last;
+	struct toa_sk_entry e;
+	__u32 first_pos;
+	__u32 last_pos;
+	__u32 first_type;
+	__u32 last_type;
 	__u32 malformed;
 	__u32 n_valid;
 };
@@ -137,68 +144,156 @@ static __always_inline int port_in_scope(const struct toa_config *cfg, __u32 lpo
  * The option walk of kmod/toa_parse.c toa_parse_options(), over opt[0..len). Shaped for the
  * verifier: the loop runs over byte positions (an exact counter) and `next`, where the next
  * option starts, is only compared, never used as an index; a walk that indexed by the option
- * lengths it read blew the verifier's 1M instruction budget on 6.1.
+ * lengths it read blew the verifier's 1M instruction budget on 6.1. The loop body only notes
+ * where valid options start: the address is copied once, after the walk, from the option the
+ * rules pick (copying it in the body made every one of the 40 positions verify the copy).
+ */
+/*
+ * The counters and the first-option test go through memory (volatile): kept in registers or
+ * on the stack, their exact values would differ between the paths through the loop and the
+ * verifier could not prune any of them (1M instructions).
+ */
+#define RES_INC(f) (*(volatile __u32 *)&(f) = *(volatile __u32 *)&(f) + 1)
+
+/*
+ * One option at opt[pos] (pos < len <= OPT_MAX): notes a valid TOA, counts malformed ones.
+ * Returns where the next option starts, or 0 to end the walk (EOL, structural error).
+ */
+static __always_inline __u32 walk_step(const __u8 *opt, __u32 pos, __u32 len,
+				       const struct toa_config *cfg, struct parse_res *res)
+{
+	__u8 kind, olen, type;
+	int is4, is6;
+
+	kind = opt[pos & (OPT_BUF - 1)];
+	if (kind == TCP_OPT_EOL)
+		return 0;
+	if (kind == TCP_OPT_NOP)
+		return pos + 1;
+	/* Every other kind has a length byte that covers kind and length. */
+	if (len - pos < 2) {
+		RES_INC(res->malformed);
+		return 0;
+	}
+	olen = opt[(pos + 1) & (OPT_BUF - 1)];
+	if (olen < 2 || olen > len - pos) {
+		RES_INC(res->malformed);
+		return 0;
+	}
+	is4 = kind_has(cfg->ipv4_kinds, kind);
+	is6 = kind_has(cfg->nat64_kinds, kind);
+	type = TOA_TYPE_NONE;
+	if (is4 && olen == TOA_IPV4_OPT_LEN)
+		type = TOA_TYPE_IPV4;
+	else if (is6 && olen == TOA_NAT64_OPT_LEN)
+		type = TOA_TYPE_NAT64;
+	else if (is4 || is6)
+		RES_INC(res->malformed);
+	if (type != TOA_TYPE_NONE) {
+		res->last_pos = pos;
+		res->last_type = type;
+		if (*(volatile __u32 *)&res->first_type == TOA_TYPE_NONE) {
+			res->first_pos = pos;
+			res->first_type = type;
+		}
+		RES_INC(res->n_valid);
+	}
+	return pos + olen;
+}
+
+static __always_inline void walk_init(struct parse_res *res)
+{
+	res->malformed = 0;
+	res->n_valid = 0;
+	res->first_type = TOA_TYPE_NONE;
+}
+
+/*
+ * The static walk, for kernels without bpf_loop (before 5.17): the verifier checks it as
+ * written, so the loop runs over byte positions (an exact counter) and `next`, where the next
+ * option starts, is only compared, never used as an index; a walk that indexed by the option
+ * lengths it read blew the verifier's 1M instruction budget on 6.1. The body only notes where
+ * valid options start: the address is copied once, after the walk, from the option the rules
+ * pick (copying it in the body made each of the 40 positions verify the copy).
  */
 static __noinline int parse_options(const __u8 *opt, __u32 len, const struct toa_config *cfg,
 				    struct parse_res *res)
 {
-	__u32 pos, next = 0, k;
+	__u32 pos, next = 0;
 
 	if (!opt || !cfg || !res)
 		return 0;
-	res->malformed = 0;
-	res->n_valid = 0;
+	walk_init(res);
 	if (len > OPT_MAX)
 		len = OPT_MAX;
 	for (pos = 0; pos < OPT_MAX; pos++) {
-		__u8 kind, olen, type;
-		int is4, is6;
-
 		if (pos >= len)
 			break;
 		if (pos != next)
 			continue;
-		kind = opt[pos & (OPT_BUF - 1)];
-		if (kind == TCP_OPT_EOL)
+		next = walk_step(opt, pos, len, cfg, res);
+		if (!next)
 			break;
-		if (kind == TCP_OPT_NOP) {
-			next = pos + 1;
-			continue;
-		}
-		/* Every other kind has a length byte that covers kind and length. */
-		if (len - pos < 2) {
-			res->malformed++;
-			break;
-		}
-		olen = opt[(pos + 1) & (OPT_BUF - 1)];
-		if (olen < 2 || olen > len - pos) {
-			res->malformed++;
-			break;
-		}
-		is4 = kind_has(cfg->ipv4_kinds, kind);
-		is6 = kind_has(cfg->nat64_kinds, kind);
-		type = TOA_TYPE_NONE;
-		if (is4 && olen == TOA_IPV4_OPT_LEN)
-			type = TOA_TYPE_IPV4;
-		else if (is6 && olen == TOA_NAT64_OPT_LEN)
-			type = TOA_TYPE_NAT64;
-		else if (is4 || is6)
-			res->malformed++;
-		if (type != TOA_TYPE_NONE) {
-			res->last.type = type;
-			res->last.kind = kind;
-			res->last.port = (__u16)opt[(pos + 2) & (OPT_BUF - 1)] |
-					 ((__u16)opt[(pos + 3) & (OPT_BUF - 1)] << 8);
-			for (k = 0; k < 16; k++)
-				res->last.addr[k] = (type == TOA_TYPE_NAT64 || k < 4) ?
-							   opt[(pos + 4 + k) & (OPT_BUF - 1)] : 0;
-			if (!res->n_valid)
-				res->first = res->last;
-			res->n_valid++;
-		}
-		next = pos + olen;
 	}
 	return 0;
+}
+
+/*
+ * The same walk through bpf_loop (5.17+): one callback call per option, and the verifier
+ * checks the callback once instead of every position of the unrolled loop.
+ */
+struct walk_ctx {
+	const __u8 *opt;
+	const struct toa_config *cfg;
+	struct parse_res *res;
+	__u32 pos;
+	__u32 len;
+};
+
+static long walk_cb(__u32 index, void *data)
+{
+	struct walk_ctx *c = data;
+	__u32 pos = c->pos, len = c->len;
+
+	(void)index;
+	if (!c->opt || !c->cfg || !c->res || len > OPT_MAX || pos >= len)
+		return 1;
+	c->pos = walk_step(c->opt, pos, len, c->cfg, c->res);
+	return c->pos ? 0 : 1;
+}
+
+static __always_inline void parse_options_loop(const __u8 *opt, __u32 len, const struct toa_config *cfg,
+					       struct parse_res *res)
+{
+	struct walk_ctx c = { .opt = opt, .cfg = cfg, .res = res, .pos = 0, .len = len };
+
+	walk_init(res);
+	if (c.len > OPT_MAX)
+		c.len = OPT_MAX;
+	bpf_loop(OPT_MAX, walk_cb, &c, 0);
+}
+
+/* The walk for this program variant: bpf_loop, or the static loop (legacy). */
+static __always_inline void walk(int legacy, const __u8 *opt, __u32 len, const struct toa_config *cfg,
+				 struct parse_res *res)
+{
+	if (legacy)
+		parse_options(opt, len, cfg, res);
+	else
+		parse_options_loop(opt, len, cfg, res);
+}
+
+/* The entry of the valid option of TYPE that starts at opt[pos]. */
+static __always_inline void fill_entry(const __u8 *opt, __u32 pos, __u32 type, struct toa_sk_entry *e)
+{
+	__u32 k;
+
+	e->type = type;
+	e->kind = opt[pos & (OPT_BUF - 1)];
+	e->port = (__u16)opt[(pos + 2) & (OPT_BUF - 1)] | ((__u16)opt[(pos + 3) & (OPT_BUF - 1)] << 8);
+#pragma clang loop unroll(full)
+	for (k = 0; k < 16; k++)
+		e->addr[k] = (type == TOA_TYPE_NAT64 || k < 4) ? opt[(pos + 4 + k) & (OPT_BUF - 1)] : 0;
 }
 
 static __always_inline int trusted_v4(const struct toa_config *cfg, __u32 saddr)
@@ -242,9 +337,9 @@ static __always_inline int addr_ok(const struct toa_sk_entry *e)
  * malformed counted, trust, duplicates, address. Returns the entry to use, or NULL.
  */
 static __always_inline const struct toa_sk_entry *
-judge(const struct parse_res *res, const struct toa_config *cfg, __u32 saddr)
+judge(const __u8 *opt, struct parse_res *res, const struct toa_config *cfg, __u32 saddr)
 {
-	const struct toa_sk_entry *e;
+	struct toa_sk_entry *e = &res->e;
 
 	count_n(TOA_CNT_TOA_MALFORMED, res->malformed);
 	if (!res->n_valid)
@@ -253,17 +348,13 @@ judge(const struct parse_res *res, const struct toa_config *cfg, __u32 saddr)
 		count(TOA_CNT_TOA_UNTRUSTED);
 		return 0;
 	}
-	if (res->n_valid > 1) {
-		if (cfg->dup_rule == TOA_DUP_FIRST)
-			e = &res->first;
-		else if (cfg->dup_rule == TOA_DUP_LAST)
-			e = &res->last;
-		else {
-			count(TOA_CNT_TOA_AMBIGUOUS);
-			return 0;
-		}
+	if (res->n_valid > 1 && cfg->dup_rule == TOA_DUP_LAST) {
+		fill_entry(opt, res->last_pos, res->last_type, e);
+	} else if (res->n_valid > 1 && cfg->dup_rule != TOA_DUP_FIRST) {
+		count(TOA_CNT_TOA_AMBIGUOUS);
+		return 0;
 	} else {
-		e = &res->first;
+		fill_entry(opt, res->first_pos, res->first_type, e);
 	}
 	if (!addr_ok(e)) {
 		count(TOA_CNT_TOA_REFUSED_ADDRESS);
@@ -312,7 +403,7 @@ static __always_inline void handle_listen(struct bpf_sock_ops *skops)
 	bpf_setsockopt(skops, SOL_TCP, TCP_SAVE_SYN, &one, sizeof(one));
 }
 
-static __always_inline void handle_established(struct bpf_sock_ops *skops)
+static __always_inline void handle_established(struct bpf_sock_ops *skops, int legacy)
 {
 	struct toa_config *cfg = config();
 	const struct toa_sk_entry *use = 0;
@@ -353,8 +444,20 @@ static __always_inline void handle_established(struct bpf_sock_ops *skops)
 			w->opt[k] = b;
 		}
 	}
-	parse_options(w->opt, n, cfg, &w->res);
-	use = judge(&w->res, cfg, saddr);
+	/*
+	 * The module's fast path: an ACK whose only option is the aligned timestamp (NOP, NOP,
+	 * kind 8 length 10; what every Linux client sends) carries no TOA and nothing malformed,
+	 * so its walk gets length 0. Computed without a branch: a branch here made two paths
+	 * into the walks below, each verified on its own (the verifier's work doubled).
+	 */
+	{
+		__u32 x = (n ^ 12) | (w->opt[0] ^ TCP_OPT_NOP) | (w->opt[1] ^ TCP_OPT_NOP) |
+			  (w->opt[2] ^ 8) | (w->opt[3] ^ 10);
+
+		n *= (x | -x) >> 31;	/* x == 0 (aligned timestamp only): 0, else n */
+	}
+	walk(legacy, w->opt, n, cfg, &w->res);
+	use = judge(w->opt, &w->res, cfg, saddr);
 	if (use) {
 		count(TOA_CNT_ACK_PENDING_STORED);
 	} else {
@@ -364,8 +467,8 @@ static __always_inline void handle_established(struct bpf_sock_ops *skops)
 #pragma clang loop unroll(full)
 			for (k = 0; k < OPT_MAX; k++)
 				w->opt[k] = w->synhdr[20 + k];
-			parse_options(w->opt, (__u32)ret - 20, cfg, &w->res);
-			use = judge(&w->res, cfg, saddr);
+			walk(legacy, w->opt, (__u32)ret - 20, cfg, &w->res);
+			use = judge(w->opt, &w->res, cfg, saddr);
 			if (use)
 				count(TOA_CNT_SYN_PENDING_STORED);
 		}
@@ -403,21 +506,34 @@ static __always_inline void handle_state(struct bpf_sock_ops *skops)
 	bpf_sk_storage_delete(&toa_sk, sk);
 }
 
-SEC("sockops")
-int toa_sockops(struct bpf_sock_ops *skops)
+static __always_inline int sockops(struct bpf_sock_ops *skops, int legacy)
 {
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		handle_listen(skops);
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		handle_established(skops);
+		handle_established(skops, legacy);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		handle_state(skops);
 		break;
 	}
 	return 1;
+}
+
+/* Kernels >= 5.17: the option walk through bpf_loop. */
+SEC("sockops")
+int toa_sockops(struct bpf_sock_ops *skops)
+{
+	return sockops(skops, 0);
+}
+
+/* Older kernels (5.10): the static option walk. */
+SEC("sockops")
+int toa_sockops_legacy(struct bpf_sock_ops *skops)
+{
+	return sockops(skops, 1);
 }
 
 /* The entry of a TCP socket for getpeername, counting empty (no entry) like the module. */

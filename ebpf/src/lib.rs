@@ -170,6 +170,18 @@ pub fn getsockopt_program() -> Result<&'static str, Error> {
     })
 }
 
+/// The sock_ops program for the running kernel: `toa_sockops` walks the TCP options through
+/// `bpf_loop` (kernels >= 5.17), which the verifier checks in a few thousand instructions;
+/// older kernels get `toa_sockops_legacy`, whose unrolled walk it checks position by position.
+pub fn sockops_program() -> Result<&'static str, Error> {
+    let v = KernelVersion::current().map_err(|e| Error::KernelVersion(e.to_string()))?;
+    Ok(if v >= KernelVersion::new(5, 17, 0) {
+        "toa_sockops"
+    } else {
+        "toa_sockops_legacy"
+    })
+}
+
 fn link_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("link_{name}"))
 }
@@ -256,16 +268,18 @@ fn load_and_attach(t: &Target, params: &Params) -> Result<(), Error> {
 
     // sock_ops first: connections established from now on get entries; the readers follow.
     {
-        let prog: &mut SockOps = program(&mut bpf, "toa_sockops")?;
+        let name = sockops_program()?;
+        let prog: &mut SockOps = program(&mut bpf, name)?;
         prog.load().map_err(|source| Error::Program {
-            name: "toa_sockops",
+            name,
             source: Box::new(source),
         })?;
         // The verifier's work (kernels >= 5.16 report it): the main part of the attach time.
         if let Ok(info) = prog.info() {
             tracing::debug!(
+                program = name,
                 verified_insns = info.verified_instruction_count(),
-                "toa_sockops verified"
+                "sock_ops program verified"
             );
         }
         pin_prog(
@@ -276,11 +290,11 @@ fn load_and_attach(t: &Target, params: &Params) -> Result<(), Error> {
         let id = prog
             .attach(&cgroup, mode)
             .map_err(|source| Error::Program {
-                name: "toa_sockops",
+                name,
                 source: Box::new(source),
             })?;
         let link = prog.take_link(id).map_err(|source| Error::Program {
-            name: "toa_sockops",
+            name,
             source: Box::new(source),
         })?;
         let p = link_path(&t.pin_dir, "sockops");

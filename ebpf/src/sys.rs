@@ -16,7 +16,7 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_LINK_DETACH: libc::c_long = 35;
+const BPF_LINK_DETACH: libc::c_long = 34;
 /// `enum bpf_attach_type` value of `BPF_CGROUP_GETSOCKOPT`.
 pub const BPF_CGROUP_GETSOCKOPT: u32 = 21;
 

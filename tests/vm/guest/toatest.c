@@ -18,8 +18,9 @@
  *   toatest conn ...               handshakes with a TOA option against the module that is
  *                                  loaded now (for the agent suite), see usage()
  *   toatest stats                  /proc/net/toa_stats summed over CPUs, `name value` lines
- *   toatest bench [--module PATH] [--secs N]
- *                                  accepts/s and getpeername/s with and without the module
+ *   toatest bench [--module PATH] [--secs N] [--ebpf-attach CMD --ebpf-detach CMD]
+ *                                  accepts/s and getpeername/s without TOA, with the module
+ *                                  and (given the commands) with the eBPF backend
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -3514,20 +3515,54 @@ static void usage(void)
 		"usage: toatest suite [--module PATH] [--dup PATH_OF_TOA_BUILT_AS_toa_dup]\n"
 		"       toatest conn [--count N] [--kind K] [--addr IPV4] [--nat64 IPV6] [--port P]\n"
 		"                    [--where syn|ack] [--dual] [--balancer IPV4] [--hold-until PATH]\n"
+		"                    [--syn-opts HEX] [--ack-opts HEX]\n"
 		"         N handshakes through tun0 with a TOA option against the module loaded now;\n"
 		"         prints `conn I accept=A getpeername=P getsockname=L getsockopt=S` per\n"
 		"         connection and exits 0 when every connection showed the real address;\n"
+		"         --syn-opts/--ack-opts HEX: these option bytes on the SYN / final ACK instead\n"
+		"         of one generated TOA (--addr: the address the application should see)\n"
 		"         --hold-until (IPv4, N <= 64): keeps the accepted sockets open until PATH\n"
 		"         exists, then prints `held I getpeername=P` for each and\n"
 		"         `held: K of N open connections still showed the real address`\n"
 		"       toatest stats\n"
-		"       toatest bench [--module PATH] [--secs N]\n");
+		"       toatest bench [--module PATH] [--secs N] [--ebpf-attach CMD --ebpf-detach CMD]\n");
 	exit(2);
+}
+
+/* --syn-opts/--ack-opts HEX: raw option bytes (hex digits; spaces, ':' and '.' ignored). */
+static void o_hex(struct opts *o, const char *flag, const char *hex)
+{
+	int hi = -1;
+
+	o->n = 0;
+	for (; *hex; hex++) {
+		int d;
+
+		if (*hex == ' ' || *hex == ':' || *hex == '.')
+			continue;
+		if (*hex >= '0' && *hex <= '9')
+			d = *hex - '0';
+		else if ((*hex | 0x20) >= 'a' && (*hex | 0x20) <= 'f')
+			d = (*hex | 0x20) - 'a' + 10;
+		else
+			die("%s: '%c' is not a hex digit (want bytes such as c8081092cb007107)", flag, *hex);
+		if (hi < 0) {
+			hi = d;
+			continue;
+		}
+		if (o->n >= MAX_OPT)
+			die("%s: more than %d option bytes", flag, MAX_OPT);
+		o->b[o->n++] = (uint8_t)(hi << 4 | d);
+		hi = -1;
+	}
+	if (hi >= 0)
+		die("%s: odd number of hex digits", flag);
 }
 
 static int cmd_conn(int argc, char **argv)
 {
-	int count = 1, kind = -1, dual = 0, on_syn = 1, i, bad = 0;
+	int count = 1, kind = -1, dual = 0, on_syn = 1, i, bad = 0, raw = 0;
+	struct opts raw_syn = { .n = 0 }, raw_ack = { .n = 0 };
 	const char *addr = "203.0.113.7", *nat64 = NULL, *bal = BAL_IP, *hold = NULL;
 	uint16_t port = 4242;
 	int held_fd[64];
@@ -3559,13 +3594,21 @@ static int cmd_conn(int argc, char **argv)
 			on_syn = !strcmp(v, "syn");
 		else if (!strcmp(a, "--hold-until"))
 			hold = v;
-		else
+		else if (!strcmp(a, "--syn-opts")) {
+			o_hex(&raw_syn, a, v);
+			raw = 1;
+		} else if (!strcmp(a, "--ack-opts")) {
+			o_hex(&raw_ack, a, v);
+			raw = 1;
+		} else
 			usage();
 		i++;
 	}
 	if (count < 1 || count > 10000)
 		usage();
 	if (hold && (count > 64 || nat64 || dual))
+		usage();
+	if (raw && nat64)
 		usage();
 	if (kind < 0)
 		kind = nat64 ? 253 : 200;
@@ -3584,8 +3627,9 @@ static int cmd_conn(int argc, char **argv)
 		else
 			o_toa4(&o, kind, addr, port);
 		flow_init(&f, bal, dual ? PORT_DUAL : PORT_V4);
-		if (flow_connect(&f, on_syn ? o.b : none.b, on_syn ? o.n : 0, on_syn ? none.b : o.b,
-				 on_syn ? 0 : o.n, &r) < 0 ||
+		if ((raw ? flow_connect(&f, raw_syn.b, raw_syn.n, raw_ack.b, raw_ack.n, &r)
+			 : flow_connect(&f, on_syn ? o.b : none.b, on_syn ? o.n : 0, on_syn ? none.b : o.b,
+					on_syn ? 0 : o.n, &r)) < 0 ||
 		    server_accept(dual ? lfd_dual : lfd_v4, &ob, &r) < 0) {
 			printf("conn %d error=%s\n", i, r.msg);
 			bad++;
@@ -3745,6 +3789,7 @@ static double bench_getpeername(int fd, double secs)
 }
 
 /* One TOA connection through the TUN, kept open for the getpeername loop. */
+#define BENCH_TOA_PEER "203.0.113.99:9999"
 static int bench_toa_conn(struct flow *f)
 {
 	struct result r = { .bad = 0 };
@@ -3757,43 +3802,112 @@ static int bench_toa_conn(struct flow *f)
 	return fd;
 }
 
-static int cmd_bench(double secs)
+/* --ebpf-attach / --ebpf-detach: shell commands that attach and detach the eBPF backend. */
+static const char *ebpf_attach_cmd, *ebpf_detach_cmd;
+
+enum { BENCH_NONE, BENCH_MODULE, BENCH_EBPF, BENCH_N };
+static const char *const bench_name[BENCH_N] = { "none", "module", "ebpf" };
+
+static void bench_backend_on(int b)
 {
-	int lb, lb6, round, fd, cfd, pfd;
-	double acc[2] = { 0, 0 }, acc6[2] = { 0, 0 }, gpn[2] = { 0, 0 }, gpl[2] = { 0, 0 };
-	double a, a6, g, gp;
+	int rc;
+
+	if (b == BENCH_MODULE && mod_load("trusted_sources=10.0.0.0/16"))
+		die("bench: cannot load %s", module_path);
+	if (b == BENCH_EBPF) {
+		fflush(stdout);
+		rc = system(ebpf_attach_cmd);
+		if (rc != 0)
+			die("bench: `%s` failed (status %d)", ebpf_attach_cmd, rc);
+	}
+}
+
+static void bench_backend_off(int b)
+{
+	int rc;
+
+	if (b == BENCH_MODULE && mod_unload(100))
+		die("bench: cannot unload the module");
+	if (b == BENCH_EBPF) {
+		fflush(stdout);
+		rc = system(ebpf_detach_cmd);
+		if (rc != 0)
+			die("bench: `%s` failed (status %d)", ebpf_detach_cmd, rc);
+	}
+}
+
+static int bench_listen(int v6)
+{
 	struct sockaddr_in a4 = { .sin_family = AF_INET, .sin_port = htons(9090) };
 	struct sockaddr_in6 s6 = { .sin6_family = AF_INET6, .sin6_port = htons(9091),
 				   .sin6_addr = IN6ADDR_LOOPBACK_INIT };
-	int one = 1;
+	int one = 1, fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		die("bench listener socket: %s", strerror(errno));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	inet_pton(AF_INET, "127.0.0.1", &a4.sin_addr);
+	/* IPv6 transport: an AF_INET6 listener on [::1]:9091, every segment over IPv6 */
+	if (v6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if ((v6 ? bind(fd, (struct sockaddr *)&s6, sizeof(s6)) : bind(fd, (struct sockaddr *)&a4, sizeof(a4))) < 0 ||
+	    listen(fd, 4096) < 0)
+		die("bench %s listener: %s", v6 ? "IPv6" : "IPv4", strerror(errno));
+	return fd;
+}
+
+static void bench_ratio_line(const char *what, const double *best, int nb, const char *goal, const char *note)
+{
+	int b;
+
+	printf("bench %s: none %.0f", what, best[BENCH_NONE]);
+	for (b = 1; b < nb; b++)
+		printf(", %s %.0f ratio %.3f", bench_name[b], best[b], best[b] / best[BENCH_NONE]);
+	printf(" (goal >= %s)%s\n", goal, note);
+}
+
+/*
+ * Every round sets up its backend first and then its listeners (the eBPF backend asks for the
+ * SYN to be kept at listen(): listeners from before the attach would skip that part of its
+ * cost and see no SYN option), one TOA connection through the TUN, checks that the backend
+ * rewrote its address, and measures.
+ */
+static int cmd_bench(double secs)
+{
+	int nb = ebpf_attach_cmd ? BENCH_N : BENCH_EBPF, round, rounds, fd, cfd, pfd, lb, lb6;
+	double acc[BENCH_N] = { 0 }, acc6[BENCH_N] = { 0 }, gpn[BENCH_N] = { 0 }, gpl[BENCH_N] = { 0 };
+	double a, a6, g, gp;
+	struct sockaddr_in a4 = { .sin_family = AF_INET, .sin_port = htons(9090) };
 	struct flow f;
 
-	tun_setup();
-	lfd_v4 = listen_on(0, PORT_V4);
-	lb = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	setsockopt(lb, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (!!ebpf_attach_cmd != !!ebpf_detach_cmd)
+		die("bench: --ebpf-attach and --ebpf-detach go together");
 	inet_pton(AF_INET, "127.0.0.1", &a4.sin_addr);
-	if (bind(lb, (struct sockaddr *)&a4, sizeof(a4)) < 0 || listen(lb, 4096) < 0)
-		die("bench listener: %s", strerror(errno));
-	/* IPv6 transport: an AF_INET6 listener on [::1]:9091, every segment through the IPv6 hook */
-	lb6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	setsockopt(lb6, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	setsockopt(lb6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(lb6, (struct sockaddr *)&s6, sizeof(s6)) < 0 || listen(lb6, 4096) < 0)
-		die("bench IPv6 listener: %s", strerror(errno));
+	tun_setup();
 	if (mod_loaded() && mod_unload(100))
 		die("cannot unload the module before the baseline");
 	/*
-	 * Round 0 warms up (TCG translates the hot code once) and is not counted; then
-	 * without/with alternate three times and the best of each is kept, which removes most
-	 * of the noise of an emulated, shared machine.
+	 * Round 0 warms up (TCG translates the hot code once) and is not counted; then the
+	 * backends (none, module[, ebpf]) alternate three times and the best of each is kept,
+	 * which removes most of the noise of an emulated, shared machine.
 	 */
-	for (round = 0; round < 7; round++) {
-		int with = round ? !(round % 2) : 0;
+	rounds = 1 + 3 * nb;
+	for (round = 0; round < rounds; round++) {
+		int b = round ? (round - 1) % nb : BENCH_NONE;
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		char peer[80];
 
-		if (with && mod_load("trusted_sources=10.0.0.0/16"))
-			die("bench: cannot load %s", module_path);
+		bench_backend_on(b);
+		lb = bench_listen(0);
+		lb6 = bench_listen(1);
+		lfd_v4 = listen_on(0, PORT_V4);
 		fd = bench_toa_conn(&f);
+		if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+			die("bench getpeername: %s", strerror(errno));
+		fmt_addr(&ss, peer, sizeof(peer));
+		if ((b != BENCH_NONE) != !strcmp(peer, BENCH_TOA_PEER))
+			die("bench: with backend %s the TOA connection's peer is %s", bench_name[b], peer);
 		a = bench_accepts(lb, 0, secs);
 		a6 = bench_accepts(lb6, 1, secs);
 		g = bench_getpeername(fd, secs);
@@ -3809,29 +3923,28 @@ static int cmd_bench(double secs)
 		gp = bench_getpeername(pfd, secs);
 		close(pfd);
 		close(cfd);
-		printf("# bench round %d module=%s accepts/s=%.0f accepts/s IPv6=%.0f getpeername/s toa=%.0f plain=%.0f%s\n",
-		       round, with ? "loaded" : "absent", a, a6, g, gp, round ? "" : " (warm-up, not counted)");
+		close(lb);
+		close(lb6);
+		close(lfd_v4);
+		lfd_v4 = -1;
+		bench_backend_off(b);
+		printf("# bench round %d backend=%s accepts/s=%.0f accepts/s IPv6=%.0f getpeername/s toa=%.0f plain=%.0f%s\n",
+		       round, bench_name[b], a, a6, g, gp, round ? "" : " (warm-up, not counted)");
 		if (!round)
 			continue;
-		if (a > acc[with])
-			acc[with] = a;
-		if (a6 > acc6[with])
-			acc6[with] = a6;
-		if (g > gpn[with])
-			gpn[with] = g;
-		if (gp > gpl[with])
-			gpl[with] = gp;
-		if (with && mod_unload(100))
-			die("bench: cannot unload the module");
+		if (a > acc[b])
+			acc[b] = a;
+		if (a6 > acc6[b])
+			acc6[b] = a6;
+		if (g > gpn[b])
+			gpn[b] = g;
+		if (gp > gpl[b])
+			gpl[b] = gp;
 	}
-	printf("bench accepts/s: module %.0f, no module %.0f, ratio %.3f (goal >= 0.97)\n", acc[1], acc[0],
-	       acc[1] / acc[0]);
-	printf("bench accepts/s IPv6: module %.0f, no module %.0f, ratio %.3f (goal >= 0.97) [[::1] loopback, AF_INET6 listener]\n",
-	       acc6[1], acc6[0], acc6[1] / acc6[0]);
-	printf("bench getpeername/s: module %.0f, no module %.0f, ratio %.3f (goal >= 0.90) [connection with a TOA entry]\n",
-	       gpn[1], gpn[0], gpn[1] / gpn[0]);
-	printf("bench getpeername/s plain: module %.0f, no module %.0f, ratio %.3f (goal >= 0.90) [loopback connection, no TOA]\n",
-	       gpl[1], gpl[0], gpl[1] / gpl[0]);
+	bench_ratio_line("accepts/s", acc, nb, "0.97", "");
+	bench_ratio_line("accepts/s IPv6", acc6, nb, "0.97", " [[::1] loopback, AF_INET6 listener]");
+	bench_ratio_line("getpeername/s", gpn, nb, "0.90", " [connection with a TOA entry]");
+	bench_ratio_line("getpeername/s plain", gpl, nb, "0.90", " [loopback connection, no TOA]");
 	return 0;
 }
 
@@ -3852,6 +3965,10 @@ int main(int argc, char **argv)
 			kprobe_user_path = argv[i + 1];
 		if (!strcmp(argv[i], "--secs"))
 			secs = atof(argv[i + 1]);
+		if (!strcmp(argv[i], "--ebpf-attach"))
+			ebpf_attach_cmd = argv[i + 1];
+		if (!strcmp(argv[i], "--ebpf-detach"))
+			ebpf_detach_cmd = argv[i + 1];
 	}
 	if (!strcmp(argv[1], "suite")) {
 		suite();
