@@ -150,9 +150,10 @@ impl Reconciler {
                 self.unload_started = None;
                 self.unload_attempts = 0;
                 let step = match desired.spec.backend {
-                    Backend::Module => self
-                        .leave_ebpf(desired, progress)
-                        .and_then(|()| self.load_pass(desired, &facts, progress)),
+                    Backend::Module => match self.leave_ebpf(desired, progress) {
+                        Ok(()) => self.load_pass(desired, &facts, progress),
+                        Err(p) => Err(p),
+                    },
                     Backend::Ebpf => self.ebpf_pass(desired, progress),
                 };
                 match step {
