@@ -13,7 +13,7 @@ mod yaml;
 
 pub use module::{ModuleSettings, PortRange, SettingsError};
 pub use node_state::{
-    BuildInfo, DesiredState, KernelInfo, ModuleInfo, ModuleSource, NodePhase, NodeReason,
+    Backend, BuildInfo, DesiredState, KernelInfo, ModuleInfo, ModuleSource, NodePhase, NodeReason,
     SelfTestInfo, SelfTestResult, ToaNodeState, ToaNodeStateSpec, ToaNodeStateStatus,
 };
 pub use policy::{

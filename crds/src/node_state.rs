@@ -30,6 +30,7 @@ use crate::module::ModuleSettings;
     printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.reason"}"#,
     printcolumn = r#"{"name": "Kernel", "type": "string", "jsonPath": ".status.kernel.release"}"#,
+    printcolumn = r#"{"name": "Backend", "type": "string", "jsonPath": ".status.backend"}"#,
     printcolumn = r#"{"name": "Module", "type": "string", "jsonPath": ".status.module.srcversion"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
@@ -54,6 +55,60 @@ pub struct ToaNodeStateSpec {
     /// rollout.maxUnavailable). The agent asks for one with status.reloadPending.
     #[serde(default)]
     pub reload_allowed: bool,
+    /// Which TOA implementation serves the node: Module (the kernel module, built by the
+    /// agent) or EBPF (eBPF programs on the root cgroup v2: no compiler, no kernel headers,
+    /// no module signing; kernels >= 5.10). Switching is a disruptive change like a reload
+    /// (it waits for reloadAllowed).
+    #[serde(default)]
+    pub backend: Backend,
+}
+
+/// A TOA implementation.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+pub enum Backend {
+    /// The TOA kernel module (toa.ko).
+    #[default]
+    Module,
+    /// eBPF programs attached to the root cgroup v2 (ebpf/README.md).
+    #[serde(rename = "EBPF")]
+    Ebpf,
+}
+
+impl Backend {
+    /// The wire name (Module, EBPF).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Module => "Module",
+            Backend::Ebpf => "EBPF",
+        }
+    }
+
+    /// The value of the metrics' `backend` label (module, ebpf).
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Module => "module",
+            Backend::Ebpf => "ebpf",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Desired module state.
@@ -98,6 +153,9 @@ pub struct ToaNodeStateStatus {
     /// Running kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelInfo>,
+    /// The backend that serves the node now (absent while none does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
     /// Loaded module.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<ModuleInfo>,

@@ -396,7 +396,9 @@ fn crd_metadata_matches_the_contract() {
         (
             toa_crds::ToaNodeState::crd(),
             "toans",
-            vec!["Policy", "Phase", "Reason", "Kernel", "Module", "Age"],
+            vec![
+                "Policy", "Phase", "Reason", "Kernel", "Backend", "Module", "Age",
+            ],
         ),
     ] {
         assert_eq!(crd.spec.group, "toa.dev");

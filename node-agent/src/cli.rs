@@ -4,6 +4,9 @@ use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Where the agent image ships the compiled eBPF backend (`ebpf/bpf/toa.bpf.o`).
+pub const DEFAULT_EBPF_OBJECT: &str = "/usr/share/toa-node-agent/ebpf/toa.bpf.o";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -52,6 +55,21 @@ pub struct Cli {
         value_name = "DIR"
     )]
     pub module_src: PathBuf,
+
+    /// The compiled eBPF backend (ebpf/bpf/toa.bpf.o, built with the agent image; the node
+    /// needs no compiler), loaded when the desired backend is EBPF.
+    #[arg(long, env = "TOA_EBPF_OBJECT", default_value = DEFAULT_EBPF_OBJECT, value_name = "FILE")]
+    pub ebpf_object: PathBuf,
+
+    /// The host's cgroup v2 root, where the eBPF backend attaches (covers every pod and host
+    /// process). A path of the agent's own mount namespace (the DaemonSet mounts the host's).
+    #[arg(long, env = "TOA_CGROUP_ROOT", default_value = toa_ebpf::CGROUP_ROOT, value_name = "DIR")]
+    pub cgroup_root: PathBuf,
+
+    /// Directory on the host's BPF file system for the eBPF backend's pins; an agent restart
+    /// adopts what is pinned there. A path of the agent's own mount namespace.
+    #[arg(long, env = "TOA_BPF_PIN_DIR", default_value = toa_ebpf::PIN_DIR, value_name = "DIR")]
+    pub bpf_pin_dir: PathBuf,
 
     /// Host directory for built modules (keyed by kernel release, kernel version and module
     /// source digest) and build work directories. Must survive agent restarts.

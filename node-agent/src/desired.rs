@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-pub use toa_crds::{DesiredState, ModuleSettings};
+pub use toa_crds::{Backend, DesiredState, ModuleSettings};
 
 /// ToaNodeState.spec as the agent reads it. Unlike the CRD, nodeName and policy may be left
 /// out of a standalone file (there is no operator and no node object to match).
@@ -23,6 +23,9 @@ pub struct DesiredSpec {
     pub replace_foreign_module: bool,
     #[serde(default)]
     pub reload_allowed: bool,
+    /// Module (default) or EBPF.
+    #[serde(default)]
+    pub backend: Backend,
 }
 
 impl From<&toa_crds::ToaNodeStateSpec> for DesiredSpec {
@@ -34,6 +37,7 @@ impl From<&toa_crds::ToaNodeStateSpec> for DesiredSpec {
             module: s.module.clone(),
             replace_foreign_module: s.replace_foreign_module,
             reload_allowed: s.reload_allowed,
+            backend: s.backend,
         }
     }
 }
@@ -110,6 +114,19 @@ mod tests {
         assert_eq!(s.module, ModuleSettings::default());
         assert_eq!(s.module.ipv4_option_kinds, [200]);
         assert!(!s.replace_foreign_module && !s.reload_allowed);
+        assert_eq!(s.backend, Backend::Module);
+    }
+
+    #[test]
+    fn backend_is_read() {
+        let s = p("desiredState: Loaded\nbackend: EBPF\n").expect("parse");
+        assert_eq!(s.backend, Backend::Ebpf);
+        let s = p(r#"{"spec":{"desiredState":"Loaded","backend":"Module"}}"#).expect("parse");
+        assert_eq!(s.backend, Backend::Module);
+        let e = p("backend: ebpf\n").expect_err("case matters");
+        assert!(e.to_string().contains("EBPF"), "{e}");
+        let e = p("backend: Auto\n").expect_err("unknown");
+        assert!(e.to_string().contains("desired-state file"), "{e}");
     }
 
     #[test]
@@ -182,8 +199,10 @@ spec:
             module: ModuleSettings::default(),
             replace_foreign_module: true,
             reload_allowed: false,
+            backend: Backend::Ebpf,
         };
         let d = DesiredSpec::from(&crd);
+        assert_eq!(d.backend, Backend::Ebpf);
         assert_eq!(d.node_name, "n1");
         assert_eq!(d.desired_state, DesiredState::Unloaded);
         assert!(d.replace_foreign_module);

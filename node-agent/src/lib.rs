@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cli;
 pub mod compiler;
 pub mod desired;
+pub mod ebpf;
 pub mod headers;
 pub mod host;
 pub mod kernel;

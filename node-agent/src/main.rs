@@ -70,7 +70,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let host: Arc<dyn Host> = Arc::new(RealHost::new(&cli.host_root));
+    let host: Arc<dyn Host> = Arc::new(RealHost::new(&cli.host_root).with_ebpf(toa_ebpf::Target {
+        object: cli.ebpf_object.clone(),
+        cgroup: cli.cgroup_root.clone(),
+        pin_dir: cli.bpf_pin_dir.clone(),
+    }));
     let view: SharedView = Arc::default();
     let metrics = Arc::new(Metrics::new(
         host.clone(),

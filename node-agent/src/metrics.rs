@@ -4,7 +4,7 @@
 use crate::desired::DesiredState;
 use crate::host::Host;
 use crate::stats::{self, CORE_COUNTERS};
-use crate::status::{ModuleSource, Phase, Reason};
+use crate::status::{Backend, ModuleSource, Phase, Reason};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -160,6 +160,33 @@ impl Metrics {
         self.build_duration.observe(seconds);
     }
 
+    /// An attach of the eBPF backend: `Some(outcome)` on success (source label Loaded,
+    /// Adopted or Repaired), None on failure (source Object); backend label `ebpf`.
+    pub fn record_ebpf_attach(&self, outcome: Option<toa_ebpf::Outcome>, seconds: f64) {
+        let source = match outcome {
+            Some(toa_ebpf::Outcome::Loaded) | None => "Object",
+            Some(toa_ebpf::Outcome::Adopted) => "Adopted",
+            Some(toa_ebpf::Outcome::Repaired) => "Repaired",
+        };
+        let labels = vec![
+            (
+                "outcome".to_string(),
+                if outcome.is_some() {
+                    "success"
+                } else {
+                    "failure"
+                }
+                .to_string(),
+            ),
+            ("source".to_string(), source.to_string()),
+            ("backend".to_string(), Backend::Ebpf.label().to_string()),
+        ];
+        self.loads.get_or_create(&labels).inc();
+        if outcome != Some(toa_ebpf::Outcome::Adopted) {
+            self.load_duration.observe(seconds);
+        }
+    }
+
     pub fn record_load(&self, success: bool, source: ModuleSource, seconds: Option<f64>) {
         let labels = vec![
             (
@@ -170,6 +197,7 @@ impl Metrics {
                 "source".to_string(),
                 crate::status::source_name(source).to_string(),
             ),
+            ("backend".to_string(), Backend::Module.label().to_string()),
         ];
         self.loads.get_or_create(&labels).inc();
         if let Some(s) = seconds {
@@ -319,11 +347,15 @@ impl ToaCollector {
         for (probe, counter) in rows {
             if self.per_cpu {
                 for (cpu, v) in stats.cpus.iter().zip(&counter.per_cpu) {
-                    let labels = [("probe", probe.to_string()), ("cpu", cpu.to_string())];
+                    let labels = [
+                        ("backend", Backend::Module.label().to_string()),
+                        ("probe", probe.to_string()),
+                        ("cpu", cpu.to_string()),
+                    ];
                     ConstCounter::new(*v).encode(me.encode_family(&labels)?)?;
                 }
             } else {
-                let labels = [("probe", probe)];
+                let labels = [("backend", Backend::Module.label()), ("probe", probe)];
                 ConstCounter::new(counter.total()).encode(me.encode_family(&labels)?)?;
             }
         }
@@ -336,38 +368,78 @@ fn probe_of_missed_row(name: &str) -> Option<&str> {
     name.strip_prefix("missed_").filter(|f| !f.is_empty())
 }
 
+impl ToaCollector {
+    /// The counters of every backend that runs now, with its `backend` label value: the
+    /// module's `/proc/net/toa_stats`, the eBPF backend's `toa_stats` map (summed over CPUs;
+    /// no `cpu` column).
+    fn sources(&self) -> Vec<(&'static str, stats::Stats)> {
+        let mut out = Vec::new();
+        if let Some(s) = self.read_stats() {
+            out.push((Backend::Module.label(), s));
+        }
+        if self.host.ebpf_attached() {
+            match self.host.ebpf_counters() {
+                Ok(rows) => out.push((
+                    Backend::Ebpf.label(),
+                    stats::Stats {
+                        cpus: Vec::new(),
+                        counters: rows
+                            .into_iter()
+                            .map(|(name, v)| stats::Counter {
+                                name: name.to_string(),
+                                per_cpu: vec![v],
+                            })
+                            .collect(),
+                    },
+                )),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the eBPF backend's counters; they are omitted from /metrics")
+                }
+            }
+        }
+        out
+    }
+}
+
 impl Collector for ToaCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = self.read_stats();
-        if let Some(stats) = &stats {
-            // Every counter the module prints, core ones first: a module that gains a
-            // counter exports it without an agent change.
-            let extra = stats
-                .counters
+        let sources = self.sources();
+        // Every counter a backend exports, core ones first: a module that gains a counter
+        // exports it without an agent change. One family per name, one sample per backend.
+        let mut names: Vec<&str> = CORE_COUNTERS.to_vec();
+        for (_, st) in &sources {
+            for c in &st.counters {
+                let n = c.name.as_str();
+                if !names.contains(&n) && probe_of_missed_row(n).is_none() {
+                    names.push(n);
+                }
+            }
+        }
+        for name in names {
+            let rows: Vec<(&str, &stats::Stats, &stats::Counter)> = sources
                 .iter()
-                .map(|c| c.name.as_str())
-                .filter(|n| !CORE_COUNTERS.contains(n) && probe_of_missed_row(n).is_none());
-            for name in CORE_COUNTERS.iter().copied().chain(extra) {
-                let Some(counter) = stats.get(name) else {
-                    continue;
-                };
-                let metric = metric_name(name);
-                let mut me = encoder.encode_descriptor(
-                    &metric,
-                    help_for(name),
-                    None,
-                    MetricType::Counter,
-                )?;
-                if self.per_cpu {
-                    for (cpu, v) in stats.cpus.iter().zip(&counter.per_cpu) {
-                        let labels = [("cpu", cpu.to_string())];
+                .filter_map(|(b, st)| st.get(name).map(|c| (*b, st, c)))
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let metric = metric_name(name);
+            let mut me =
+                encoder.encode_descriptor(&metric, help_for(name), None, MetricType::Counter)?;
+            for (backend, st, counter) in rows {
+                if self.per_cpu && !st.cpus.is_empty() {
+                    for (cpu, v) in st.cpus.iter().zip(&counter.per_cpu) {
+                        let labels = [("backend", backend.to_string()), ("cpu", cpu.to_string())];
                         ConstCounter::new(*v).encode(me.encode_family(&labels)?)?;
                     }
                 } else {
-                    ConstCounter::new(counter.total()).encode(me)?;
+                    let labels = [("backend", backend)];
+                    ConstCounter::new(counter.total()).encode(me.encode_family(&labels)?)?;
                 }
             }
-            self.encode_probe_misses(stats, &mut encoder)?;
+        }
+        if let Some((_, st)) = sources.iter().find(|(b, _)| *b == Backend::Module.label()) {
+            self.encode_probe_misses(st, &mut encoder)?;
         }
         let loaded = self
             .host
@@ -380,18 +452,27 @@ impl Collector for ToaCollector {
             None,
             MetricType::Gauge,
         )?)?;
-        // Only from a module that has both rows (one of another origin may have neither).
-        if let Some((alloc, free)) = stats
-            .as_ref()
-            .and_then(|s| Some((s.total("ip6_address_alloc")?, s.total("ip6_address_free")?)))
-        {
-            let in_use = i64::try_from(alloc.saturating_sub(free)).unwrap_or(i64::MAX);
-            ConstGauge::new(in_use).encode(encoder.encode_descriptor(
+        // Only from a backend that has both rows (a module of another origin may have neither).
+        let in_use: Vec<(&str, i64)> = sources
+            .iter()
+            .filter_map(|(b, s)| {
+                let (alloc, free) = (s.total("ip6_address_alloc")?, s.total("ip6_address_free")?);
+                Some((
+                    *b,
+                    i64::try_from(alloc.saturating_sub(free)).unwrap_or(i64::MAX),
+                ))
+            })
+            .collect();
+        if !in_use.is_empty() {
+            let mut me = encoder.encode_descriptor(
                 "toa_ip6_addresses_in_use",
                 "NAT64 address entries currently stored (alloc - free)",
                 None,
                 MetricType::Gauge,
-            )?)?;
+            )?;
+            for (backend, v) in in_use {
+                ConstGauge::new(v).encode(me.encode_family(&[("backend", backend)])?)?;
+            }
         }
         let view = read_view(&self.view);
         let mut me = encoder.encode_descriptor(
@@ -482,15 +563,21 @@ mod tests {
             v.srcversion = "SV".into();
         }
         let out = m.render().expect("render");
-        assert!(out.contains("\ntoa_syn_recv_sock_toa_total 4\n"), "{out}");
-        assert!(out.contains("\ntoa_ip6_address_free_total 28\n"), "{out}");
+        assert!(
+            out.contains("\ntoa_syn_recv_sock_toa_total{backend=\"module\"} 4\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\ntoa_ip6_address_free_total{backend=\"module\"} 28\n"),
+            "{out}"
+        );
         assert!(
             out.contains("# TYPE toa_getname_toa_ok_total counter"),
             "{out}"
         );
         assert!(out.contains("\ntoa_module_loaded 1\n"));
         // alloc (6*4=24) - free (7*4=28) saturates at 0.
-        assert!(out.contains("\ntoa_ip6_addresses_in_use 0\n"));
+        assert!(out.contains("\ntoa_ip6_addresses_in_use{backend=\"module\"} 0\n"));
         assert!(out.contains("toa_agent_phase{phase=\"Loaded\",reason=\"\"} 1"));
         assert!(out.contains("toa_agent_phase{phase=\"Failed\",reason=\"\"} 0"));
         assert!(out.contains(
@@ -498,16 +585,25 @@ mod tests {
         ));
         // Every row of the file is exported, the module's newer counters too, and a name
         // that already starts with toa_ is not prefixed twice.
-        assert!(out.contains("\ntoa_ip4_address_alloc_total 36\n"), "{out}");
-        assert!(out.contains("\ntoa_untrusted_total 8\n"), "{out}");
-        assert!(out.contains("\ntoa_malformed_total 12\n"), "{out}");
+        assert!(
+            out.contains("\ntoa_ip4_address_alloc_total{backend=\"module\"} 36\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\ntoa_untrusted_total{backend=\"module\"} 8\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\ntoa_malformed_total{backend=\"module\"} 12\n"),
+            "{out}"
+        );
         assert!(
             out.contains("# HELP toa_untrusted_total TOA options ignored"),
             "{out}"
         );
         assert!(!out.contains("toa_toa_"), "{out}");
         assert!(
-            out.contains("\ntoa_probe_missed_total{probe=\"inet_getname\"} 5\n"),
+            out.contains("\ntoa_probe_missed_total{backend=\"module\",probe=\"inet_getname\"} 5\n"),
             "{out}"
         );
         assert!(!out.contains("toa_missed_"), "{out}");
@@ -516,7 +612,7 @@ mod tests {
         assert!(m
             .render()
             .expect("render")
-            .contains("\ntoa_syn_recv_sock_toa_total 8\n"));
+            .contains("\ntoa_syn_recv_sock_toa_total{backend=\"module\"} 8\n"));
     }
 
     #[test]
@@ -528,8 +624,14 @@ mod tests {
             "CPU0 CPU1\nsyn_recv_sock_toa: 1 2\nfullnat_hits: 3 4\nbroken row\n",
         );
         let out = m.render().expect("render");
-        assert!(out.contains("\ntoa_syn_recv_sock_toa_total 3\n"), "{out}");
-        assert!(out.contains("\ntoa_fullnat_hits_total 7\n"), "{out}");
+        assert!(
+            out.contains("\ntoa_syn_recv_sock_toa_total{backend=\"module\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\ntoa_fullnat_hits_total{backend=\"module\"} 7\n"),
+            "{out}"
+        );
         assert!(!out.contains("toa_getname_toa_ok_total"), "{out}");
         assert!(!out.contains("toa_ip6_addresses_in_use"), "{out}");
         assert!(out.contains("\ntoa_module_loaded 1\n"), "{out}");
@@ -541,11 +643,11 @@ mod tests {
         host.put(STATS_PATH, stats_text(2));
         let out = m.render().expect("render");
         assert!(
-            out.contains("toa_syn_recv_sock_toa_total{cpu=\"0\"} 1"),
+            out.contains("toa_syn_recv_sock_toa_total{backend=\"module\",cpu=\"0\"} 1"),
             "{out}"
         );
         assert!(
-            out.contains("toa_syn_recv_sock_toa_total{cpu=\"1\"} 1"),
+            out.contains("toa_syn_recv_sock_toa_total{backend=\"module\",cpu=\"1\"} 1"),
             "{out}"
         );
     }
@@ -578,8 +680,102 @@ mod tests {
         );
         assert!(out.contains("toa_module_builds_total{outcome=\"failure\"} 1"));
         assert!(out.contains("toa_module_build_duration_seconds_count 2"));
-        assert!(out.contains("toa_module_loads_total{outcome=\"success\",source=\"Cache\"} 1"));
+        assert!(out.contains(
+            "toa_module_loads_total{outcome=\"success\",source=\"Cache\",backend=\"module\"} 1"
+        ));
         assert!(out.contains("toa_module_load_duration_seconds_count 1"));
+    }
+
+    #[test]
+    fn ebpf_counters_carry_the_backend_label() {
+        let (host, _view, m) = setup(false);
+        // Not attached: no counters at all.
+        let out = m.render().expect("render");
+        assert!(!out.contains("toa_getname_toa_ok_total"), "{out}");
+        {
+            let mut st = host.lock();
+            st.ebpf = Some(toa_ebpf::Params::default());
+            st.ebpf_counters.insert("getname_toa_ok".into(), 7);
+            st.ebpf_counters.insert("ip6_address_alloc".into(), 3);
+            st.ebpf_counters.insert("ip6_address_free".into(), 1);
+            st.ebpf_counters.insert("toa_untrusted".into(), 2);
+        }
+        let out = m.render().expect("render");
+        assert!(
+            out.contains("\ntoa_getname_toa_ok_total{backend=\"ebpf\"} 7\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\ntoa_untrusted_total{backend=\"ebpf\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\ntoa_ip6_addresses_in_use{backend=\"ebpf\"} 2\n"),
+            "{out}"
+        );
+        // Every counter of the map is exported, zeros too.
+        assert!(
+            out.contains("\ntoa_entries_reclaimed_total{backend=\"ebpf\"} 0\n"),
+            "{out}"
+        );
+        assert!(!out.contains("backend=\"module\""), "{out}");
+        // Both backends at once (a switch in progress): one family, one sample each.
+        host.put(STATS_PATH, stats_text(2));
+        let out = m.render().expect("render");
+        assert_eq!(
+            out.matches("# TYPE toa_getname_toa_ok_total counter")
+                .count(),
+            1,
+            "{out}"
+        );
+        assert!(
+            out.contains("toa_getname_toa_ok_total{backend=\"module\"} 6\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("toa_getname_toa_ok_total{backend=\"ebpf\"} 7\n"),
+            "{out}"
+        );
+        // Per-CPU mode: the module per CPU, the eBPF backend summed (no cpu column).
+        let (host, _view, m) = setup(true);
+        host.lock().ebpf = Some(toa_ebpf::Params::default());
+        host.lock().ebpf_counters.insert("getname_toa_ok".into(), 5);
+        let out = m.render().expect("render");
+        assert!(
+            out.contains("\ntoa_getname_toa_ok_total{backend=\"ebpf\"} 5\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn ebpf_attaches_are_counted() {
+        let (_host, _view, m) = setup(false);
+        m.record_ebpf_attach(Some(toa_ebpf::Outcome::Loaded), 0.8);
+        m.record_ebpf_attach(Some(toa_ebpf::Outcome::Adopted), 0.01);
+        m.record_ebpf_attach(None, 0.5);
+        let out = m.render().expect("render");
+        assert!(
+            out.contains(
+                "toa_module_loads_total{outcome=\"success\",source=\"Object\",backend=\"ebpf\"} 1"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "toa_module_loads_total{outcome=\"success\",source=\"Adopted\",backend=\"ebpf\"} 1"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "toa_module_loads_total{outcome=\"failure\",source=\"Object\",backend=\"ebpf\"} 1"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("toa_module_load_duration_seconds_count 2"),
+            "{out}"
+        );
     }
 
     #[test]

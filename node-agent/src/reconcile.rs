@@ -8,7 +8,7 @@
 use crate::build::{self, BuildError};
 use crate::cache::{Cache, CacheKey, Miss};
 use crate::compiler;
-use crate::desired::{Desired, DesiredState};
+use crate::desired::{Backend, Desired, DesiredState};
 use crate::headers::{self, Headers};
 use crate::host::Host;
 use crate::kernel::{self, KernelFacts};
@@ -70,6 +70,9 @@ pub struct Reconciler {
     /// The last self-test of the loaded module (re-run after a load, an adoption, a parameter
     /// change, and on every pass while it fails).
     self_test: Option<SelfTestInfo>,
+    /// The parameters this process last wrote to the eBPF backend (None: it has not attached
+    /// or adopted it yet, or detached it since).
+    ebpf_params: Option<toa_ebpf::Params>,
 }
 
 /// Intermediate results inside a pass: a terminal status, or a value to continue with.
@@ -115,6 +118,7 @@ impl Reconciler {
             unload_attempts: 0,
             last_prune: None,
             self_test: None,
+            ebpf_params: None,
         }
     }
 
@@ -131,11 +135,28 @@ impl Reconciler {
             }
         };
         let mut pass = match desired.spec.desired_state {
-            DesiredState::Unloaded => self.unload_pass(desired, progress),
+            DesiredState::Unloaded => match self.detach_ebpf(progress) {
+                Err(p) => p,
+                Ok(detached) => {
+                    let mut p = self.unload_pass(desired, progress);
+                    if detached {
+                        let rest = p.status.message.take().unwrap_or_default();
+                        p.status.message = Some(format!("eBPF backend detached; {rest}"));
+                    }
+                    p
+                }
+            },
             DesiredState::Loaded => {
                 self.unload_started = None;
                 self.unload_attempts = 0;
-                match self.load_pass(desired, &facts, progress) {
+                let step = match desired.spec.backend {
+                    Backend::Module => match self.leave_ebpf(desired, progress) {
+                        Ok(()) => self.load_pass(desired, &facts, progress),
+                        Err(p) => Err(p),
+                    },
+                    Backend::Ebpf => self.ebpf_pass(desired, progress),
+                };
+                match step {
                     Ok(p) | Err(p) => p,
                 }
             }
@@ -144,7 +165,26 @@ impl Reconciler {
         if pass.status.module.is_none() {
             pass.status.module = self.loaded_module_status();
         }
+        pass.status.backend = self.serving_backend(desired);
+        if let (Some(b), Some(m)) = (pass.status.backend, pass.status.message.as_mut()) {
+            if !m.starts_with("backend ") {
+                *m = format!("backend {b}: {m}");
+            }
+        }
         self.finish(pass, Some(&facts), desired)
+    }
+
+    /// The backend that serves the node now: the eBPF one when attached, the module when
+    /// loaded; while both are (a switch in progress) the desired one.
+    fn serving_backend(&self, desired: &Desired) -> Option<Backend> {
+        let ebpf = self.host.ebpf_attached();
+        let module = module::loaded(self.host.as_ref()).is_some();
+        match (ebpf, module) {
+            (true, true) => Some(desired.spec.backend),
+            (true, false) => Some(Backend::Ebpf),
+            (false, true) => Some(Backend::Module),
+            (false, false) => None,
+        }
     }
 
     fn finish(&self, mut pass: Pass, facts: Option<&KernelFacts>, desired: &Desired) -> Pass {
@@ -668,6 +708,178 @@ impl Reconciler {
             FAILURE_RETRY
         };
         Pass { status, requeue }
+    }
+}
+
+// ---- eBPF backend ----------------------------------------------------------------------
+
+impl Reconciler {
+    /// Desired Unloaded (either backend): detaches the eBPF backend when it is attached.
+    /// Returns whether it was.
+    #[allow(clippy::result_large_err)]
+    fn detach_ebpf(&mut self, progress: &mut dyn FnMut(&NodeStatus)) -> Step<bool> {
+        if !self.host.ebpf_attached() {
+            self.ebpf_params = None;
+            return Ok(false);
+        }
+        progress(&self.status_with(Phase::Unloading, "detaching the eBPF backend"));
+        match self.host.ebpf_detach() {
+            Ok(_) => {
+                tracing::info!("eBPF backend detached");
+                self.ebpf_params = None;
+                Ok(true)
+            }
+            Err(e) => Err(fail(
+                Reason::UnloadFailed,
+                format!("cannot detach the eBPF backend: {e}"),
+            )),
+        }
+    }
+
+    /// Desired backend Module while the eBPF backend is attached: switching is a disruptive
+    /// change like a reload, so it detaches only with the operator's grant (reloadAllowed);
+    /// until then the eBPF backend keeps serving and the node asks with reloadPending.
+    #[allow(clippy::result_large_err)]
+    fn leave_ebpf(&mut self, desired: &Desired, progress: &mut dyn FnMut(&NodeStatus)) -> Step<()> {
+        if !self.host.ebpf_attached() {
+            return Ok(());
+        }
+        if !desired.spec.reload_allowed {
+            let mut status = self.status_with(
+                Phase::Loaded,
+                "the eBPF backend serves; switching to backend Module is pending until the operator allows it (a paced, disruptive change like a reload)",
+            );
+            status.reload_pending = true;
+            return Err(Pass {
+                status,
+                requeue: RESYNC,
+            });
+        }
+        self.detach_ebpf(progress).map(|_| ())
+    }
+
+    /// Desired Loaded with backend EBPF: attach (or adopt the pinned backend) and write the
+    /// parameters. A toa module still loaded is unloaded first, with the operator's grant.
+    #[allow(clippy::result_large_err)]
+    fn ebpf_pass(
+        &mut self,
+        desired: &Desired,
+        progress: &mut dyn FnMut(&NodeStatus),
+    ) -> Step<Pass> {
+        let params = crate::ebpf::params(&desired.spec.module)
+            .map_err(|e| fail(Reason::ParametersRejected, e.to_string()))?;
+        if let Some(l) = module::loaded(self.host.as_ref()) {
+            self.leave_module(desired, &l, progress)?;
+        }
+        let was_ours = self.ebpf_params.is_some();
+        let attached_before = self.host.ebpf_attached();
+        if !attached_before {
+            progress(&self.status_with(Phase::Loading, "attaching the eBPF backend"));
+        }
+        let started = Instant::now();
+        let outcome = match self.host.ebpf_attach(&params) {
+            Ok(o) => o,
+            Err(e) => {
+                let seconds = started.elapsed().as_secs_f64();
+                self.metrics.record_ebpf_attach(None, seconds);
+                tracing::warn!(error = %e, "the eBPF backend could not be attached");
+                return Err(fail(
+                    Reason::LoadFailed,
+                    format!("the eBPF backend could not be attached: {e}"),
+                ));
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let ms = (seconds * 1000.0).round();
+        let described = crate::ebpf::describe(&params);
+        let message = match outcome {
+            toa_ebpf::Outcome::Loaded => format!("eBPF backend attached in {ms} ms ({described})"),
+            toa_ebpf::Outcome::Repaired => format!(
+                "eBPF backend repaired: some pins were missing, attached again in {ms} ms, per-socket entries kept ({described})"
+            ),
+            toa_ebpf::Outcome::Adopted if !was_ours => {
+                format!("eBPF backend adopted from its pins, no reload ({described})")
+            }
+            toa_ebpf::Outcome::Adopted if self.ebpf_params.as_ref() != Some(&params) => {
+                format!("eBPF backend parameters changed without reload ({described})")
+            }
+            toa_ebpf::Outcome::Adopted => format!("eBPF backend attached ({described})"),
+        };
+        if outcome != toa_ebpf::Outcome::Adopted || !was_ours {
+            self.metrics.record_ebpf_attach(Some(outcome), seconds);
+            tracing::info!(outcome = ?outcome, seconds, "eBPF backend serving");
+        } else if self.ebpf_params.as_ref() != Some(&params) {
+            tracing::info!(parameters = %described, "eBPF backend parameters changed at runtime (no reload)");
+        }
+        self.ebpf_params = Some(params);
+        Ok(Pass {
+            status: self.status_with(Phase::Loaded, message),
+            requeue: RESYNC,
+        })
+    }
+
+    /// Desired backend EBPF while a toa module is loaded: ours is unloaded with the operator's
+    /// grant (a disruptive switch, paced like a reload), and keeps serving until then; a foreign
+    /// one only with replaceForeignModule as well.
+    #[allow(clippy::result_large_err)]
+    fn leave_module(
+        &mut self,
+        desired: &Desired,
+        loaded: &Loaded,
+        progress: &mut dyn FnMut(&NodeStatus),
+    ) -> Step<()> {
+        let ours = self.is_ours(loaded);
+        if !ours && !desired.spec.replace_foreign_module {
+            return Err(fail(
+                Reason::ForeignModule,
+                format!(
+                    "a toa module not built by this agent is loaded (srcversion {}, {}); the eBPF backend is not attached beside it. Remove it, or set replaceForeignModule to let the agent replace it",
+                    loaded.srcversion.as_deref().unwrap_or("none"),
+                    self.foreign_origin()
+                ),
+            ));
+        }
+        if !desired.spec.reload_allowed {
+            let mut status = self.status_with(
+                Phase::Loaded,
+                "the toa module serves; switching to backend EBPF is pending until the operator allows it (a paced, disruptive change like a reload)",
+            );
+            if !ours {
+                status.phase = Phase::Pending;
+                status.reason = Some(Reason::ReplacePending);
+            }
+            status.reload_pending = true;
+            return Err(Pass {
+                status,
+                requeue: RESYNC,
+            });
+        }
+        progress(&self.status_with(
+            Phase::Unloading,
+            "unloading the toa module to switch to backend EBPF",
+        ));
+        match module::unload_once(self.host.as_ref()) {
+            Ok(()) => {
+                tracing::info!("toa module unloaded to switch to the eBPF backend");
+                self.current = None;
+                self.self_test = None;
+                Ok(())
+            }
+            Err(e) => {
+                let mut p = fail(
+                    if module::unload_retryable(e) {
+                        Reason::ModuleBusy
+                    } else {
+                        Reason::UnloadFailed
+                    },
+                    format!(
+                        "cannot unload the toa module to switch to backend EBPF: {e}; retrying"
+                    ),
+                );
+                p.requeue = UNLOAD_BACKOFF_MAX;
+                Err(p)
+            }
+        }
     }
 }
 

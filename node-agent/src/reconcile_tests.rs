@@ -106,7 +106,9 @@ fn cold_start_builds_and_loads() {
     assert_eq!(pass.requeue, RESYNC);
     let out = e.metrics.render().expect("render");
     assert!(out.contains("toa_module_builds_total{outcome=\"success\"} 1"));
-    assert!(out.contains("toa_module_loads_total{outcome=\"success\",source=\"Built\"} 1"));
+    assert!(out.contains(
+        "toa_module_loads_total{outcome=\"success\",source=\"Built\",backend=\"module\"} 1"
+    ));
     // The next pass of the same process changes nothing.
     let mut agent = e.agent();
     let (again, phases) = run(&mut agent, &want(DesiredState::Loaded));
@@ -130,11 +132,9 @@ fn restart_adopts_without_compiling() {
     assert_eq!(e.makes(), 1, "no compiler run on adopt");
     assert_eq!(e.loads(), 1, "no reload on adopt");
     assert_eq!(e.host.lock().unloads, 0);
-    assert!(e
-        .metrics
-        .render()
-        .expect("render")
-        .contains("toa_module_loads_total{outcome=\"success\",source=\"Adopted\"} 1"));
+    assert!(e.metrics.render().expect("render").contains(
+        "toa_module_loads_total{outcome=\"success\",source=\"Adopted\",backend=\"module\"} 1"
+    ));
 }
 
 #[test]
@@ -515,11 +515,9 @@ fn lockdown_refusal_is_signature_required() {
         p.status.kernel.as_ref().and_then(|k| k.lockdown.as_deref()),
         Some("integrity")
     );
-    assert!(e
-        .metrics
-        .render()
-        .expect("render")
-        .contains("toa_module_loads_total{outcome=\"failure\",source=\"Built\"} 1"));
+    assert!(e.metrics.render().expect("render").contains(
+        "toa_module_loads_total{outcome=\"failure\",source=\"Built\",backend=\"module\"} 1"
+    ));
 }
 
 #[test]
@@ -690,4 +688,220 @@ fn nothing_trusted_skips_the_self_test_with_the_reason() {
     assert_eq!(st.result, SelfTestResult::Skipped);
     assert!(st.message.contains("trusted_sources"), "{}", st.message);
     assert!(e.host.lock().self_test_plans.is_empty());
+}
+
+// ---- eBPF backend ---------------------------------------------------------------------
+
+fn ebpf(state: DesiredState) -> Desired {
+    let mut d = want(state);
+    d.spec.backend = Backend::Ebpf;
+    d
+}
+
+#[test]
+fn ebpf_backend_attaches_without_compiler_or_headers() {
+    let e = env();
+    // No headers, no build: the eBPF backend needs neither.
+    e.host.remove_prefix("/lib/modules");
+    e.host.lock().build = None;
+    let mut agent = e.agent();
+    let (pass, phases) = run(&mut agent, &ebpf(DesiredState::Loaded));
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(s.backend, Some(Backend::Ebpf));
+    assert_eq!(phases, [Phase::Loading]);
+    let msg = s.message.as_deref().unwrap_or("");
+    assert!(
+        msg.starts_with("backend EBPF: eBPF backend attached in "),
+        "{msg}"
+    );
+    assert!(msg.contains("ipv4_kinds=200 nat64_kinds=253"), "{msg}");
+    assert_eq!(e.makes(), 0);
+    assert_eq!(e.loads(), 0);
+    assert!(s.module.is_none());
+    assert_eq!(pass.requeue, RESYNC);
+    assert_eq!(
+        e.host.lock().ebpf_attaches,
+        [toa_ebpf::Outcome::Loaded],
+        "attached once"
+    );
+    // The next pass re-writes the parameters of the pinned backend, no new load.
+    let (pass, phases) = run(&mut agent, &ebpf(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Loaded);
+    assert!(phases.is_empty(), "{phases:?}");
+    assert_eq!(
+        pass.status.message.as_deref(),
+        Some("backend EBPF: eBPF backend attached (ipv4_kinds=200 nat64_kinds=253 trusted_sources= accept_any_source=0 ports=)")
+    );
+    let out = e.metrics.render().expect("render");
+    assert!(
+        out.contains(
+            "toa_module_loads_total{outcome=\"success\",source=\"Object\",backend=\"ebpf\"} 1"
+        ),
+        "{out}"
+    );
+    assert!(
+        !out.contains("source=\"Adopted\",backend=\"ebpf\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn ebpf_restart_adopts_the_pins() {
+    let e = env();
+    e.host.lock().ebpf = Some(toa_ebpf::Params::default());
+    let (pass, phases) = run(&mut e.agent(), &ebpf(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Loaded);
+    assert!(phases.is_empty(), "no Loading for an adoption: {phases:?}");
+    let msg = pass.status.message.unwrap_or_default();
+    assert!(msg.contains("adopted from its pins, no reload"), "{msg}");
+    assert_eq!(e.host.lock().ebpf_detaches, 0);
+}
+
+#[test]
+fn ebpf_parameters_change_at_runtime() {
+    let e = env();
+    let mut agent = e.agent();
+    run(&mut agent, &ebpf(DesiredState::Loaded));
+    let mut d = ebpf(DesiredState::Loaded);
+    d.spec.module.ipv4_option_kinds = vec![254];
+    d.spec.module.trusted_sources = vec!["10.0.0.0/24".into()];
+    let (pass, _) = run(&mut agent, &d);
+    assert_eq!(pass.status.phase, Phase::Loaded);
+    let msg = pass.status.message.unwrap_or_default();
+    assert!(msg.contains("parameters changed without reload"), "{msg}");
+    let st = e.host.lock();
+    let p = st.ebpf.as_ref().expect("attached");
+    assert_eq!(p.ipv4_kinds, [254]);
+    assert_eq!(p.trusted_sources.len(), 1);
+    assert_eq!(st.ebpf_detaches, 0);
+}
+
+#[test]
+fn ebpf_refuses_ipv6_trusted_sources_with_the_fix() {
+    let e = env();
+    let mut d = ebpf(DesiredState::Loaded);
+    d.spec.module.trusted_sources = vec!["2001:db8::/32".into()];
+    let (pass, _) = run(&mut e.agent(), &d);
+    assert_eq!(pass.status.phase, Phase::Failed);
+    assert_eq!(pass.status.reason, Some(Reason::ParametersRejected));
+    assert!(pass
+        .status
+        .message
+        .unwrap_or_default()
+        .contains("backend Module"),);
+    assert!(e.host.lock().ebpf.is_none(), "nothing attached");
+}
+
+#[test]
+fn ebpf_attach_failure_is_load_failed() {
+    let e = env();
+    e.host
+        .lock()
+        .ebpf_attach_errors
+        .push_back("verifier refused toa_sockops".into());
+    let (pass, _) = run(&mut e.agent(), &ebpf(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Failed);
+    assert_eq!(pass.status.reason, Some(Reason::LoadFailed));
+    assert_eq!(pass.status.backend, None);
+    assert!(pass
+        .status
+        .message
+        .unwrap_or_default()
+        .contains("verifier refused toa_sockops"));
+    assert_eq!(pass.requeue, FAILURE_RETRY);
+}
+
+#[test]
+fn ebpf_unloaded_detaches() {
+    let e = env();
+    let mut agent = e.agent();
+    run(&mut agent, &ebpf(DesiredState::Loaded));
+    let (pass, phases) = run(&mut agent, &ebpf(DesiredState::Unloaded));
+    assert_eq!(pass.status.phase, Phase::Unloaded, "{:?}", pass.status);
+    assert_eq!(phases, [Phase::Unloading]);
+    assert_eq!(pass.status.backend, None);
+    assert_eq!(
+        pass.status.message.as_deref(),
+        Some("eBPF backend detached; no toa module is loaded")
+    );
+    assert!(e.host.lock().ebpf.is_none());
+    // Unloaded with nothing attached detaches nothing.
+    let (pass, _) = run(&mut agent, &ebpf(DesiredState::Unloaded));
+    assert_eq!(
+        pass.status.message.as_deref(),
+        Some("no toa module is loaded")
+    );
+    assert_eq!(e.host.lock().ebpf_detaches, 1);
+}
+
+#[test]
+fn unloaded_with_backend_module_also_detaches_ebpf() {
+    let e = env();
+    e.host.lock().ebpf = Some(toa_ebpf::Params::default());
+    let (pass, _) = run(&mut e.agent(), &want(DesiredState::Unloaded));
+    assert_eq!(pass.status.phase, Phase::Unloaded);
+    assert!(e.host.lock().ebpf.is_none());
+}
+
+#[test]
+fn switch_module_to_ebpf_waits_for_the_grant() {
+    let e = env();
+    let mut agent = e.agent();
+    run(&mut agent, &want(DesiredState::Loaded));
+    assert!(e.host.module_loaded());
+    let (pass, _) = run(&mut agent, &ebpf(DesiredState::Loaded));
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "the module keeps serving: {s:?}");
+    assert!(s.reload_pending);
+    assert_eq!(s.backend, Some(Backend::Module));
+    assert!(s
+        .message
+        .as_deref()
+        .unwrap_or("")
+        .contains("switching to backend EBPF"));
+    assert!(e.host.lock().ebpf.is_none());
+    // Granted: unload the module, attach the eBPF backend.
+    let mut d = ebpf(DesiredState::Loaded);
+    d.spec.reload_allowed = true;
+    let (pass, phases) = run(&mut agent, &d);
+    assert_eq!(pass.status.phase, Phase::Loaded, "{:?}", pass.status);
+    assert!(!pass.status.reload_pending);
+    assert_eq!(pass.status.backend, Some(Backend::Ebpf));
+    assert_eq!(phases, [Phase::Unloading, Phase::Loading]);
+    assert!(!e.host.module_loaded());
+    assert!(e.host.lock().ebpf.is_some());
+}
+
+#[test]
+fn ebpf_leaves_a_foreign_module_alone() {
+    let e = env();
+    e.host.insert_module(Some("VENDOR"), &[]);
+    let mut d = ebpf(DesiredState::Loaded);
+    d.spec.reload_allowed = true;
+    let (pass, _) = run(&mut e.agent(), &d);
+    assert_eq!(pass.status.phase, Phase::Failed);
+    assert_eq!(pass.status.reason, Some(Reason::ForeignModule));
+    assert!(e.host.module_loaded());
+    assert!(e.host.lock().ebpf.is_none());
+}
+
+#[test]
+fn switch_ebpf_to_module_waits_for_the_grant() {
+    let e = env();
+    let mut agent = e.agent();
+    run(&mut agent, &ebpf(DesiredState::Loaded));
+    let (pass, _) = run(&mut agent, &want(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Loaded);
+    assert!(pass.status.reload_pending);
+    assert_eq!(pass.status.backend, Some(Backend::Ebpf));
+    assert_eq!(e.makes(), 0, "nothing built before the grant");
+    let mut d = want(DesiredState::Loaded);
+    d.spec.reload_allowed = true;
+    let (pass, phases) = run(&mut agent, &d);
+    assert_eq!(pass.status.phase, Phase::Loaded, "{:?}", pass.status);
+    assert_eq!(pass.status.backend, Some(Backend::Module));
+    assert_eq!(phases[0], Phase::Unloading);
+    assert!(e.host.lock().ebpf.is_none());
+    assert!(e.host.module_loaded());
 }

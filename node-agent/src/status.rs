@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub use toa_crds::{
-    ModuleSource, NodePhase as Phase, NodeReason as Reason, SelfTestInfo, SelfTestResult,
+    Backend, ModuleSource, NodePhase as Phase, NodeReason as Reason, SelfTestInfo, SelfTestResult,
 };
 
 /// Wire name of a module source (as in the CRD and the metrics' `source` label).
@@ -59,6 +59,9 @@ pub struct NodeStatus {
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelStatus>,
+    /// The backend serving the node (None while none does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module: Option<ModuleStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,6 +82,7 @@ impl Default for NodeStatus {
             reason: None,
             message: None,
             kernel: None,
+            backend: None,
             module: None,
             build: None,
             self_test: None,
@@ -105,6 +109,7 @@ impl NodeStatus {
                 lockdown: k.lockdown.clone().unwrap_or_default(),
                 secure_boot: k.secure_boot.unwrap_or(false),
             }),
+            backend: self.backend,
             module: self.module.as_ref().map(|m| toa_crds::ModuleInfo {
                 srcversion: m.srcversion.clone(),
                 parameters: m.parameters.clone(),

@@ -146,6 +146,7 @@ fn cluster(n: usize) -> ClusterSnapshot {
                 module: ModuleSettings::default(),
                 replace_foreign_module: false,
                 reload_allowed: i % 50 == 3,
+                backend: Default::default(),
             },
         );
         s.metadata.generation = Some(2);

@@ -366,6 +366,7 @@ async fn floor_node(
         module: ModuleSettings::default().normalized(),
         replace_foreign_module: false,
         reload_allowed: false,
+        backend: Default::default(),
     };
     if phase != Phase::Apply {
         spec.desired_state = DesiredState::Unloaded;

@@ -9,7 +9,9 @@
 # suite's static client (toatest), pack an initramfs, boot, and read the scenario results of
 # tests/vm/ebpf-guest/scenarios.sh from the serial console. No compiler and no kernel headers
 # reach the guest. Each kernel ends with `N passed, M failed` and a
-# `# kernel ... attach ...ms` line (loader start to attached, measured by the loader).
+# `# kernel ... attach ...ms` line (loader start to attached, measured by the loader) with
+# `node ready (agent start to Loaded) ...ms` (the real toa-node-agent, standalone, backend EBPF:
+# tests/vm/ebpf-guest/agent.sh).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -64,11 +66,20 @@ toa_elf_file "$LOADER" || toa_die "cargo left $LOADER, which is not a whole ELF 
 if readelf -lW "$LOADER" | grep -q INTERP; then
 	toa_die "$LOADER is not static (it has a program interpreter)"
 fi
+# The node agent itself, run in standalone mode with backend EBPF (ebpf-guest/agent.sh).
+toa_log "building toa-node-agent (release, static, $MUSL)"
+(cd "$TOA_REPO_DIR" && cargo build -q --release --target "$MUSL" -p toa-node-agent) ||
+	toa_die "cargo build of toa-node-agent for $MUSL failed"
+AGENT=${CARGO_TARGET_DIR:-$TOA_REPO_DIR/target}/$MUSL/release/toa-node-agent
+toa_elf_file "$AGENT" || toa_die "cargo left $AGENT, which is not a whole ELF file"
+if readelf -lW "$AGENT" | grep -q INTERP; then
+	toa_die "$AGENT is not static (it has a program interpreter)"
+fi
 
 # run_kernel SERIES: prints the scenario lines and sets K_PASS / K_FAIL.
 run_kernel() {
 	local series=$1 t0=$SECONDS t_guest work rc=0 line release="" exit_seen="" summary=""
-	local fails=0 passes=0 attach_time=""
+	local fails=0 passes=0 attach_time="" node_ready=""
 	K_PASS=0 K_FAIL=0
 	work="$RUN_DIR/ebpf-$series"
 	rm -rf "$work" && mkdir -p "$work"
@@ -89,7 +100,9 @@ run_kernel() {
 	initramfs_add_file "$ird" "$RUN_DIR/ebpf/toa.bpf.o" toa.bpf.o 0644
 	initramfs_add_file "$ird" "$LOADER" bin/toa-ebpf 0755
 	initramfs_add_file "$ird" "$RUN_DIR/toatest" bin/toatest 0755
+	initramfs_add_file "$ird" "$AGENT" bin/toa-node-agent 0755
 	initramfs_add_file "$ird" "$HERE/ebpf-guest/scenarios.sh" scenarios.sh 0755
+	initramfs_add_file "$ird" "$HERE/ebpf-guest/agent.sh" agent.sh 0644
 	guest_write_init "$ird" /bin/sh /scenarios.sh
 	initramfs_pack "$ird" "$work/initramfs.cpio.gz"
 	t0=$SECONDS
@@ -109,6 +122,7 @@ run_kernel() {
 			fails=$((fails + 1))
 			;;
 		"# TOA-EBPF-ATTACH-TIME "*) attach_time=${line#\# TOA-EBPF-ATTACH-TIME } ;;
+		"# TOA-EBPF-NODE-READY "*) node_ready=${line#\# TOA-EBPF-NODE-READY } ;;
 		"# "*) echo "$line" ;;
 		"TOA-GUEST-ERROR "*)
 			echo "not ok - [${release:-$KVER}] ${line#TOA-GUEST-ERROR }"
@@ -131,7 +145,7 @@ run_kernel() {
 	fails=$((fails + GUEST_BOOT_FAILS))
 	# shellcheck disable=SC2034 # K_PASS, K_FAIL: read by kernel_run_each (lib/kernels.sh)
 	K_PASS=$passes K_FAIL=$fails
-	echo "# kernel $series = ${release:-$KVER} ($KERNEL_SUITE): attach ${attach_time:-not reached}, guest ${t_guest}s"
+	echo "# kernel $series = ${release:-$KVER} ($KERNEL_SUITE): attach ${attach_time:-not reached}, node ready (agent start to Loaded) ${node_ready:-not reached}, guest ${t_guest}s"
 }
 
 kernel_run_each run_kernel

@@ -43,6 +43,23 @@ pub struct FakeState {
     pub foreign_sockopts: Vec<i32>,
     /// Programs on the agent's own PATH (`has_program`, `gcc_programs`).
     pub programs: Vec<String>,
+    /// The eBPF backend: the parameters it is attached with (None = not attached).
+    pub ebpf: Option<toa_ebpf::Params>,
+    /// Errors (as messages) returned by the next `ebpf_attach` calls, in order; empty = success.
+    pub ebpf_attach_errors: VecDeque<String>,
+    /// Outcomes of every successful `ebpf_attach`, and the number of detaches.
+    pub ebpf_attaches: Vec<toa_ebpf::Outcome>,
+    pub ebpf_detaches: usize,
+    /// The eBPF counters (`ebpf_counters`), by name; absent names read 0.
+    pub ebpf_counters: BTreeMap<String, u64>,
+}
+
+fn fake_ebpf_error(message: &str) -> toa_ebpf::Error {
+    toa_ebpf::Error::Io {
+        what: "fake",
+        path: PathBuf::from(toa_ebpf::PIN_DIR),
+        source: io::Error::other(message.to_string()),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -241,6 +258,42 @@ impl Host for FakeHost {
 
     fn has_program(&self, name: &str) -> bool {
         self.lock().programs.iter().any(|p| p == name)
+    }
+
+    fn ebpf_attach(&self, params: &toa_ebpf::Params) -> Result<toa_ebpf::Outcome, toa_ebpf::Error> {
+        let mut st = self.lock();
+        if let Some(e) = st.ebpf_attach_errors.pop_front() {
+            return Err(fake_ebpf_error(&e));
+        }
+        let outcome = if st.ebpf.is_some() {
+            toa_ebpf::Outcome::Adopted
+        } else {
+            toa_ebpf::Outcome::Loaded
+        };
+        st.ebpf = Some(params.clone());
+        st.ebpf_attaches.push(outcome);
+        Ok(outcome)
+    }
+
+    fn ebpf_attached(&self) -> bool {
+        self.lock().ebpf.is_some()
+    }
+
+    fn ebpf_detach(&self) -> Result<bool, toa_ebpf::Error> {
+        let mut st = self.lock();
+        st.ebpf_detaches += 1;
+        Ok(st.ebpf.take().is_some())
+    }
+
+    fn ebpf_counters(&self) -> Result<Vec<(&'static str, u64)>, toa_ebpf::Error> {
+        let st = self.lock();
+        if st.ebpf.is_none() {
+            return Err(fake_ebpf_error("not attached"));
+        }
+        Ok(toa_ebpf::COUNTER_NAMES
+            .iter()
+            .map(|n| (*n, st.ebpf_counters.get(*n).copied().unwrap_or(0)))
+            .collect())
     }
 
     fn gcc_programs(&self) -> Vec<String> {

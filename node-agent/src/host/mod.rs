@@ -109,6 +109,15 @@ pub trait Host: Send + Sync {
     fn has_program(&self, name: &str) -> bool;
     /// The versioned gcc programs (`gcc-N`) on the agent's own `PATH`, by major version.
     fn gcc_programs(&self) -> Vec<String>;
+    /// eBPF backend: loads and attaches it, or adopts the pinned one (see [`toa_ebpf::attach`]);
+    /// the parameters are written in every case.
+    fn ebpf_attach(&self, params: &toa_ebpf::Params) -> Result<toa_ebpf::Outcome, toa_ebpf::Error>;
+    /// eBPF backend: whether every link is pinned (it serves).
+    fn ebpf_attached(&self) -> bool;
+    /// eBPF backend: detaches it and removes its pins; false when nothing was pinned.
+    fn ebpf_detach(&self) -> Result<bool, toa_ebpf::Error>;
+    /// eBPF backend: its counters summed over CPUs, named as in `/proc/net/toa_stats`.
+    fn ebpf_counters(&self) -> Result<Vec<(&'static str, u64)>, toa_ebpf::Error>;
 }
 
 /// Sorts `gcc-N` names by N and drops everything else.

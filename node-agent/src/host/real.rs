@@ -23,11 +23,26 @@ const SELF_TEST_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct RealHost {
     root: PathBuf,
+    /// The eBPF backend's object, cgroup and pin directory (local paths of the agent).
+    ebpf: toa_ebpf::Target,
 }
 
 impl RealHost {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            ebpf: toa_ebpf::Target {
+                object: PathBuf::from(crate::cli::DEFAULT_EBPF_OBJECT),
+                cgroup: PathBuf::from(toa_ebpf::CGROUP_ROOT),
+                pin_dir: PathBuf::from(toa_ebpf::PIN_DIR),
+            },
+        }
+    }
+
+    /// Where the eBPF backend's object is and where it attaches and pins.
+    pub fn with_ebpf(mut self, target: toa_ebpf::Target) -> Self {
+        self.ebpf = target;
+        self
     }
 
     /// The local path through which a host path is reachable from the agent's process.
@@ -261,6 +276,22 @@ impl Host for RealHost {
             .filter(|n| n.starts_with("gcc-"))
             .filter(|n| self.has_program(n));
         super::sorted_gcc_names(names)
+    }
+
+    fn ebpf_attach(&self, params: &toa_ebpf::Params) -> Result<toa_ebpf::Outcome, toa_ebpf::Error> {
+        toa_ebpf::attach(&self.ebpf, params)
+    }
+
+    fn ebpf_attached(&self) -> bool {
+        toa_ebpf::is_attached(&self.ebpf.pin_dir)
+    }
+
+    fn ebpf_detach(&self) -> Result<bool, toa_ebpf::Error> {
+        toa_ebpf::detach(&self.ebpf.pin_dir)
+    }
+
+    fn ebpf_counters(&self) -> Result<Vec<(&'static str, u64)>, toa_ebpf::Error> {
+        toa_ebpf::read_counters(&self.ebpf.pin_dir)
     }
 
     fn run(&self, cmd: &CommandSpec) -> io::Result<CommandOutcome> {

@@ -105,6 +105,7 @@ pub fn state(node: &str, policy: &str, phase: Option<NodePhase>) -> ToaNodeState
             module: ModuleSettings::default(),
             replace_foreign_module: false,
             reload_allowed: false,
+            backend: Default::default(),
         },
     );
     s.metadata.generation = Some(1);

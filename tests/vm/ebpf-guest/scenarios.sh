@@ -257,5 +257,9 @@ check after_reattach_rewrites toatest conn --count 1
 
 echo "# counters:"
 toa-ebpf stats | sed 's/^/#   /'
+
+# ---- the node agent with backend EBPF (agent.sh).
+# shellcheck source=agent.sh
+. /agent.sh
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]

@@ -1,0 +1,112 @@
+//! The eBPF backend's side of the agent: the module settings of the desired state turned into
+//! the loader's parameters (`toa_ebpf::Params`), with the module's syntax and defaults.
+
+use crate::desired::ModuleSettings;
+
+/// Settings the eBPF backend cannot take (the message names the setting and the fix).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the EBPF backend cannot take these module settings: {0}; change the policy's module settings or use backend Module")]
+pub struct SettingsRefused(#[from] toa_ebpf::ParamError);
+
+fn joined<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The loader's parameters for `m` (kinds, trusted sources, accept-any, ports; `dup_rule`
+/// stays the module's default, reject, which the CRD does not expose).
+pub fn params(m: &ModuleSettings) -> Result<toa_ebpf::Params, SettingsRefused> {
+    Ok(toa_ebpf::Params {
+        ipv4_kinds: toa_ebpf::params::parse_kinds("ipv4_kinds", &joined(&m.ipv4_option_kinds))?,
+        nat64_kinds: toa_ebpf::params::parse_kinds("nat64_kinds", &joined(&m.nat64_option_kinds))?,
+        trusted_sources: toa_ebpf::params::parse_trusted(&m.trusted_sources.join(","))?,
+        accept_any_source: m.accept_from_any_source,
+        ports: toa_ebpf::params::parse_ports(&joined(&m.ports))?,
+        dup_rule: toa_ebpf::params::DupRule::default(),
+    })
+}
+
+/// The parameters as the status message shows them (the module's parameter syntax).
+pub fn describe(p: &toa_ebpf::Params) -> String {
+    let trusted: Vec<String> = p
+        .trusted_sources
+        .iter()
+        .map(|c| format!("{}/{}", c.addr, c.prefix))
+        .collect();
+    let ports: Vec<String> = p
+        .ports
+        .iter()
+        .map(|(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect();
+    format!(
+        "ipv4_kinds={} nat64_kinds={} trusted_sources={} accept_any_source={} ports={}",
+        joined(&p.ipv4_kinds),
+        joined(&p.nat64_kinds),
+        trusted.join(","),
+        u8::from(p.accept_any_source),
+        ports.join(",")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use toa_crds::PortRange;
+
+    #[test]
+    fn default_settings_are_the_module_defaults() {
+        let p = params(&ModuleSettings::default()).expect("defaults");
+        assert_eq!(p, toa_ebpf::Params::default());
+    }
+
+    #[test]
+    fn settings_carry_over() {
+        let m = ModuleSettings {
+            ipv4_option_kinds: vec![200, 254],
+            nat64_option_kinds: vec![254],
+            trusted_sources: vec!["10.0.0.0/8".into(), "192.0.2.7/32".into()],
+            accept_from_any_source: false,
+            ports: vec![
+                PortRange {
+                    port: 443,
+                    end_port: None,
+                },
+                PortRange {
+                    port: 8000,
+                    end_port: Some(8100),
+                },
+            ],
+        };
+        let p = params(&m).expect("valid");
+        assert_eq!(p.ipv4_kinds, [200, 254]);
+        assert_eq!(p.nat64_kinds, [254]);
+        assert_eq!(p.trusted_sources.len(), 2);
+        assert_eq!(p.trusted_sources[1].prefix, 32);
+        assert_eq!(p.ports, [(443, 443), (8000, 8100)]);
+        assert_eq!(
+            describe(&p),
+            "ipv4_kinds=200,254 nat64_kinds=254 trusted_sources=10.0.0.0/8,192.0.2.7/32 accept_any_source=0 ports=443,8000-8100"
+        );
+    }
+
+    #[test]
+    fn ipv6_trusted_sources_are_refused_with_the_fix() {
+        let m = ModuleSettings {
+            trusted_sources: vec!["2001:db8::/32".into()],
+            ..ModuleSettings::default()
+        };
+        let e = params(&m).expect_err("IPv6 source");
+        let text = e.to_string();
+        assert!(text.contains("2001:db8::/32"), "{text}");
+        assert!(text.contains("backend Module"), "{text}");
+    }
+}
