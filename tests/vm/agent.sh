@@ -222,6 +222,7 @@ _upgrade_layer() {
 	cp "$mods/etc/modules.order" "$stage/usr/lib/toa-guest/disk/modules.order" || toa_die "cannot stage modules.order"
 	rm -rf "$mods"
 	if [ "$AGENT_RUN" = image ]; then
+		mkdir -p "$stage$AGENT_IMAGE_BUNDLE"
 		for m in 0 1; do
 			_agent_oci_config "$stage$AGENT_IMAGE_BUNDLE/config-age$m.json" "" \
 				"buildTimeoutSeconds: 900" "cacheMaxAgeDays: $m"
@@ -260,8 +261,9 @@ upgrade_boot() {
 	else
 		echo "# boot $n: kernel $KVER: agent runs from the image root under crun ($cc is in the image)"
 	fi
-	if ! { agent_guest_initrd "$series" "$work" "$RUN_DIR/toa-node-agent-musl" && _upgrade_layer "$work" &&
-		cat "$work/upgrade.cpio.gz" >>"$work/initrd"; } >"$work/initrd.log" 2>&1; then
+	# A subshell: toa_die there ends only it, and the `not ok` line below names the log.
+	if ! (agent_guest_initrd "$series" "$work" "$RUN_DIR/toa-node-agent-musl" && _upgrade_layer "$work" &&
+		cat "$work/upgrade.cpio.gz" >>"$work/initrd") >"$work/initrd.log" 2>&1; then
 		sed 's/^/#   /' "$work/initrd.log" | tail -n 20
 		echo "not ok - [boot $n $KVER] guest initramfs: see $work/initrd.log"
 		fails=$((fails + 1))
@@ -271,7 +273,8 @@ upgrade_boot() {
 	t0=$SECONDS
 	QEMU_EXTRA_ARGS="-drive file=$disk,format=raw,if=virtio,cache=writeback" 		agent_guest_boot "$work" upgrade "$GUEST_TIMEOUT" "toaboot=$n" || rc=$?
 	while IFS= read -r line; do
-		line=${line%$''}
+		line=${line%$'
+'}
 		case $line in
 		*"TOA-GUEST-KERNEL "*) release=${line##*TOA-GUEST-KERNEL } ;;
 		"ok - "*)
