@@ -271,10 +271,10 @@ upgrade_boot() {
 	fi
 	echo "# boot $n: kernel $KVER: guest ready ($(du -m "$work/initrd" | cut -f1) MB initramfs, $((SECONDS - t0))s), booting with the node disk"
 	t0=$SECONDS
-	QEMU_EXTRA_ARGS="-drive file=$disk,format=raw,if=virtio,cache=writeback" 		agent_guest_boot "$work" upgrade "$GUEST_TIMEOUT" "toaboot=$n" || rc=$?
+	QEMU_EXTRA_ARGS="-drive file=$disk,format=raw,if=virtio,cache=writeback" \
+		agent_guest_boot "$work" upgrade "$GUEST_TIMEOUT" "toaboot=$n" || rc=$?
 	while IFS= read -r line; do
-		line=${line%$'
-'}
+		line=${line%$'\r'}
 		case $line in
 		*"TOA-GUEST-KERNEL "*) release=${line##*TOA-GUEST-KERNEL } ;;
 		"ok - "*)
