@@ -4,6 +4,8 @@
 #
 #   tests/vm/agent.sh                 6.1, 6.12, 5.10 and 7.2 (TOA_AGENT_DEFAULT_KERNELS)
 #   tests/vm/agent.sh --kernel 6.12   one kernel (repeatable)
+#   tests/vm/agent.sh --upgrade       the kernel-upgrade scenario instead: one node disk, booted
+#                                     with 6.1 then 6.12 (or the two --kernel given, in order)
 #
 # Where the agent image can build for the kernel (the kernel's compiler, named by its
 # CONFIG_CC_VERSION_TEXT, is among images/node-agent.packages), the agent runs as deployed: from
@@ -21,6 +23,12 @@
 # lints the scraped exposition and compares its families and labels with
 # tests/fixtures/agent-metrics.prom (TOA_UPDATE_FIXTURES=1 rewrites the fixture instead).
 # Each kernel ends with `N passed, M failed`; with several kernels the last line is the total.
+# --upgrade (agent-guest/upgrade.sh): a persistent node disk (raw image under the run directory,
+# QEMU virtio drive) holds the DaemonSet's hostCachePath across two boots of the node. Boot 1
+# (old kernel) formats it; the agent builds, loads, restarts and adopts. Boot 2 (new kernel): the
+# agent builds and loads for the new kernel directly (source Built, the new vermagic, no load or
+# unload of the old build), keeps the old kernel's entry with cacheMaxAgeDays 30 (default) and 0,
+# and removes it with cacheMaxAgeDays 1 once the guest clock has moved 2 days on.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -37,7 +45,7 @@ AGENT_DEFAULT_KERNELS=${TOA_AGENT_DEFAULT_KERNELS:-"6.1 6.12 5.10 7.2"}
 
 usage() {
 	cat >&2 <<EOT
-usage: $0 [--kernel SERIES]...
+usage: $0 [--kernel SERIES]... | --upgrade [--kernel OLD --kernel NEW]
   SERIES: $(kernel_series | tr '\n' ' ')(default: $AGENT_DEFAULT_KERNELS)
   env: TOA_CACHE_DIR (downloads, roots, logs), TOA_AGENT_GUEST_TIMEOUT (s, default 1500),
        TOA_AGENT_GUEST_MEM (MB, default 2048)
@@ -52,7 +60,21 @@ agent_suite_needs() {
 	need_apt prometheus
 }
 
-kernel_parse_args "$AGENT_DEFAULT_KERNELS" "$@"
+# --upgrade: the kernel-upgrade scenario (its own defaults; the rest goes to kernel_parse_args).
+UPGRADE=0
+args=()
+for a in "$@"; do
+	if [ "$a" = --upgrade ]; then UPGRADE=1; else args+=("$a"); fi
+done
+if [ "$UPGRADE" = 1 ]; then
+	kernel_parse_args "6.1 6.12" "${args[@]}"
+	[ ${#kernels[@]} -eq 2 ] || {
+		echo "--upgrade takes no or exactly two --kernel (the old, then the new one)" >&2
+		usage
+	}
+else
+	kernel_parse_args "$AGENT_DEFAULT_KERNELS" "${args[@]}"
+fi
 toa_deps_step agent_suite_needs
 
 RUN_DIR="$TOA_CACHE_DIR/vm-run"
@@ -182,4 +204,120 @@ run_kernel() {
 	echo "# kernel $series = ${release:-$KVER}: path $AGENT_RUN, guest $((SECONDS - t0))s"
 }
 
+# ---------------------------------------------------------------- --upgrade
+# _upgrade_layer WORK: the scenario's extra initramfs layer: agent-guest/upgrade.sh, the modules
+# the node disk needs (virtio_pci, virtio_blk, ext4 and crc32c for its checksums; from the
+# kernel's package, for the guest script to insmod), and, with the image, runtime configs
+# generated from agent configs with cacheMaxAgeDays 0 and 1.
+_upgrade_layer() {
+	local work=$1 stage=$1/upgrade-layer mods=$1/upgrade-mods m
+	rm -rf "$stage"
+	mkdir -p "$stage/agent-test" "$stage/usr/lib/toa-guest/disk"
+	install -m 0644 "$HERE/agent-guest/upgrade.sh" "$stage/agent-test/upgrade.sh" ||
+		toa_die "cannot stage upgrade.sh"
+	initramfs_new "$mods"
+	for m in crc32c_generic virtio_pci virtio_blk ext4; do initramfs_add_kmod "$mods" "$m"; done
+	find "$mods/lib/modules" -name '*.ko' -exec cp -t "$stage/usr/lib/toa-guest/disk/" {} + ||
+		toa_die "cannot stage the disk modules"
+	cp "$mods/etc/modules.order" "$stage/usr/lib/toa-guest/disk/modules.order" || toa_die "cannot stage modules.order"
+	rm -rf "$mods"
+	if [ "$AGENT_RUN" = image ]; then
+		mkdir -p "$stage$AGENT_IMAGE_BUNDLE"
+		for m in 0 1; do
+			_agent_oci_config "$stage$AGENT_IMAGE_BUNDLE/config-age$m.json" "" \
+				"buildTimeoutSeconds: 900" "cacheMaxAgeDays: $m"
+		done
+		rm -f "$stage$AGENT_IMAGE_BUNDLE"/*.agent.yaml
+	fi
+	toa_cpio_pack "$stage" "$work/upgrade.cpio.gz" gzip
+	rm -rf "$stage"
+}
+
+# upgrade_boot N SERIES DISK: boot N of the node on kernel SERIES with the node disk attached;
+# adds to `passes` and `fails`.
+upgrade_boot() {
+	local n=$1 series=$2 disk=$3 work=$RUN_DIR/agent-upgrade/boot$1 rc=0 line release="" exit_seen="" summary=""
+	local t0=$SECONDS
+	rm -rf "$work" && mkdir -p "$work"
+	echo "# boot $n: kernel $series, preparing"
+	if ! (kernel_prepare "$series" && declare -p KVER KDIR VMLINUX KMODDIR KERNEL_SUITE KERNEL_SERIES KERNEL_WHERE >"$work/kernel.env") >"$work/prepare.log" 2>&1; then
+		sed 's/^/#   /' "$work/prepare.log" | tail -n 20
+		echo "not ok - [boot $n $series] kernel_prepare: see $work/prepare.log"
+		fails=$((fails + 1))
+		return
+	fi
+	# shellcheck source=/dev/null
+	. "$work/kernel.env"
+	local cc
+	if ! cc=$(_suite_kernel_cc "$KDIR"); then
+		echo "not ok - [boot $n $KVER] cannot read the kernel's compiler from $KDIR/.config"
+		fails=$((fails + 1))
+		return
+	fi
+	AGENT_RUN=image
+	if [ "${TOA_AGENT_RUN:-image}" = direct ] || ! grep -qx "$cc" "$TOA_REPO_DIR/images/node-agent.packages"; then
+		AGENT_RUN=direct
+		echo "# boot $n: kernel $KVER: agent runs directly in the node's userspace ($cc; TOA_AGENT_RUN=${TOA_AGENT_RUN:-image})"
+	else
+		echo "# boot $n: kernel $KVER: agent runs from the image root under crun ($cc is in the image)"
+	fi
+	# A subshell: toa_die there ends only it, and the `not ok` line below names the log.
+	if ! (agent_guest_initrd "$series" "$work" "$RUN_DIR/toa-node-agent-musl" && _upgrade_layer "$work" &&
+		cat "$work/upgrade.cpio.gz" >>"$work/initrd") >"$work/initrd.log" 2>&1; then
+		sed 's/^/#   /' "$work/initrd.log" | tail -n 20
+		echo "not ok - [boot $n $KVER] guest initramfs: see $work/initrd.log"
+		fails=$((fails + 1))
+		return
+	fi
+	echo "# boot $n: kernel $KVER: guest ready ($(du -m "$work/initrd" | cut -f1) MB initramfs, $((SECONDS - t0))s), booting with the node disk"
+	t0=$SECONDS
+	QEMU_EXTRA_ARGS="-drive file=$disk,format=raw,if=virtio,cache=writeback" \
+		agent_guest_boot "$work" upgrade "$GUEST_TIMEOUT" "toaboot=$n" || rc=$?
+	while IFS= read -r line; do
+		line=${line%$'\r'}
+		case $line in
+		*"TOA-GUEST-KERNEL "*) release=${line##*TOA-GUEST-KERNEL } ;;
+		"ok - "*)
+			echo "ok - [${release:-$KVER}] ${line#ok - }"
+			passes=$((passes + 1))
+			;;
+		"not ok - "*)
+			echo "not ok - [${release:-$KVER}] ${line#not ok - }"
+			fails=$((fails + 1))
+			;;
+		"# "*) echo "$line" ;;
+		"TOA-GUEST-ERROR "* | "TOA-GUEST-KLOG "*)
+			echo "not ok - [${release:-$KVER}] ${line#TOA-GUEST-* }"
+			fails=$((fails + 1))
+			;;
+		"TOA-GUEST-EXIT "*) exit_seen=${line#TOA-GUEST-EXIT } ;;
+		*" passed, "*" failed") summary=$line ;;
+		*"Kernel panic"* | *"Oops"* | *"BUG: "* | *"Call Trace"*)
+			echo "not ok - [${release:-$KVER}] console: $line"
+			fails=$((fails + 1))
+			;;
+		esac
+	done <"$work/serial.log"
+	guest_judge_boot "$rc" "$release" "$KVER" "$summary" "$exit_seen" "$work/serial.log"
+	fails=$((fails + GUEST_BOOT_FAILS))
+	echo "# boot $n = ${release:-$KVER}: path $AGENT_RUN, guest $((SECONDS - t0))s"
+}
+
+run_upgrade() {
+	local dir=$RUN_DIR/agent-upgrade disk passes=0 fails=0 t0=$SECONDS
+	rm -rf "$dir" && mkdir -p "$dir"
+	# The node's persistent disk: a sparse raw image, formatted by the first guest.
+	disk=$dir/node-disk.raw
+	truncate -s 1G "$disk" || toa_die "cannot create $disk"
+	upgrade_boot 1 "${kernels[0]}" "$disk"
+	upgrade_boot 2 "${kernels[1]}" "$disk"
+	echo "# upgrade ${kernels[0]} -> ${kernels[1]}: $((SECONDS - t0))s"
+	echo "$passes passed, $fails failed"
+	[ "$fails" -eq 0 ]
+}
+
+if [ "$UPGRADE" = 1 ]; then
+	run_upgrade
+	exit
+fi
 kernel_run_each run_kernel

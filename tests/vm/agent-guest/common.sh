@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Guest-side helpers shared by suite.sh and demo.sh (sourced, bash).
 AGENT=/usr/local/bin/toa-node-agent
 DESIRED=/etc/toa/desired.yaml
@@ -40,9 +41,10 @@ start_agent() {
 	AGENT_T0=$(now)
 }
 
-# The knob's build (KCFLAGS set) uses the config with its own host cache path and KCFLAGS.
+# The knob's build (KCFLAGS set) uses the config with its own host cache path and KCFLAGS;
+# AGENT_OCI_CONFIG=NAME picks $BUNDLE/config-NAME.json (the upgrade scenario's cache ages).
 start_agent_image() {
-	local cfg=$BUNDLE/config-default.json d
+	local cfg=$BUNDLE/config-${AGENT_OCI_CONFIG:-default}.json d
 	[ -z "${KCFLAGS:-}" ] || cfg=$BUNDLE/config-knob.json
 	cp "$cfg" "$BUNDLE/config.json"
 	# hostPath type DirectoryOrCreate: the kubelet creates these before the container starts.
