@@ -78,6 +78,45 @@ fi
 toa_deps_step agent_suite_needs
 
 RUN_DIR="$TOA_CACHE_DIR/vm-run"
+
+# agent_serial_tap SERIAL_LOG [METRICS_FILE]: the guest's TAP lines, prefixed with the kernel
+# release, plus console failures (panic, Oops, BUG, guest errors and kernel log lines the guest
+# flagged). Updates the caller's passes, fails, release, summary and exit_seen (bash dynamic
+# scope); with METRICS_FILE, the exposition between TOA-METRICS-BEGIN and -END is appended there
+# and the caller's in_metrics ends at 2.
+agent_serial_tap() {
+	local serial=$1 metrics=${2:-} line
+	while IFS= read -r line; do
+		line=${line%$'\r'}
+		if [ -n "$metrics" ] && [ "$in_metrics" = 1 ]; then
+			if [ "$line" = TOA-METRICS-END ]; then in_metrics=2; else printf '%s\n' "$line" >>"$metrics"; fi
+			continue
+		fi
+		case $line in
+		*"TOA-GUEST-KERNEL "*) release=${line##*TOA-GUEST-KERNEL } ;;
+		TOA-METRICS-BEGIN) if [ -n "$metrics" ]; then in_metrics=1; fi ;;
+		"ok - "*)
+			echo "ok - [${release:-$KVER}] ${line#ok - }"
+			passes=$((passes + 1))
+			;;
+		"not ok - "*)
+			echo "not ok - [${release:-$KVER}] ${line#not ok - }"
+			fails=$((fails + 1))
+			;;
+		"# "*) echo "$line" ;;
+		"TOA-GUEST-ERROR "* | "TOA-GUEST-KLOG "*)
+			echo "not ok - [${release:-$KVER}] ${line#TOA-GUEST-* }"
+			fails=$((fails + 1))
+			;;
+		"TOA-GUEST-EXIT "*) exit_seen=${line#TOA-GUEST-EXIT } ;;
+		*" passed, "*" failed") summary=$line ;;
+		*"Kernel panic"* | *"Oops"* | *"BUG: "* | *"Call Trace"*)
+			echo "not ok - [${release:-$KVER}] console: $line"
+			fails=$((fails + 1))
+			;;
+		esac
+	done <"$serial"
+}
 mkdir -p "$RUN_DIR"
 # exposition_shape FILE: the families, types and label names of an exposition, without values,
 # so that a fixture comparison sees a renamed metric or label but not changing numbers.
@@ -151,36 +190,7 @@ run_kernel() {
 	[ "$series" = "${kernels[0]}" ] && knob=toaknob=1
 	agent_guest_boot "$work" suite "$GUEST_TIMEOUT" "$knob" || rc=$?
 	: >"$work/metrics.prom"
-	while IFS= read -r line; do
-		line=${line%$'\r'}
-		if [ "$in_metrics" = 1 ]; then
-			if [ "$line" = TOA-METRICS-END ]; then in_metrics=2; else printf '%s\n' "$line" >>"$work/metrics.prom"; fi
-			continue
-		fi
-		case $line in
-		*"TOA-GUEST-KERNEL "*) release=${line##*TOA-GUEST-KERNEL } ;;
-		TOA-METRICS-BEGIN) in_metrics=1 ;;
-		"ok - "*)
-			echo "ok - [${release:-$KVER}] ${line#ok - }"
-			passes=$((passes + 1))
-			;;
-		"not ok - "*)
-			echo "not ok - [${release:-$KVER}] ${line#not ok - }"
-			fails=$((fails + 1))
-			;;
-		"# "*) echo "$line" ;;
-		"TOA-GUEST-ERROR "* | "TOA-GUEST-KLOG "*)
-			echo "not ok - [${release:-$KVER}] ${line#TOA-GUEST-* }"
-			fails=$((fails + 1))
-			;;
-		"TOA-GUEST-EXIT "*) exit_seen=${line#TOA-GUEST-EXIT } ;;
-		*" passed, "*" failed") summary=$line ;;
-		*"Kernel panic"* | *"Oops"* | *"BUG: "* | *"Call Trace"*)
-			echo "not ok - [${release:-$KVER}] console: $line"
-			fails=$((fails + 1))
-			;;
-		esac
-	done <"$work/serial.log"
+	agent_serial_tap "$work/serial.log" "$work/metrics.prom"
 
 	# Lint the exposition the agent really served, on the host (promtool 2.42 from Debian).
 	if [ "$in_metrics" = 2 ] && [ -s "$work/metrics.prom" ]; then
@@ -273,31 +283,7 @@ upgrade_boot() {
 	t0=$SECONDS
 	QEMU_EXTRA_ARGS="-drive file=$disk,format=raw,if=virtio,cache=writeback" \
 		agent_guest_boot "$work" upgrade "$GUEST_TIMEOUT" "toaboot=$n" || rc=$?
-	while IFS= read -r line; do
-		line=${line%$'\r'}
-		case $line in
-		*"TOA-GUEST-KERNEL "*) release=${line##*TOA-GUEST-KERNEL } ;;
-		"ok - "*)
-			echo "ok - [${release:-$KVER}] ${line#ok - }"
-			passes=$((passes + 1))
-			;;
-		"not ok - "*)
-			echo "not ok - [${release:-$KVER}] ${line#not ok - }"
-			fails=$((fails + 1))
-			;;
-		"# "*) echo "$line" ;;
-		"TOA-GUEST-ERROR "* | "TOA-GUEST-KLOG "*)
-			echo "not ok - [${release:-$KVER}] ${line#TOA-GUEST-* }"
-			fails=$((fails + 1))
-			;;
-		"TOA-GUEST-EXIT "*) exit_seen=${line#TOA-GUEST-EXIT } ;;
-		*" passed, "*" failed") summary=$line ;;
-		*"Kernel panic"* | *"Oops"* | *"BUG: "* | *"Call Trace"*)
-			echo "not ok - [${release:-$KVER}] console: $line"
-			fails=$((fails + 1))
-			;;
-		esac
-	done <"$work/serial.log"
+	agent_serial_tap "$work/serial.log" ""
 	guest_judge_boot "$rc" "$release" "$KVER" "$summary" "$exit_seen" "$work/serial.log"
 	fails=$((fails + GUEST_BOOT_FAILS))
 	echo "# boot $n = ${release:-$KVER}: path $AGENT_RUN, guest $((SECONDS - t0))s"
