@@ -134,7 +134,7 @@ declare -A want=(
 	[ip6_address_free]=$((base[ip6_address_free] + 3))
 )
 for c in $COUNTERS; do
-	got=$(metric "toa_${c}_total" /run/toa/metrics.prom)
+	got=$(metric "toa_${c}_total{backend=\"module\"}" /run/toa/metrics.prom)
 	if [ -n "${want[$c]:-}" ]; then
 		check "metrics: toa_${c}_total = ${want[$c]} (toa_stats ${before[$c]} -> ${after[$c]})" "exported '${got}'" \
 			test "${got:-x}" = "${want[$c]}" -a "${after[$c]}" = "${want[$c]}" -a "${before[$c]}" = "${want[$c]}"
@@ -154,7 +154,7 @@ figure scrape_seconds_2cpu_tcg "$(awk -v t="$tsum" 'BEGIN { printf "%.4f", t / 1
 check "metrics: toa_module_loaded 1" "$(grep '^toa_module_loaded' /run/toa/metrics.prom)" \
 	test "$(metric toa_module_loaded /run/toa/metrics.prom)" = 1
 check "metrics: toa_ip6_addresses_in_use 0" "$(grep '^toa_ip6_addresses_in_use' /run/toa/metrics.prom)" \
-	test "$(metric toa_ip6_addresses_in_use /run/toa/metrics.prom)" = 0
+	test "$(metric 'toa_ip6_addresses_in_use{backend="module"}' /run/toa/metrics.prom)" = 0
 check "metrics: phase Loaded" "$(grep '^toa_agent_phase' /run/toa/metrics.prom | tr '\n' ' ')" \
 	test "$(metric 'toa_agent_phase{phase="Loaded",reason=""}' /run/toa/metrics.prom)" = 1
 check "metrics: node info" "$(grep '^toa_node_info' /run/toa/metrics.prom)" \
@@ -162,7 +162,7 @@ check "metrics: node info" "$(grep '^toa_node_info' /run/toa/metrics.prom)" \
 check "metrics: one successful build, one load from Built" \
 	"$(grep -E '^toa_module_(builds|loads)_total' /run/toa/metrics.prom | tr '\n' ' ')" \
 	test "$(metric 'toa_module_builds_total{outcome="success"}' /run/toa/metrics.prom)" = 1 \
-	-a "$(metric 'toa_module_loads_total{outcome="success",source="Built"}' /run/toa/metrics.prom)" = 1
+	-a "$(metric 'toa_module_loads_total{outcome="success",source="Built",backend="module"}' /run/toa/metrics.prom)" = 1
 echo "TOA-METRICS-BEGIN"
 cat /run/toa/metrics.prom
 echo "TOA-METRICS-END"
@@ -227,7 +227,7 @@ check "after rmmod: desired parameters passed at load" "$(cat /sys/module/toa/pa
 	test "$(tr -d ' \n' </sys/module/toa/parameters/ipv4_kinds)" = "200,254"
 scrape >/run/toa/metrics2.prom
 check "metrics: load from Cache counted" "$(grep '^toa_module_loads_total' /run/toa/metrics2.prom | tr '\n' ' ')" \
-	test "$(metric 'toa_module_loads_total{outcome="success",source="Cache"}' /run/toa/metrics2.prom)" = 1
+	test "$(metric 'toa_module_loads_total{outcome="success",source="Cache",backend="module"}' /run/toa/metrics2.prom)" = 1
 
 # ---------------------------------------------------------------- desired Unloaded
 write_desired Unloaded

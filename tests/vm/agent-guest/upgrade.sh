@@ -193,7 +193,7 @@ check "boot 2: metrics: one build, one load from Built, nothing else loaded" \
 	"$(grep -E '^toa_module_(builds|loads)_total' /run/toa/upgrade.prom | tr '\n' ' ')" \
 	test "$(metric 'toa_module_builds_total{outcome="success"}' /run/toa/upgrade.prom)" = 1 \
 	-a "$(grep -E '^toa_module_loads_total' /run/toa/upgrade.prom | awk '$2 != 0' | wc -l)" -eq 1 \
-	-a "$(metric 'toa_module_loads_total{outcome="success",source="Built"}' /run/toa/upgrade.prom)" = 1
+	-a "$(metric 'toa_module_loads_total{outcome="success",source="Built",backend="module"}' /run/toa/upgrade.prom)" = 1
 check "boot 2: self-test passed on the new build" "$(jq -c .selfTest "$STATUS")" \
 	test "$(status_field .selfTest.result)" = Passed -a "$(status_field .selfTest.srcversion)" = "$SV2"
 check "boot 2: the $REL1 build is kept (default cacheMaxAgeDays 30), untouched" \
