@@ -24,8 +24,6 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef};
@@ -33,14 +31,16 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 use toa_crds::{
-    DesiredState, KernelInfo, ModuleInfo, ModuleSettings, NodePhase, ToaNodeState,
-    ToaNodeStateSpec, ToaNodeStateStatus, ToaPolicy, AGENT_LABEL, AGENT_LABEL_VALUE,
+    DesiredState, ModuleSettings, ToaNodeState, ToaNodeStateSpec, ToaPolicy, AGENT_LABEL,
+    AGENT_LABEL_VALUE,
 };
 use toa_operator::apply::node_state_object;
 use toa_operator::plan::DesiredNodeState;
 
-/// Label that splits the nodes in thirds (the selector change keeps `0`).
-const THIRD_LABEL: &str = "scale.toa.dev/third";
+#[path = "common/agent.rs"]
+mod agent;
+#[path = "common/kubelet.rs"]
+mod kubelet;
 
 #[derive(Parser)]
 #[command(about = "load generator of tests/cluster/scale.sh")]
@@ -112,92 +112,6 @@ fn now_ms() -> u128 {
         .unwrap_or_default()
 }
 
-/// A Node as the kubelet registers it (metadata and spec).
-fn kubelet_node(name: &str, i: usize) -> Value {
-    let zone = ["eu-west-1a", "eu-west-1b", "eu-west-1c"][i % 3];
-    json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64", "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "node.kubernetes.io/instance-type": "m5.2xlarge",
-                "topology.kubernetes.io/region": "eu-west-1",
-                "topology.kubernetes.io/zone": zone,
-                THIRD_LABEL: (i % 3).to_string(),
-            },
-            "annotations": {
-                "node.alpha.kubernetes.io/ttl": "0",
-                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
-            },
-        },
-        "spec": {
-            "podCIDR": format!("10.{}.{}.0/24", 64 + i / 256 % 64, i % 256),
-            "podCIDRs": [format!("10.{}.{}.0/24", 64 + i / 256 % 64, i % 256)],
-            "providerID": format!("aws:///{zone}/i-0{i:016x}"),
-        },
-    })
-}
-
-/// The status a kubelet reports: about 10 KB of JSON with the 40 images.
-fn kubelet_status(name: &str, i: usize) -> Value {
-    let now = Timestamp::now().to_string();
-    let ip = format!("10.0.{}.{}", i / 250 % 250, i % 250 + 1);
-    let cond = |type_: &str, status: &str, reason: &str, message: &str| {
-        json!({"type": type_, "status": status, "reason": reason, "message": message,
-               "lastHeartbeatTime": now, "lastTransitionTime": now})
-    };
-    let images: Vec<Value> = (0..40)
-        .map(|k| {
-            let digest: String = format!(
-                "{:016x}",
-                (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k
-            )
-            .repeat(4);
-            json!({
-                "names": [
-                    format!("registry.example.com/team-{k:02}/service-{k:02}@sha256:{digest}"),
-                    format!("registry.example.com/team-{k:02}/service-{k:02}:v1.{k}.{}", i % 7),
-                ],
-                "sizeBytes": 10_000_000 + k * 1_234_567,
-            })
-        })
-        .collect();
-    let resources = json!({"cpu": "8", "ephemeral-storage": "101430960Ki", "hugepages-1Gi": "0",
-                           "hugepages-2Mi": "0", "memory": "32386284Ki", "pods": "110"});
-    json!({"status": {
-        "capacity": resources,
-        "allocatable": resources,
-        "conditions": [
-            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-        ],
-        "addresses": [
-            {"type": "InternalIP", "address": ip},
-            {"type": "InternalDNS", "address": format!("ip-{}.eu-west-1.compute.internal", ip.replace('.', "-"))},
-            {"type": "Hostname", "address": name},
-        ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-        "nodeInfo": {
-            "machineID": format!("{:032x}", (i as u128).wrapping_mul(0x1234_5678_9abc_def1)),
-            "systemUUID": format!("ec2{:029x}", i),
-            "bootID": format!("{:08x}-1111-2222-3333-444455556666", i),
-            "kernelVersion": "6.1.0-56-amd64",
-            "osImage": "Debian GNU/Linux 12 (bookworm)",
-            "containerRuntimeVersion": "containerd://1.7.24",
-            "kubeletVersion": "v1.36.3",
-            "kubeProxyVersion": "",
-            "operatingSystem": "linux",
-            "architecture": "amd64",
-        },
-        "images": images,
-    }})
-}
-
 /// Runs `tasks` with `concurrency` in flight; fails with the first error.
 async fn run_all<F>(tasks: impl Iterator<Item = F>, concurrency: usize) -> anyhow::Result<usize>
 where
@@ -217,8 +131,8 @@ async fn create_nodes(
 ) -> anyhow::Result<()> {
     let api: Api<Node> = Api::all(client);
     let sample = serde_json::to_vec(&{
-        let mut n = kubelet_node(&node_name(prefix, 0), 0);
-        n["status"] = kubelet_status(&node_name(prefix, 0), 0)["status"].clone();
+        let mut n = kubelet::node(&node_name(prefix, 0), 0);
+        n["status"] = kubelet::status(&node_name(prefix, 0), 0)["status"].clone();
         n
     })?;
     let started = Instant::now();
@@ -227,7 +141,7 @@ async fn create_nodes(
             let api = api.clone();
             let name = node_name(prefix, i);
             async move {
-                let node: Node = serde_json::from_value(kubelet_node(&name, i))?;
+                let node: Node = serde_json::from_value(kubelet::node(&name, i))?;
                 let pp = PostParams {
                     field_manager: Some("kubelet".into()),
                     ..PostParams::default()
@@ -241,7 +155,7 @@ async fn create_nodes(
                     field_manager: Some("kubelet".into()),
                     ..PatchParams::default()
                 };
-                api.patch_status(&name, &params, &Patch::Merge(kubelet_status(&name, i)))
+                api.patch_status(&name, &params, &Patch::Merge(kubelet::status(&name, i)))
                     .await
                     .with_context(|| format!("writing the status of Node {name}"))?;
                 Ok(2)
@@ -256,48 +170,6 @@ async fn create_nodes(
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// The status an agent reports once it acted on `state`'s spec.
-fn agent_status(state: &ToaNodeState) -> Option<Value> {
-    let generation = state.metadata.generation;
-    let status = state.status.clone().unwrap_or_default();
-    let phase = match state.spec.desired_state {
-        DesiredState::Loaded => NodePhase::Loaded,
-        DesiredState::Unloaded => NodePhase::Unloaded,
-    };
-    if status.observed_generation == generation && status.phase == Some(phase) {
-        return None;
-    }
-    let loaded = phase == NodePhase::Loaded;
-    let status = ToaNodeStateStatus {
-        observed_generation: generation,
-        phase: Some(phase),
-        kernel: Some(KernelInfo {
-            release: "6.1.0-56-amd64".into(),
-            version: "#1 SMP PREEMPT_DYNAMIC Debian 6.1.158-1 (2025-11-09)".into(),
-            boot_id: "1e7d6c1a-5b1e-4a53-9a0e-3c1f2a9d8e11".into(),
-            os_image: "Debian GNU/Linux 12 (bookworm)".into(),
-            lockdown: "none".into(),
-            secure_boot: false,
-        }),
-        module: loaded.then(|| ModuleInfo {
-            srcversion: "4E1B2F0C9D8A7B6C5D4E3F2".into(),
-            parameters: BTreeMap::from([
-                ("ipv4_kinds".to_string(), "254".to_string()),
-                ("nat64_kinds".to_string(), "253".to_string()),
-            ]),
-            source: None,
-        }),
-        agent_version: Some("0.1.0".into()),
-        last_heartbeat_time: Some(Time(Timestamp::now())),
-        ..ToaNodeStateStatus::default()
-    };
-    Some(json!({
-        "apiVersion": toa_crds::API_VERSION, "kind": "ToaNodeState",
-        "metadata": {"name": state.name_any()},
-        "status": status,
-    }))
 }
 
 async fn write_agent_status(
@@ -335,7 +207,7 @@ async fn agents(client: Client, concurrency: usize) -> anyhow::Result<()> {
             let api = api.clone();
             let written = written.clone();
             async move {
-                if let Some(body) = agent_status(&state) {
+                if let Some(body) = agent::status(&state) {
                     if let Err(e) = write_agent_status(&api, &state.name_any(), &body).await {
                         eprintln!("agents: {e:#}");
                     }
@@ -377,7 +249,7 @@ async fn floor_node(
         .patch(&name, &pp, &Patch::Apply(&body))
         .await
         .with_context(|| format!("applying ToaNodeState {name}"))?;
-    let status = agent_status(&applied).context("the floor's state needs a status")?;
+    let status = agent::status(&applied).context("the floor's state needs a status")?;
     write_agent_status(&states, &name, &status).await?;
     let label = |labelled: bool| {
         let mut metadata = json!({"name": name});
