@@ -282,7 +282,7 @@ check_get_columns() {
 	grep -qE '^NAME +SELECTED +LOADED +FAILED +CONFLICTING +READY +REASON +AGE' <<<"$out"
 	grep -qE '^toapolicy.toa.dev/tencent-hybrid-cloud +2 +2 +0 +0 +True +AllNodesLoaded ' <<<"$out"
 	# A Loaded node has no reason: the REASON cell is blank.
-	grep -qE '^NAME +POLICY +PHASE +REASON +KERNEL +MODULE +AGE' <<<"$out"
+	grep -qE '^NAME +POLICY +PHASE +REASON +KERNEL +BACKEND +MODULE +AGE' <<<"$out"
 	grep -qE "^toanodestate.toa.dev/$K_B +tencent-hybrid-cloud +Loaded +${KERNEL_612//+/\\+} +4E1B2F0C9D8A7B6C5D4E3F2 " <<<"$out"
 }
 
