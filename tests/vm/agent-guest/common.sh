@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Guest-side helpers shared by suite.sh and demo.sh (sourced, bash).
+# Guest-side helpers shared by suite.sh, upgrade.sh and demo.sh (sourced, bash).
 AGENT=/usr/local/bin/toa-node-agent
 DESIRED=/etc/toa/desired.yaml
 STATUS=/run/toa/status.json
@@ -9,6 +9,19 @@ METRICS=http://127.0.0.1:9101
 AGENT_LOG=/run/toa/agent.log
 AGENT_PID=
 mkdir -p /etc/toa /run/toa
+
+# TAP lines of the guest suites (suite.sh, upgrade.sh), counted for their `N passed, M failed`.
+PASS=0
+FAIL=0
+ok() { echo "ok - $1"; PASS=$((PASS + 1)); }
+nok() { echo "not ok - $1: $2"; FAIL=$((FAIL + 1)); }
+check() { # check NAME WHY COMMAND...
+	local name=$1 why=$2
+	shift 2
+	if "$@"; then ok "$name"; else nok "$name" "$why"; fi
+}
+figure() { echo "# figure $1 $2"; }
+dump_log() { tail -n 25 "$AGENT_LOG" | sed 's/^/#   agent: /'; }
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }

@@ -1,19 +1,10 @@
+# shellcheck shell=bash source-path=SCRIPTDIR
 # The agent suite, run inside the guest by /init: the real toa-node-agent in standalone
 # mode against the real kernel. Prints `ok - NAME` / `not ok - NAME: why`, `# figure ...`
 # lines, the scraped exposition between TOA-METRICS-BEGIN/END, and `N passed, M failed`.
+# shellcheck source=common.sh
 . /agent-test/common.sh
 
-PASS=0
-FAIL=0
-ok() { echo "ok - $1"; PASS=$((PASS + 1)); }
-nok() { echo "not ok - $1: $2"; FAIL=$((FAIL + 1)); }
-check() { # check NAME WHY COMMAND...
-	local name=$1 why=$2
-	shift 2
-	if "$@"; then ok "$name"; else nok "$name" "$why"; fi
-}
-figure() { echo "# figure $1 $2"; }
-dump_log() { tail -n 25 "$AGENT_LOG" | sed 's/^/#   agent: /'; }
 
 REL=$(uname -r)
 if [ "${toarun:-direct}" = image ]; then

@@ -14,17 +14,6 @@
 # shellcheck source=common.sh
 . /agent-test/common.sh
 
-PASS=0
-FAIL=0
-ok() { echo "ok - $1"; PASS=$((PASS + 1)); }
-nok() { echo "not ok - $1: $2"; FAIL=$((FAIL + 1)); }
-check() { # check NAME WHY COMMAND...
-	local name=$1 why=$2
-	shift 2
-	if "$@"; then ok "$name"; else nok "$name" "$why"; fi
-}
-figure() { echo "# figure $1 $2"; }
-dump_log() { tail -n 25 "$AGENT_LOG" | sed 's/^/#   agent: /'; }
 finish() {
 	echo "# agent log (tail):"
 	tail -n 8 "$AGENT_LOG" | sed 's/^/#   /'
@@ -53,6 +42,20 @@ start_with_age() {
 		AGENT_OCI_CONFIG=age$1 start_agent
 	else
 		start_agent --cache-max-age-days "$1"
+	fi
+}
+
+# must_reach_loaded NAME FIGURE: the started agent builds and loads (cold, up to 900 s); the
+# boot's remaining checks need a loaded module, so a failure ends the boot.
+must_reach_loaded() {
+	local t
+	if t=$(wait_phase Loaded 900); then
+		ok "$1"
+		figure "$2" "$t"
+	else
+		nok "$1" "phase $(status_field .phase) $(status_field .reason): $(status_field .message)"
+		dump_log
+		finish
 	fi
 }
 
@@ -100,14 +103,7 @@ write_desired Loaded "module:" "  trustedSources: [10.0.0.0/16]"
 if [ "$BOOT" = 1 ]; then
 	check "boot 1: the cache starts empty" "$(entries)" test -z "$(entries)"
 	start_agent
-	if t=$(wait_phase Loaded 900); then
-		ok "boot 1: cold start reaches Loaded"
-		figure boot1_build_load_seconds "$t"
-	else
-		nok "boot 1: cold start reaches Loaded" "phase $(status_field .phase) $(status_field .reason): $(status_field .message)"
-		dump_log
-		finish
-	fi
+	must_reach_loaded "boot 1: cold start reaches Loaded" boot1_build_load_seconds
 	SV1=$(status_field .module.srcversion)
 	ID1=$(entry_of_release "$REL")
 	check "boot 1: module source Built, one cache entry for $REL on the node disk" \
@@ -154,14 +150,7 @@ check "boot 2: the first boot's build is still in the cache" "entries: $(entries
 check "boot 2: nothing loaded before the agent starts" "$(ls -d /sys/module/toa 2>&1)" test ! -e /sys/module/toa
 
 start_agent
-if t=$(wait_phase Loaded 900); then
-	ok "boot 2: the agent reaches Loaded on $REL"
-	figure boot2_build_load_seconds "$t"
-else
-	nok "boot 2: the agent reaches Loaded on $REL" "phase $(status_field .phase) $(status_field .reason): $(status_field .message)"
-	dump_log
-	finish
-fi
+must_reach_loaded "boot 2: the agent reaches Loaded on $REL" boot2_build_load_seconds
 SV2=$(status_field .module.srcversion)
 ID2=$(entry_of_release "$REL")
 check "boot 2: module source Built (not Cache, not Adopted), the compiler ran" \
