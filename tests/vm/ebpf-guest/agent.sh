@@ -32,8 +32,8 @@ stop_agent() {
 	kill "$agent_pid" 2>/dev/null
 	wait "$agent_pid" 2>/dev/null
 }
-# wait_phase PHASE TENTHS: polls the status file until its phase is PHASE (true) or TENTHS
-# tenths of a second passed (false).
+# wait_phase PHASE POLLS: polls the status file every 50 ms until its phase is PHASE (true) or
+# POLLS polls passed (false; 600 polls = 30 s).
 wait_phase() {
 	i=0
 	while [ "$i" -lt "$2" ]; do
