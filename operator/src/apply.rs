@@ -72,7 +72,9 @@ fn is_label_value(v: &str) -> bool {
         && v.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
-/// Whether the live ToaNodeState differs from what we would apply.
+/// Whether the live ToaNodeState differs from what we would apply. `live` is a stored state,
+/// as `controller::slim_node_state` left it (its `metadata.labels` is `None` when the policy
+/// label matches its spec).
 pub fn node_state_needs_apply(live: Option<&ToaNodeState>, desired: &DesiredNodeState) -> bool {
     let Some(live) = live else { return true };
     if live.spec != desired.spec {
@@ -85,8 +87,14 @@ pub fn node_state_needs_apply(live: Option<&ToaNodeState>, desired: &DesiredNode
             .iter()
             .flatten()
             .any(|o| o.kind == "Node" && o.uid == desired.node_uid);
+    // `None`: stored by `controller::slim_node_state`, which drops the labels exactly when
+    // the policy label names the spec's policy.
     let labelled = !is_label_value(&desired.spec.policy)
-        || live.labels().get(POLICY_LABEL) == Some(&desired.spec.policy);
+        || live
+            .metadata
+            .labels
+            .as_ref()
+            .is_none_or(|l| l.get(POLICY_LABEL) == Some(&desired.spec.policy));
     !(owned && labelled)
 }
 
