@@ -1,7 +1,7 @@
 //! Reconcile scenarios against the fake host: each test is one situation a node can be in.
 
 use super::*;
-use crate::desired::{DesiredSpec, ModuleSettings};
+use crate::desired::{BackendChoice, DesiredSpec, ModuleSettings};
 use crate::host::fake::{FakeBuild, FakeHost};
 use crate::host::Errno;
 use crate::metrics::SharedView;
@@ -694,7 +694,7 @@ fn nothing_trusted_skips_the_self_test_with_the_reason() {
 
 fn ebpf(state: DesiredState) -> Desired {
     let mut d = want(state);
-    d.spec.backend = Backend::Ebpf;
+    d.spec.backend = BackendChoice::Ebpf;
     d
 }
 
@@ -904,4 +904,139 @@ fn switch_ebpf_to_module_waits_for_the_grant() {
     assert_eq!(phases[0], Phase::Unloading);
     assert!(e.host.lock().ebpf.is_none());
     assert!(e.host.module_loaded());
+}
+
+// ---- backend Auto ---------------------------------------------------------------------
+
+fn auto(state: DesiredState) -> Desired {
+    let mut d = want(state);
+    d.spec.backend = BackendChoice::Auto;
+    d
+}
+
+#[test]
+fn auto_picks_ebpf_where_the_node_runs_it_and_says_why() {
+    let e = env();
+    let mut agent = e.agent();
+    let (pass, _) = run(&mut agent, &auto(DesiredState::Loaded));
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(s.backend, Some(Backend::Ebpf));
+    let msg = s.message.as_deref().unwrap_or("");
+    assert!(
+        msg.starts_with("backend EBPF: eBPF backend attached"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("[Auto picked EBPF: this node runs it"),
+        "{msg}"
+    );
+    assert_eq!(e.makes(), 0);
+    assert!(!e.host.module_loaded());
+    // The probe runs once per process; later passes keep the pick.
+    let (pass, _) = run(&mut agent, &auto(DesiredState::Loaded));
+    assert_eq!(pass.status.backend, Some(Backend::Ebpf));
+    assert_eq!(e.host.lock().ebpf_probes, 1);
+}
+
+#[test]
+fn auto_falls_back_to_the_module_when_the_probe_fails() {
+    let e = env();
+    e.host.lock().ebpf_probe_error = Some("/sys/fs/cgroup is not a cgroup v2 directory".into());
+    let mut agent = e.agent();
+    let (pass, _) = run(&mut agent, &auto(DesiredState::Loaded));
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(s.backend, Some(Backend::Module));
+    assert!(e.host.module_loaded());
+    assert!(e.host.lock().ebpf.is_none());
+    let msg = s.message.as_deref().unwrap_or("");
+    assert!(msg.starts_with("backend Module: "), "{msg}");
+    assert!(
+        msg.contains("[Auto picked Module: this node cannot run the eBPF backend: ")
+            && msg.contains("not a cgroup v2 directory"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn auto_falls_back_to_the_module_when_attaching_fails() {
+    let e = env();
+    e.host
+        .lock()
+        .ebpf_attach_errors
+        .push_back("program toa_sockops: permission denied".into());
+    let mut agent = e.agent();
+    let (pass, _) = run(&mut agent, &auto(DesiredState::Loaded));
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(s.backend, Some(Backend::Module));
+    assert!(e.host.module_loaded());
+    let msg = s.message.as_deref().unwrap_or("");
+    assert!(
+        msg.contains("[Auto picked Module: the eBPF backend could not be attached: ")
+            && msg.contains("permission denied"),
+        "{msg}"
+    );
+    // The fallback is kept: no second attach, no flapping between the backends.
+    let (pass, _) = run(&mut agent, &auto(DesiredState::Loaded));
+    assert_eq!(pass.status.backend, Some(Backend::Module));
+    assert!(!pass.status.reload_pending);
+    assert!(e.host.lock().ebpf_attaches.is_empty());
+}
+
+#[test]
+fn auto_picks_the_module_for_settings_ebpf_cannot_take() {
+    let e = env();
+    let mut d = auto(DesiredState::Loaded);
+    d.spec.module.trusted_sources = vec!["2001:db8::/32".into()];
+    let mut agent = e.agent();
+    let (pass, _) = run(&mut agent, &d);
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(s.backend, Some(Backend::Module));
+    let msg = s.message.as_deref().unwrap_or("");
+    assert!(
+        msg.contains("[Auto picked Module: the EBPF backend cannot take"),
+        "{msg}"
+    );
+    assert!(msg.contains("2001:db8::/32"), "{msg}");
+    assert_eq!(e.host.lock().ebpf_probes, 0, "no probe needed");
+}
+
+#[test]
+fn auto_adopts_an_attached_ebpf_backend_after_a_restart() {
+    let e = env();
+    e.host.lock().ebpf = Some(toa_ebpf::Params::default());
+    e.host.lock().ebpf_probe_error = Some("must not be asked".into());
+    let (pass, _) = run(&mut e.agent(), &auto(DesiredState::Loaded));
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(s.backend, Some(Backend::Ebpf));
+    assert_eq!(e.host.lock().ebpf_probes, 0);
+    assert_eq!(e.host.lock().ebpf_attaches, [toa_ebpf::Outcome::Adopted]);
+}
+
+#[test]
+fn auto_on_a_module_node_switches_to_ebpf_only_with_the_grant() {
+    let e = env();
+    let mut agent = e.agent();
+    run(&mut agent, &want(DesiredState::Loaded));
+    assert!(e.host.module_loaded());
+    let (pass, _) = run(&mut agent, &auto(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Loaded);
+    assert!(pass.status.reload_pending);
+    assert_eq!(pass.status.backend, Some(Backend::Module));
+    assert!(e.host.lock().ebpf.is_none());
+    let mut d = auto(DesiredState::Loaded);
+    d.spec.reload_allowed = true;
+    let (pass, _) = run(&mut agent, &d);
+    assert_eq!(
+        pass.status.backend,
+        Some(Backend::Ebpf),
+        "{:?}",
+        pass.status
+    );
+    assert!(!pass.status.reload_pending);
+    assert!(!e.host.module_loaded());
 }
