@@ -225,7 +225,8 @@ pub struct ToaNodeStateStatus {
     /// Last module build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildInfo>,
-    /// The agent's TOA self-test of the loaded module (after every load or adoption).
+    /// The agent's TOA self-test of the serving backend (after every load, attach or adoption,
+    /// and every parameter change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_test: Option<SelfTestInfo>,
     /// The agent wants a disruptive reload (its module source differs from
@@ -300,7 +301,7 @@ pub struct SelfTestInfo {
     /// What each check saw (the addresses returned to the test's server).
     #[serde(default)]
     pub message: String,
-    /// srcversion of the module that was tested.
+    /// srcversion of the module that was tested (`ebpf` when the eBPF backend was).
     #[serde(default)]
     pub srcversion: String,
 }

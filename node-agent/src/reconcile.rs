@@ -735,6 +735,9 @@ impl Reconciler {
 
 // ---- eBPF backend ----------------------------------------------------------------------
 
+/// `status.selfTest.srcversion` of a self-test of the eBPF backend (it has no srcversion).
+pub const EBPF_SELF_TEST_KEY: &str = "ebpf";
+
 impl Reconciler {
     /// The backend to serve the node with, and for Auto why this one. Module and EBPF are
     /// taken as asked. Auto picks Module when the module settings do not fit the eBPF backend
@@ -895,11 +898,26 @@ impl Reconciler {
         } else if self.ebpf_params.as_ref() != Some(&params) {
             tracing::info!(parameters = %described, "eBPF backend parameters changed at runtime (no reload)");
         }
+        let params_changed = self.ebpf_params.as_ref() != Some(&params);
+        let info = self.self_test_with(
+            EBPF_SELF_TEST_KEY,
+            params_changed,
+            &crate::ebpf::self_test_params(&params),
+        );
         self.ebpf_params = Some(params);
-        Ok(Pass {
-            status: self.status_with(Phase::Loaded, message),
-            requeue: RESYNC,
-        })
+        let mut status = self.status_with(Phase::Loaded, message);
+        let mut requeue = RESYNC;
+        if info.result == SelfTestResult::Failed {
+            status.phase = Phase::Failed;
+            status.reason = Some(Reason::SelfTestFailed);
+            status.message = Some(format!(
+                "the eBPF backend is attached but TOA does not work on this node: the agent's self-test {}",
+                info.message
+            ));
+            requeue = FAILURE_RETRY;
+        }
+        status.self_test = Some(info);
+        Ok(Pass { status, requeue })
     }
 
     /// Desired backend EBPF while a toa module is loaded: ours is unloaded with the operator's
@@ -971,6 +989,20 @@ impl Reconciler {
     /// The self-test result for the loaded module `srcversion`: the last one while it still
     /// applies (same module, same parameters, passed or skipped), else a new run.
     fn self_test_for(&mut self, srcversion: &str, params_changed: bool) -> SelfTestInfo {
+        let params = selftest::module_params(self.host.as_ref());
+        self.self_test_with(srcversion, params_changed, &params)
+    }
+
+    /// The self-test of whatever serves under `key` (a module srcversion, or
+    /// [`EBPF_SELF_TEST_KEY`]) with the parameters `params`: the last result while it still
+    /// applies, else a new run.
+    fn self_test_with(
+        &mut self,
+        key: &str,
+        params_changed: bool,
+        params: &selftest::plan::ModuleParams,
+    ) -> SelfTestInfo {
+        let srcversion = key;
         if let Some(last) = &self.self_test {
             if last.srcversion == srcversion
                 && !params_changed
@@ -980,7 +1012,7 @@ impl Reconciler {
             }
         }
         let started = Instant::now();
-        let outcome = selftest::run(self.host.as_ref());
+        let outcome = selftest::run_with(self.host.as_ref(), params);
         let result = match &outcome {
             selftest::Outcome::Passed { .. } => SelfTestResult::Passed,
             selftest::Outcome::Failed { .. } => SelfTestResult::Failed,

@@ -1040,3 +1040,75 @@ fn auto_on_a_module_node_switches_to_ebpf_only_with_the_grant() {
     assert!(!pass.status.reload_pending);
     assert!(!e.host.module_loaded());
 }
+
+// ---- self-test of the eBPF backend ---------------------------------------------------
+
+fn ebpf_trusting() -> Desired {
+    let mut d = trusting();
+    d.spec.backend = BackendChoice::Ebpf;
+    d
+}
+
+#[test]
+fn ebpf_self_test_runs_after_attach_and_is_reported() {
+    let e = env();
+    let mut agent = e.agent();
+    let (p, _) = run(&mut agent, &ebpf_trusting());
+    assert_eq!(p.status.phase, Phase::Loaded, "{:?}", p.status);
+    assert_eq!(p.status.backend, Some(Backend::Ebpf));
+    let st = p.status.self_test.expect("self test reported");
+    assert_eq!(st.result, SelfTestResult::Passed);
+    assert_eq!(st.srcversion, EBPF_SELF_TEST_KEY);
+    // Planned from the eBPF backend's parameters: the trusted network's first address.
+    let plans = e.host.lock().self_test_plans.clone();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].balancer.to_string(), "10.0.0.1");
+    assert_eq!(plans[0].handshakes[0].kind, 200);
+    // Not repeated on a resync with the same parameters ...
+    run(&mut agent, &ebpf_trusting());
+    assert_eq!(e.host.lock().self_test_plans.len(), 1);
+    // ... but after a parameter change (written to the map without a reload).
+    let mut d = ebpf_trusting();
+    d.spec.module.trusted_sources = vec!["10.7.0.0/16".into()];
+    let (p, _) = run(&mut agent, &d);
+    assert_eq!(p.status.phase, Phase::Loaded);
+    let plans = e.host.lock().self_test_plans.clone();
+    assert_eq!(plans.len(), 2);
+    assert_eq!(plans[1].balancer.to_string(), "10.7.0.1");
+}
+
+#[test]
+fn ebpf_self_test_failure_fails_the_node_and_is_retried() {
+    let e = env();
+    e.host
+        .lock()
+        .self_tests
+        .push_back(crate::selftest::Outcome::Failed {
+            seen: "kind 200: accept() returned 10.0.0.1:50000".into(),
+        });
+    let mut agent = e.agent();
+    let (p, _) = run(&mut agent, &ebpf_trusting());
+    assert_eq!(p.status.phase, Phase::Failed);
+    assert_eq!(p.status.reason, Some(Reason::SelfTestFailed));
+    let msg = p.status.message.unwrap_or_default();
+    assert!(
+        msg.contains("the eBPF backend is attached but TOA does not work")
+            && msg.contains("accept() returned 10.0.0.1:50000"),
+        "{msg}"
+    );
+    assert_eq!(p.requeue, FAILURE_RETRY);
+    // Still attached (not detached for a failed test), and tested again next pass.
+    assert!(e.host.lock().ebpf.is_some());
+    run(&mut agent, &ebpf_trusting());
+    assert_eq!(e.host.lock().self_test_plans.len(), 2);
+}
+
+#[test]
+fn ebpf_with_nothing_trusted_skips_the_self_test() {
+    let e = env();
+    let (p, _) = run(&mut e.agent(), &ebpf(DesiredState::Loaded));
+    assert_eq!(p.status.phase, Phase::Loaded);
+    let st = p.status.self_test.expect("reported");
+    assert_eq!(st.result, SelfTestResult::Skipped);
+    assert!(e.host.lock().self_test_plans.is_empty());
+}
