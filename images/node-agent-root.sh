@@ -7,8 +7,12 @@
 #                                               `debootstrap --variant=minbase trixie` with
 #                                               images/node-agent.packages (keyed by that list)
 #   images/node-agent-root.sh stage DIR BINARY  writes the agent's own files under DIR:
-#                                               usr/bin/toa-node-agent (BINARY, static) and the
+#                                               usr/bin/toa-node-agent (BINARY, static), the
 #                                               module sources at usr/share/toa-node-agent/kmod
+#                                               and the compiled eBPF backend at
+#                                               usr/share/toa-node-agent/ebpf/toa.bpf.o
+#                                               (ebpf/bpf/build.sh, Debian's clang; no compiler
+#                                               reaches the image for it)
 #
 # The image is the base root plus the staged files (the Containerfile adds only metadata: the
 # entrypoint /usr/bin/toa-node-agent, port 9101). /usr/src stays empty: the DaemonSet mounts the
@@ -109,6 +113,11 @@ stage() {
 		--exclude='*.a' --exclude=fuzz --exclude='.tmp*' -cf - .) |
 		(cd "$dir/usr/share/toa-node-agent/kmod" && tar -xf -)
 	[ -n "$(ls -A "$dir/usr/share/toa-node-agent/kmod")" ] || die "kmod/ has no sources"
+	# The eBPF backend's object (the agent's --ebpf-object default, DEFAULT_EBPF_OBJECT).
+	mkdir -p "$dir/usr/share/toa-node-agent/ebpf"
+	"$ROOT/ebpf/bpf/build.sh" "$dir/usr/share/toa-node-agent/ebpf/toa.bpf.o" ||
+		die "building the eBPF object (ebpf/bpf/build.sh) failed"
+	chmod 0444 "$dir/usr/share/toa-node-agent/ebpf/toa.bpf.o"
 }
 
 case "${1:-}" in
@@ -119,7 +128,7 @@ stage)
 	;;
 entrypoint) echo "$ENTRYPOINT" ;;
 *)
-	sed -n '2,16p' "$0" >&2
+	sed -n '2,22p' "$0" >&2
 	exit 2
 	;;
 esac

@@ -13,8 +13,9 @@ mod yaml;
 
 pub use module::{ModuleSettings, PortRange, SettingsError};
 pub use node_state::{
-    Backend, BuildInfo, DesiredState, KernelInfo, ModuleInfo, ModuleSource, NodePhase, NodeReason,
-    SelfTestInfo, SelfTestResult, ToaNodeState, ToaNodeStateSpec, ToaNodeStateStatus,
+    Backend, BackendChoice, BuildInfo, DesiredState, KernelInfo, ModuleInfo, ModuleSource,
+    NodePhase, NodeReason, SelfTestInfo, SelfTestResult, ToaNodeState, ToaNodeStateSpec,
+    ToaNodeStateStatus,
 };
 pub use policy::{
     KernelCount, Lifecycle, NodeFailure, OnDelete, Rollout, ToaPolicy, ToaPolicySpec,

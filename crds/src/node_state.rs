@@ -56,11 +56,74 @@ pub struct ToaNodeStateSpec {
     #[serde(default)]
     pub reload_allowed: bool,
     /// Which TOA implementation serves the node: Module (the kernel module, built by the
-    /// agent) or EBPF (eBPF programs on the root cgroup v2: no compiler, no kernel headers,
-    /// no module signing; kernels >= 5.10). Switching is a disruptive change like a reload
-    /// (it waits for reloadAllowed).
+    /// agent), EBPF (eBPF programs on the root cgroup v2: no compiler, no kernel headers,
+    /// no module signing; kernels >= 5.10) or Auto (the agent picks EBPF when the node can run
+    /// it, Module otherwise, and says why in status.message). Switching is a disruptive change
+    /// like a reload (it waits for reloadAllowed).
     #[serde(default)]
-    pub backend: Backend,
+    pub backend: BackendChoice,
+}
+
+/// The backend a policy asks for: one of the two, or Auto (decided on the node by its agent).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+pub enum BackendChoice {
+    /// The TOA kernel module (toa.ko), built by the agent on the node.
+    #[default]
+    Module,
+    /// eBPF programs attached to the root cgroup v2 (ebpf/README.md).
+    #[serde(rename = "EBPF")]
+    Ebpf,
+    /// EBPF where the node can run it (a cgroup v2 root, a BPF file system, and the programs
+    /// pass the kernel's verifier; the module settings fit the eBPF backend), Module otherwise.
+    Auto,
+}
+
+impl BackendChoice {
+    /// The wire name (Module, EBPF, Auto).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendChoice::Module => "Module",
+            BackendChoice::Ebpf => "EBPF",
+            BackendChoice::Auto => "Auto",
+        }
+    }
+
+    /// The backend this choice names, `None` for Auto.
+    pub fn fixed(self) -> Option<Backend> {
+        match self {
+            BackendChoice::Module => Some(Backend::Module),
+            BackendChoice::Ebpf => Some(Backend::Ebpf),
+            BackendChoice::Auto => None,
+        }
+    }
+}
+
+impl From<Backend> for BackendChoice {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Module => BackendChoice::Module,
+            Backend::Ebpf => BackendChoice::Ebpf,
+        }
+    }
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A TOA implementation.
@@ -162,7 +225,8 @@ pub struct ToaNodeStateStatus {
     /// Last module build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildInfo>,
-    /// The agent's TOA self-test of the loaded module (after every load or adoption).
+    /// The agent's TOA self-test of the serving backend (after every load, attach or adoption,
+    /// and every parameter change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_test: Option<SelfTestInfo>,
     /// The agent wants a disruptive reload (its module source differs from
@@ -237,7 +301,7 @@ pub struct SelfTestInfo {
     /// What each check saw (the addresses returned to the test's server).
     #[serde(default)]
     pub message: String,
-    /// srcversion of the module that was tested.
+    /// srcversion of the module that was tested (`ebpf` when the eBPF backend was).
     #[serde(default)]
     pub srcversion: String,
 }

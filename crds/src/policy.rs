@@ -5,6 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::module::ModuleSettings;
+use crate::node_state::BackendChoice;
 
 /// Lowest accepted `spec.priority`.
 pub const MIN_PRIORITY: i32 = 0;
@@ -36,6 +37,7 @@ pub const MAX_REPORTED_FAILURES: usize = 20;
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name": "Stale", "type": "integer", "priority": 1, "jsonPath": ".status.staleNodes"}"#,
+    printcolumn = r#"{"name": "Backend", "type": "string", "priority": 1, "jsonPath": ".spec.backend"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -57,6 +59,14 @@ pub struct ToaPolicySpec {
     /// Pacing of disruptive module reloads.
     #[serde(default)]
     pub rollout: Rollout,
+    /// Which TOA implementation serves the selected nodes: Module (default: the kernel
+    /// module, built by the agent on each node), EBPF (eBPF programs on the root cgroup v2:
+    /// no compiler, no kernel headers, no module signing; kernels >= 5.10), or Auto (each
+    /// node's agent picks EBPF where the node can run it, Module otherwise, and reports which
+    /// one and why in its ToaNodeState). Changing it switches each node's backend: a
+    /// disruptive change paced like a reload by rollout.maxUnavailable.
+    #[serde(default)]
+    pub backend: BackendChoice,
 }
 
 /// What to do with the module when nodes leave the policy.

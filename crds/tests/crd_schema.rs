@@ -390,6 +390,7 @@ fn crd_metadata_matches_the_contract() {
                 "Ready",
                 "Reason",
                 "Stale",
+                "Backend",
                 "Age",
             ],
         ),
@@ -421,9 +422,10 @@ fn crd_metadata_matches_the_contract() {
             .map(|c| c.name.clone())
             .collect();
         assert_eq!(names, columns);
-        // Only `kubectl get -o wide` shows STALE: the default columns stay as documented.
+        // Only `kubectl get -o wide` shows STALE and the policy's BACKEND: the default
+        // columns stay as documented.
         for c in v.additional_printer_columns.iter().flatten() {
-            let wide_only = c.name == "Stale";
+            let wide_only = c.name == "Stale" || (short == "toap" && c.name == "Backend");
             assert_eq!(c.priority.unwrap_or(0) == 1, wide_only, "{}", c.name);
         }
     }

@@ -383,6 +383,76 @@ fn remove_if_exists(p: &Path) -> Result<(), Error> {
     }
 }
 
+/// Where [`probe`] pins the maps of its trial load: a sibling of the pin directory
+/// (`/sys/fs/bpf/toa-probe`), never inside it, and removed again.
+pub fn probe_dir(pin_dir: &Path) -> PathBuf {
+    let name = pin_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "toa".to_string());
+    pin_dir.with_file_name(format!("{name}-probe"))
+}
+
+/// Can this node run the backend? Checks what [`attach`] needs without attaching anything:
+/// the pin directory on a BPF file system, the cgroup a cgroup v2 directory, and the object's
+/// programs for this kernel accepted by the verifier (loaded, then closed). The maps of the
+/// trial load are pinned under [`probe_dir`] and removed before returning. The kernel's own BTF
+/// is not needed: the programs use only UAPI context structs (see [`attach`]).
+pub fn probe(t: &Target) -> Result<(), Error> {
+    sys::check_bpffs(&t.pin_dir)?;
+    sys::check_cgroup2(&t.cgroup)?;
+    let dir = probe_dir(&t.pin_dir);
+    fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    let result = probe_load(t, &dir);
+    let cleanup = remove_probe_dir(&dir);
+    result.and(cleanup)
+}
+
+fn probe_load(t: &Target, dir: &Path) -> Result<(), Error> {
+    let mut bpf = EbpfLoader::new()
+        .btf(None)
+        .default_map_pin_directory(dir)
+        .load_file(&t.object)
+        .map_err(|source| Error::Load {
+            path: t.object.clone(),
+            source: Box::new(source),
+        })?;
+    let sockops = sockops_program()?;
+    let prog: &mut SockOps = program(&mut bpf, sockops)?;
+    prog.load().map_err(|source| Error::Program {
+        name: sockops,
+        source: Box::new(source),
+    })?;
+    for name in ["toa_getpeername4", "toa_getpeername6"] {
+        let prog: &mut CgroupSockAddr = program(&mut bpf, name)?;
+        prog.load().map_err(|source| Error::Program {
+            name,
+            source: Box::new(source),
+        })?;
+    }
+    let getsockopt = getsockopt_program()?;
+    let prog: &mut CgroupSockopt = program(&mut bpf, getsockopt)?;
+    prog.load().map_err(|source| Error::Program {
+        name: getsockopt,
+        source: Box::new(source),
+    })?;
+    Ok(())
+}
+
+fn remove_probe_dir(dir: &Path) -> Result<(), Error> {
+    for m in MAPS {
+        remove_if_exists(&dir.join(m))?;
+    }
+    match fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+            what: "removing the probe directory",
+            path: dir.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Writes the parameters into the pinned `toa_config` map (applies to connections established
 /// from now on, like the module's parameters).
 pub fn write_config(pin_dir: &Path, params: &Params) -> Result<(), Error> {
@@ -493,6 +563,28 @@ mod tests {
         let e = attach(&t, &Params::default()).expect_err("tmpfs is not bpffs");
         assert!(matches!(e, Error::NotBpffs(_)), "{e}");
         assert!(e.to_string().contains("mount -t bpf"), "{e}");
+    }
+
+    #[test]
+    fn probe_refuses_a_directory_outside_bpffs_and_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = Target {
+            object: dir.path().join("toa.bpf.o"),
+            cgroup: PathBuf::from(CGROUP_ROOT),
+            pin_dir: dir.path().join("toa"),
+        };
+        let e = probe(&t).expect_err("tmpfs is not bpffs");
+        assert!(matches!(e, Error::NotBpffs(_)), "{e}");
+        assert!(!probe_dir(&t.pin_dir).exists());
+        assert!(!t.pin_dir.exists());
+    }
+
+    #[test]
+    fn the_probe_pins_beside_the_pin_directory() {
+        assert_eq!(
+            probe_dir(Path::new("/sys/fs/bpf/toa")),
+            PathBuf::from("/sys/fs/bpf/toa-probe")
+        );
     }
 
     #[test]

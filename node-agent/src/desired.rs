@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-pub use toa_crds::{Backend, DesiredState, ModuleSettings};
+pub use toa_crds::{Backend, BackendChoice, DesiredState, ModuleSettings};
 
 /// ToaNodeState.spec as the agent reads it. Unlike the CRD, nodeName and policy may be left
 /// out of a standalone file (there is no operator and no node object to match).
@@ -23,9 +23,9 @@ pub struct DesiredSpec {
     pub replace_foreign_module: bool,
     #[serde(default)]
     pub reload_allowed: bool,
-    /// Module (default) or EBPF.
+    /// Module (default), EBPF or Auto.
     #[serde(default)]
-    pub backend: Backend,
+    pub backend: BackendChoice,
 }
 
 impl From<&toa_crds::ToaNodeStateSpec> for DesiredSpec {
@@ -114,18 +114,20 @@ mod tests {
         assert_eq!(s.module, ModuleSettings::default());
         assert_eq!(s.module.ipv4_option_kinds, [200]);
         assert!(!s.replace_foreign_module && !s.reload_allowed);
-        assert_eq!(s.backend, Backend::Module);
+        assert_eq!(s.backend, BackendChoice::Module);
     }
 
     #[test]
     fn backend_is_read() {
         let s = p("desiredState: Loaded\nbackend: EBPF\n").expect("parse");
-        assert_eq!(s.backend, Backend::Ebpf);
+        assert_eq!(s.backend, BackendChoice::Ebpf);
         let s = p(r#"{"spec":{"desiredState":"Loaded","backend":"Module"}}"#).expect("parse");
-        assert_eq!(s.backend, Backend::Module);
+        assert_eq!(s.backend, BackendChoice::Module);
         let e = p("backend: ebpf\n").expect_err("case matters");
         assert!(e.to_string().contains("EBPF"), "{e}");
-        let e = p("backend: Auto\n").expect_err("unknown");
+        let s = p("desiredState: Loaded\nbackend: Auto\n").expect("parse");
+        assert_eq!(s.backend, BackendChoice::Auto);
+        let e = p("backend: Automatic\n").expect_err("unknown");
         assert!(e.to_string().contains("desired-state file"), "{e}");
     }
 
@@ -199,10 +201,10 @@ spec:
             module: ModuleSettings::default(),
             replace_foreign_module: true,
             reload_allowed: false,
-            backend: Backend::Ebpf,
+            backend: BackendChoice::Ebpf,
         };
         let d = DesiredSpec::from(&crd);
-        assert_eq!(d.backend, Backend::Ebpf);
+        assert_eq!(d.backend, BackendChoice::Ebpf);
         assert_eq!(d.node_name, "n1");
         assert_eq!(d.desired_state, DesiredState::Unloaded);
         assert!(d.replace_foreign_module);

@@ -29,15 +29,25 @@ pub fn params(m: &ModuleSettings) -> Result<toa_ebpf::Params, SettingsRefused> {
     })
 }
 
-/// The parameters as the status message shows them (the module's parameter syntax).
-pub fn describe(p: &toa_ebpf::Params) -> String {
+/// The parameters as the self-test's planner reads the module's (`/sys/module/toa/parameters`
+/// syntax), so that the eBPF backend is tested with a balancer and port in its scope.
+pub fn self_test_params(p: &toa_ebpf::Params) -> crate::selftest::plan::ModuleParams {
     let trusted: Vec<String> = p
         .trusted_sources
         .iter()
         .map(|c| format!("{}/{}", c.addr, c.prefix))
         .collect();
-    let ports: Vec<String> = p
-        .ports
+    crate::selftest::plan::ModuleParams {
+        ipv4_kinds: Some(joined(&p.ipv4_kinds)),
+        nat64_kinds: Some(joined(&p.nat64_kinds)),
+        trusted_sources: Some(trusted.join(",")),
+        accept_any_source: Some(u8::from(p.accept_any_source).to_string()),
+        ports: Some(ports_text(&p.ports)),
+    }
+}
+
+fn ports_text(ports: &[(u16, u16)]) -> String {
+    ports
         .iter()
         .map(|(lo, hi)| {
             if lo == hi {
@@ -46,6 +56,16 @@ pub fn describe(p: &toa_ebpf::Params) -> String {
                 format!("{lo}-{hi}")
             }
         })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The parameters as the status message shows them (the module's parameter syntax).
+pub fn describe(p: &toa_ebpf::Params) -> String {
+    let trusted: Vec<String> = p
+        .trusted_sources
+        .iter()
+        .map(|c| format!("{}/{}", c.addr, c.prefix))
         .collect();
     format!(
         "ipv4_kinds={} nat64_kinds={} trusted_sources={} accept_any_source={} ports={}",
@@ -53,7 +73,7 @@ pub fn describe(p: &toa_ebpf::Params) -> String {
         joined(&p.nat64_kinds),
         trusted.join(","),
         u8::from(p.accept_any_source),
-        ports.join(",")
+        ports_text(&p.ports)
     )
 }
 
@@ -96,6 +116,31 @@ mod tests {
             describe(&p),
             "ipv4_kinds=200,254 nat64_kinds=254 trusted_sources=10.0.0.0/8,192.0.2.7/32 accept_any_source=0 ports=443,8000-8100"
         );
+    }
+
+    #[test]
+    fn the_self_test_plans_within_the_ebpf_scope() {
+        let m = ModuleSettings {
+            ipv4_option_kinds: vec![254],
+            nat64_option_kinds: vec![253],
+            trusted_sources: vec!["10.9.0.0/16".into()],
+            accept_from_any_source: false,
+            ports: vec![PortRange {
+                port: 8000,
+                end_port: Some(8100),
+            }],
+        };
+        let p = params(&m).expect("valid");
+        let sp = self_test_params(&p);
+        assert_eq!(sp.ports.as_deref(), Some("8000-8100"));
+        let plan = crate::selftest::plan::plan(&sp).expect("a plan");
+        assert_eq!(plan.port, 8000);
+        assert!(plan.balancer.octets()[..2] == [10, 9], "{}", plan.balancer);
+        assert_eq!(plan.handshakes.len(), 2);
+        assert_eq!(plan.handshakes[0].kind, 254);
+        // Nothing trusted: skipped, for the same reason as the module's.
+        let none = params(&ModuleSettings::default()).expect("defaults");
+        assert!(crate::selftest::plan::plan(&self_test_params(&none)).is_err());
     }
 
     #[test]

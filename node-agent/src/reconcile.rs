@@ -73,6 +73,10 @@ pub struct Reconciler {
     /// The parameters this process last wrote to the eBPF backend (None: it has not attached
     /// or adopted it yet, or detached it since).
     ebpf_params: Option<toa_ebpf::Params>,
+    /// Backend Auto's pick on this node for this process, and why (the kernel's abilities do
+    /// not change while it runs, so the probe runs once; a failed eBPF attach turns it into
+    /// Module).
+    auto_pick: Option<(Backend, String)>,
 }
 
 /// Intermediate results inside a pass: a terminal status, or a value to continue with.
@@ -119,6 +123,7 @@ impl Reconciler {
             last_prune: None,
             self_test: None,
             ebpf_params: None,
+            auto_pick: None,
         }
     }
 
@@ -149,16 +154,33 @@ impl Reconciler {
             DesiredState::Loaded => {
                 self.unload_started = None;
                 self.unload_attempts = 0;
-                let step = match desired.spec.backend {
-                    Backend::Module => match self.leave_ebpf(desired, progress) {
-                        Ok(()) => self.load_pass(desired, &facts, progress),
-                        Err(p) => Err(p),
+                let (backend, mut why) = self.pick_backend(desired);
+                let step = match backend {
+                    Backend::Module => self.module_pass(desired, &facts, progress),
+                    Backend::Ebpf => match self.ebpf_pass(desired, progress) {
+                        // Auto falls back to the module when the programs cannot be attached
+                        // after all (the probe loads them, but attaching can still fail).
+                        Err(p) if why.is_some() && p.status.reason == Some(Reason::LoadFailed) => {
+                            let e = p.status.message.unwrap_or_default();
+                            let fallback = format!("Auto picked Module: {e}");
+                            tracing::warn!(reason = %fallback, "backend Auto falls back to the module");
+                            self.auto_pick = Some((Backend::Module, fallback.clone()));
+                            why = Some(fallback);
+                            self.module_pass(desired, &facts, progress)
+                        }
+                        step => step,
                     },
-                    Backend::Ebpf => self.ebpf_pass(desired, progress),
                 };
-                match step {
+                let mut pass = match step {
                     Ok(p) | Err(p) => p,
+                };
+                if let Some(why) = why {
+                    pass.status.message = Some(match pass.status.message.take() {
+                        Some(m) => format!("{m} [{why}]"),
+                        None => format!("[{why}]"),
+                    });
                 }
+                pass
             }
         };
         // Keep srcversion and parameters visible whenever a module is loaded.
@@ -180,7 +202,7 @@ impl Reconciler {
         let ebpf = self.host.ebpf_attached();
         let module = module::loaded(self.host.as_ref()).is_some();
         match (ebpf, module) {
-            (true, true) => Some(desired.spec.backend),
+            (true, true) => Some(self.resolved_backend(desired)),
             (true, false) => Some(Backend::Ebpf),
             (false, true) => Some(Backend::Module),
             (false, false) => None,
@@ -713,7 +735,72 @@ impl Reconciler {
 
 // ---- eBPF backend ----------------------------------------------------------------------
 
+/// `status.selfTest.srcversion` of a self-test of the eBPF backend (it has no srcversion).
+pub const EBPF_SELF_TEST_KEY: &str = "ebpf";
+
 impl Reconciler {
+    /// The backend to serve the node with, and for Auto why this one. Module and EBPF are
+    /// taken as asked. Auto picks Module when the module settings do not fit the eBPF backend
+    /// (checked on every pass: the settings change), else keeps its pick for this process:
+    /// EBPF when the eBPF backend is attached already (adopted after a restart) or the node
+    /// passes the probe (BPF file system, cgroup v2 root, programs verified), Module otherwise.
+    fn pick_backend(&mut self, desired: &Desired) -> (Backend, Option<String>) {
+        if let Some(b) = desired.spec.backend.fixed() {
+            return (b, None);
+        }
+        if let Err(e) = crate::ebpf::params(&desired.spec.module) {
+            // Not kept: once the settings fit, the node's own abilities decide.
+            return (Backend::Module, Some(format!("Auto picked Module: {e}")));
+        }
+        if let Some((b, why)) = self.auto_pick.as_ref() {
+            return (*b, Some(why.clone()));
+        }
+        let pick = if self.host.ebpf_attached() {
+            (
+                Backend::Ebpf,
+                "Auto picked EBPF: the eBPF backend is attached on this node".to_string(),
+            )
+        } else {
+            match self.host.ebpf_probe() {
+                Ok(()) => (
+                    Backend::Ebpf,
+                    "Auto picked EBPF: this node runs it (BPF file system, cgroup v2 root, programs accepted by the kernel's verifier)".to_string(),
+                ),
+                Err(e) => (
+                    Backend::Module,
+                    format!("Auto picked Module: this node cannot run the eBPF backend: {e}"),
+                ),
+            }
+        };
+        tracing::info!(backend = %pick.0, reason = %pick.1, "backend Auto resolved");
+        self.auto_pick = Some(pick.clone());
+        (pick.0, Some(pick.1))
+    }
+
+    /// The backend picked for `desired` without probing again (Auto: the kept pick, Module
+    /// when the settings do not fit the eBPF backend).
+    fn resolved_backend(&self, desired: &Desired) -> Backend {
+        match desired.spec.backend.fixed() {
+            Some(b) => b,
+            None if crate::ebpf::params(&desired.spec.module).is_err() => Backend::Module,
+            None => self.auto_pick.as_ref().map_or(Backend::Module, |(b, _)| *b),
+        }
+    }
+
+    /// Desired Loaded with the module: leave the eBPF backend first (with a grant), then load.
+    #[allow(clippy::result_large_err)]
+    fn module_pass(
+        &mut self,
+        desired: &Desired,
+        facts: &KernelFacts,
+        progress: &mut dyn FnMut(&NodeStatus),
+    ) -> Step<Pass> {
+        match self.leave_ebpf(desired, progress) {
+            Ok(()) => self.load_pass(desired, facts, progress),
+            Err(p) => Err(p),
+        }
+    }
+
     /// Desired Unloaded (either backend): detaches the eBPF backend when it is attached.
     /// Returns whether it was.
     #[allow(clippy::result_large_err)]
@@ -811,11 +898,26 @@ impl Reconciler {
         } else if self.ebpf_params.as_ref() != Some(&params) {
             tracing::info!(parameters = %described, "eBPF backend parameters changed at runtime (no reload)");
         }
+        let params_changed = self.ebpf_params.as_ref() != Some(&params);
+        let info = self.self_test_with(
+            EBPF_SELF_TEST_KEY,
+            params_changed,
+            &crate::ebpf::self_test_params(&params),
+        );
         self.ebpf_params = Some(params);
-        Ok(Pass {
-            status: self.status_with(Phase::Loaded, message),
-            requeue: RESYNC,
-        })
+        let mut status = self.status_with(Phase::Loaded, message);
+        let mut requeue = RESYNC;
+        if info.result == SelfTestResult::Failed {
+            status.phase = Phase::Failed;
+            status.reason = Some(Reason::SelfTestFailed);
+            status.message = Some(format!(
+                "the eBPF backend is attached but TOA does not work on this node: the agent's self-test {}",
+                info.message
+            ));
+            requeue = FAILURE_RETRY;
+        }
+        status.self_test = Some(info);
+        Ok(Pass { status, requeue })
     }
 
     /// Desired backend EBPF while a toa module is loaded: ours is unloaded with the operator's
@@ -887,6 +989,20 @@ impl Reconciler {
     /// The self-test result for the loaded module `srcversion`: the last one while it still
     /// applies (same module, same parameters, passed or skipped), else a new run.
     fn self_test_for(&mut self, srcversion: &str, params_changed: bool) -> SelfTestInfo {
+        let params = selftest::module_params(self.host.as_ref());
+        self.self_test_with(srcversion, params_changed, &params)
+    }
+
+    /// The self-test of whatever serves under `key` (a module srcversion, or
+    /// [`EBPF_SELF_TEST_KEY`]) with the parameters `params`: the last result while it still
+    /// applies, else a new run.
+    fn self_test_with(
+        &mut self,
+        key: &str,
+        params_changed: bool,
+        params: &selftest::plan::ModuleParams,
+    ) -> SelfTestInfo {
+        let srcversion = key;
         if let Some(last) = &self.self_test {
             if last.srcversion == srcversion
                 && !params_changed
@@ -896,7 +1012,7 @@ impl Reconciler {
             }
         }
         let started = Instant::now();
-        let outcome = selftest::run(self.host.as_ref());
+        let outcome = selftest::run_with(self.host.as_ref(), params);
         let result = match &outcome {
             selftest::Outcome::Passed { .. } => SelfTestResult::Passed,
             selftest::Outcome::Failed { .. } => SelfTestResult::Failed,

@@ -1,7 +1,7 @@
 //! Reconcile scenarios against the fake host: each test is one situation a node can be in.
 
 use super::*;
-use crate::desired::{DesiredSpec, ModuleSettings};
+use crate::desired::{BackendChoice, DesiredSpec, ModuleSettings};
 use crate::host::fake::{FakeBuild, FakeHost};
 use crate::host::Errno;
 use crate::metrics::SharedView;
@@ -694,7 +694,7 @@ fn nothing_trusted_skips_the_self_test_with_the_reason() {
 
 fn ebpf(state: DesiredState) -> Desired {
     let mut d = want(state);
-    d.spec.backend = Backend::Ebpf;
+    d.spec.backend = BackendChoice::Ebpf;
     d
 }
 
@@ -904,4 +904,211 @@ fn switch_ebpf_to_module_waits_for_the_grant() {
     assert_eq!(phases[0], Phase::Unloading);
     assert!(e.host.lock().ebpf.is_none());
     assert!(e.host.module_loaded());
+}
+
+// ---- backend Auto ---------------------------------------------------------------------
+
+fn auto(state: DesiredState) -> Desired {
+    let mut d = want(state);
+    d.spec.backend = BackendChoice::Auto;
+    d
+}
+
+#[test]
+fn auto_picks_ebpf_where_the_node_runs_it_and_says_why() {
+    let e = env();
+    let mut agent = e.agent();
+    let (pass, _) = run(&mut agent, &auto(DesiredState::Loaded));
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(s.backend, Some(Backend::Ebpf));
+    let msg = s.message.as_deref().unwrap_or("");
+    assert!(
+        msg.starts_with("backend EBPF: eBPF backend attached"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("[Auto picked EBPF: this node runs it"),
+        "{msg}"
+    );
+    assert_eq!(e.makes(), 0);
+    assert!(!e.host.module_loaded());
+    // The probe runs once per process; later passes keep the pick.
+    let (pass, _) = run(&mut agent, &auto(DesiredState::Loaded));
+    assert_eq!(pass.status.backend, Some(Backend::Ebpf));
+    assert_eq!(e.host.lock().ebpf_probes, 1);
+}
+
+#[test]
+fn auto_falls_back_to_the_module_when_the_probe_fails() {
+    let e = env();
+    e.host.lock().ebpf_probe_error = Some("/sys/fs/cgroup is not a cgroup v2 directory".into());
+    let mut agent = e.agent();
+    let (pass, _) = run(&mut agent, &auto(DesiredState::Loaded));
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(s.backend, Some(Backend::Module));
+    assert!(e.host.module_loaded());
+    assert!(e.host.lock().ebpf.is_none());
+    let msg = s.message.as_deref().unwrap_or("");
+    assert!(msg.starts_with("backend Module: "), "{msg}");
+    assert!(
+        msg.contains("[Auto picked Module: this node cannot run the eBPF backend: ")
+            && msg.contains("not a cgroup v2 directory"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn auto_falls_back_to_the_module_when_attaching_fails() {
+    let e = env();
+    e.host
+        .lock()
+        .ebpf_attach_errors
+        .push_back("program toa_sockops: permission denied".into());
+    let mut agent = e.agent();
+    let (pass, _) = run(&mut agent, &auto(DesiredState::Loaded));
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(s.backend, Some(Backend::Module));
+    assert!(e.host.module_loaded());
+    let msg = s.message.as_deref().unwrap_or("");
+    assert!(
+        msg.contains("[Auto picked Module: the eBPF backend could not be attached: ")
+            && msg.contains("permission denied"),
+        "{msg}"
+    );
+    // The fallback is kept: no second attach, no flapping between the backends.
+    let (pass, _) = run(&mut agent, &auto(DesiredState::Loaded));
+    assert_eq!(pass.status.backend, Some(Backend::Module));
+    assert!(!pass.status.reload_pending);
+    assert!(e.host.lock().ebpf_attaches.is_empty());
+}
+
+#[test]
+fn auto_picks_the_module_for_settings_ebpf_cannot_take() {
+    let e = env();
+    let mut d = auto(DesiredState::Loaded);
+    d.spec.module.trusted_sources = vec!["2001:db8::/32".into()];
+    let mut agent = e.agent();
+    let (pass, _) = run(&mut agent, &d);
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(s.backend, Some(Backend::Module));
+    let msg = s.message.as_deref().unwrap_or("");
+    assert!(
+        msg.contains("[Auto picked Module: the EBPF backend cannot take"),
+        "{msg}"
+    );
+    assert!(msg.contains("2001:db8::/32"), "{msg}");
+    assert_eq!(e.host.lock().ebpf_probes, 0, "no probe needed");
+}
+
+#[test]
+fn auto_adopts_an_attached_ebpf_backend_after_a_restart() {
+    let e = env();
+    e.host.lock().ebpf = Some(toa_ebpf::Params::default());
+    e.host.lock().ebpf_probe_error = Some("must not be asked".into());
+    let (pass, _) = run(&mut e.agent(), &auto(DesiredState::Loaded));
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(s.backend, Some(Backend::Ebpf));
+    assert_eq!(e.host.lock().ebpf_probes, 0);
+    assert_eq!(e.host.lock().ebpf_attaches, [toa_ebpf::Outcome::Adopted]);
+}
+
+#[test]
+fn auto_on_a_module_node_switches_to_ebpf_only_with_the_grant() {
+    let e = env();
+    let mut agent = e.agent();
+    run(&mut agent, &want(DesiredState::Loaded));
+    assert!(e.host.module_loaded());
+    let (pass, _) = run(&mut agent, &auto(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Loaded);
+    assert!(pass.status.reload_pending);
+    assert_eq!(pass.status.backend, Some(Backend::Module));
+    assert!(e.host.lock().ebpf.is_none());
+    let mut d = auto(DesiredState::Loaded);
+    d.spec.reload_allowed = true;
+    let (pass, _) = run(&mut agent, &d);
+    assert_eq!(
+        pass.status.backend,
+        Some(Backend::Ebpf),
+        "{:?}",
+        pass.status
+    );
+    assert!(!pass.status.reload_pending);
+    assert!(!e.host.module_loaded());
+}
+
+// ---- self-test of the eBPF backend ---------------------------------------------------
+
+fn ebpf_trusting() -> Desired {
+    let mut d = trusting();
+    d.spec.backend = BackendChoice::Ebpf;
+    d
+}
+
+#[test]
+fn ebpf_self_test_runs_after_attach_and_is_reported() {
+    let e = env();
+    let mut agent = e.agent();
+    let (p, _) = run(&mut agent, &ebpf_trusting());
+    assert_eq!(p.status.phase, Phase::Loaded, "{:?}", p.status);
+    assert_eq!(p.status.backend, Some(Backend::Ebpf));
+    let st = p.status.self_test.expect("self test reported");
+    assert_eq!(st.result, SelfTestResult::Passed);
+    assert_eq!(st.srcversion, EBPF_SELF_TEST_KEY);
+    // Planned from the eBPF backend's parameters: the trusted network's first address.
+    let plans = e.host.lock().self_test_plans.clone();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].balancer.to_string(), "10.0.0.1");
+    assert_eq!(plans[0].handshakes[0].kind, 200);
+    // Not repeated on a resync with the same parameters ...
+    run(&mut agent, &ebpf_trusting());
+    assert_eq!(e.host.lock().self_test_plans.len(), 1);
+    // ... but after a parameter change (written to the map without a reload).
+    let mut d = ebpf_trusting();
+    d.spec.module.trusted_sources = vec!["10.7.0.0/16".into()];
+    let (p, _) = run(&mut agent, &d);
+    assert_eq!(p.status.phase, Phase::Loaded);
+    let plans = e.host.lock().self_test_plans.clone();
+    assert_eq!(plans.len(), 2);
+    assert_eq!(plans[1].balancer.to_string(), "10.7.0.1");
+}
+
+#[test]
+fn ebpf_self_test_failure_fails_the_node_and_is_retried() {
+    let e = env();
+    e.host
+        .lock()
+        .self_tests
+        .push_back(crate::selftest::Outcome::Failed {
+            seen: "kind 200: accept() returned 10.0.0.1:50000".into(),
+        });
+    let mut agent = e.agent();
+    let (p, _) = run(&mut agent, &ebpf_trusting());
+    assert_eq!(p.status.phase, Phase::Failed);
+    assert_eq!(p.status.reason, Some(Reason::SelfTestFailed));
+    let msg = p.status.message.unwrap_or_default();
+    assert!(
+        msg.contains("the eBPF backend is attached but TOA does not work")
+            && msg.contains("accept() returned 10.0.0.1:50000"),
+        "{msg}"
+    );
+    assert_eq!(p.requeue, FAILURE_RETRY);
+    // Still attached (not detached for a failed test), and tested again next pass.
+    assert!(e.host.lock().ebpf.is_some());
+    run(&mut agent, &ebpf_trusting());
+    assert_eq!(e.host.lock().self_test_plans.len(), 2);
+}
+
+#[test]
+fn ebpf_with_nothing_trusted_skips_the_self_test() {
+    let e = env();
+    let (p, _) = run(&mut e.agent(), &ebpf(DesiredState::Loaded));
+    assert_eq!(p.status.phase, Phase::Loaded);
+    let st = p.status.self_test.expect("reported");
+    assert_eq!(st.result, SelfTestResult::Skipped);
+    assert!(e.host.lock().self_test_plans.is_empty());
 }

@@ -29,6 +29,13 @@ const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 pub const CONTAINER_NAME: &str = "agent";
 /// Where the host's root-ish trees are mounted inside the agent (agent `--host-root`).
 const HOST_ROOT: &str = "/host";
+/// Where the agent image ships the compiled eBPF backend (images/node-agent-root.sh `stage`;
+/// the agent's `--ebpf-object` default).
+pub const EBPF_OBJECT: &str = "/usr/share/toa-node-agent/ebpf/toa.bpf.o";
+/// The host's cgroup v2 root as the agent sees it (mounted from the host, `--cgroup-root`).
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The eBPF backend's pin directory on the host's BPF file system (`--bpf-pin-dir`).
+pub const BPF_PIN_DIR: &str = "/sys/fs/bpf/toa";
 
 /// Rollout pacing of the agent pods. An agent restart never unloads the module: the new agent
 /// adopts the loaded module whose srcversion matches, and a disruptive reload happens only when
@@ -66,7 +73,15 @@ struct HostMount {
 /// - host /usr/lib at /host/usr/lib: Debian's headers link scripts/ and tools/ into
 ///   /usr/lib/linux-kbuild-X.Y; the agent links that one directory into its own /usr/lib
 ///   (mounting the host's /usr/lib over the image's would replace the agent's compiler).
-const HOST_MOUNTS: [HostMount; 7] = [
+///
+/// And what the eBPF backend needs (ToaNodeState.spec.backend EBPF or Auto):
+/// - host /sys/fs/bpf (the BPF file system) at /sys/fs/bpf, writable: the agent pins the
+///   backend's programs, links and maps under /sys/fs/bpf/toa, so that they outlive the pod
+///   and a new agent adopts them;
+/// - host /sys/fs/cgroup (the cgroup v2 root) at /sys/fs/cgroup, read-only: the programs
+///   attach to the root cgroup, which covers every pod and host process. Both are mounted on
+///   their own, not only through /sys: a runtime may put its own cgroup view over /sys/fs/cgroup.
+const HOST_MOUNTS: [HostMount; 9] = [
     HostMount {
         name: "host-proc",
         host_path: "/proc",
@@ -80,6 +95,22 @@ const HOST_MOUNTS: [HostMount; 7] = [
         host_path: "/sys",
         mount_path: "/sys",
         read_only: false,
+        kind: "Directory",
+        also_at: None,
+    },
+    HostMount {
+        name: "host-bpffs",
+        host_path: "/sys/fs/bpf",
+        mount_path: "/sys/fs/bpf",
+        read_only: false,
+        kind: "Directory",
+        also_at: None,
+    },
+    HostMount {
+        name: "host-cgroup",
+        host_path: "/sys/fs/cgroup",
+        mount_path: "/sys/fs/cgroup",
+        read_only: true,
         kind: "Directory",
         also_at: None,
     },
@@ -254,6 +285,9 @@ pub fn build(cfg: &AgentConfig, name: &str, namespace: &str) -> DaemonSet {
                 format!("--log-format={}", cfg.log_format.as_str()),
                 format!("--build-timeout={}", cfg.build_timeout_seconds),
                 format!("--cache-max-age-days={}", cfg.cache_max_age_days),
+                format!("--ebpf-object={EBPF_OBJECT}"),
+                format!("--cgroup-root={CGROUP_ROOT}"),
+                format!("--bpf-pin-dir={BPF_PIN_DIR}"),
             ]
             .into_iter()
             .chain(cfg.per_cpu_metrics.then(|| "--per-cpu-metrics".to_string()))
@@ -480,6 +514,10 @@ mod tests {
         assert!(args.contains(&"--build-timeout=600".to_string()));
         assert!(args.contains(&"--cache-max-age-days=30".to_string()));
         assert!(!args.contains(&"--per-cpu-metrics".to_string()));
+        // The eBPF backend's object in the image, the host's cgroup v2 root and bpffs.
+        assert!(args.contains(&format!("--ebpf-object={EBPF_OBJECT}")));
+        assert!(args.contains(&"--cgroup-root=/sys/fs/cgroup".to_string()));
+        assert!(args.contains(&"--bpf-pin-dir=/sys/fs/bpf/toa".to_string()));
         let probe = c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref());
         assert!(probe.is_some_and(|h| h.host.is_none()), "{probe:?}");
         // Default: tolerate every taint.
@@ -522,6 +560,9 @@ mod tests {
         };
         assert_eq!(find("/host/proc"), ("/proc".into(), true));
         assert_eq!(find("/sys"), ("/sys".into(), false));
+        // The eBPF backend: pins on the host's bpffs, attached to the host's cgroup v2 root.
+        assert_eq!(find("/sys/fs/bpf"), ("/sys/fs/bpf".into(), false));
+        assert_eq!(find("/sys/fs/cgroup"), ("/sys/fs/cgroup".into(), true));
         assert_eq!(find("/host/lib/modules"), ("/lib/modules".into(), true));
         assert_eq!(find("/host/usr/src"), ("/usr/src".into(), true));
         assert_eq!(

@@ -47,6 +47,10 @@ pub struct FakeState {
     pub ebpf: Option<toa_ebpf::Params>,
     /// Errors (as messages) returned by the next `ebpf_attach` calls, in order; empty = success.
     pub ebpf_attach_errors: VecDeque<String>,
+    /// The error (as a message) `ebpf_probe` returns; `None`: the node can run eBPF.
+    pub ebpf_probe_error: Option<String>,
+    /// How many times `ebpf_probe` ran.
+    pub ebpf_probes: usize,
     /// Outcomes of every successful `ebpf_attach`, and the number of detaches.
     pub ebpf_attaches: Vec<toa_ebpf::Outcome>,
     pub ebpf_detaches: usize,
@@ -273,6 +277,15 @@ impl Host for FakeHost {
         st.ebpf = Some(params.clone());
         st.ebpf_attaches.push(outcome);
         Ok(outcome)
+    }
+
+    fn ebpf_probe(&self) -> Result<(), toa_ebpf::Error> {
+        let mut st = self.lock();
+        st.ebpf_probes += 1;
+        match &st.ebpf_probe_error {
+            Some(e) => Err(fake_ebpf_error(e)),
+            None => Ok(()),
+        }
     }
 
     fn ebpf_attached(&self) -> bool {

@@ -112,6 +112,9 @@ pub trait Host: Send + Sync {
     /// eBPF backend: loads and attaches it, or adopts the pinned one (see [`toa_ebpf::attach`]);
     /// the parameters are written in every case.
     fn ebpf_attach(&self, params: &toa_ebpf::Params) -> Result<toa_ebpf::Outcome, toa_ebpf::Error>;
+    /// eBPF backend: whether this node can run it, without attaching (see [`toa_ebpf::probe`]);
+    /// backend Auto asks this before it picks EBPF.
+    fn ebpf_probe(&self) -> Result<(), toa_ebpf::Error>;
     /// eBPF backend: whether every link is pinned (it serves).
     fn ebpf_attached(&self) -> bool;
     /// eBPF backend: detaches it and removes its pins; false when nothing was pinned.

@@ -282,6 +282,10 @@ impl Host for RealHost {
         toa_ebpf::attach(&self.ebpf, params)
     }
 
+    fn ebpf_probe(&self) -> Result<(), toa_ebpf::Error> {
+        toa_ebpf::probe(&self.ebpf)
+    }
+
     fn ebpf_attached(&self) -> bool {
         toa_ebpf::is_attached(&self.ebpf.pin_dir)
     }

@@ -8,6 +8,9 @@
 //! - [`netns`] runs the handshakes through a TUN device in a network namespace of its own
 //!   thread, so nothing is visible to (or left in) the node's namespaces.
 //!
+//! The eBPF backend gets the same test (its parameters in the module's syntax, from
+//! `crate::ebpf::self_test_params`): the application contract is the same.
+//!
 //! Every connection counts in the module's counters like any other (`syn_recv_sock_toa`,
 //! `getname_toa_ok`, one `ip6_address_alloc`/`free` pair for the NAT64 case).
 
@@ -62,7 +65,14 @@ pub fn module_params(host: &dyn crate::host::Host) -> plan::ModuleParams {
 
 /// Plans and runs the self-test against the module loaded on `host`.
 pub fn run(host: &dyn crate::host::Host) -> Outcome {
-    match plan::plan(&module_params(host)) {
+    run_with(host, &module_params(host))
+}
+
+/// Plans and runs the self-test for a backend whose parameters are `params` (the module's,
+/// or the eBPF backend's in the module's syntax): the handshakes are the same, what serves
+/// them is whichever backend is attached.
+pub fn run_with(host: &dyn crate::host::Host, params: &plan::ModuleParams) -> Outcome {
+    match plan::plan(params) {
         Ok(p) => host.run_self_test(&p),
         Err(why) => Outcome::Skipped { why },
     }

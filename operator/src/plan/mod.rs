@@ -144,7 +144,7 @@ pub fn plan(snapshot: &ClusterSnapshot, now: Timestamp) -> Plan {
                 module: policy.module.clone(),
                 replace_foreign_module: policy.spec.lifecycle.replace_foreign_module,
                 reload_allowed: grants[n],
-                backend: toa_crds::Backend::Module,
+                backend: policy.spec.backend,
             }
         } else if let Some(spec) = leaving.unloading.get(&n) {
             spec.clone()

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
 use proptest::prelude::*;
-use toa_crds::{DesiredState, NodePhase, OnDelete, ToaNodeState, ToaPolicy};
+use toa_crds::{
+    Backend, BackendChoice, DesiredState, NodePhase, OnDelete, ToaNodeState, ToaPolicy,
+};
 
 use super::selector::Selector;
 use super::testutil::*;
@@ -33,38 +35,50 @@ fn arb_policy(name: &'static str) -> impl Strategy<Value = ToaPolicy> {
         1..4i32,                          // maxUnavailable
         proptest::option::of(0..1200i64), // deleted this many seconds ago
         any::<bool>(),                    // has finalizer
+        arb_backend_choice(),
     )
-        .prop_map(move |(prio, created, ml, expr, od, mu, del, fin)| {
-            let mut p = policy(name, &[]);
-            p.spec.priority = prio;
-            p.metadata.creation_timestamp = Some(Time(ts(1_000 + created)));
-            if let Some((k, v)) = ml {
-                p.spec.node_selector.match_labels = Some(labels(&[(KEYS[k], VALUES[v])]));
-            }
-            if let Some((k, op, vals)) = expr {
-                let op = ["In", "NotIn", "Exists", "DoesNotExist"][op];
-                let values: Vec<String> = vals.iter().map(|v| VALUES[*v].to_string()).collect();
-                // Sometimes invalid on purpose (In without values, Exists with values).
-                p.spec.node_selector.match_expressions = Some(vec![LabelSelectorRequirement {
-                    key: KEYS[k].to_string(),
-                    operator: op.to_string(),
-                    values: if values.is_empty() {
-                        None
-                    } else {
-                        Some(values)
-                    },
-                }]);
-            }
-            p.spec.lifecycle.on_delete = od;
-            p.spec.rollout.max_unavailable = mu;
-            if let Some(ago) = del {
-                p.metadata.deletion_timestamp = Some(Time(ts(NOW - ago)));
-            }
-            if !fin {
-                p.metadata.finalizers = None;
-            }
-            p
-        })
+        .prop_map(
+            move |(prio, created, ml, expr, od, mu, del, fin, backend)| {
+                let mut p = policy(name, &[]);
+                p.spec.backend = backend;
+                p.spec.priority = prio;
+                p.metadata.creation_timestamp = Some(Time(ts(1_000 + created)));
+                if let Some((k, v)) = ml {
+                    p.spec.node_selector.match_labels = Some(labels(&[(KEYS[k], VALUES[v])]));
+                }
+                if let Some((k, op, vals)) = expr {
+                    let op = ["In", "NotIn", "Exists", "DoesNotExist"][op];
+                    let values: Vec<String> = vals.iter().map(|v| VALUES[*v].to_string()).collect();
+                    // Sometimes invalid on purpose (In without values, Exists with values).
+                    p.spec.node_selector.match_expressions = Some(vec![LabelSelectorRequirement {
+                        key: KEYS[k].to_string(),
+                        operator: op.to_string(),
+                        values: if values.is_empty() {
+                            None
+                        } else {
+                            Some(values)
+                        },
+                    }]);
+                }
+                p.spec.lifecycle.on_delete = od;
+                p.spec.rollout.max_unavailable = mu;
+                if let Some(ago) = del {
+                    p.metadata.deletion_timestamp = Some(Time(ts(NOW - ago)));
+                }
+                if !fin {
+                    p.metadata.finalizers = None;
+                }
+                p
+            },
+        )
+}
+
+fn arb_backend_choice() -> impl Strategy<Value = BackendChoice> {
+    prop_oneof![
+        Just(BackendChoice::Module),
+        Just(BackendChoice::Ebpf),
+        Just(BackendChoice::Auto)
+    ]
 }
 
 fn arb_node(i: usize) -> impl Strategy<Value = NodeMeta> {
@@ -100,16 +114,24 @@ fn arb_state(i: usize) -> impl Strategy<Value = ToaNodeState> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        arb_backend_choice(),
+        proptest::option::of(prop_oneof![Just(Backend::Module), Just(Backend::Ebpf)]),
     )
-        .prop_map(move |(pol, phase, pending, allowed, unload)| {
-            let pol = POLICY_NAMES.get(pol).copied().unwrap_or("removed");
-            let phase = phase.map(|p| NodePhase::ALL[p]);
-            let mut s = reload(state(&format!("node-{i:05}"), pol, phase), pending, allowed);
-            if unload {
-                s.spec.desired_state = DesiredState::Unloaded;
-            }
-            s
-        })
+        .prop_map(
+            move |(pol, phase, pending, allowed, unload, asked, serving)| {
+                let pol = POLICY_NAMES.get(pol).copied().unwrap_or("removed");
+                let phase = phase.map(|p| NodePhase::ALL[p]);
+                let mut s = reload(state(&format!("node-{i:05}"), pol, phase), pending, allowed);
+                s.spec.backend = asked;
+                if let Some(st) = s.status.as_mut() {
+                    st.backend = serving;
+                }
+                if unload {
+                    s.spec.desired_state = DesiredState::Unloaded;
+                }
+                s
+            },
+        )
 }
 
 /// A random cluster: up to 6 policies, `max_nodes` nodes, states for a random
@@ -220,6 +242,9 @@ fn check(s: &ClusterSnapshot, out: &Plan) -> Result<(), TestCaseError> {
                     d.map(|d| d.module.clone()),
                     Some(w.spec.module.normalized())
                 );
+                // The policy's backend choice reaches the node unchanged (Auto included: the
+                // agent resolves it).
+                prop_assert_eq!(d.map(|d| d.backend), Some(w.spec.backend));
                 *selected.entry(wname).or_default() += 1;
             }
             None => {
@@ -355,6 +380,31 @@ fn check(s: &ClusterSnapshot, out: &Plan) -> Result<(), TestCaseError> {
             })
             .count();
         prop_assert!(st.loaded_nodes as usize <= loaded_phase);
+        // A node serving another backend than the policy asks for is not loaded (its switch
+        // is still to come, paced like a reload).
+        let serving_asked = mine
+            .iter()
+            .filter(|(_, st)| {
+                let serving = st
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.backend)
+                    .unwrap_or(Backend::Module);
+                st.phase() == Some(NodePhase::Loaded)
+                    && match p.spec.backend {
+                        BackendChoice::Module => serving == Backend::Module,
+                        BackendChoice::Ebpf => serving == Backend::Ebpf,
+                        BackendChoice::Auto => true,
+                    }
+            })
+            .count();
+        prop_assert!(
+            st.loaded_nodes as usize <= serving_asked,
+            "{}: {} loaded but {} serve the asked backend",
+            &pname,
+            st.loaded_nodes,
+            serving_asked
+        );
         let kernel_total: i32 = st.kernels.iter().map(|k| k.nodes).sum();
         prop_assert!(kernel_total <= st.selected_nodes);
         let ready = toa_crds::conditions::is_condition_true(&st.conditions, "Ready");

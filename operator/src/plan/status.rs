@@ -43,6 +43,21 @@ fn loaded_for(state: &ToaNodeState, policy: &PolicyView<'_>) -> bool {
         && state.spec.policy == policy.name
         && state.spec.desired_state == DesiredState::Loaded
         && state.spec.module == policy.module
+        && backend_as_asked(state, policy)
+}
+
+/// The node runs the backend the policy asks for: the spec carries the policy's choice and the
+/// agent reports that backend serving (for Auto: either one, the agent's pick). A node that
+/// still serves the old backend while its switch waits for a grant is not done yet. A status
+/// without a backend (agents before the eBPF backend) counts as the module.
+fn backend_as_asked(state: &ToaNodeState, policy: &PolicyView<'_>) -> bool {
+    let serving = state
+        .status
+        .as_ref()
+        .and_then(|s| s.backend)
+        .unwrap_or(toa_crds::Backend::Module);
+    state.spec.backend == policy.spec.backend
+        && policy.spec.backend.fixed().is_none_or(|b| b == serving)
 }
 
 fn failure_of(node: &str, state: &ToaNodeState) -> Option<NodeFailure> {

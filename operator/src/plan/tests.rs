@@ -1,7 +1,7 @@
 //! Scenario tests of `plan`.
 
 use toa_crds::conditions::{find_condition, types};
-use toa_crds::{DesiredState, NodePhase, OnDelete};
+use toa_crds::{Backend, BackendChoice, DesiredState, NodePhase, OnDelete};
 
 use super::testutil::*;
 use super::{plan, FinalizerRelease, Plan};
@@ -519,6 +519,134 @@ fn reloads_are_paced_by_max_unavailable() {
         .map(|(n, _)| n.as_str())
         .collect();
     assert_eq!(granted, ["a", "b"]);
+}
+
+#[test]
+fn the_policy_backend_reaches_every_node_state() {
+    for choice in [
+        BackendChoice::Module,
+        BackendChoice::Ebpf,
+        BackendChoice::Auto,
+    ] {
+        let mut pol = policy("p", &[]);
+        pol.spec.backend = choice;
+        let p = run(&snapshot(
+            vec![pol],
+            vec![node("a", &[]), node("b", &[])],
+            vec![],
+        ));
+        for n in ["a", "b"] {
+            assert_eq!(p.node_states[n].spec.backend, choice, "{n}");
+        }
+    }
+}
+
+/// A node serving `serving`, as its agent reports it, for a spec that asks `asked`.
+fn serving(
+    mut s: toa_crds::ToaNodeState,
+    asked: BackendChoice,
+    serving: Backend,
+) -> toa_crds::ToaNodeState {
+    s.spec.backend = asked;
+    if let Some(st) = s.status.as_mut() {
+        st.backend = Some(serving);
+    }
+    s
+}
+
+#[test]
+fn a_backend_switch_is_paced_like_a_reload() {
+    // Four nodes run the module; the policy now asks for EBPF. Each agent keeps the module
+    // serving and asks with reloadPending (node-agent reconcile: leave_module).
+    let mut pol = max_unavailable(policy("p", &[]), 2);
+    pol.spec.backend = BackendChoice::Ebpf;
+    let nodes: Vec<_> = ["a", "b", "c", "d"].iter().map(|n| node(n, &[])).collect();
+    let asking = |n: &str| {
+        serving(
+            reload(state(n, "p", Some(NodePhase::Loaded)), true, false),
+            BackendChoice::Ebpf,
+            Backend::Module,
+        )
+    };
+    let p = run(&snapshot(
+        vec![pol.clone()],
+        nodes.clone(),
+        ["a", "b", "c", "d"].iter().map(|n| asking(n)).collect(),
+    ));
+    assert_eq!(granted(&p), ["a", "b"]);
+    assert_eq!(p.policy_status["p"].loaded_nodes, 0);
+    assert!(
+        cond(&p, "p", types::PROGRESSING)
+            .2
+            .contains("4 reloads pending (maxUnavailable 2)"),
+        "{:?}",
+        cond(&p, "p", types::PROGRESSING)
+    );
+
+    // a switched (serves EBPF, asks no more), b is switching (Unloading with its grant):
+    // one slot is free, c gets it; a counts as loaded, the others do not.
+    let states = vec![
+        serving(
+            state("a", "p", Some(NodePhase::Loaded)),
+            BackendChoice::Ebpf,
+            Backend::Ebpf,
+        ),
+        serving(
+            reload(state("b", "p", Some(NodePhase::Unloading)), true, true),
+            BackendChoice::Ebpf,
+            Backend::Module,
+        ),
+        asking("c"),
+        asking("d"),
+    ];
+    let p = run(&snapshot(vec![pol.clone()], nodes.clone(), states));
+    assert_eq!(granted(&p), ["b", "c"]);
+    assert_eq!(p.policy_status["p"].loaded_nodes, 1);
+
+    // The agents' report before they saw the new spec (spec still Module, serving Module): not
+    // loaded for a policy that asks EBPF, and no grant while nobody asks.
+    let states: Vec<_> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| {
+            serving(
+                state(n, "p", Some(NodePhase::Loaded)),
+                BackendChoice::Module,
+                Backend::Module,
+            )
+        })
+        .collect();
+    let p = run(&snapshot(vec![pol], nodes, states));
+    assert!(granted(&p).is_empty());
+    assert_eq!(p.policy_status["p"].loaded_nodes, 0);
+    assert!(p
+        .node_states
+        .values()
+        .all(|d| d.spec.backend == BackendChoice::Ebpf));
+}
+
+#[test]
+fn auto_counts_either_backend_as_loaded() {
+    let mut pol = policy("p", &[]);
+    pol.spec.backend = BackendChoice::Auto;
+    let states = vec![
+        serving(
+            state("a", "p", Some(NodePhase::Loaded)),
+            BackendChoice::Auto,
+            Backend::Ebpf,
+        ),
+        serving(
+            state("b", "p", Some(NodePhase::Loaded)),
+            BackendChoice::Auto,
+            Backend::Module,
+        ),
+    ];
+    let p = run(&snapshot(
+        vec![pol],
+        vec![node("a", &[]), node("b", &[])],
+        states,
+    ));
+    assert_eq!(p.policy_status["p"].loaded_nodes, 2);
+    assert_eq!(cond(&p, "p", types::READY).0, "True");
 }
 
 #[test]

@@ -3,7 +3,10 @@
 # toa-node-agent, standalone mode, desired backend EBPF. It attaches the eBPF backend from the
 # shipped object (no compiler, no headers in the guest), reports Loaded with backend EBPF,
 # serves the BPF counters on /metrics with backend="ebpf", adopts the pins after a restart,
-# and detaches on Unloaded. Prints `# TOA-EBPF-NODE-READY Nms` (agent start to Loaded).
+# and detaches on Unloaded. Its self-test (a handshake through a TUN device in a private
+# network namespace) passes against the eBPF backend. Backend Auto probes the node (programs
+# verified, nothing attached, the probe's pins removed) and picks EBPF. Prints
+# `# TOA-EBPF-NODE-READY Nms` (agent start to Loaded, self-test included).
 
 AGENT_DIR=/tmp/agent
 mkdir -p "$AGENT_DIR"
@@ -12,10 +15,11 @@ STATUS=$AGENT_DIR/status.json
 METRICS=http://127.0.0.1:9101/metrics
 
 toa-ebpf detach >/dev/null 2>&1
+# write_desired STATE [BACKEND]: the desired-state file (backend EBPF unless given).
 write_desired() {
 	cat >"$DESIRED.tmp" <<EOT
 desiredState: $1
-backend: EBPF
+backend: ${2:-EBPF}
 module:
   trustedSources: ["$TRUST"]
 EOT
@@ -80,6 +84,17 @@ if [ -e /sys/fs/bpf/toa/link_sockops ]; then
 else
 	notok "agent_pinned_the_backend" "/sys/fs/bpf/toa/link_sockops missing"
 fi
+# The self-test ran against the eBPF backend: both handshakes (IPv4 accept/getpeername and
+# NAT64 getsockopt 4096) saw the client the test's balancer sent.
+flat=$(tr -d '\n ' <"$STATUS" 2>/dev/null)
+case $flat in
+*'"selfTest":{"result":"Passed"'*'"srcversion":"ebpf"'*) ok "agent_ebpf_self_test_passed" ;;
+*) notok "agent_ebpf_self_test_passed" "no selfTest Passed for ebpf in the status" ;;
+esac
+case $flat in
+*'[2001:db8::77]:40077'*) ok "agent_ebpf_self_test_checked_nat64" ;;
+*) notok "agent_ebpf_self_test_checked_nat64" "the self-test message has no [2001:db8::77]:40077" ;;
+esac
 check agent_ebpf_rewrites toatest conn --count 2
 check agent_ebpf_nat64_getsockopt toatest conn --count 1 --nat64 2001:db8::77
 if scrape >"$AGENT_DIR/metrics.txt"; then
@@ -135,6 +150,26 @@ else
 	notok "agent_detach_removes_pins" "$(ls /sys/fs/bpf/toa)"
 fi
 check_fails agent_detached_no_rewrite "getpeername=10.0.0.2:" toatest conn --count 1
+
+# ---- backend Auto: the agent probes this kernel, picks EBPF and says why.
+write_desired Loaded Auto
+if wait_phase Loaded 600 && grep -q '"backend": "EBPF"' "$STATUS" && grep -q 'Auto picked EBPF: this node runs it' "$STATUS"; then
+	ok "agent_auto_picks_ebpf"
+else
+	notok "agent_auto_picks_ebpf" "$(cat "$STATUS" 2>/dev/null)"
+fi
+if [ ! -e /sys/fs/bpf/toa-probe ]; then
+	ok "agent_auto_probe_leaves_no_pins"
+else
+	notok "agent_auto_probe_leaves_no_pins" "$(ls /sys/fs/bpf/toa-probe)"
+fi
+check agent_auto_rewrites toatest conn --count 1
+write_desired Unloaded Auto
+if wait_phase Unloaded 600 && [ ! -e /sys/fs/bpf/toa ]; then
+	ok "agent_auto_unloaded_detaches"
+else
+	notok "agent_auto_unloaded_detaches" "$(cat "$STATUS" 2>/dev/null)"
+fi
 stop_agent
 if grep -qi 'panicked\|error' "$AGENT_DIR/agent.log"; then
 	echo "# agent log:"
