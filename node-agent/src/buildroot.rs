@@ -460,14 +460,14 @@ impl Family for Debian {
                 .iter()
                 .map(|k| format!("--keyring={}", k.display())),
         );
+        let key_dir = target.with_extension("keys");
         if plan.keyrings.is_empty() {
-            // No host keyring: signed-by must carry every key; an empty keyring file keeps
-            // mmdebstrap from trusting the image's.
-            args.push("--keyring=/dev/null".into());
+            // No host keyring: signed-by must carry every key. The directory of the inline
+            // keys (perhaps empty) keeps mmdebstrap from trusting the image's keys.
+            args.push(format!("--keyring={}", key_dir.display()));
         }
         args.push(plan.key.suite.clone());
         args.push(target.display().to_string());
-        let key_dir = target.with_extension("keys");
         args.extend(plan.sources.iter().map(|l| {
             let mut l = l.clone();
             for (file, _) in &plan.inline_keys {
