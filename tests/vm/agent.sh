@@ -20,8 +20,8 @@
 # adopts (source Adopted, no make run); after rmmod the next start loads from the cache
 # (source Cache, no make run); runtime parameter changes need no reload; desired Unloaded
 # removes the module; missing headers give HeadersMissing naming the package (agent.buildRoot
-# false); /metrics after real TOA traffic shows the exact counter values. On the host, `promtool check metrics`
-# lints the scraped exposition and compares its families and labels with
+# false); /metrics after real TOA traffic shows the exact counter values. On the host,
+# `promtool check metrics` lints the scraped exposition and compares its families and labels with
 # tests/fixtures/agent-metrics.prom (TOA_UPDATE_FIXTURES=1 rewrites the fixture instead).
 # Each kernel ends with `N passed, M failed`; with several kernels the last line is the total.
 # --upgrade (agent-guest/upgrade.sh): a persistent node disk (raw image under the run directory,
