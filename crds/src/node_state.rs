@@ -434,8 +434,17 @@ named_enum!(
         /// did not show the address it sent (see selfTest.message).
         SelfTestFailed,
         /// The running kernel was built with a compiler (its CONFIG_CC_VERSION_TEXT) that the
-        /// agent image does not have: run an agent image that provides it.
+        /// agent image does not have: run an agent image that provides it. With a build root
+        /// from the node's distribution (the default on Debian-family nodes) only when that is
+        /// not possible either.
         CompilerMismatch,
+        /// The image cannot build for this kernel and assembling a build root from the node's
+        /// own distribution failed (no apt sources, a package missing from the mirror, a
+        /// signature the node does not trust); the message names the cause and the fix.
+        BuildRootFailed,
+        /// The image cannot build for this kernel and the package mirror for the build root
+        /// did not answer; the message names it. Air-gapped clusters set agent.buildRootMirror.
+        MirrorUnreachable,
     }
 );
 

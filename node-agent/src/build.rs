@@ -64,16 +64,35 @@ pub fn tail(log: &str, n: usize) -> String {
     lines[start..].join("\n")
 }
 
-/// Builds `toa.ko` with `make -C KDIR M=WORK modules`.
+/// Where the compiler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toolchain<'a> {
+    /// The agent's own image, against the host's build tree (a host path).
+    Image,
+    /// `chroot ROOT` (a local path), against a build tree inside it (a path as seen inside);
+    /// the work directory is created in the root's `/tmp`.
+    Chroot(&'a Path),
+}
+
+/// Builds `toa.ko` with `make -C KDIR M=WORK modules`. `work_root` is used with the image's
+/// toolchain; a chroot build works in the root's own `/tmp`.
 pub fn build(
     host: &dyn Host,
     kdir: &Path,
     source: &ModuleSource,
     work_root: &Path,
     timeout: Duration,
+    toolchain: Toolchain<'_>,
 ) -> Result<Built, BuildError> {
     let seq = BUILD_SEQ.fetch_add(1, Ordering::Relaxed);
-    let dir = work_root.join(format!("build-{}-{seq}", std::process::id()));
+    let name = format!("build-{}-{seq}", std::process::id());
+    let (dir, inside) = match toolchain {
+        Toolchain::Image => (work_root.join(&name), None),
+        Toolchain::Chroot(root) => {
+            let inside = Path::new("/tmp/toa-build").join(&name);
+            (root.join("tmp/toa-build").join(&name), Some(inside))
+        }
+    };
     let setup = |err| BuildError::Setup {
         dir: dir.clone(),
         err,
@@ -85,22 +104,36 @@ pub fn build(
     let guard = WorkDir(dir.clone());
     source.copy_to(&guard.0).map_err(setup)?;
 
-    let tree = host.build_tree(kdir).map_err(|err| BuildError::Setup {
-        dir: kdir.to_path_buf(),
-        err,
-    })?;
+    let tree = match toolchain {
+        Toolchain::Image => host.build_tree(kdir).map_err(|err| BuildError::Setup {
+            dir: kdir.to_path_buf(),
+            err,
+        })?,
+        Toolchain::Chroot(_) => kdir.to_path_buf(),
+    };
     let jobs = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let make_args = vec![
+        format!("-j{jobs}"),
+        "-C".into(),
+        tree.display().to_string(),
+        format!("M={}", inside.as_deref().unwrap_or(&guard.0).display()),
+        "modules".into(),
+    ];
+    let (program, args) = match toolchain {
+        Toolchain::Image => ("make".to_string(), make_args),
+        Toolchain::Chroot(root) => (
+            "chroot".to_string(),
+            [root.display().to_string(), "make".into()]
+                .into_iter()
+                .chain(make_args)
+                .collect(),
+        ),
+    };
     let cmd = CommandSpec {
-        program: "make".into(),
-        args: vec![
-            format!("-j{jobs}"),
-            "-C".into(),
-            tree.display().to_string(),
-            format!("M={}", guard.0.display()),
-            "modules".into(),
-        ],
+        program,
+        args,
         cwd: guard.0.clone(),
         timeout,
     };
@@ -163,7 +196,15 @@ mod tests {
             srcversion: "ABC".into(),
         });
         let kdir = Path::new("/lib/modules/6.1.0-56-amd64/build");
-        let built = build(&host, kdir, &src, work.path(), Duration::from_secs(5)).expect("build");
+        let built = build(
+            &host,
+            kdir,
+            &src,
+            work.path(),
+            Duration::from_secs(5),
+            Toolchain::Image,
+        )
+        .expect("build");
         assert_eq!(built.info.srcversion.as_deref(), Some("ABC"));
         let runs = host.lock().runs.clone();
         assert_eq!(runs.len(), 1);
@@ -173,6 +214,48 @@ mod tests {
         assert!(runs[0].args.iter().any(|a| a.starts_with("M=")));
         assert_eq!(runs[0].args.last().map(String::as_str), Some("modules"));
         // The private directory is gone afterwards.
+        assert_eq!(std::fs::read_dir(work.path()).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn chroot_build_runs_make_inside_the_root_and_cleans_up() {
+        let (_d, src) = source();
+        let work = tempfile::tempdir().expect("t");
+        let root = tempfile::tempdir().expect("t");
+        let host = FakeHost::debian();
+        host.lock().build = Some(FakeBuild::Succeed {
+            srcversion: "ROOTED".into(),
+        });
+        let kdir = Path::new("/lib/modules/5.10.0-35-amd64/build");
+        let built = build(
+            &host,
+            kdir,
+            &src,
+            work.path(),
+            Duration::from_secs(5),
+            Toolchain::Chroot(root.path()),
+        )
+        .expect("build");
+        assert_eq!(built.info.srcversion.as_deref(), Some("ROOTED"));
+        let runs = host.lock().runs.clone();
+        assert_eq!(runs[0].program, "chroot");
+        assert_eq!(runs[0].args[0], root.path().display().to_string());
+        assert_eq!(runs[0].args[1], "make");
+        assert!(runs[0].args.contains(&kdir.display().to_string()));
+        let m = runs[0]
+            .args
+            .iter()
+            .find_map(|a| a.strip_prefix("M="))
+            .expect("M=");
+        assert!(m.starts_with("/tmp/toa-build/build-"), "{m}");
+        // The sources were copied into the root's /tmp, and removed after.
+        assert!(runs[0].cwd.starts_with(root.path().join("tmp/toa-build")));
+        assert_eq!(
+            std::fs::read_dir(root.path().join("tmp/toa-build"))
+                .expect("ls")
+                .count(),
+            0
+        );
         assert_eq!(std::fs::read_dir(work.path()).expect("ls").count(), 0);
     }
 
@@ -192,6 +275,7 @@ mod tests {
             &src,
             work.path(),
             Duration::from_secs(5),
+            Toolchain::Image,
         )
         .expect_err("fails");
         let tail = err.log_tail().expect("tail").to_string();
@@ -214,6 +298,7 @@ mod tests {
             &src,
             work.path(),
             Duration::from_secs(7),
+            Toolchain::Image,
         )
         .expect_err("times out");
         assert!(err.to_string().contains("7s"), "{err}");
@@ -231,6 +316,7 @@ mod tests {
             &src,
             work.path(),
             Duration::from_secs(1),
+            Toolchain::Image,
         )
         .expect_err("no make");
         assert!(err.to_string().contains("make"));

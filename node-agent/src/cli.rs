@@ -98,6 +98,26 @@ pub struct Cli {
     )]
     pub build_timeout: u64,
 
+    /// When the agent image cannot build for the node's kernel (no headers on the node, the
+    /// kernel's compiler missing from the image, the headers' kbuild helpers not running in
+    /// it), assemble a build root from the node's own distribution (its apt sources and
+    /// trusted keys; cached under --cache-dir) and build in it. Off: report HeadersMissing /
+    /// CompilerMismatch instead.
+    #[arg(
+        long,
+        env = "TOA_BUILD_ROOT",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub build_root: bool,
+
+    /// The package mirror (http:// or https:// URL) the build root is fetched from instead of
+    /// the URIs of the node's apt sources, for air-gapped clusters; the node's suites,
+    /// components and signed-by keys are kept.
+    #[arg(long, env = "TOA_BUILD_ROOT_MIRROR", value_name = "URL", value_parser = parse_mirror)]
+    pub build_root_mirror: Option<String>,
+
     /// Days a cached module build for another kernel release (the node rebooted into a new
     /// kernel) is kept unused before it is removed; 0 keeps every build forever. Builds for
     /// the running kernel are never removed.
@@ -143,6 +163,22 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
+/// A mirror URL: http(s), with a host.
+fn parse_mirror(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| {
+            format!("{s:?} is not an http:// or https:// URL; give the mirror's base URL, e.g. http://mirror.example/debian")
+        })?;
+    if rest.is_empty() || rest.starts_with('/') || s.contains(char::is_whitespace) {
+        return Err(format!(
+            "{s:?} names no host; give the mirror's base URL, e.g. http://mirror.example/debian"
+        ));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +211,28 @@ mod tests {
         assert_eq!(c.metrics_addr.port(), 9101);
         assert_eq!(c.cache_dir, PathBuf::from("/var/lib/toa-operator/cache"));
         assert!(Cli::try_parse_from(["toa-node-agent", "--status-file", "x"]).is_err());
+        assert!(c.build_root);
+        assert_eq!(c.build_root_mirror, None);
+    }
+
+    #[test]
+    fn build_root_mirror_must_be_an_http_url() {
+        let c = Cli::try_parse_from([
+            "toa-node-agent",
+            "--build-root-mirror=http://10.0.2.100:8080/debian/",
+            "--build-root=false",
+        ])
+        .expect("parse");
+        assert_eq!(
+            c.build_root_mirror.as_deref(),
+            Some("http://10.0.2.100:8080/debian")
+        );
+        assert!(!c.build_root);
+        for bad in ["ftp://m/debian", "mirror.example", "http://", "http:///x"] {
+            let e = Cli::try_parse_from(["toa-node-agent", "--build-root-mirror", bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("base URL"), "{bad}: {e}");
+        }
     }
 }

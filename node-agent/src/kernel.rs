@@ -13,6 +13,8 @@ pub struct OsRelease {
     pub id: String,
     pub id_like: Vec<String>,
     pub version_id: String,
+    /// `VERSION_CODENAME` (`bookworm`); empty when absent (Debian sid says none).
+    pub version_codename: String,
     pub pretty_name: String,
 }
 
@@ -32,6 +34,7 @@ impl OsRelease {
                 "ID" => os.id = value.to_lowercase(),
                 "ID_LIKE" => os.id_like = value.split_whitespace().map(str::to_lowercase).collect(),
                 "VERSION_ID" => os.version_id = value,
+                "VERSION_CODENAME" => os.version_codename = value,
                 "PRETTY_NAME" => os.pretty_name = value,
                 _ => {}
             }

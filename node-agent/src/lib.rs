@@ -6,6 +6,7 @@
 //! together and [`runner`] drives it from a desired-state source (file or Kubernetes).
 
 pub mod build;
+pub mod buildroot;
 pub mod cache;
 pub mod cli;
 pub mod compiler;

@@ -31,6 +31,7 @@ fn init_logging(format: LogFormat) {
 /// Leftovers of a previous run that was killed mid-build or mid-cache-write.
 fn clean_stale_work(cache_dir: &std::path::Path) {
     let _ = std::fs::remove_dir_all(cache_dir.join("work"));
+    toa_node_agent::buildroot::clean_stale(cache_dir);
     if let Ok(entries) = std::fs::read_dir(cache_dir.join("modules")) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(".tmp-") {
@@ -91,6 +92,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         unload_timeout: Duration::from_secs(cli.unload_timeout),
         cache_max_age: (cli.cache_max_age_days > 0)
             .then(|| Duration::from_secs(cli.cache_max_age_days.saturating_mul(86_400))),
+        build_root: cli.build_root,
+        build_root_mirror: cli.build_root_mirror.clone(),
     };
     let reconciler = Reconciler::new(host.clone(), cfg, metrics.clone());
     let (tx, rx) = mpsc::channel::<Update>();

@@ -6,6 +6,7 @@
 //! srcversion matches our build is adopted, never reloaded.
 
 use crate::build::{self, BuildError};
+use crate::buildroot;
 use crate::cache::{Cache, CacheKey, Miss};
 use crate::compiler;
 use crate::desired::{Backend, Desired, DesiredState};
@@ -42,6 +43,11 @@ pub struct AgentConfig {
     /// Cached builds for other kernel releases are removed after this long unused (see
     /// [`Cache::prune`]); None keeps them forever.
     pub cache_max_age: Option<Duration>,
+    /// Build in a root from the node's own distribution when the image cannot (see
+    /// [`buildroot`]); false reports HeadersMissing / CompilerMismatch instead.
+    pub build_root: bool,
+    /// The mirror for build roots instead of the node's apt source URIs (air-gapped clusters).
+    pub build_root_mirror: Option<String>,
 }
 
 /// How often the cache is checked for builds of other releases to remove.
@@ -530,31 +536,20 @@ impl Reconciler {
                 });
             }
         }
-        let kdir = match headers::discover(self.host.as_ref(), &facts.release, &facts.os) {
-            Headers::Found(dir) => dir,
-            Headers::Missing { searched, package } => {
-                return Err(fail(
-                    Reason::HeadersMissing,
-                    headers::missing_message(&facts.release, &searched, &package),
-                ))
-            }
+        let (kdir, root) = self.toolchain(key, facts, progress)?;
+        let toolchain = match &root {
+            Some(r) => build::Toolchain::Chroot(&r.dir),
+            None => build::Toolchain::Image,
         };
-        // The kernel's compiler must be in the agent's image, or make fails deep in its log.
-        if let Some(kc) = compiler::of_build_tree(self.host.as_ref(), &kdir) {
-            if let Some(message) = compiler::mismatch(self.host.as_ref(), &facts.release, &kc) {
-                tracing::warn!(kernel_compiler = %kc.text, "the agent image lacks the kernel's compiler");
-                return Err(fail(Reason::CompilerMismatch, message));
-            }
-        }
+        let place = match &root {
+            Some(r) => format!("{} in the build root {}", kdir.display(), r.dir.display()),
+            None => kdir.display().to_string(),
+        };
         progress(&self.status_with(
             Phase::Building,
-            format!(
-                "building toa.ko for {} against {}",
-                facts.release,
-                kdir.display()
-            ),
+            format!("building toa.ko for {} against {place}", facts.release),
         ));
-        tracing::info!(release = %facts.release, kdir = %kdir.display(), "building the toa module");
+        tracing::info!(release = %facts.release, kdir = %kdir.display(), build_root = ?root.as_ref().map(|r| &r.dir), "building the toa module");
         let work = self.cfg.cache_dir.join("work");
         let started = Instant::now();
         let result = build::build(
@@ -563,6 +558,7 @@ impl Reconciler {
             sources,
             &work,
             self.cfg.build_timeout,
+            toolchain,
         );
         let secs = started.elapsed().as_secs_f64();
         let built = match result {
@@ -610,6 +606,127 @@ impl Reconciler {
                         )
                     })?;
                 Ok((fallback, srcversion, ModuleSource::Built))
+            }
+        }
+    }
+
+    /// Where to build: the image against the host's headers when it can, else a build root
+    /// from the node's distribution (see [`buildroot`]). Returns the build tree (a host path,
+    /// or a path inside the root) and the root.
+    #[allow(clippy::result_large_err)]
+    fn toolchain(
+        &mut self,
+        key: &CacheKey,
+        facts: &KernelFacts,
+        progress: &mut dyn FnMut(&NodeStatus),
+    ) -> Step<(PathBuf, Option<buildroot::Root>)> {
+        let release = &facts.release;
+        let found = headers::discover(self.host.as_ref(), release, &facts.os);
+        let kdir = match &found {
+            Headers::Found(dir) => Some(dir.clone()),
+            Headers::Missing { .. } => None,
+        };
+        let kc = buildroot::kernel_compiler(self.host.as_ref(), kdir.as_deref(), release);
+        // Why the image cannot build here, as the status it would be without a build root.
+        let cannot = match (&found, &kc) {
+            (Headers::Missing { searched, package }, _) => Some((
+                Reason::HeadersMissing,
+                headers::missing_message(release, searched, package),
+                format!("the node has no headers for {release}"),
+            )),
+            (Headers::Found(dir), kc) => {
+                // The kernel's compiler must be in the agent's image, or make fails deep in
+                // its log.
+                let mismatch = kc.as_ref().and_then(|kc| {
+                    compiler::mismatch(self.host.as_ref(), release, kc).map(|m| (kc, m))
+                });
+                if let Some((kc, m)) = mismatch {
+                    tracing::warn!(kernel_compiler = %kc.text, "the agent image lacks the kernel's compiler");
+                    Some((
+                        Reason::CompilerMismatch,
+                        m,
+                        format!("the agent image has no {}", kc.versioned_name()),
+                    ))
+                } else {
+                    let tree = self.host.build_tree(dir).unwrap_or_else(|_| dir.clone());
+                    buildroot::helpers_unusable(self.host.as_ref(), &tree).map(|m| {
+                        (
+                            Reason::BuildFailed,
+                            format!("{m}; a build root from the node's distribution is needed (--build-root)"),
+                            "the kernel's kbuild helpers do not run in the agent image".to_string(),
+                        )
+                    })
+                }
+            }
+        };
+        let Some((reason, message, why)) = cannot else {
+            return Ok((kdir.unwrap_or_default(), None));
+        };
+        if !self.cfg.build_root {
+            return Err(fail(reason, message));
+        }
+        let Some(family) = buildroot::family_for(&facts.os) else {
+            return Err(fail(
+                reason,
+                format!(
+                    "{message} (no build root either: the agent assembles one only on Debian-family nodes, and {} is not)",
+                    if facts.os.pretty_name.is_empty() { "this node" } else { &facts.os.pretty_name }
+                ),
+            ));
+        };
+        let mirror = self.cfg.build_root_mirror.as_deref();
+        let plan = family
+            .plan(self.host.as_ref(), &facts.os, release, kc.as_ref(), mirror)
+            .map_err(|e| self.build_root_failure(key, e, &why))?;
+        progress(&self.status_with(
+            Phase::Building,
+            format!(
+                "{why}: assembling a build root from the node's distribution ({} {}, {} from {})",
+                family.name(),
+                plan.key.suite,
+                plan.packages.join(", "),
+                plan.mirror_list()
+            ),
+        ));
+        let started = Instant::now();
+        let root = buildroot::ensure(
+            self.host.as_ref(),
+            family.as_ref(),
+            &plan,
+            &self.cfg.cache_dir,
+            self.cfg.build_timeout.saturating_mul(3),
+        )
+        .map_err(|e| self.build_root_failure(key, e, &why))?;
+        tracing::info!(
+            root = %root.dir.display(),
+            fetched = root.fetched,
+            seconds = started.elapsed().as_secs_f64(),
+            "build root ready ({why})"
+        );
+        Ok((root.kdir.clone(), Some(root)))
+    }
+
+    /// The status of a failed build root. An unreachable mirror is retried at the next pass;
+    /// other failures, like a failed build, not before [`BUILD_RETRY`].
+    fn build_root_failure(
+        &mut self,
+        key: &CacheKey,
+        e: buildroot::BuildRootError,
+        why: &str,
+    ) -> Pass {
+        tracing::warn!(error = %e, "no build root from the node's distribution");
+        match e {
+            buildroot::BuildRootError::MirrorUnreachable { .. } => fail(
+                Reason::MirrorUnreachable,
+                format!("{why} and a build root cannot be fetched: {e}"),
+            ),
+            buildroot::BuildRootError::Failed(_) => {
+                let p = fail(
+                    Reason::BuildRootFailed,
+                    format!("{why} and assembling a build root from the node's distribution failed: {e}"),
+                );
+                self.build_failure = Some((key.clone(), Instant::now(), p.status.clone()));
+                p
             }
         }
     }

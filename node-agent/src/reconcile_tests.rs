@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::desired::{BackendChoice, DesiredSpec, ModuleSettings};
-use crate::host::fake::{FakeBuild, FakeHost};
+use crate::host::fake::{FakeBootstrap, FakeBuild, FakeHost};
 use crate::host::Errno;
 use crate::metrics::SharedView;
 
@@ -33,6 +33,8 @@ fn env() -> Env {
         build_timeout: Duration::from_secs(60),
         unload_timeout: Duration::from_secs(600),
         cache_max_age: Some(Duration::from_secs(30 * 86_400)),
+        build_root: true,
+        build_root_mirror: None,
     };
     Env {
         host,
@@ -155,8 +157,10 @@ fn after_rmmod_loads_from_cache() {
 #[test]
 fn kernel_compiler_missing_from_the_image_is_compiler_mismatch() {
     // A Debian 11 kernel (gcc-10) under an image with gcc-12/13/14: the agent names the
-    // kernel's compiler and the remedy instead of running make into "gcc-10: not found".
-    let e = env();
+    // kernel's compiler and the remedy instead of running make into "gcc-10: not found"
+    // (with --build-root=false; see build_root_* below for the default).
+    let mut e = env();
+    e.cfg.build_root = false;
     e.host.put(
         "/lib/modules/6.1.0-56-amd64/build/.config",
         "CONFIG_CC_VERSION_TEXT=\"gcc-10 (Debian 10.2.1-6) 10.2.1 20210110\"\n",
@@ -190,7 +194,9 @@ fn kernel_compiler_missing_from_the_image_is_compiler_mismatch() {
 
 #[test]
 fn headers_missing_names_the_package() {
-    let e = env();
+    // With --build-root=false; see build_root_* below for the default.
+    let mut e = env();
+    e.cfg.build_root = false;
     e.host.remove_prefix("/lib/modules");
     let (pass, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
     assert_eq!(pass.status.phase, Phase::Failed);
@@ -1111,4 +1117,216 @@ fn ebpf_with_nothing_trusted_skips_the_self_test() {
     let st = p.status.self_test.expect("reported");
     assert_eq!(st.result, SelfTestResult::Skipped);
     assert!(e.host.lock().self_test_plans.is_empty());
+}
+
+// ---- Build root from the node's own distribution ---------------------------------------
+
+const BULLSEYE_REL: &str = "5.10.0-35-amd64";
+
+/// A Debian 11 node (5.10, gcc-10) with its apt sources and keys, without headers.
+fn bullseye_env() -> Env {
+    let e = env();
+    e.host
+        .set_uname(BULLSEYE_REL, "#1 SMP Debian 5.10.237-1 (2025-05-19)");
+    e.host.remove_prefix("/lib/modules");
+    e.host.put(
+        "/etc/os-release",
+        "PRETTY_NAME=\"Debian GNU/Linux 11 (bullseye)\"\nID=debian\nVERSION_ID=\"11\"\nVERSION_CODENAME=bullseye\n",
+    );
+    e.host.put(
+        "/etc/apt/sources.list",
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main\n",
+    );
+    e.host.put(
+        "/proc/version",
+        "Linux version 5.10.0-35-amd64 (debian-kernel@lists.debian.org) (gcc-10 (Debian 10.2.1-6) 10.2.1 20210110, GNU ld (GNU Binutils for Debian) 2.35.2) #1 SMP Debian 5.10.237-1 (2025-05-19)\n",
+    );
+    e.host.lock().programs = vec!["gcc-12".into(), "gcc-13".into(), "gcc-14".into()];
+    e.host.lock().bootstrap = Some(FakeBootstrap::Succeed);
+    e
+}
+
+fn runs_of(e: &Env, program: &str) -> usize {
+    e.host
+        .lock()
+        .runs
+        .iter()
+        .filter(|r| r.program == program)
+        .count()
+}
+
+fn messages(agent: &mut Reconciler, d: &Desired) -> (Pass, Vec<(Phase, String)>) {
+    let mut seen = Vec::new();
+    let pass = agent.reconcile(d, &mut |s| {
+        seen.push((s.phase, s.message.clone().unwrap_or_default()))
+    });
+    (pass, seen)
+}
+
+#[test]
+fn build_root_headers_missing_goes_from_pending_to_loaded_without_a_manual_step() {
+    let e = bullseye_env();
+    let (pass, seen) = messages(&mut e.agent(), &want(DesiredState::Loaded));
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(
+        s.module.as_ref().map(|m| m.source),
+        Some(ModuleSource::Built)
+    );
+    let phases: Vec<Phase> = seen.iter().map(|(p, _)| *p).collect();
+    assert_eq!(phases, [Phase::Building, Phase::Building, Phase::Loading]);
+    let fetching = &seen[0].1;
+    assert!(
+        fetching.starts_with("the node has no headers for 5.10.0-35-amd64: assembling a build root from the node's distribution (debian bullseye, gcc-10, make, linux-headers-5.10.0-35-amd64 from http://deb.debian.org/debian)"),
+        "{fetching}"
+    );
+    assert!(seen[1].1.contains("in the build root"), "{}", seen[1].1);
+    // The build ran in the root, with the kernel's own compiler from the node's suite.
+    let runs = e.host.lock().runs.clone();
+    let progs: Vec<&str> = runs.iter().map(|r| r.program.as_str()).collect();
+    assert_eq!(progs, ["mmdebstrap", "chroot"]);
+    let root = e
+        .cfg
+        .cache_dir
+        .join("buildroot/debian-bullseye-5.10.0-35-amd64-gcc10");
+    assert_eq!(runs[1].args[0], root.display().to_string());
+    assert_eq!(runs[1].args[1], "make");
+    assert!(runs[1]
+        .args
+        .contains(&"/lib/modules/5.10.0-35-amd64/build".to_string()));
+    assert!(runs[1]
+        .args
+        .iter()
+        .any(|a| a.starts_with("M=/tmp/toa-build/")));
+    // A new kernel module cache miss (say, a new module source) reuses the root.
+    std::fs::remove_dir_all(e.cfg.cache_dir.join("modules")).expect("rm");
+    e.host.remove_prefix("/sys/module/toa");
+    let (pass, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Loaded);
+    assert_eq!((runs_of(&e, "mmdebstrap"), runs_of(&e, "chroot")), (1, 2));
+}
+
+#[test]
+fn build_root_for_a_compiler_the_image_lacks() {
+    let e = bullseye_env();
+    // Headers are installed, but built by gcc-10, which the image lacks.
+    e.host.put(
+        "/lib/modules/5.10.0-35-amd64/build/Makefile",
+        "include /usr/src/linux-headers-5.10.0-35-common/Makefile\n",
+    );
+    e.host.put(
+        "/lib/modules/5.10.0-35-amd64/build/.config",
+        "CONFIG_CC_VERSION_TEXT=\"gcc-10 (Debian 10.2.1-6) 10.2.1 20210110\"\n",
+    );
+    let (pass, seen) = messages(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Loaded, "{:?}", pass.status);
+    assert!(
+        seen[0]
+            .1
+            .starts_with("the agent image has no gcc-10: assembling a build root"),
+        "{}",
+        seen[0].1
+    );
+    let runs = e.host.lock().runs.clone();
+    assert!(runs[0]
+        .args
+        .contains(&"--include=gcc-10,make,linux-headers-5.10.0-35-amd64".to_string()));
+    assert_eq!(runs_of(&e, "make"), 0, "never the image's make");
+    // A kernel built by a compiler the image has keeps the image path, no build root.
+    let e = env();
+    e.host.put(
+        "/lib/modules/6.1.0-56-amd64/build/.config",
+        "CONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14) 12.2.0\"\n",
+    );
+    e.host.lock().programs = vec!["gcc-12".into()];
+    e.host.lock().bootstrap = Some(FakeBootstrap::Succeed);
+    let (pass, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Loaded);
+    assert_eq!((runs_of(&e, "make"), runs_of(&e, "mmdebstrap")), (1, 0));
+}
+
+#[test]
+fn build_root_mirror_unreachable_names_the_mirror_and_is_retried() {
+    let mut e = bullseye_env();
+    e.cfg.build_root_mirror = Some("http://10.0.2.100:8080/debian".into());
+    e.host.lock().bootstrap = Some(FakeBootstrap::Fail {
+        code: 1,
+        output: "Err:1 http://10.0.2.100:8080/debian bullseye InRelease\n  Could not connect to 10.0.2.100:8080 (10.0.2.100). - connect (111: Connection refused)\nE: apt-get update failed\n".into(),
+    });
+    let mut agent = e.agent();
+    let (pass, _) = run(&mut agent, &want(DesiredState::Loaded));
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(s.reason, Some(Reason::MirrorUnreachable));
+    let m = s.message.clone().unwrap_or_default();
+    assert!(m.contains("http://10.0.2.100:8080/debian"), "{m}");
+    assert!(m.contains("agent.buildRootMirror"), "{m}");
+    assert!(m.contains("Connection refused"), "{m}");
+    assert!(
+        m.starts_with("the node has no headers for 5.10.0-35-amd64"),
+        "{m}"
+    );
+    assert_eq!(pass.requeue, FAILURE_RETRY);
+    // Once the mirror answers, the next pass gets there (no wait for BUILD_RETRY).
+    e.host.lock().bootstrap = Some(FakeBootstrap::Succeed);
+    let (pass, _) = run(&mut agent, &want(DesiredState::Loaded));
+    assert_eq!(pass.status.phase, Phase::Loaded, "{:?}", pass.status);
+    assert_eq!(runs_of(&e, "mmdebstrap"), 2);
+}
+
+#[test]
+fn build_root_failure_is_reported_and_not_retried_at_once() {
+    let e = bullseye_env();
+    e.host.lock().bootstrap = Some(FakeBootstrap::Fail {
+        code: 100,
+        output: "E: Unable to locate package linux-headers-5.10.0-35-amd64\n".into(),
+    });
+    let mut agent = e.agent();
+    let (pass, _) = run(&mut agent, &want(DesiredState::Loaded));
+    assert_eq!(pass.status.reason, Some(Reason::BuildRootFailed));
+    let m = pass.status.message.clone().unwrap_or_default();
+    assert!(
+        m.contains("Unable to locate package linux-headers-5.10.0-35-amd64"),
+        "{m}"
+    );
+    let (again, _) = run(&mut agent, &want(DesiredState::Loaded));
+    assert_eq!(again.status.reason, Some(Reason::BuildRootFailed));
+    assert_eq!(
+        runs_of(&e, "mmdebstrap"),
+        1,
+        "not retried before BUILD_RETRY"
+    );
+    // A node without any apt source: the remedy is the mirror setting.
+    let e = bullseye_env();
+    e.host.remove_prefix("/etc/apt");
+    let (pass, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(pass.status.reason, Some(Reason::BuildRootFailed));
+    let m = pass.status.message.clone().unwrap_or_default();
+    assert!(
+        m.contains("no apt sources") && m.contains("agent.buildRootMirror"),
+        "{m}"
+    );
+    assert_eq!(runs_of(&e, "mmdebstrap"), 0);
+}
+
+#[test]
+fn build_root_only_for_known_families_and_when_enabled() {
+    let e = bullseye_env();
+    e.host.put(
+        "/etc/os-release",
+        "PRETTY_NAME=\"Fedora Linux 40\"\nID=fedora\n",
+    );
+    let (pass, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(pass.status.reason, Some(Reason::HeadersMissing));
+    let m = pass.status.message.clone().unwrap_or_default();
+    assert!(m.contains("kernel-devel-5.10.0-35-amd64"), "{m}");
+    assert!(
+        m.contains("only on Debian-family nodes, and Fedora Linux 40 is not"),
+        "{m}"
+    );
+    let mut e = bullseye_env();
+    e.cfg.build_root = false;
+    let (pass, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
+    assert_eq!(pass.status.reason, Some(Reason::HeadersMissing));
+    assert_eq!(e.host.lock().runs.len(), 0);
 }

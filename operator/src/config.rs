@@ -180,6 +180,14 @@ pub struct AgentConfig {
     /// `--cache-max-age-days`); 0 keeps them forever.
     #[serde(default = "default_cache_max_age_days")]
     pub cache_max_age_days: u64,
+    /// Build in a root from the node's own distribution when the agent image cannot build for
+    /// the node's kernel (agent `--build-root`).
+    #[serde(default = "default_build_root")]
+    pub build_root: bool,
+    /// Mirror (http/https URL) for those build roots instead of the nodes' apt sources, for
+    /// air-gapped clusters (agent `--build-root-mirror`); empty: the nodes' own sources.
+    #[serde(default)]
+    pub build_root_mirror: String,
     #[serde(default)]
     pub log_format: AgentLogFormat,
     #[serde(default)]
@@ -212,6 +220,10 @@ fn default_metrics_bind_address() -> IpAddr {
 
 fn default_cache_max_age_days() -> u64 {
     DEFAULT_CACHE_MAX_AGE_DAYS
+}
+
+fn default_build_root() -> bool {
+    true
 }
 
 fn default_build_timeout_seconds() -> u64 {
@@ -291,6 +303,21 @@ impl AgentConfig {
                 format!("`{bind}` is neither a wildcard nor a loopback address (every node has its own addresses)"),
                 "use `::` (dual-stack, default), `0.0.0.0` (IPv4 only) or `127.0.0.1`/`::1` (node-local only)",
             ));
+        }
+        let mirror = self.build_root_mirror.trim();
+        if !mirror.is_empty() {
+            let rest = mirror
+                .strip_prefix("http://")
+                .or_else(|| mirror.strip_prefix("https://"));
+            if !rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+                || mirror.contains(char::is_whitespace)
+            {
+                return Err(invalid(
+                    "buildRootMirror",
+                    format!("`{mirror}` is not an http:// or https:// URL with a host"),
+                    "give the base URL of a mirror of the nodes' distribution, e.g. `http://mirror.example/debian`, or leave it empty to use the nodes' own apt sources",
+                ));
+            }
         }
         if self.build_timeout_seconds == 0 {
             return Err(invalid(
@@ -848,6 +875,19 @@ podAnnotations: {prometheus.io/scrape: "true"}
             0
         );
         assert!(!c.per_cpu_metrics);
+        assert!(c.build_root);
+        assert_eq!(c.build_root_mirror, "");
+        let m = parse("image: a\nbuildRoot: false\nbuildRootMirror: http://10.0.0.1:8080/debian\n")
+            .expect("mirror");
+        assert!(!m.build_root);
+        assert_eq!(m.build_root_mirror, "http://10.0.0.1:8080/debian");
+        for bad in ["mirror.example/debian", "ftp://m/debian", "http://"] {
+            let e = err(&format!("image: a\nbuildRootMirror: {bad}\n"));
+            assert!(
+                e.contains("buildRootMirror") && e.contains("base URL"),
+                "{bad}: {e}"
+            );
+        }
         assert!(parse("image: a\nmetricsBindAddress: 127.0.0.1\n").is_ok());
         let e = err("image: a\nmetricsBindAddress: 10.1.2.3\n");
         assert!(e.contains("metricsBindAddress"), "{e}");

@@ -291,6 +291,12 @@ pub fn build(cfg: &AgentConfig, name: &str, namespace: &str) -> DaemonSet {
             ]
             .into_iter()
             .chain(cfg.per_cpu_metrics.then(|| "--per-cpu-metrics".to_string()))
+            .chain((!cfg.build_root).then(|| "--build-root=false".to_string()))
+            .chain(
+                Some(cfg.build_root_mirror.trim())
+                    .filter(|m| !m.is_empty())
+                    .map(|m| format!("--build-root-mirror={m}")),
+            )
             .collect(),
         ),
         env: Some(vec![EnvVar {
@@ -603,6 +609,8 @@ metricsBindAddress: 0.0.0.0
 perCpuMetrics: true
 buildTimeoutSeconds: 1800
 cacheMaxAgeDays: 0
+buildRoot: false
+buildRootMirror: http://mirror.example/debian
 logFormat: json
 podLabels: {team: net}
 podAnnotations: {a: b}
@@ -642,6 +650,8 @@ annotations: {example.com/owner: network}
         assert!(args.contains(&"--per-cpu-metrics".to_string()));
         assert!(args.contains(&"--build-timeout=1800".to_string()));
         assert!(args.contains(&"--cache-max-age-days=0".to_string()));
+        assert!(args.contains(&"--build-root=false".to_string()));
+        assert!(args.contains(&"--build-root-mirror=http://mirror.example/debian".to_string()));
         assert_eq!(
             ds.metadata
                 .labels

@@ -138,7 +138,16 @@ impl World {
                     })
                     .collect(),
             ),
-            node_states: store(self.states),
+            // ... and slims each ToaNodeState before storing it.
+            node_states: store(
+                self.states
+                    .into_iter()
+                    .map(|mut s| {
+                        toa_operator::controller::slim_node_state(&mut s);
+                        s
+                    })
+                    .collect(),
+            ),
             daemonsets: store(self.daemonsets),
             agent_pods: store(vec![]),
             agent_events: store(vec![]),

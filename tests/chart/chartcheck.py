@@ -726,7 +726,8 @@ def cmd_rbac(args):
 AGENT_CONFIG_KEYS = {"image", "imagePullPolicy", "imagePullSecrets", "serviceAccountName", "priorityClassName",
                      "tolerations", "resources", "nodeSelector", "hostCachePath", "extraHostPaths", "metricsPort",
                      "logFormat", "podLabels", "podAnnotations", "metricsBindAddress", "perCpuMetrics",
-                     "buildTimeoutSeconds", "cacheMaxAgeDays", "labels", "annotations"}
+                     "buildTimeoutSeconds", "cacheMaxAgeDays", "buildRoot", "buildRootMirror", "labels",
+                     "annotations"}
 OPERATOR_FLAGS = ["--agent-config", "--namespace", "--daemonset-name", "--lease-name", "--metrics-addr", "--log-format",
                   "--owner-configmap"]
 

@@ -13,14 +13,15 @@
 # own crun, with the runtime config generated from the operator's DaemonSet pod spec (mounts,
 # privileges, env, args). Otherwise (5.10: gcc-10, 7.2: gcc-16) it runs directly in the node's
 # userspace (the suite prints why), after checking that the image's agent reports
-# CompilerMismatch there. TOA_AGENT_RUN=direct forces the direct path everywhere.
+# CompilerMismatch there (with agent.buildRoot false; the build root itself is tested by
+# tests/buildroot/local.sh). TOA_AGENT_RUN=direct forces the direct path everywhere.
 # In the guest the agent runs standalone (--desired FILE, --status-file FILE) and the suite
 # checks: cold start builds + loads (source Built); SIGTERM leaves the module; a restart
 # adopts (source Adopted, no make run); after rmmod the next start loads from the cache
 # (source Cache, no make run); runtime parameter changes need no reload; desired Unloaded
-# removes the module; missing headers give HeadersMissing naming the package; /metrics after
-# real TOA traffic shows the exact counter values. On the host, `promtool check metrics`
-# lints the scraped exposition and compares its families and labels with
+# removes the module; missing headers give HeadersMissing naming the package (agent.buildRoot
+# false); /metrics after real TOA traffic shows the exact counter values. On the host,
+# `promtool check metrics` lints the scraped exposition and compares its families and labels with
 # tests/fixtures/agent-metrics.prom (TOA_UPDATE_FIXTURES=1 rewrites the fixture instead).
 # Each kernel ends with `N passed, M failed`; with several kernels the last line is the total.
 # --upgrade (agent-guest/upgrade.sh): a persistent node disk (raw image under the run directory,
@@ -173,7 +174,7 @@ run_kernel() {
 		echo "# kernel $KVER: agent runs directly in the node's userspace (TOA_AGENT_RUN=direct)"
 	elif ! grep -qx "$cc" "$TOA_REPO_DIR/images/node-agent.packages"; then
 		AGENT_RUN=mismatch
-		echo "# kernel $KVER: built with $cc, which the agent image (images/node-agent.packages) does not have: the image's agent must report CompilerMismatch, then the suite runs the agent directly in the node's $KERNEL_SUITE userspace (no build root from the node's distribution yet)"
+		echo "# kernel $KVER: built with $cc, which the agent image (images/node-agent.packages) does not have: the image's agent with agent.buildRoot false must report CompilerMismatch, then the suite runs the agent directly in the node's $KERNEL_SUITE userspace (the build root from the node's distribution is not exercised in the guest yet: tests/buildroot/local.sh runs it against a local signed mirror)"
 	else
 		echo "# kernel $KVER: agent runs from the image root under crun ($cc is in the image)"
 	fi

@@ -160,6 +160,8 @@ with the fix instead of an install error from the API server. */}}
   "perCpuMetrics" $a.perCpuMetrics
   "buildTimeoutSeconds" $a.buildTimeoutSeconds
   "cacheMaxAgeDays" $a.cacheMaxAgeDays
+  "buildRoot" $a.buildRoot
+  "buildRootMirror" $a.buildRootMirror
   "logFormat" $a.logFormat
   "podLabels" (merge (dict) (include "toa.agent.selectorLabels" . | fromYaml) ($a.podLabels | default dict) (.Values.commonLabels | default dict))
   "podAnnotations" (merge (dict) ($a.podAnnotations | default dict) (.Values.commonAnnotations | default dict))

@@ -18,8 +18,21 @@ pub enum FakeBuild {
     Hang { output: String },
 }
 
+/// What the next `mmdebstrap` does.
+#[derive(Debug, Clone)]
+pub enum FakeBootstrap {
+    /// Fills the target with the `--include`d packages' files (gcc-N, make, the headers).
+    Succeed,
+    /// Exits with `code` after printing `output`, leaving a partial target behind.
+    Fail { code: i32, output: String },
+}
+
 #[derive(Debug, Default)]
 pub struct FakeState {
+    /// What `mmdebstrap` does; None: not installed.
+    pub bootstrap: Option<FakeBootstrap>,
+    /// What the headers' `scripts/basic/fixdep` prints and its exit code, when run.
+    pub fixdep: Option<(i32, String)>,
     pub files: BTreeMap<PathBuf, Vec<u8>>,
     pub uname: Option<Uname>,
     /// Refusals (errno and kernel log lines) returned by the next `finit_module` calls, in
@@ -216,6 +229,10 @@ impl Host for FakeHost {
         Ok(path.to_path_buf())
     }
 
+    fn to_local(&self, path: &Path) -> PathBuf {
+        Path::new("/fake-host-root").join(path.strip_prefix("/").unwrap_or(path))
+    }
+
     fn build_tree(&self, kdir: &Path) -> io::Result<PathBuf> {
         Ok(kdir.to_path_buf())
     }
@@ -374,12 +391,31 @@ impl Host for FakeHost {
     fn run(&self, cmd: &CommandSpec) -> io::Result<CommandOutcome> {
         let mut st = self.lock();
         st.runs.push(cmd.clone());
+        if cmd.program == "mmdebstrap" {
+            return fake_bootstrap(st.bootstrap.clone(), cmd);
+        }
+        if cmd.program.ends_with("/fixdep") {
+            return match st.fixdep.clone() {
+                Some((code, output)) => Ok(CommandOutcome::Exited {
+                    code: Some(code),
+                    output,
+                }),
+                None => Err(io::Error::new(io::ErrorKind::NotFound, "fixdep: not found")),
+            };
+        }
         let m_dir = cmd
             .args
             .iter()
             .find_map(|a| a.strip_prefix("M="))
             .map(PathBuf::from)
             .ok_or_else(|| io::Error::other("fake make: no M= argument"))?;
+        // `chroot ROOT make ... M=/inside`: the directory is below ROOT.
+        let m_dir = match (cmd.program.as_str(), cmd.args.first()) {
+            ("chroot", Some(root)) => {
+                Path::new(root).join(m_dir.strip_prefix("/").unwrap_or(&m_dir))
+            }
+            _ => m_dir,
+        };
         match st.build.clone() {
             Some(FakeBuild::Succeed { srcversion }) => {
                 std::fs::write(m_dir.join("toa.ko"), crate::testutil::toa_ko(&srcversion))?;
@@ -394,6 +430,56 @@ impl Host for FakeHost {
             }),
             Some(FakeBuild::Hang { output }) => Ok(CommandOutcome::TimedOut { output }),
             None => Err(io::Error::new(io::ErrorKind::NotFound, "make: not found")),
+        }
+    }
+}
+
+/// A fake `mmdebstrap [--opts] SUITE TARGET SOURCES..`: the target is the first absolute
+/// path among the arguments.
+fn fake_bootstrap(what: Option<FakeBootstrap>, cmd: &CommandSpec) -> io::Result<CommandOutcome> {
+    let Some(what) = what else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "mmdebstrap: not found",
+        ));
+    };
+    let target = cmd
+        .args
+        .iter()
+        .find(|a| a.starts_with('/'))
+        .map(PathBuf::from)
+        .ok_or_else(|| io::Error::other("fake mmdebstrap: no target"))?;
+    std::fs::create_dir_all(target.join("usr/bin"))?;
+    match what {
+        FakeBootstrap::Fail { code, output } => Ok(CommandOutcome::Exited {
+            code: Some(code),
+            output,
+        }),
+        FakeBootstrap::Succeed => {
+            let include = cmd
+                .args
+                .iter()
+                .find_map(|a| a.strip_prefix("--include="))
+                .unwrap_or("");
+            for pkg in include.split(',') {
+                if pkg == "make" || pkg.starts_with("gcc-") {
+                    std::fs::write(target.join("usr/bin").join(pkg), "")?;
+                } else if let Some(rel) = pkg.strip_prefix("linux-headers-") {
+                    let tree = target.join(format!("usr/src/linux-headers-{rel}"));
+                    std::fs::create_dir_all(&tree)?;
+                    std::fs::write(tree.join("Makefile"), "")?;
+                    let build = target.join(format!("lib/modules/{rel}"));
+                    std::fs::create_dir_all(&build)?;
+                    std::os::unix::fs::symlink(
+                        format!("/usr/src/linux-headers-{rel}"),
+                        build.join("build"),
+                    )?;
+                }
+            }
+            Ok(CommandOutcome::Exited {
+                code: Some(0),
+                output: "I: success\n".into(),
+            })
         }
     }
 }

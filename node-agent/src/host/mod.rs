@@ -82,6 +82,9 @@ pub trait Host: Send + Sync {
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// Resolves symlinks of a host path *within the host root*, returning a host path.
     fn resolve(&self, path: &Path) -> io::Result<PathBuf>;
+    /// The local path through which the agent's own processes (apt, gpgv) reach a host path
+    /// (the host's keyrings under the host root).
+    fn to_local(&self, path: &Path) -> PathBuf;
     /// Makes a host kernel build tree usable by `make -C` from the agent's process and
     /// returns the directory to pass. Build trees hold absolute paths (Debian's headers
     /// Makefile includes `/usr/src/linux-headers-REL-common/Makefile`), so under a host root

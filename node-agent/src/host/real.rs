@@ -134,6 +134,10 @@ impl Host for RealHost {
         Ok(resolved)
     }
 
+    fn to_local(&self, path: &Path) -> PathBuf {
+        self.local_path(path)
+    }
+
     fn build_tree(&self, kdir: &Path) -> io::Result<PathBuf> {
         if self.root == Path::new("/") {
             return Ok(kdir.to_path_buf());

@@ -47,15 +47,18 @@ start_agent() {
 		start_agent_image
 		return
 	fi
+	local no_root=()
+	[ "${AGENT_OCI_CONFIG:-}" != nobuildroot ] || no_root=(--build-root=false)
 	"$AGENT" --desired "$DESIRED" --status-file "$STATUS" --module-src "$MODSRC" \
 		--cache-dir "$CACHE" --metrics-addr 127.0.0.1:9101 --poll-interval 1 \
-		--build-timeout 900 --unload-timeout 30 "$@" >>"$AGENT_LOG" 2>&1 &
+		--build-timeout 900 --unload-timeout 30 "${no_root[@]}" "$@" >>"$AGENT_LOG" 2>&1 &
 	AGENT_PID=$!
 	AGENT_T0=$(now)
 }
 
 # The knob's build (KCFLAGS set) uses the config with its own host cache path and KCFLAGS;
-# AGENT_OCI_CONFIG=NAME picks $BUNDLE/config-NAME.json (the upgrade scenario's cache ages).
+# AGENT_OCI_CONFIG=NAME picks $BUNDLE/config-NAME.json (the upgrade scenario's cache ages;
+# nobuildroot: agent.buildRoot false, which the direct path gets as --build-root=false).
 start_agent_image() {
 	local cfg=$BUNDLE/config-${AGENT_OCI_CONFIG:-default}.json d
 	[ -z "${KCFLAGS:-}" ] || cfg=$BUNDLE/config-knob.json

@@ -229,14 +229,17 @@ _agent_run_layer() { # WORK BINARY [image]
 		toa_die "cannot stage the module sources"
 	if [ "$run" = image ]; then
 		# The image's own files (agent, module sources) exactly as images/build.sh ships them,
-		# and the runtime configs: the default agent config, and the self-test knob's (its own
-		# host cache path, KCFLAGS for the test build).
+		# and the runtime configs: the default agent config, the self-test knob's (its own
+		# host cache path, KCFLAGS for the test build), and agent.buildRoot false (the scenarios
+		# that check HeadersMissing and CompilerMismatch, the reasons without a build root).
 		"$TOA_REPO_DIR/images/node-agent-root.sh" stage "$stage$AGENT_IMAGE_BUNDLE/rootfs" "$binary" ||
 			toa_die "cannot stage the image's files"
 		_agent_oci_config "$stage$AGENT_IMAGE_BUNDLE/config-default.json" "" \
 			"buildTimeoutSeconds: 900"
 		_agent_oci_config "$stage$AGENT_IMAGE_BUNDLE/config-knob.json" KCFLAGS=-DTOA_TEST_NO_GETNAME_REWRITE \
 			"buildTimeoutSeconds: 900" "hostCachePath: /var/lib/toa-knob"
+		_agent_oci_config "$stage$AGENT_IMAGE_BUNDLE/config-nobuildroot.json" "" \
+			"buildTimeoutSeconds: 900" "buildRoot: false"
 		rm -f "$stage$AGENT_IMAGE_BUNDLE"/*.agent.yaml
 	fi
 	toa_cpio_pack "$stage" "$work/run.cpio.gz" gzip
