@@ -81,7 +81,15 @@ struct HostMount {
 /// - host /sys/fs/cgroup (the cgroup v2 root) at /sys/fs/cgroup, read-only: the programs
 ///   attach to the root cgroup, which covers every pod and host process. Both are mounted on
 ///   their own, not only through /sys: a runtime may put its own cgroup view over /sys/fs/cgroup.
-const HOST_MOUNTS: [HostMount; 9] = [
+///
+/// And what the build root from the node's own distribution reads (`buildroot.rs`), read-only:
+/// - host /etc/apt at /host/etc/apt: the node's apt sources (one-line and deb822), its
+///   trusted keys (`trusted.gpg`, `trusted.gpg.d`) and `signed-by` keys under /etc/apt/keyrings;
+/// - host /usr/share/keyrings at /host/usr/share/keyrings: where Debian and Ubuntu sources name
+///   their `signed-by` keyring.
+///
+/// Both are of type "" (no check): a node of another distribution has neither.
+const HOST_MOUNTS: [HostMount; 11] = [
     HostMount {
         name: "host-proc",
         host_path: "/proc",
@@ -152,6 +160,22 @@ const HOST_MOUNTS: [HostMount; 9] = [
         mount_path: "/host/etc/os-release",
         read_only: true,
         kind: "File",
+        also_at: None,
+    },
+    HostMount {
+        name: "host-etc-apt",
+        host_path: "/etc/apt",
+        mount_path: "/host/etc/apt",
+        read_only: true,
+        kind: "",
+        also_at: None,
+    },
+    HostMount {
+        name: "host-usr-share-keyrings",
+        host_path: "/usr/share/keyrings",
+        mount_path: "/host/usr/share/keyrings",
+        read_only: true,
+        kind: "",
         also_at: None,
     },
 ];
@@ -578,6 +602,12 @@ mod tests {
         assert_eq!(
             find("/host/etc/os-release"),
             ("/etc/os-release".into(), true)
+        );
+        // The build root reads the node's apt sources and trusted keys.
+        assert_eq!(find("/host/etc/apt"), ("/etc/apt".into(), true));
+        assert_eq!(
+            find("/host/usr/share/keyrings"),
+            ("/usr/share/keyrings".into(), true)
         );
         assert_eq!(
             find("/var/lib/toa-operator"),

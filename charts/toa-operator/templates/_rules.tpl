@@ -10,11 +10,15 @@ text to promtool). The agent's targets carry `node` (set by the monitors' relabe
 groups:
   - name: toa-operator.rules
     rules:
+      {{- /* A node that the eBPF backend serves has no module; its agent exports the eBPF
+      counters (backend="ebpf") only while the backend is attached. */}}
       - alert: ToaModuleNotLoaded
         expr: |-
           max by (node) (toa_module_loaded{ {{- $a -}} }) == 0
           unless on (node)
           max by (node) (toa_agent_phase{ {{- $a -}}, phase=~"Unloading|Unloaded"}) == 1
+          unless on (node)
+          count by (node) (toa_syn_recv_sock_toa_total{ {{- $a -}}, backend="ebpf"})
         for: {{ $r.moduleNotLoadedFor }}
         labels:
           severity: warning

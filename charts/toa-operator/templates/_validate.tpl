@@ -52,8 +52,8 @@ registry is set. FIELD is the value's name in messages. */}}
 {{- define "toa.validate" -}}
 {{- $v := .Values }}
 {{- /* Mirrors of the operator's lists (see the comment at the top). */}}
-{{- $builtinMounts := list "/host/proc" "/sys" "/sys/fs/bpf" "/sys/fs/cgroup" "/host/lib/modules" "/host/usr/src" "/usr/src" "/host/usr/lib/modules" "/host/usr/lib" "/host/etc/os-release" }}
-{{- $builtinVolumes := list "host-proc" "host-sys" "host-bpffs" "host-cgroup" "host-lib-modules" "host-usr-src" "host-usr-lib-modules" "host-usr-lib" "host-os-release" "host-cache" }}
+{{- $builtinMounts := list "/host/proc" "/sys" "/sys/fs/bpf" "/sys/fs/cgroup" "/host/lib/modules" "/host/usr/src" "/usr/src" "/host/usr/lib/modules" "/host/usr/lib" "/host/etc/os-release" "/host/etc/apt" "/host/usr/share/keyrings" }}
+{{- $builtinVolumes := list "host-proc" "host-sys" "host-bpffs" "host-cgroup" "host-lib-modules" "host-usr-src" "host-usr-lib-modules" "host-usr-lib" "host-os-release" "host-etc-apt" "host-usr-share-keyrings" "host-cache" }}
 {{- $imageSystemPaths := list "/bin" "/sbin" "/lib" "/lib64" "/usr/bin" "/usr/sbin" "/usr/lib" "/usr/libexec" "/etc" "/dev" "/proc" "/tmp" }}
 {{- $owned := splitList " " (include "toa.ownedLabelKeys" .) }}
 {{- $selectorKeys := list "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/component" }}
