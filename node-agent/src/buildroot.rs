@@ -292,7 +292,7 @@ pub fn mirror_remedy(overridden: bool) -> String {
     if overridden {
         "check the mirror named in agent.buildRootMirror (chart value; agent flag --build-root-mirror) and that nodes reach it".into()
     } else {
-        "nodes without access to their distribution's mirror (air-gapped clusters) need a reachable mirror of it: set agent.buildRootMirror in the chart values (agent flag --build-root-mirror), or install the kernel headers and compiler on the node".into()
+        "nodes without access to their distribution's mirror (air-gapped clusters) need a reachable mirror of it: set agent.buildRootMirror in the chart values (agent flag --build-root-mirror), or serve the node with the eBPF backend (ToaPolicy spec.backend: EBPF, no compiler or headers); a compiler installed on the node is never used, only the agent image's".into()
     }
 }
 
