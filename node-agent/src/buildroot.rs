@@ -575,7 +575,7 @@ pub fn parse_proc_version(text: &str) -> Option<KernelCompiler> {
         let first = rest.split_whitespace().next().unwrap_or("");
         if first.contains("gcc") {
             let banner = rest.split(", ").next().unwrap_or(rest);
-            return compiler::parse_config(&format!("CONFIG_CC_VERSION_TEXT=\"{banner}\""));
+            return compiler::from_version_text(banner);
         }
     }
     None

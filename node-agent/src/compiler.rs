@@ -34,8 +34,15 @@ impl KernelCompiler {
 pub fn parse_config(config: &str) -> Option<KernelCompiler> {
     let text = config.lines().find_map(|l| {
         l.strip_prefix("CONFIG_CC_VERSION_TEXT=")
-            .map(|v| v.trim().trim_matches('"').to_string())
+            .map(|v| v.trim().trim_matches('"'))
     })?;
+    from_version_text(text)
+}
+
+/// The compiler named by a version banner as `CONFIG_CC_VERSION_TEXT` and `/proc/version`
+/// print it (`gcc-10 (Debian 10.2.1-6) 10.2.1 20210110`). `None` for a compiler that is not gcc.
+pub fn from_version_text(text: &str) -> Option<KernelCompiler> {
+    let text = text.trim().to_string();
     let program = text.split_whitespace().next()?.to_string();
     let base = program.rsplit('/').next().unwrap_or(&program);
     // gcc, gcc-N, x86_64-linux-gnu-gcc-N; not clang, not cc.
