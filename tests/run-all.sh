@@ -2,7 +2,7 @@
 # Runs every test suite of toa-operator, installing what each needs, and prints one summary.
 #
 #   tests/run-all.sh            every suite (see default_suites below)
-#   tests/run-all.sh rust chart only the named suites (rust fuzz kmod ebpf agent upgrade chart cluster scale e2e fresh)
+#   tests/run-all.sh rust chart only the named suites (rust fuzz kmod ebpf agent buildroot upgrade chart cluster scale e2e fresh)
 #   TOA_DEPS_ONLY=1 tests/run-all.sh   only each suite's dependency step (what it installs)
 #
 # Each suite runs even when an earlier one failed, so one run shows every problem: that is why
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.." || exit 2
 # shellcheck source=tests/lib/deps.sh
 source tests/lib/deps.sh
 
-all_suites=(rust fuzz kmod ebpf agent upgrade chart cluster scale e2e fresh)
+all_suites=(rust fuzz kmod ebpf agent buildroot upgrade chart cluster scale e2e fresh)
 # Without arguments: every suite. `fresh` runs last: the README's demo with empty caches in a
 # new Debian root, the fuzz suite there and every suite's dependency step there (steps
 # `demo fuzz deps`; `tests/fresh/run.sh` alone also runs the kmod suite on 6.1 there). It is
@@ -23,7 +23,7 @@ all_suites=(rust fuzz kmod ebpf agent upgrade chart cluster scale e2e fresh)
 # report first. `scale` is the 1,000-node smoke of the scale benchmark
 # (tests/cluster/scale.sh N measures). `upgrade` is the agent's kernel-upgrade scenario (one
 # node disk booted with 6.1, then 6.12: two cold builds, so its own entry).
-default_suites=(rust fuzz kmod ebpf agent upgrade chart cluster scale e2e fresh)
+default_suites=(rust fuzz kmod ebpf agent buildroot upgrade chart cluster scale e2e fresh)
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=("${default_suites[@]}")
 
@@ -92,6 +92,7 @@ for s in "${suites[@]}"; do
 	kmod) run_suite kmod bash tests/vm/kmod.sh ;;
 	ebpf) run_suite ebpf bash tests/vm/ebpf.sh ;;
 	agent) run_suite agent bash tests/vm/agent.sh ;;
+	buildroot) run_suite buildroot bash tests/buildroot/local.sh ;;
 	upgrade) run_suite upgrade bash tests/vm/agent.sh --upgrade ;;
 	chart) run_suite chart bash tests/chart/check.sh ;;
 	cluster) run_suite cluster bash tests/cluster/run.sh ;;

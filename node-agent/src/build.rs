@@ -70,9 +70,17 @@ pub enum Toolchain<'a> {
     /// The agent's own image, against the host's build tree (a host path).
     Image,
     /// `chroot ROOT` (a local path), against a build tree inside it (a path as seen inside);
-    /// the work directory is created in the root's `/tmp`.
+    /// the work directory is created in the root's `/tmp`. The root gets a `/proc` of its
+    /// own for the build (see [`CHROOT_SCRIPT`]).
     Chroot(&'a Path),
 }
+
+/// How a chroot build starts, run by `/bin/sh` inside `unshare --mount` with the root as `$0`
+/// and `make ARGS...` as `$@`: the kernel's build tools read `/proc` (objtool of 7.x kernels
+/// reads the stack limit from `/proc/self/limits` and stops with `read_stack_limit: fopen
+/// failed` without it), and a root fetched by mmdebstrap has an empty `/proc`. The private
+/// mount namespace of unshare(1) takes that mount away when the build ends, however it ends.
+pub const CHROOT_SCRIPT: &str = r#"mount -t proc proc "$0/proc" && exec chroot "$0" "$@""#;
 
 /// Builds `toa.ko` with `make -C KDIR M=WORK modules`. `work_root` is used with the image's
 /// toolchain; a chroot build works in the root's own `/tmp`.
@@ -124,9 +132,11 @@ pub fn build(
     let (program, args) = match toolchain {
         Toolchain::Image => ("make".to_string(), make_args),
         Toolchain::Chroot(root) => (
-            "chroot".to_string(),
-            [root.display().to_string(), "make".into()]
+            "unshare".to_string(),
+            ["--mount", "--", "/bin/sh", "-c", CHROOT_SCRIPT]
                 .into_iter()
+                .map(str::to_string)
+                .chain([root.display().to_string(), "make".into()])
                 .chain(make_args)
                 .collect(),
         ),
@@ -238,9 +248,14 @@ mod tests {
         .expect("build");
         assert_eq!(built.info.srcversion.as_deref(), Some("ROOTED"));
         let runs = host.lock().runs.clone();
-        assert_eq!(runs[0].program, "chroot");
-        assert_eq!(runs[0].args[0], root.path().display().to_string());
-        assert_eq!(runs[0].args[1], "make");
+        // In a mount namespace of its own, with the root's /proc mounted, then chroot.
+        assert_eq!(runs[0].program, "unshare");
+        assert_eq!(
+            runs[0].args[..5],
+            ["--mount", "--", "/bin/sh", "-c", CHROOT_SCRIPT]
+        );
+        assert_eq!(runs[0].args[5], root.path().display().to_string());
+        assert_eq!(runs[0].args[6], "make");
         assert!(runs[0].args.contains(&kdir.display().to_string()));
         let m = runs[0]
             .args

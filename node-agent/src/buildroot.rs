@@ -12,7 +12,7 @@
 //! `signed-by`). The root is cached on the node under the agent's cache directory, keyed by
 //! (suite, kernel release, compiler), built in a temporary directory and renamed into place
 //! only once complete, and validated before every reuse. The module is then compiled inside it
-//! (`chroot ROOT make ...`, see [`crate::build`]).
+//! (`chroot ROOT make ...` with a `/proc` of its own, see [`crate::build`]).
 
 use crate::build;
 use crate::compiler::{self, KernelCompiler};
@@ -659,6 +659,50 @@ fn remove_root(dir: &Path) -> std::io::Result<()> {
         )));
     }
     std::fs::remove_dir_all(dir)
+}
+
+/// Removes the build roots of other kernel releases unused for longer than `max_age` (the
+/// agent's `--cache-max-age-days`, as for cached modules: [`crate::cache::Cache::prune`]);
+/// marks the running release's roots as used at `now`. Roots without a readable stamp are
+/// left for [`ensure`] to judge, and so are roots with mounts inside. Returns the keys removed.
+pub fn prune(
+    cache_dir: &Path,
+    running_release: &str,
+    max_age: Duration,
+    now: std::time::SystemTime,
+) -> Vec<RootKey> {
+    let Ok(entries) = std::fs::read_dir(cache_dir.join(ROOTS_DIR)) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for dir in entries.flatten().map(|e| e.path()) {
+        if dir
+            .file_name()
+            .is_none_or(|n| n.to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
+        let Some(stamp) = std::fs::read_to_string(dir.join(STAMP))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Stamp>(&t).ok())
+        else {
+            continue;
+        };
+        if stamp.key.release == running_release {
+            crate::cache::mark_used(&dir, now);
+            continue;
+        }
+        if !crate::cache::unused_for_longer(&dir, STAMP, max_age, now) {
+            continue;
+        }
+        match remove_root(&dir) {
+            Ok(()) => removed.push(stamp.key),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an unused build root")
+            }
+        }
+    }
+    removed
 }
 
 /// Removes temporary roots left by an agent that was killed while fetching (at start-up,

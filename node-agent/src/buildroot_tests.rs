@@ -512,3 +512,51 @@ fn kbuild_helpers_that_do_not_run_in_the_image_are_detected() {
         "{m}"
     );
 }
+
+/// After a reboot into another kernel the old kernel's build root stays while it was used
+/// recently and goes once unused for longer than the maximum age (as cached modules do); the
+/// running kernel's root stays however old, and unstamped directories are not touched.
+#[test]
+fn prune_removes_roots_of_other_releases_unused_for_max_age() {
+    let host = bullseye_host();
+    host.lock().bootstrap = Some(FakeBootstrap::Succeed);
+    let cache = tempfile::tempdir().expect("t");
+    let t = Duration::from_secs(60);
+    let old = ensure(&host, &Debian, &plan_in(&host), cache.path(), t).expect("root");
+    let day = Duration::from_secs(86_400);
+    let t0 = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    // The node ran REL until t0 (the hourly prune marks its root), then 6.1.
+    assert!(prune(cache.path(), REL, 30 * day, t0).is_empty());
+    let newer = "6.1.0-40-amd64";
+    let mut plan = plan_in(&host);
+    plan.key.release = newer.into();
+    let new_root = cache.path().join(ROOTS_DIR).join(plan.key.dir_name());
+    std::fs::create_dir_all(new_root.join("usr/bin")).expect("mk");
+    let stamp = Stamp {
+        key: plan.key.clone(),
+        packages: Vec::new(),
+        sources: Vec::new(),
+    };
+    std::fs::write(
+        new_root.join(STAMP),
+        serde_json::to_vec(&stamp).expect("json"),
+    )
+    .expect("stamp");
+    let unstamped = cache.path().join(ROOTS_DIR).join("debian-unknown");
+    std::fs::create_dir_all(&unstamped).expect("mk");
+    assert!(prune(cache.path(), newer, 30 * day, t0 + 29 * day).is_empty());
+    assert!(old.dir.exists());
+    let removed = prune(cache.path(), newer, 30 * day, t0 + 31 * day);
+    assert_eq!(
+        removed
+            .iter()
+            .map(|k| k.release.as_str())
+            .collect::<Vec<_>>(),
+        [REL]
+    );
+    assert!(!old.dir.exists());
+    assert!(new_root.exists() && unstamped.exists());
+    // The running release's root stays, however old.
+    assert!(prune(cache.path(), newer, 30 * day, t0 + 400 * day).is_empty());
+    assert!(new_root.exists());
+}

@@ -210,24 +210,12 @@ impl Cache {
                 continue;
             };
             if meta.release == running_release {
-                // Best effort: a failure only makes the entry look older after a reboot.
-                let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                if let Err(e) = std::fs::write(dir.join(LAST_USED_FILE), secs.to_string()) {
-                    tracing::debug!(error = %e, dir = %dir.display(), "cannot record cache use");
-                }
+                mark_used(&dir, now);
                 continue;
             }
-            let last_used = std::fs::read_to_string(dir.join(LAST_USED_FILE))
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
-                .or_else(|| {
-                    std::fs::metadata(dir.join(META_FILE))
-                        .and_then(|m| m.modified())
-                        .ok()
-                });
-            let idle = last_used.and_then(|t| now.duration_since(t).ok());
-            if idle.is_some_and(|idle| idle > max_age) && std::fs::remove_dir_all(&dir).is_ok() {
+            if unused_for_longer(&dir, META_FILE, max_age, now)
+                && std::fs::remove_dir_all(&dir).is_ok()
+            {
                 removed.push(meta);
             }
         }
@@ -265,6 +253,39 @@ fn verify(dir: &Path) -> Result<CacheMeta, String> {
         return Err("srcversion mismatch".into());
     }
     Ok(meta)
+}
+
+/// Records in `dir` (a cache entry or a build root) that the running kernel uses it at
+/// `now` (seconds since the epoch, in the file `last-used`). Best effort: a failure only makes
+/// the entry look older after a reboot.
+pub(crate) fn mark_used(dir: &Path, now: SystemTime) {
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if let Err(e) = std::fs::write(dir.join(LAST_USED_FILE), secs.to_string()) {
+        tracing::debug!(error = %e, dir = %dir.display(), "cannot record cache use");
+    }
+}
+
+/// Whether `dir` was last used (its `last-used` record, else the modification time of its
+/// file `made`, written when it was stored) longer than `max_age` before `now`. False when
+/// neither can be read.
+pub(crate) fn unused_for_longer(
+    dir: &Path,
+    made: &str,
+    max_age: Duration,
+    now: SystemTime,
+) -> bool {
+    let last_used = std::fs::read_to_string(dir.join(LAST_USED_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+        .or_else(|| {
+            std::fs::metadata(dir.join(made))
+                .and_then(|m| m.modified())
+                .ok()
+        });
+    last_used
+        .and_then(|t| now.duration_since(t).ok())
+        .is_some_and(|idle| idle > max_age)
 }
 
 #[cfg(test)]

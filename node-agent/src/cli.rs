@@ -118,9 +118,9 @@ pub struct Cli {
     #[arg(long, env = "TOA_BUILD_ROOT_MIRROR", value_name = "URL", value_parser = parse_mirror)]
     pub build_root_mirror: Option<String>,
 
-    /// Days a cached module build for another kernel release (the node rebooted into a new
-    /// kernel) is kept unused before it is removed; 0 keeps every build forever. Builds for
-    /// the running kernel are never removed.
+    /// Days a cached module build, or build root, for another kernel release (the node
+    /// rebooted into a new kernel) is kept unused before it is removed; 0 keeps them forever.
+    /// Those of the running kernel are never removed.
     #[arg(
         long,
         env = "TOA_CACHE_MAX_AGE_DAYS",

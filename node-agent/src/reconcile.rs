@@ -360,9 +360,10 @@ impl Reconciler {
         }
     }
 
-    /// Removes cached builds of other kernel releases unused for `cache_max_age`, at most
-    /// once per [`CACHE_PRUNE_INTERVAL`]. A node that rebooted into a new kernel keeps its old
-    /// builds meanwhile (a rollback loads without a build) and never touches them otherwise.
+    /// Removes cached builds and build roots of other kernel releases unused for
+    /// `cache_max_age`, at most once per [`CACHE_PRUNE_INTERVAL`]. A node that rebooted into
+    /// a new kernel keeps its old builds meanwhile (a rollback loads without a build) and never
+    /// touches them otherwise.
     fn prune_cache(&mut self, running_release: &str) {
         let Some(max_age) = self.cfg.cache_max_age else {
             return;
@@ -379,6 +380,14 @@ impl Reconciler {
             .prune(running_release, max_age, std::time::SystemTime::now())
         {
             tracing::info!(release = %meta.release, srcversion = %meta.srcversion, "removed a cached build of another kernel release, unused for longer than --cache-max-age-days");
+        }
+        for key in buildroot::prune(
+            &self.cfg.cache_dir,
+            running_release,
+            max_age,
+            std::time::SystemTime::now(),
+        ) {
+            tracing::info!(root = %key.dir_name(), "removed the build root of another kernel release, unused for longer than --cache-max-age-days");
         }
     }
 

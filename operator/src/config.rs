@@ -176,8 +176,8 @@ pub struct AgentConfig {
     /// Seconds a module build may take (agent `--build-timeout`).
     #[serde(default = "default_build_timeout_seconds")]
     pub build_timeout_seconds: u64,
-    /// Days an unused cached module build of another kernel stays on the node (agent
-    /// `--cache-max-age-days`); 0 keeps them forever.
+    /// Days an unused cached module build (and build root) of another kernel stays on the
+    /// node (agent `--cache-max-age-days`); 0 keeps them forever.
     #[serde(default = "default_cache_max_age_days")]
     pub cache_max_age_days: u64,
     /// Build in a root from the node's own distribution when the agent image cannot build for

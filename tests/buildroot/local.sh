@@ -5,10 +5,11 @@
 #
 #   tests/buildroot/local.sh [SUITE]        (default bullseye: Debian 11, 5.10, gcc-10)
 #
-# 1. A local apt repository of SUITE, built from the .debs the VM harness already downloads
-#    (tests/vm/lib/suites.sh: the suite's debootstrap cache, the kernel's header packages and
-#    their compiler package), indexed with apt-ftparchive and signed with a gpg key made for
-#    this run, served by python3 -m http.server on a free loopback port.
+# 1. A local apt repository of SUITE (tests/buildroot/mirror.sh, shared with tests/vm/agent.sh),
+#    built from the .debs the VM harness already downloads (tests/vm/lib/suites.sh: the suite's
+#    debootstrap cache, the kernel's header packages and their compiler package), indexed with
+#    apt-ftparchive and signed with a gpg key made for this run, served by python3 -m
+#    http.server on a free loopback port.
 # 2. A node root: /etc/os-release of SUITE, a deb822 source for that mirror with signed-by
 #    pointing at the run's key (exported into the node root), an empty trusted.gpg.d, and no
 #    kernel headers.
@@ -33,9 +34,17 @@ die() {
 	exit 1
 }
 
-need_apt mmdebstrap
-need_apt apt-utils
-need_apt gpg
+# shellcheck source=mirror.sh
+. "$HERE/mirror.sh"
+
+# What this suite installs before first use: mmdebstrap (the agent image's bootstrapper, run
+# here by the agent's code), the mirror's tools, debootstrap for the suite's package cache.
+local_needs() {
+	need_apt mmdebstrap
+	mirror_needs
+	suites_needs
+}
+toa_deps_step local_needs
 
 WORK=$TOA_CACHE_DIR/buildroot-local/$SUITE
 passes=0
@@ -49,71 +58,30 @@ nok() {
 	fails=$((fails + 1))
 }
 
-SERVER_PID=
+MIRROR_PID=
 cleanup() {
-	if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
+	if [ -n "$MIRROR_PID" ]; then kill "$MIRROR_PID" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 
 rm -rf "$WORK"
-mkdir -p "$WORK/repo/pool" "$WORK/gnupg" "$WORK/node/etc/apt/sources.list.d" \
-	"$WORK/node/etc/apt/trusted.gpg.d" "$WORK/node/usr/share/keyrings" "$WORK/cache"
-chmod 700 "$WORK/gnupg"
+mkdir -p "$WORK/node/etc/apt/sources.list.d" "$WORK/node/etc/apt/trusted.gpg.d" \
+	"$WORK/node/usr/share/keyrings" "$WORK/cache"
 t0=$SECONDS
 
-# ---- the suite's kernel release and the packages of its build root
+# ---- the suite's kernel release (its linux-headers-amd64) and the signed mirror
 headers_meta=$(suite_apt "$SUITE" apt-cache depends linux-headers-amd64)
 kver=$(awk '$1 == "Depends:" && $2 ~ /^linux-headers-[0-9].*-amd64$/ { sub(/^linux-headers-/, "", $2); print $2; exit }' <<<"$headers_meta")
 [ -n "$kver" ] || die "no linux-headers-*-amd64 behind linux-headers-amd64 in $SUITE: $headers_meta"
-compiler_pkg=$(suite_apt "$SUITE" apt-cache depends "linux-headers-$kver" |
-	awk '$1 == "Depends:" && $2 ~ /^linux-compiler-gcc-/ { print $2; exit }')
-[ -n "$compiler_pkg" ] || die "linux-headers-$kver names no linux-compiler-gcc-* package"
-echo "# $SUITE: kernel $kver, compiler package $compiler_pkg"
-
-# ---- the mirror: the harness's cached .debs of the suite, plus the headers and their compiler
-debs=()
-fetched=$(suite_kernel_header_debs "$SUITE" "$kver")
-fetched+=$'\n'$(suite_fetch "$SUITE" "$compiler_pkg")
-mapfile -t debs <<<"$fetched"
-[ "${#debs[@]}" -ge 3 ] || die "the header and compiler packages of $kver gave ${#debs[@]} files"
-if [ ! -d "$TOA_CACHE_DIR/debootstrap-debs/$SUITE" ]; then
-	# The harness's minbase root of the suite fills that cache (with gcc-N and make).
-	suite_root "$SUITE" >/dev/null
-fi
-cp "${debs[@]}" "$WORK/repo/pool/"
-find "$TOA_CACHE_DIR/debootstrap-debs/$SUITE" -maxdepth 1 -name '*.deb' -exec cp -n -t "$WORK/repo/pool/" {} +
-ndebs=$(find "$WORK/repo/pool" -name '*.deb' | wc -l)
-mkdir -p "$WORK/repo/dists/$SUITE/main/binary-amd64"
-(cd "$WORK/repo" && apt-ftparchive packages pool >"dists/$SUITE/main/binary-amd64/Packages")
-gzip -9k "$WORK/repo/dists/$SUITE/main/binary-amd64/Packages"
-(cd "$WORK/repo/dists/$SUITE" && apt-ftparchive \
-	-o "APT::FTPArchive::Release::Suite=$SUITE" -o "APT::FTPArchive::Release::Codename=$SUITE" \
-	-o APT::FTPArchive::Release::Components=main -o APT::FTPArchive::Release::Architectures=amd64 \
-	release . >Release.new)
-mv "$WORK/repo/dists/$SUITE/Release.new" "$WORK/repo/dists/$SUITE/Release"
-
-# ---- a signing key for this run; the node trusts it through signed-by
-export GNUPGHOME=$WORK/gnupg
-gpg --batch --quiet --pinentry-mode loopback --passphrase '' \
-	--quick-gen-key "toa build-root test mirror <mirror@example.invalid>" ed25519 sign 1d
-gpg --batch --quiet --yes --clearsign -o "$WORK/repo/dists/$SUITE/InRelease" "$WORK/repo/dists/$SUITE/Release"
-gpg --batch --quiet --yes --armor --detach-sign -o "$WORK/repo/dists/$SUITE/Release.gpg" "$WORK/repo/dists/$SUITE/Release"
-gpg --batch --export >"$WORK/node/usr/share/keyrings/toa-test-mirror.gpg"
+mirror_build "$SUITE" "$kver" "$WORK/mirror" || die "cannot build the $SUITE mirror"
+gcc_major=$MIRROR_GCC_MAJOR
+echo "# $SUITE: kernel $kver, gcc-$gcc_major"
+mirror_export_key "$WORK/mirror" "$WORK/node/usr/share/keyrings/toa-test-mirror.gpg" || die "no mirror key"
 # A second key that signs nothing: the "untrusted" node trusts only it.
-gpg --batch --quiet --pinentry-mode loopback --passphrase '' \
-	--quick-gen-key "toa other key <other@example.invalid>" ed25519 sign 1d
-gpg --batch --export "other@example.invalid" >"$WORK/node/usr/share/keyrings/toa-other.gpg"
-echo "# mirror: $ndebs packages, signed ($((SECONDS - t0))s)"
-
-# ---- serve it on a free loopback port
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 -m http.server --bind 127.0.0.1 --directory "$WORK/repo" "$port" >"$WORK/http.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 50); do
-	if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/dists/$SUITE/InRelease')" 2>/dev/null; then break; fi
-	sleep 0.1
-done
-MIRROR=http://127.0.0.1:$port
+mirror_other_key "$WORK/mirror" "$WORK/node/usr/share/keyrings/toa-other.gpg" || die "no second key"
+echo "# mirror: $MIRROR_DEBS packages, signed ($((SECONDS - t0))s)"
+mirror_serve "$WORK/mirror" || die "cannot serve the mirror"
+MIRROR=http://127.0.0.1:$MIRROR_PORT
 
 # ---- the node root: os-release, its apt source for the mirror, no headers
 codename_line=VERSION_CODENAME=$SUITE
@@ -127,8 +95,6 @@ write_source() {
 write_source "$MIRROR" toa-test-mirror.gpg
 # The kernel's banner, as the node's /proc/version shows it (the agent reads the compiler there
 # when the node has no headers).
-gcc_major=${compiler_pkg#linux-compiler-gcc-}
-gcc_major=${gcc_major%%-*}
 mkdir -p "$WORK/node/proc"
 printf 'Linux version %s (debian-kernel@lists.debian.org) (gcc-%s (Debian) %s.0.0, GNU ld) #1 SMP Debian\n' \
 	"$kver" "$gcc_major" "$gcc_major" >"$WORK/node/proc/version"
@@ -176,7 +142,7 @@ fi
 
 # ---- 3: the mirror unreachable (a closed loopback port; the override names it)
 rm -rf "$WORK/cache/buildroot"
-closed=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+closed=$(mirror_free_port)
 rc=0
 out=$(agent --mirror "http://127.0.0.1:$closed" 2>"$WORK/run3.err") || rc=$?
 printf '%s\n' "$out" | sed 's/^/#   /'

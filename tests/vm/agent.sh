@@ -7,19 +7,24 @@
 #   tests/vm/agent.sh --upgrade       the kernel-upgrade scenario instead: one node disk, booted
 #                                     with 6.1 then 6.12 (or the two --kernel given, in order)
 #
-# Where the agent image can build for the kernel (the kernel's compiler, named by its
-# CONFIG_CC_VERSION_TEXT, is among images/node-agent.packages), the agent runs as deployed: from
-# the image's root (images/node-agent-root.sh, the root images/build.sh ships) under the node's
-# own crun, with the runtime config generated from the operator's DaemonSet pod spec (mounts,
-# privileges, env, args). Otherwise (5.10: gcc-10, 7.2: gcc-16) it runs directly in the node's
-# userspace (the suite prints why), after checking that the image's agent reports
-# CompilerMismatch there (with agent.buildRoot false; the build root itself is tested by
-# tests/buildroot/local.sh). TOA_AGENT_RUN=direct forces the direct path everywhere.
+# The agent runs as deployed: from the image's root (images/node-agent-root.sh, the root
+# images/build.sh ships) under the node's own crun, with the runtime config generated from the
+# operator's DaemonSet pod spec (mounts, privileges, env, args). Where the image can build for
+# the kernel (its compiler, named by CONFIG_CC_VERSION_TEXT, is among images/node-agent.packages)
+# it builds against the node's headers (path image). Otherwise (5.10: gcc-10, 7.2: gcc-16; path
+# build-root) the node has no headers and its apt sources name only a local signed mirror of its
+# suite (tests/buildroot/mirror.sh, served on the host's loopback, reached from the guest through
+# QEMU's user network in restricted mode with one guestfwd): the suite checks CompilerMismatch
+# (agent.buildRoot false) and MirrorUnreachable (an unreachable agent.buildRootMirror), then the
+# image's agent goes from Pending to Loaded with a build root fetched from that mirror
+# (mmdebstrap, apt's signature checks against the node's keys) and runs every check from there.
+# TOA_AGENT_RUN=direct runs the agent directly in the node's userspace everywhere instead.
 # In the guest the agent runs standalone (--desired FILE, --status-file FILE) and the suite
 # checks: cold start builds + loads (source Built); SIGTERM leaves the module; a restart
 # adopts (source Adopted, no make run); after rmmod the next start loads from the cache
 # (source Cache, no make run); runtime parameter changes need no reload; desired Unloaded
-# removes the module; missing headers give HeadersMissing naming the package (agent.buildRoot
+# removes the module; a vendor's TOA module of another name (ipvs_toa, first kernel only) gives
+# ForeignModule before any build or load and is never unloaded; missing headers give HeadersMissing naming the package (agent.buildRoot
 # false); /metrics after real TOA traffic shows the exact counter values. On the host,
 # `promtool check metrics` lints the scraped exposition and compares its families and labels with
 # tests/fixtures/agent-metrics.prom (TOA_UPDATE_FIXTURES=1 rewrites the fixture instead).
@@ -36,6 +41,8 @@ shopt -s inherit_errexit
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=agent-guest/host.sh
 . "$HERE/agent-guest/host.sh"
+# shellcheck source=../buildroot/mirror.sh
+. "$HERE/../buildroot/mirror.sh"
 
 GUEST_TIMEOUT=${TOA_AGENT_GUEST_TIMEOUT:-1500}
 FIXTURE=$TOA_REPO_DIR/tests/fixtures/agent-metrics.prom
@@ -59,6 +66,7 @@ EOT
 agent_suite_needs() {
 	agent_guest_needs
 	need_apt prometheus
+	mirror_needs
 }
 
 # --upgrade: the kernel-upgrade scenario (its own defaults; the rest goes to kernel_parse_args).
@@ -79,6 +87,9 @@ fi
 toa_deps_step agent_suite_needs
 
 RUN_DIR="$TOA_CACHE_DIR/vm-run"
+# The local mirror of a build-root kernel's suite (mirror_serve), stopped when the suite ends.
+MIRROR_PID=
+trap '[ -z "$MIRROR_PID" ] || kill "$MIRROR_PID" 2>/dev/null || true' EXIT
 
 # agent_serial_tap SERIAL_LOG [METRICS_FILE]: the guest's TAP lines, prefixed with the kernel
 # release, plus console failures (panic, Oops, BUG, guest errors and kernel log lines the guest
@@ -173,10 +184,34 @@ run_kernel() {
 		AGENT_RUN=direct
 		echo "# kernel $KVER: agent runs directly in the node's userspace (TOA_AGENT_RUN=direct)"
 	elif ! grep -qx "$cc" "$TOA_REPO_DIR/images/node-agent.packages"; then
-		AGENT_RUN=mismatch
-		echo "# kernel $KVER: built with $cc, which the agent image (images/node-agent.packages) does not have: the image's agent with agent.buildRoot false must report CompilerMismatch, then the suite runs the agent directly in the node's $KERNEL_SUITE userspace (the build root from the node's distribution is not exercised in the guest yet: tests/buildroot/local.sh runs it against a local signed mirror)"
+		AGENT_RUN=buildroot
+		echo "# kernel $KVER: built with $cc, which the agent image (images/node-agent.packages) does not have: the image's agent must build in a build root from the node's $KERNEL_SUITE mirror (a local signed mirror, the node's only apt source)"
+		local tm=$SECONDS
+		if ! mirror_build "$KERNEL_SUITE" "$KVER" "$work/mirror" >"$work/mirror.log" 2>&1 ||
+			! mirror_serve "$work/mirror" >>"$work/mirror.log" 2>&1; then
+			sed 's/^/#   /' "$work/mirror.log" | tail -n 20
+			echo "not ok - [$KVER] the local $KERNEL_SUITE mirror: see $work/mirror.log"
+			K_FAIL=1
+			return
+		fi
+		echo "# kernel $KVER: mirror of $KERNEL_SUITE ($MIRROR_DEBS packages, signed) on 127.0.0.1:$MIRROR_PORT, guest address http://$AGENT_MIRROR_GUEST_ADDR/ ($((SECONDS - tm))s)"
+		# shellcheck disable=SC2034 # read by host.sh (_agent_mirror_node_files)
+		AGENT_MIRROR_DIR=$work/mirror
 	else
 		echo "# kernel $KVER: agent runs from the image root under crun ($cc is in the image)"
+	fi
+	# A vendor's TOA module under another name (ipvs_toa: our sources with a renamed Kbuild,
+	# built on the host with the kernel's compiler) for the guest to load before the agent
+	# starts: the first kernel of the run only, like the self-test knob (one more compile).
+	rm -rf "$work/vendor"
+	if [ "$series" = "${kernels[0]}" ]; then
+		if ! (kernel_kmod_renamed "$TOA_REPO_DIR/kmod" ipvs_toa "$work/vendor-src" &&
+			kernel_build_kmod "$work/vendor-src" "$work/vendor") >"$work/vendor.log" 2>&1 ||
+			[ ! -f "$work/vendor/ipvs_toa.ko" ]; then
+			sed 's/^/#   /' "$work/vendor.log" | tail -n 10
+			echo "not ok - [$KVER] build of the vendor-named module ipvs_toa.ko: see $work/vendor.log"
+			fails=$((fails + 1))
+		fi
 	fi
 	if ! agent_guest_initrd "$series" "$work" "$RUN_DIR/toa-node-agent-musl" >"$work/initrd.log" 2>&1; then
 		sed 's/^/#   /' "$work/initrd.log" | tail -n 20
@@ -190,6 +225,11 @@ run_kernel() {
 	local knob=toaknob=0
 	[ "$series" = "${kernels[0]}" ] && knob=toaknob=1
 	agent_guest_boot "$work" suite "$GUEST_TIMEOUT" "$knob" || rc=$?
+	if [ -n "$MIRROR_PID" ]; then
+		kill "$MIRROR_PID" 2>/dev/null || true
+		wait "$MIRROR_PID" 2>/dev/null || true
+		MIRROR_PID='' MIRROR_PORT=''
+	fi
 	: >"$work/metrics.prom"
 	agent_serial_tap "$work/serial.log" "$work/metrics.prom"
 

@@ -87,12 +87,7 @@ run_kernel() {
 	echo "ok - [$KVER] kmod builds with W=1 and no warnings"
 	passes=1
 	# The same sources under another module name: a second module claiming sockopt 4096.
-	mkdir -p "$work/src-dup"
-	(cd "$KMOD_SRC" && tar --exclude='*.o' --exclude='*.ko' --exclude='.*.cmd' --exclude='*.mod' \
-		--exclude='*.mod.c' --exclude=Module.symvers --exclude=modules.order --exclude=fuzz -cf - .) |
-		(cd "$work/src-dup" && tar -xf -)
-	sed -i -E 's/^obj-m[[:space:]]*[:+]?=[[:space:]]*toa\.o/obj-m := toa_dup.o/; s/^toa-y([[:space:]]*[:+]?=)/toa_dup-y\1/' "$work/src-dup/Kbuild"
-	if ! grep -q '^obj-m := toa_dup.o' "$work/src-dup/Kbuild" ||
+	if ! kernel_kmod_renamed "$KMOD_SRC" toa_dup "$work/src-dup" >"$work/build-dup.out" 2>&1 ||
 		! kernel_build_kmod "$work/src-dup" "$work/kmod-dup" >"$work/build-dup.out" 2>&1 ||
 		[ ! -f "$work/kmod-dup/toa_dup.ko" ]; then
 		sed 's/^/#   /' "$work/build-dup.out" | tail -n 10

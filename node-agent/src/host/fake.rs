@@ -409,9 +409,10 @@ impl Host for FakeHost {
             .find_map(|a| a.strip_prefix("M="))
             .map(PathBuf::from)
             .ok_or_else(|| io::Error::other("fake make: no M= argument"))?;
-        // `chroot ROOT make ... M=/inside`: the directory is below ROOT.
-        let m_dir = match (cmd.program.as_str(), cmd.args.first()) {
-            ("chroot", Some(root)) => {
+        // `unshare --mount -- /bin/sh -c SCRIPT ROOT make ... M=/inside`: the directory is
+        // below ROOT.
+        let m_dir = match (cmd.program.as_str(), cmd.args.get(5)) {
+            ("unshare", Some(root)) => {
                 Path::new(root).join(m_dir.strip_prefix("/").unwrap_or(&m_dir))
             }
             _ => m_dir,

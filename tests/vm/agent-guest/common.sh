@@ -125,6 +125,15 @@ wait_phase() {
 	return 1
 }
 
+# expect_phase PHASE TIMEOUT_S NAME: a TAP line NAME for reaching PHASE; on failure it says
+# where the agent stands and shows its log.
+expect_phase() {
+	if wait_phase "$1" "$2" >/dev/null; then ok "$3"; else
+		nok "$3" "phase $(status_field .phase) $(status_field .reason): $(status_field .message)"
+		dump_log
+	fi
+}
+
 scrape() { curl -sf "$METRICS/metrics"; }
 
 # metric NAME_WITH_LABELS FILE: value of one sample line

@@ -16,9 +16,13 @@
 # With AGENT_RUN=image (agent.sh sets it per kernel) the initramfs also holds the agent image's
 # root (images/node-agent-root.sh: the same root images/build.sh ships) and OCI runtime configs
 # generated from operator/src/daemonset.rs (example agent-oci-config); the guest suite then runs
-# the agent under the node's crun instead of directly (toarun=image). AGENT_RUN=mismatch (a
-# kernel whose compiler the image lacks): the same layers; the suite first checks that the
-# image's agent reports CompilerMismatch, then runs directly in the node's userspace.
+# the agent under the node's crun instead of directly (toarun=image). AGENT_RUN=buildroot (a
+# kernel whose compiler the image lacks): the same layers, plus the node's apt configuration
+# for the local signed mirror of its suite (tests/buildroot/mirror.sh; AGENT_MIRROR_DIR, served
+# on the host and reached at http://$AGENT_MIRROR_GUEST_ADDR/ through agent_guest_boot's
+# restricted user network), the mirror's key, the guest's NIC driver (e1000) and a runtime
+# config whose mirror override is unreachable; the suite checks CompilerMismatch (no build
+# root) and MirrorUnreachable, then runs from the image with the build root.
 
 AGENT_GUEST_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../lib/qemu.sh
@@ -42,12 +46,17 @@ AGENT_GUEST_IMAGE_MEM=${TOA_AGENT_GUEST_IMAGE_MEM:-3584}
 # Where the guest holds the OCI bundle: the image root at $AGENT_IMAGE_BUNDLE/rootfs and the
 # runtime configs generated from the operator's DaemonSet pod spec.
 AGENT_IMAGE_BUNDLE=/var/lib/toa-image
+# AGENT_RUN=buildroot: where the guest reaches the mirror (QEMU's guestfwd to the host's
+# loopback port of mirror_serve), and an address whose connections QEMU's restricted user
+# network refuses (the host's 10.0.2.2), for MirrorUnreachable.
+AGENT_MIRROR_GUEST_ADDR=10.0.2.100
+AGENT_MIRROR_UNREACHABLE=http://10.0.2.2:9/debian
 
 # agent_guest_needs: the static agent (musl-gcc, the Rust musl target, readelf to prove it
 # static), the layers (initramfs_needs: cpio ...), the guest userspace (suites_needs:
 # debootstrap) and the kernel (kernel_needs).
 agent_guest_needs() {
-	need_apt musl-tools binutils
+	need_apt musl-tools binutils socat
 	need_rust_target x86_64-unknown-linux-musl
 	initramfs_needs
 	suites_needs
@@ -220,6 +229,10 @@ _agent_run_layer() { # WORK BINARY [image]
 			install -m 0755 "$binary" "$stage/usr/local/bin/toa-node-agent" &&
 			install -m 0755 "$work/toatest" "$stage/usr/local/bin/toatest"
 	} || toa_die "cannot stage the run layer in $stage"
+	if [ -f "$work/vendor/ipvs_toa.ko" ]; then
+		install -D -m 0644 "$work/vendor/ipvs_toa.ko" "$stage/usr/lib/toa-guest/vendor/ipvs_toa.ko" ||
+			toa_die "cannot stage ipvs_toa.ko"
+	fi
 	bb=$(_initramfs_busybox) || toa_die "no busybox"
 	install -m 0755 "$bb" "$stage/usr/local/bin/busybox" || toa_die "cannot stage busybox"
 	# The module sources as the agent image ships them: sources only, no build outputs.
@@ -227,7 +240,7 @@ _agent_run_layer() { # WORK BINARY [image]
 		--exclude='*.mod' --exclude='*.mod.c' --exclude=Module.symvers --exclude=modules.order \
 		--exclude=fuzz --exclude='.tmp*' -cf - .) | (cd "$stage/usr/share/toa-node-agent/kmod" && tar -xf -) ||
 		toa_die "cannot stage the module sources"
-	if [ "$run" = image ]; then
+	if [ "$run" != direct ]; then
 		# The image's own files (agent, module sources) exactly as images/build.sh ships them,
 		# and the runtime configs: the default agent config, the self-test knob's (its own
 		# host cache path, KCFLAGS for the test build), and agent.buildRoot false (the scenarios
@@ -240,10 +253,35 @@ _agent_run_layer() { # WORK BINARY [image]
 			"buildTimeoutSeconds: 900" "hostCachePath: /var/lib/toa-knob"
 		_agent_oci_config "$stage$AGENT_IMAGE_BUNDLE/config-nobuildroot.json" "" \
 			"buildTimeoutSeconds: 900" "buildRoot: false"
+		if [ "$run" = buildroot ]; then
+			_agent_oci_config "$stage$AGENT_IMAGE_BUNDLE/config-badmirror.json" "" \
+				"buildTimeoutSeconds: 900" "buildRootMirror: $AGENT_MIRROR_UNREACHABLE"
+			_agent_mirror_node_files "$stage"
+		fi
 		rm -f "$stage$AGENT_IMAGE_BUNDLE"/*.agent.yaml
 	fi
 	toa_cpio_pack "$stage" "$work/run.cpio.gz" gzip
 	rm -rf "$stage"
+}
+
+# _agent_mirror_node_files STAGE: the node's apt configuration names only the local mirror of
+# its suite (this layer's files replace the userspace layer's sources.list), which the node
+# trusts through signed-by; and the NIC driver, for the suite to bring up eth0.
+_agent_mirror_node_files() {
+	local stage=$1 mods=$1.net
+	[ -f "${AGENT_MIRROR_DIR:-}/suite" ] || toa_die "AGENT_RUN=buildroot needs AGENT_MIRROR_DIR (mirror_build)"
+	mkdir -p "$stage/etc/apt/sources.list.d" "$stage/usr/share/keyrings" "$stage/usr/lib/toa-guest/net"
+	echo "# this node's packages come from its local mirror: sources.list.d/debian.sources" \
+		>"$stage/etc/apt/sources.list"
+	printf 'Types: deb\nURIs: http://%s/\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/toa-test-mirror.gpg\n' \
+		"$AGENT_MIRROR_GUEST_ADDR" "$(cat "$AGENT_MIRROR_DIR/suite")" >"$stage/etc/apt/sources.list.d/debian.sources"
+	mirror_export_key "$AGENT_MIRROR_DIR" "$stage/usr/share/keyrings/toa-test-mirror.gpg" ||
+		toa_die "cannot export the mirror's key"
+	initramfs_new "$mods"
+	initramfs_add_kmod "$mods" e1000
+	cp "$mods"/lib/modules/*.ko "$stage/usr/lib/toa-guest/net/" || toa_die "cannot stage e1000.ko"
+	cp "$mods/etc/modules.order" "$stage/usr/lib/toa-guest/net/modules.order" || toa_die "cannot stage modules.order"
+	rm -rf "$mods"
 }
 
 # _agent_image_layer: the agent image's package root (images/node-agent-root.sh base) under
@@ -303,7 +341,7 @@ agent_guest_initrd() {
 	if [ "${AGENT_RUN:-direct}" != direct ]; then
 		local il
 		il=$(_agent_image_layer) || toa_die "no agent image layer"
-		_agent_run_layer "$work" "$binary" image
+		_agent_run_layer "$work" "$binary" "$AGENT_RUN"
 		cat "$base" "$kl" "$il" "$work/run.cpio.gz" >"$work/initrd" || toa_die "cannot write $work/initrd"
 		return
 	fi
@@ -314,7 +352,19 @@ agent_guest_initrd() {
 agent_guest_boot() { # WORK MODE TIMEOUT [VAR=VALUE...]: extra words reach /init as variables
 	local work=$1 mode=$2 tmo=$3
 	shift 3
-	local mem=$AGENT_GUEST_MEM
+	local mem=$AGENT_GUEST_MEM net=""
 	[ "${AGENT_RUN:-direct}" = direct ] || mem=$AGENT_GUEST_IMAGE_MEM
-	qemu_run "$VMLINUX" "$work/initrd" "$mem" "$tmo" "$work/serial.log" "toamode=$mode" "toarun=${AGENT_RUN:-direct}" "$@"
+	if [ "${AGENT_RUN:-direct}" = buildroot ]; then
+		# The build root (a minimal root with gcc and the headers, about 400 MB) lives in RAM too.
+		mem=$((mem + 1024))
+		[ -n "${MIRROR_PORT:-}" ] || toa_die "AGENT_RUN=buildroot: the mirror is not served (mirror_serve)"
+		# restrict=on: the guest reaches nothing but the mirror (one socat per connection; a
+		# script, as QEMU_EXTRA_ARGS is split on spaces).
+		printf '#!/bin/sh\nexec socat - TCP:127.0.0.1:%s\n' "$MIRROR_PORT" >"$work/mirror-fwd" &&
+			chmod +x "$work/mirror-fwd" || toa_die "cannot write $work/mirror-fwd"
+		case $work in *[[:space:],]*) toa_die "the run directory $work has a space or comma (QEMU options)" ;; esac
+		net="-netdev user,id=n0,restrict=on,net=10.0.2.0/24,guestfwd=tcp:$AGENT_MIRROR_GUEST_ADDR:80-cmd:$work/mirror-fwd -device e1000,netdev=n0,romfile="
+	fi
+	QEMU_EXTRA_ARGS="${QEMU_EXTRA_ARGS:-} $net" \
+		qemu_run "$VMLINUX" "$work/initrd" "$mem" "$tmo" "$work/serial.log" "toamode=$mode" "toarun=${AGENT_RUN:-direct}" "$@"
 }

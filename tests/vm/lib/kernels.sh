@@ -8,6 +8,10 @@
 #                          -> copies SRC_DIR, runs `make KDIR=... W=1` with the kernel's own
 #                             compiler, copies the *.ko and build.log to OUT_DIR; fails on any
 #                             warning from our sources
+#   kernel_kmod_renamed SRC_DIR NAME DEST_DIR
+#                          -> DEST_DIR: the sources of SRC_DIR whose Kbuild builds NAME.ko
+#                             instead of toa.ko (a second module with the same code: a
+#                             vendor's TOA module under another name, holding option 4096)
 #
 # Rows whose suite is not this machine's (bookworm) go through tests/vm/lib/suites.sh
 # (suite_kernel SUITE META DIR, suite_kernel_root SUITE KDIR and
@@ -209,6 +213,20 @@ _kernel_tree_ok() {
 	[ -f "$kbase/.complete" ] && toa_elf_file "$kbase/vmlinux" &&
 		[ -d "$kbase/img/lib/modules/$KVER/kernel" ] && [ -s "$kdir/.config" ] &&
 		grep -q "^include $kbase/hdr/usr/src/linux-headers-" "$kdir/Makefile" 2>/dev/null
+}
+
+kernel_kmod_renamed() {
+	local src=$1 name=$2 dest=$3
+	rm -rf "$dest" && mkdir -p "$dest" || return 1
+	(cd "$src" && tar --exclude='*.o' --exclude='*.ko' --exclude='.*.cmd' --exclude='*.mod' \
+		--exclude='*.mod.c' --exclude=Module.symvers --exclude=modules.order --exclude=fuzz -cf - .) |
+		(cd "$dest" && tar -xf -) || return 1
+	sed -i -E "s/^obj-m[[:space:]]*[:+]?=[[:space:]]*toa\.o/obj-m := $name.o/; s/^toa-y([[:space:]]*[:+]?=)/$name-y\1/" "$dest/Kbuild" ||
+		return 1
+	grep -q "^obj-m := $name.o" "$dest/Kbuild" && grep -q "^$name-y" "$dest/Kbuild" || {
+		echo "kernel_kmod_renamed: $src/Kbuild has no 'obj-m := toa.o' / 'toa-y' lines to rename" >&2
+		return 1
+	}
 }
 
 # kernel_build_kmod SRC_DIR OUT_DIR: build toa.ko for the prepared kernel with its own
