@@ -2,7 +2,7 @@
 //! module's parameters (kmod/README.md "Parameters"), turned into the `toa_config` map value
 //! whose C layout is `struct toa_config` in `ebpf/bpf/toa_ebpf.h`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 /// Entries of `trusted_sources` at most (kmod `TOA_MAX_TRUSTED`).
 pub const MAX_TRUSTED: usize = 64;
@@ -319,6 +319,7 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn raw_config_has_the_c_layout() {

@@ -3531,6 +3531,10 @@ static void usage(void)
 		"         --hold-until (IPv4, N <= 64): keeps the accepted sockets open until PATH\n"
 		"         exists, then prints `held I getpeername=P` for each and\n"
 		"         `held: K of N open connections still showed the real address`\n"
+		"       toatest burst [--count N] [--rounds R]\n"
+		"         R rounds of N <= 256 handshakes in flight at once (TOA on the SYN, on the\n"
+		"         final ACK for odd ones), held open together, while a thread loops\n"
+		"         getpeername() on a TOA connection; exits 0 when every one was exact\n"
 		"       toatest stats\n"
 		"       toatest bench [--module PATH] [--secs N] [--ebpf-attach CMD --ebpf-detach CMD]\n");
 	exit(2);
@@ -3833,6 +3837,125 @@ static int cmd_conn(int argc, char **argv)
 	return bad ? 1 : 0;
 }
 
+/*
+ * `toatest burst`: the stress run for a backend without /proc/net/toa_stats (eBPF; its
+ * counters are checked by the caller). ROUNDS rounds of N handshakes in flight at once
+ * (burst_handshakes: the TOA on the SYN, on the final ACK for every odd one), all accepted and
+ * held open together, while a second thread calls getpeername() in a loop on a TOA connection
+ * opened before the first round. Every connection must show its own real address from
+ * accept() and getpeername(), and the looped one its address on every call.
+ */
+struct gpn_loop {
+	volatile int stop;
+	int fd;
+	long calls, wrong;
+};
+
+#define BURST_HELD_PEER "203.0.113.99:9999"
+static void *gpn_loop_main(void *arg)
+{
+	struct gpn_loop *l = arg;
+
+	while (!l->stop) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		char pe[80];
+
+		if (getpeername(l->fd, (struct sockaddr *)&ss, &len) < 0) {
+			l->wrong++;
+			continue;
+		}
+		fmt_addr(&ss, pe, sizeof(pe));
+		if (strcmp(pe, BURST_HELD_PEER))
+			l->wrong++;
+		l->calls++;
+	}
+	return NULL;
+}
+
+static int cmd_burst(int argc, char **argv)
+{
+	static struct flow fl[BURST_MAX];
+	static int got[BURST_MAX], fds[BURST_MAX];
+	int n = 100, rounds = 4, i, round, total = 0, good = 0, bad = 0;
+	struct gpn_loop loop = { .stop = 0, .calls = 0, .wrong = 0 };
+	struct result r = { .bad = 0 };
+	struct opts o = { .n = 0 }, none = { .n = 0 };
+	struct flow held;
+	pthread_t th;
+	double t0;
+
+	for (i = 0; i + 1 < argc; i += 2) {
+		if (!strcmp(argv[i], "--count"))
+			n = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--rounds"))
+			rounds = atoi(argv[i + 1]);
+		else
+			usage();
+	}
+	if (i != argc || n < 1 || n > BURST_MAX || rounds < 1 || rounds > 100)
+		usage();
+	tun_setup();
+	lfd_v4 = listen_on(0, PORT_V4);
+	o_toa4(&o, 200, "203.0.113.99", 9999);
+	if (open_conn(&o, &none, &loop.fd, &held, &r) < 0)
+		die("burst: the looped connection: %s", r.msg);
+	if (pthread_create(&th, NULL, gpn_loop_main, &loop))
+		die("pthread_create");
+	t0 = now_s();
+	for (round = 0; round < rounds; round++) {
+		int base = round * n, seen, accepted = 0;
+		double end;
+
+		seen = burst_handshakes(fl, got, n, base, 10000, 1);
+		if (seen < n)
+			printf("burst round %d: only %d of %d SYN-ACKs arrived\n", round, seen, n);
+		end = now_s() + 10;
+		while (accepted < seen && now_s() < end) {
+			struct sockaddr_storage ss;
+			socklen_t len = sizeof(ss);
+			struct pollfd p = { .fd = lfd_v4, .events = POLLIN };
+			char a[80], pe[80], want[64];
+			int fd, idx;
+
+			if (poll(&p, 1, 200) <= 0)
+				continue;
+			fd = accept(lfd_v4, (struct sockaddr *)&ss, &len);
+			if (fd < 0)
+				continue;
+			fds[accepted++] = fd;
+			fmt_addr(&ss, a, sizeof(a));
+			len = sizeof(ss);
+			getpeername(fd, (struct sockaddr *)&ss, &len);
+			fmt_addr(&ss, pe, sizeof(pe));
+			/* the real port says which connection this is */
+			idx = ntohs(((struct sockaddr_in *)&ss)->sin_port) - 10000 - base;
+			snprintf(want, sizeof(want), "198.51.100.%d:%d", 1 + (base + idx) % 250, 10000 + base + idx);
+			if (idx < 0 || idx >= n || strcmp(a, want) || strcmp(pe, want)) {
+				if (bad++ < 5)
+					printf("burst round %d: accept %s getpeername %s\n", round, a, pe);
+				continue;
+			}
+			good++;
+		}
+		total += n;
+		/* all of this round open at once, then reset from the balancer's side */
+		for (i = 0; i < n; i++)
+			if (got[i])
+				flow_rst(&fl[i]);
+		for (i = 0; i < accepted; i++)
+			close(fds[i]);
+	}
+	loop.stop = 1;
+	pthread_join(th, NULL);
+	flow_rst(&held);
+	close(loop.fd);
+	printf("burst: %d rounds of %d connections in flight in %.1f s: %d of %d showed the real address; "
+	       "getpeername loop %ld calls, %ld wrong\n",
+	       rounds, n, now_s() - t0, good, total, loop.calls, loop.wrong);
+	return good == total && !loop.wrong && loop.calls > 0 ? 0 : 1;
+}
+
 /* Loopback accept rate: one client thread connecting, this thread accepting. */
 struct bench_client {
 	volatile int stop;
@@ -4112,6 +4235,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "conn"))
 		return cmd_conn(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "burst"))
+		return cmd_burst(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "stats"))
 		return cmd_stats();
 	if (!strcmp(argv[1], "bench"))
