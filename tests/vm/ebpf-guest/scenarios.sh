@@ -316,17 +316,17 @@ expect_delta counters_tfo_no_ack_pending_stored ack_pending_stored "$b_ack" 0
 b_mal=$(stat_of toa_malformed)
 check_fails tfo_malformed_syn "getpeername=10.0.0.2:" toatest conn --count 1 --tfo --kind 253
 expect_delta counters_tfo_malformed_counted_once toa_malformed "$b_mal" 1
-# ---- stress: 4 rounds of 100 handshakes in flight at once (TOA on the SYN, on the final ACK
+# ---- stress: 5 rounds of 200 handshakes in flight at once (TOA on the SYN, on the final ACK
 # for every odd one), each round held open together, while a thread loops getpeername() on a
 # TOA connection: every connection exact, the counters exact.
 b_toa=$(stat_of syn_recv_sock_toa)
 b_syn=$(stat_of syn_pending_stored)
 b_ack=$(stat_of ack_pending_stored)
 b_no=$(stat_of syn_recv_sock_no_toa)
-check stress_400_connections_100_in_flight_with_a_getpeername_loop toatest burst --count 100 --rounds 4
-expect_delta stress_counters_syn_recv_sock_toa syn_recv_sock_toa "$b_toa" 401
-expect_delta stress_counters_syn_pending_stored syn_pending_stored "$b_syn" 201
-expect_delta stress_counters_ack_pending_stored ack_pending_stored "$b_ack" 200
+check stress_1000_connections_200_in_flight_with_a_getpeername_loop toatest burst --count 200 --rounds 5
+expect_delta stress_counters_syn_recv_sock_toa syn_recv_sock_toa "$b_toa" 1001
+expect_delta stress_counters_syn_pending_stored syn_pending_stored "$b_syn" 501
+expect_delta stress_counters_ack_pending_stored ack_pending_stored "$b_ack" 500
 expect_delta stress_counters_no_syn_recv_sock_no_toa syn_recv_sock_no_toa "$b_no" 0
 # Every entry of these sections was freed with its connection.
 for t in ip4 ip6; do
