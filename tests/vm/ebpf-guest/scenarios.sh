@@ -372,6 +372,24 @@ else
 fi
 sed 's/^/#   /' /tmp/held.log
 
+# ---- upgrade from a version whose toa_config had another layout (before the IPv6 entries:
+# 8776-byte values): not adopted (its programs could not take these parameters) but loaded
+# again (Repaired) with a new toa_config; toa_stats (and toa_sk) are kept.
+b_toa=$(stat_of syn_recv_sock_toa)
+rm -f /sys/fs/bpf/toa/toa_config
+if out=$(toatest bpf-pin-array /sys/fs/bpf/toa/toa_config 8776 2>&1); then
+	out=$(attach --trusted-sources "$TRUST46" 2>&1)
+	case $out in
+	*"Repaired in"*) ok "older_toa_config_layout_is_reloaded_not_adopted" ;;
+	*) notok "older_toa_config_layout_is_reloaded_not_adopted" "$out" ;;
+	esac
+else
+	notok "older_toa_config_layout_is_reloaded_not_adopted" "$out"
+fi
+check after_layout_reload_ipv6_rewrites toatest conn --count 1 --v6 --nat64 2001:db8::7
+expect_delta counters_kept_across_layout_reload syn_recv_sock_toa "$b_toa" 1
+attach --trusted-sources "$TRUST" >/dev/null 2>&1
+
 # ---- bad parameters are refused with the parameter named.
 if out=$(attach --trusted-sources 10.0.0.1/8 2>&1); then
 	notok "bad_trusted_sources_refused" "accepted 10.0.0.1/8"

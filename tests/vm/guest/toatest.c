@@ -26,6 +26,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
@@ -3535,6 +3536,8 @@ static void usage(void)
 		"         R rounds of N <= 256 handshakes in flight at once (TOA on the SYN, on the\n"
 		"         final ACK for odd ones), held open together, while a thread loops\n"
 		"         getpeername() on a TOA connection; exits 0 when every one was exact\n"
+		"       toatest bpf-pin-array PATH VALUE_SIZE\n"
+		"         pins a new one-element BPF array map (VALUE_SIZE-byte values) at PATH\n"
 		"       toatest stats\n"
 		"       toatest bench [--module PATH] [--secs N] [--ebpf-attach CMD --ebpf-detach CMD]\n");
 	exit(2);
@@ -3956,6 +3959,35 @@ static int cmd_burst(int argc, char **argv)
 	return good == total && !loop.wrong && loop.calls > 0 ? 0 : 1;
 }
 
+/*
+ * `toatest bpf-pin-array PATH VALUE_SIZE`: creates a one-element BPF array map with values of
+ * VALUE_SIZE bytes and pins it at PATH. The eBPF suite puts a toa_config of an older layout
+ * (another value size) in place this way, as an older version of the backend left it.
+ */
+static int cmd_bpf_pin_array(int argc, char **argv)
+{
+	union bpf_attr a;
+	int fd, vs;
+
+	if (argc != 2 || (vs = atoi(argv[1])) < 1)
+		usage();
+	memset(&a, 0, sizeof(a));
+	a.map_type = BPF_MAP_TYPE_ARRAY;
+	a.key_size = 4;
+	a.value_size = (uint32_t)vs;
+	a.max_entries = 1;
+	fd = (int)syscall(__NR_bpf, BPF_MAP_CREATE, &a, sizeof(a));
+	if (fd < 0)
+		die("BPF_MAP_CREATE (value size %d): %s", vs, strerror(errno));
+	memset(&a, 0, sizeof(a));
+	a.pathname = (uint64_t)(uintptr_t)argv[0];
+	a.bpf_fd = (uint32_t)fd;
+	if (syscall(__NR_bpf, BPF_OBJ_PIN, &a, sizeof(a)) < 0)
+		die("BPF_OBJ_PIN %s: %s", argv[0], strerror(errno));
+	printf("pinned an array map with %d-byte values at %s\n", vs, argv[0]);
+	return 0;
+}
+
 /* Loopback accept rate: one client thread connecting, this thread accepting. */
 struct bench_client {
 	volatile int stop;
@@ -4235,6 +4267,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "conn"))
 		return cmd_conn(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "bpf-pin-array"))
+		return cmd_bpf_pin_array(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "burst"))
 		return cmd_burst(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "stats"))
