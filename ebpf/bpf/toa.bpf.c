@@ -11,7 +11,8 @@
  *                      wins, as in the module. The walk goes through bpf_loop (5.17+);
  *   toa_sockops_legacy the same with the static walk, for older kernels (5.10).
  *   toa_getpeername4/6 cgroup/getpeername4 and 6: rewrite the peer address of getpeername()
- *                      and accept() (IPv4, ::ffff:a.b.c.d on dual-stack sockets).
+ *                      and accept() (IPv4, ::ffff:a.b.c.d on AF_INET6 sockets, the IPv6
+ *                      client of a NAT64 option on connections over IPv6).
  *   toa_getsockopt     cgroup/getsockopt: answers getsockopt(IPPROTO_IP, 4096) with struct
  *                      toa_nat64_peer, ENOENT without a NAT64 entry, EINVAL when the length is
  *                      below 20 (kernels >= 5.18, where a program may set the error).
@@ -93,6 +94,8 @@ struct scratch {
 	__u8 opt[OPT_BUF];
 	__u8 synhdr[OPT_BUF];
 	struct parse_res res;
+	__u32 trusted;	/* the connection's source is trusted (read back, never kept in a register) */
+	__u32 is_syn;	/* the segment that made the child is the SYN itself (TCP Fast Open) */
 };
 
 struct {
@@ -300,12 +303,27 @@ static __always_inline int trusted_v4(const struct toa_config *cfg, __u32 saddr)
 {
 	__u32 n = cfg->n_trusted, i;
 
-	if (!n)
-		return cfg->accept_any;
 	for (i = 0; i < TOA_MAX_TRUSTED; i++) {
 		if (i >= n)
 			break;
 		if ((saddr & cfg->trusted4[i].mask) == cfg->trusted4[i].addr)
+			return 1;
+	}
+	return 0;
+}
+
+/* An IPv6 balancer against the IPv6 entries of trusted_sources (a[] in network order). */
+static __always_inline int trusted_v6(const struct toa_config *cfg, const __u32 *a)
+{
+	__u32 n = cfg->n_trusted6, i;
+
+	for (i = 0; i < TOA_MAX_TRUSTED; i++) {
+		const struct toa_cidr6 *c = &cfg->trusted6[i];
+
+		if (i >= n)
+			break;
+		if ((a[0] & c->mask[0]) == c->addr[0] && (a[1] & c->mask[1]) == c->addr[1] &&
+		    (a[2] & c->mask[2]) == c->addr[2] && (a[3] & c->mask[3]) == c->addr[3])
 			return 1;
 	}
 	return 0;
@@ -337,14 +355,14 @@ static __always_inline int addr_ok(const struct toa_sk_entry *e)
  * malformed counted, trust, duplicates, address. Returns the entry to use, or NULL.
  */
 static __always_inline const struct toa_sk_entry *
-judge(const __u8 *opt, struct parse_res *res, const struct toa_config *cfg, __u32 saddr)
+judge(const __u8 *opt, struct parse_res *res, const struct toa_config *cfg, const __u32 *trusted)
 {
 	struct toa_sk_entry *e = &res->e;
 
 	count_n(TOA_CNT_TOA_MALFORMED, res->malformed);
 	if (!res->n_valid)
 		return 0;
-	if (!trusted_v4(cfg, saddr)) {
+	if (!*(const volatile __u32 *)trusted) {
 		count(TOA_CNT_TOA_UNTRUSTED);
 		return 0;
 	}
@@ -363,33 +381,40 @@ judge(const __u8 *opt, struct parse_res *res, const struct toa_config *cfg, __u3
 	return e;
 }
 
-/* The remote IPv4 address of a connection (network order), 0 for native IPv6. */
-static __always_inline __u32 remote_v4(const struct bpf_sock_ops *skops)
+/*
+ * Whether the peer of a passive connection (the balancer) is trusted: an IPv4 peer (also
+ * IPv4-mapped on a dual-stack listener) against the IPv4 entries of trusted_sources, a native
+ * IPv6 peer against the IPv6 entries, as in the module; every source when the list is empty
+ * and accept_any_source is on. Returns -1 for a family that is neither.
+ */
+static __always_inline int source_trusted(const struct bpf_sock_ops *skops, const struct toa_config *cfg)
 {
-	__u32 fam = skops->family, a0, a1, a2, a3;
+	__u32 fam = skops->family, a[4];
 
+	if (!cfg->n_trusted && !cfg->n_trusted6 && (fam == AF_INET || fam == AF_INET6))
+		return cfg->accept_any;
 	/*
 	 * Each context field is read into a register the compiler cannot merge with another
 	 * (barrier_var): a load through a computed context pointer is refused by the verifier.
 	 */
 	if (fam == AF_INET) {
-		a3 = skops->remote_ip4;
-		barrier_var(a3);
-		return a3;
+		a[3] = skops->remote_ip4;
+		barrier_var(a[3]);
+		return trusted_v4(cfg, a[3]);
 	}
 	if (fam != AF_INET6)
-		return 0;
-	a0 = skops->remote_ip6[0];
-	barrier_var(a0);
-	a1 = skops->remote_ip6[1];
-	barrier_var(a1);
-	a2 = skops->remote_ip6[2];
-	barrier_var(a2);
-	a3 = skops->remote_ip6[3];
-	barrier_var(a3);
-	if (a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff))
-		return a3;
-	return 0;
+		return -1;
+	a[0] = skops->remote_ip6[0];
+	barrier_var(a[0]);
+	a[1] = skops->remote_ip6[1];
+	barrier_var(a[1]);
+	a[2] = skops->remote_ip6[2];
+	barrier_var(a[2]);
+	a[3] = skops->remote_ip6[3];
+	barrier_var(a[3]);
+	if (a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff))
+		return trusted_v4(cfg, a[3]);
+	return trusted_v6(cfg, a);
 }
 
 static __always_inline void handle_listen(struct bpf_sock_ops *skops)
@@ -410,17 +435,19 @@ static __always_inline void handle_established(struct bpf_sock_ops *skops, int l
 	struct toa_sk_entry *st;
 	struct bpf_sock *sk;
 	struct scratch *w;
-	__u32 saddr, n = 0, k, zero = 0;
-	int ret;
+	__u32 n = 0, k, zero = 0;
+	int ret, trusted;
 
-	if (!cfg)
+	if (!cfg || !port_in_scope(cfg, skops->local_port))
 		return;
-	saddr = remote_v4(skops);
-	if (!saddr || !port_in_scope(cfg, skops->local_port))
+	trusted = source_trusted(skops, cfg);
+	if (trusted < 0)
 		return;
 	w = bpf_map_lookup_elem(&toa_scratch, &zero);
 	if (!w)
 		return;
+	/* Through memory: a register would split every path below into a trusted and an untrusted one. */
+	*(volatile __u32 *)&w->trusted = trusted;
 
 	/*
 	 * The final ACK: [skb_data, skb_data_end) is its whole TCP header. The option length comes
@@ -433,6 +460,11 @@ static __always_inline void handle_established(struct bpf_sock_ops *skops, int l
 
 		if (data + 20 > end)
 			return;
+		/*
+		 * TCP Fast Open: the child is made from the SYN (with data), so this segment is the
+		 * SYN; its option counts as the SYN's and the saved SYN is not walked a second time.
+		 */
+		*(volatile __u32 *)&w->is_syn = (data[13] >> 1) & 1;
 		n = ((__u32)(data[12] >> 4)) * 4;
 		n = n > 20 ? n - 20 : 0;
 #pragma clang loop unroll(full)
@@ -457,10 +489,10 @@ static __always_inline void handle_established(struct bpf_sock_ops *skops, int l
 		n *= (x | -x) >> 31;	/* x == 0 (aligned timestamp only): 0, else n */
 	}
 	walk(legacy, w->opt, n, cfg, &w->res);
-	use = judge(w->opt, &w->res, cfg, saddr);
+	use = judge(w->opt, &w->res, cfg, &w->trusted);
 	if (use) {
-		count(TOA_CNT_ACK_PENDING_STORED);
-	} else {
+		count(*(volatile __u32 *)&w->is_syn ? TOA_CNT_SYN_PENDING_STORED : TOA_CNT_ACK_PENDING_STORED);
+	} else if (!*(volatile __u32 *)&w->is_syn) {
 		/* The SYN, kept by TCP_SAVE_SYN (absent for SYN cookies and earlier listeners). */
 		ret = bpf_getsockopt(skops, SOL_TCP, TCP_BPF_SYN, w->synhdr, 60);
 		if (ret > 20 && ret <= 60) {
@@ -468,7 +500,7 @@ static __always_inline void handle_established(struct bpf_sock_ops *skops, int l
 			for (k = 0; k < OPT_MAX; k++)
 				w->opt[k] = w->synhdr[20 + k];
 			walk(legacy, w->opt, (__u32)ret - 20, cfg, &w->res);
-			use = judge(w->opt, &w->res, cfg, saddr);
+			use = judge(w->opt, &w->res, cfg, &w->trusted);
 			if (use)
 				count(TOA_CNT_SYN_PENDING_STORED);
 		}
@@ -570,19 +602,53 @@ int toa_getpeername4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+/*
+ * AF_INET6 sockets: an IPv4 entry as ::ffff:a.b.c.d (either transport); a NAT64 entry as the
+ * IPv6 client, but only on a connection over IPv6 (the peer the kernel wrote is not
+ * IPv4-mapped): over IPv4 it is left alone and counted getname_toa_mismatch, as in the module.
+ */
 SEC("cgroup/getpeername6")
 int toa_getpeername6(struct bpf_sock_addr *ctx)
 {
-	struct toa_sk_entry *st = getname_entry(ctx);
-	__u32 a;
+	struct toa_sk_entry *st;
+	__u32 a[4], p0, p1, p2;
 
-	if (!st)
+	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP || !ctx->sk)
 		return 1;
-	__builtin_memcpy(&a, st->addr, 4);
-	ctx->user_ip6[0] = 0;
-	ctx->user_ip6[1] = 0;
-	ctx->user_ip6[2] = bpf_htonl(0xffff);
-	ctx->user_ip6[3] = a;
+	st = bpf_sk_storage_get(&toa_sk, ctx->sk, 0, 0);
+	if (!st) {
+		count(TOA_CNT_GETNAME_TOA_EMPTY);
+		return 1;
+	}
+	if (st->type == TOA_TYPE_NAT64) {
+		p0 = ctx->user_ip6[0];
+		barrier_var(p0);
+		p1 = ctx->user_ip6[1];
+		barrier_var(p1);
+		p2 = ctx->user_ip6[2];
+		barrier_var(p2);
+		if (p0 == 0 && p1 == 0 && p2 == bpf_htonl(0xffff)) {
+			count(TOA_CNT_GETNAME_TOA_MISMATCH);
+			return 1;
+		}
+		__builtin_memcpy(a, st->addr, 16);
+	} else if (st->type == TOA_TYPE_IPV4) {
+		a[0] = 0;
+		a[1] = 0;
+		a[2] = bpf_htonl(0xffff);
+		__builtin_memcpy(&a[3], st->addr, 4);
+	} else {
+		return 1;
+	}
+	/* One 4-byte context store each: clang would merge neighbours into 8-byte stores, refused. */
+	ctx->user_ip6[0] = a[0];
+	asm volatile("" ::: "memory");
+	ctx->user_ip6[1] = a[1];
+	asm volatile("" ::: "memory");
+	ctx->user_ip6[2] = a[2];
+	asm volatile("" ::: "memory");
+	ctx->user_ip6[3] = a[3];
+	asm volatile("" ::: "memory");
 	ctx->user_port = st->port;
 	count(TOA_CNT_GETNAME_TOA_OK);
 	return 1;

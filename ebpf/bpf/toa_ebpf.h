@@ -54,6 +54,12 @@ struct toa_cidr4 {
 	__u32 mask;
 };
 
+/* One IPv6 CIDR of trusted_sources: address and mask as four network-order words each. */
+struct toa_cidr6 {
+	__u32 addr[4];
+	__u32 mask[4];
+};
+
 /*
  * The runtime parameters (the module's parameters under /sys/module/toa/parameters), one element of the array map
  * toa_config. All zero = nothing configured: no kind is a TOA kind, so nothing is parsed.
@@ -62,11 +68,19 @@ struct toa_config {
 	__u32 ipv4_kinds[8];	/* bit k: kind k carries an IPv4 TOA (length 8) */
 	__u32 nat64_kinds[8];	/* bit k: kind k carries a NAT64 TOA (length 20) */
 	__u32 n_trusted;	/* entries used in trusted4 */
-	__u8 accept_any;	/* accept_any_source: every source while n_trusted == 0 */
+	__u8 accept_any;	/* accept_any_source: every source while n_trusted == n_trusted6 == 0 */
 	__u8 dup_rule;		/* enum toa_dup_rule */
 	__u16 n_ports;		/* 0: every local port is in scope, else the ports bitmap */
 	struct toa_cidr4 trusted4[TOA_MAX_TRUSTED];
 	__u32 ports[2048];	/* bit p: local port p is in scope */
+	/*
+	 * IPv6 entries of trusted_sources, matched against IPv6 balancers only (IPv4 ones,
+	 * and IPv4-mapped peers of dual-stack listeners, against trusted4 only), as in the module.
+	 * At the end so that the IPv4 layout above keeps its offsets.
+	 */
+	__u32 n_trusted6;	/* entries used in trusted6 */
+	__u32 pad6;
+	struct toa_cidr6 trusted6[TOA_MAX_TRUSTED];
 };
 
 /* Per-socket entry in the BPF_MAP_TYPE_SK_STORAGE map toa_sk (freed with the socket). */

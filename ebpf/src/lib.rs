@@ -200,7 +200,12 @@ pub fn attach(t: &Target, params: &Params) -> Result<Outcome, Error> {
         .iter()
         .map(|l| link_path(&t.pin_dir, l).exists())
         .collect();
-    if pinned.iter().all(|p| *p) {
+    // A backend pinned by an older version whose `toa_config` has another layout (IPv6
+    // trusted sources were added at its end): its programs cannot take these parameters, so
+    // it is loaded again (Repaired) with a new `toa_config`; `toa_sk` and `toa_stats` are kept.
+    let config_pin = t.pin_dir.join("toa_config");
+    let stale_config = config_layout_differs(&config_pin)?;
+    if pinned.iter().all(|p| *p) && !stale_config {
         // Each link must still open as a link: a stale file would make this a silent no-op.
         for l in LINKS {
             let p = link_path(&t.pin_dir, l);
@@ -209,7 +214,7 @@ pub fn attach(t: &Target, params: &Params) -> Result<Outcome, Error> {
         write_config(&t.pin_dir, params)?;
         return Ok(Outcome::Adopted);
     }
-    let repaired = pinned.iter().any(|p| *p);
+    let repaired = pinned.iter().any(|p| *p) || stale_config;
     for l in LINKS {
         let p = link_path(&t.pin_dir, l);
         // Detached now, not when the pin's inode goes (later): the old and the new programs
@@ -222,12 +227,25 @@ pub fn attach(t: &Target, params: &Params) -> Result<Outcome, Error> {
         remove_if_exists(&p)?;
         remove_if_exists(&prog_path(&t.pin_dir, l))?;
     }
+    if stale_config {
+        tracing::info!(path = %config_pin.display(), "toa_config has an older layout: replaced");
+        remove_if_exists(&config_pin)?;
+    }
     load_and_attach(t, params)?;
     Ok(if repaired {
         Outcome::Repaired
     } else {
         Outcome::Loaded
     })
+}
+
+/// True when `path` is a pinned map whose value is not `struct toa_config` of this version.
+fn config_layout_differs(path: &Path) -> Result<bool, Error> {
+    if !path.exists() {
+        return Ok(false);
+    }
+    let info = aya::maps::MapInfo::from_pin(path).map_err(pin_err(path))?;
+    Ok(info.value_size() as usize != std::mem::size_of::<params::RawConfig>())
 }
 
 fn load_and_attach(t: &Target, params: &Params) -> Result<(), Error> {

@@ -2,7 +2,7 @@
 //! module's parameters (kmod/README.md "Parameters"), turned into the `toa_config` map value
 //! whose C layout is `struct toa_config` in `ebpf/bpf/toa_ebpf.h`.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// Entries of `trusted_sources` at most (kmod `TOA_MAX_TRUSTED`).
 pub const MAX_TRUSTED: usize = 64;
@@ -16,8 +16,8 @@ pub enum ParamError {
     /// `ipv4_kinds` / `nat64_kinds`: a token that is not a kind 2..=255 in at most 3 digits.
     #[error("{param}: {token:?} is not an option kind: write decimal kinds 2..255, comma separated (e.g. 200,254)")]
     Kind { param: &'static str, token: String },
-    /// `trusted_sources`: a token that is not an IPv4 CIDR, or has host bits set.
-    #[error("trusted_sources: {token:?}: {why}: write IPv4 CIDRs such as 10.0.0.0/8 or 192.0.2.7 (IPv6 entries are not supported by the eBPF backend yet)")]
+    /// `trusted_sources`: a token that is not an IPv4 or IPv6 CIDR, or has host bits set.
+    #[error("trusted_sources: {token:?}: {why}: write CIDRs such as 10.0.0.0/8, 192.0.2.7 or fd00:10::/64")]
     Trusted { token: String, why: &'static str },
     /// `trusted_sources`: more than [`MAX_TRUSTED`] entries.
     #[error("trusted_sources: {0} entries, at most 64")]
@@ -57,13 +57,21 @@ impl std::str::FromStr for DupRule {
     }
 }
 
-/// An IPv4 network of `trusted_sources`, e.g. `10.0.0.0/8`.
+/// A network of `trusted_sources`, e.g. `10.0.0.0/8` or `fd00:10::/64`. IPv4 balancers are
+/// matched against the IPv4 entries only, IPv6 ones against the IPv6 entries only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr4 {
+pub struct Cidr {
     /// The network address (no bits beyond the prefix).
-    pub addr: Ipv4Addr,
-    /// The prefix length, 0..=32.
+    pub addr: IpAddr,
+    /// The prefix length, 0..=32 (IPv4) or 0..=128 (IPv6).
     pub prefix: u8,
+}
+
+impl std::fmt::Display for Cidr {
+    /// The module's readback: `10.0.0.0/8`, `192.0.2.7/32`, compressed IPv6 (`fd00::/120`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 /// The parameters of the backend, parsed and validated. `Default` is the module's default:
@@ -75,7 +83,7 @@ pub struct Params {
     /// Kinds carrying a NAT64 TOA (length 20).
     pub nat64_kinds: Vec<u8>,
     /// Networks whose packets may carry a TOA; empty = none unless `accept_any_source`.
-    pub trusted_sources: Vec<Cidr4>,
+    pub trusted_sources: Vec<Cidr>,
     /// Accept TOA from every source while `trusted_sources` is empty.
     pub accept_any_source: bool,
     /// Local port ranges in scope (inclusive); empty = every port.
@@ -125,8 +133,9 @@ pub fn parse_kinds(param: &'static str, s: &str) -> Result<Vec<u8>, ParamError> 
     Ok(out)
 }
 
-/// Parses `trusted_sources` (IPv4 part): `"10.0.0.0/8,192.0.2.7"`.
-pub fn parse_trusted(s: &str) -> Result<Vec<Cidr4>, ParamError> {
+/// Parses `trusted_sources`: `"10.0.0.0/8,192.0.2.7,fd00:10::/64"` (the module's syntax: an
+/// address without a prefix is a /32 or /128; bits beyond the prefix are an error).
+pub fn parse_trusted(s: &str) -> Result<Vec<Cidr>, ParamError> {
     let mut out = Vec::new();
     for t in tokens(s) {
         let bad = |why| ParamError::Trusted {
@@ -137,23 +146,32 @@ pub fn parse_trusted(s: &str) -> Result<Vec<Cidr4>, ParamError> {
             Some((a, p)) => (a, Some(p)),
             None => (t, None),
         };
-        let addr: Ipv4Addr = a.parse().map_err(|_| bad("not an IPv4 address"))?;
+        let addr: IpAddr = a.parse().map_err(|_| bad("not an IPv4 or IPv6 address"))?;
+        let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match p {
-            None => 32,
-            Some(p) if !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            None => max,
+            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
                 p.parse::<u8>().map_err(|_| bad("bad prefix length"))?
             }
             Some(_) => return Err(bad("bad prefix length")),
         };
-        if prefix > 32 {
-            return Err(bad("prefix length above 32"));
+        if prefix > max {
+            return Err(bad(if addr.is_ipv4() {
+                "prefix length above 32"
+            } else {
+                "prefix length above 128"
+            }));
         }
-        if u32::from(addr) & !mask(prefix) != 0 {
+        let host_bits = match addr {
+            IpAddr::V4(a) => u32::from(a) & !mask(prefix) != 0,
+            IpAddr::V6(a) => u128::from(a) & !mask6(prefix) != 0,
+        };
+        if host_bits {
             return Err(bad(
                 "address bits beyond the prefix (write the network address)",
             ));
         }
-        out.push(Cidr4 { addr, prefix });
+        out.push(Cidr { addr, prefix });
     }
     if out.len() > MAX_TRUSTED {
         return Err(ParamError::TooManyTrusted(out.len()));
@@ -203,7 +221,23 @@ fn mask(prefix: u8) -> u32 {
     }
 }
 
-/// `struct toa_config` of `ebpf/bpf/toa_ebpf.h`, byte for byte (8776 bytes).
+fn mask6(prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix))
+    }
+}
+
+/// An IPv6 address (or mask) as the four network-order words of `struct toa_cidr6`.
+fn words6(v: u128) -> [u32; 4] {
+    let b = Ipv6Addr::from(v).octets();
+    std::array::from_fn(|i| {
+        u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+    })
+}
+
+/// `struct toa_config` of `ebpf/bpf/toa_ebpf.h`, byte for byte (10832 bytes).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct RawConfig {
@@ -223,6 +257,12 @@ pub struct RawConfig {
     pub trusted4: [[u32; 2]; MAX_TRUSTED],
     /// Bit p: local port p is in scope.
     pub ports: [u32; 2048],
+    /// Used entries of `trusted6`.
+    pub n_trusted6: u32,
+    /// Padding (0).
+    pub pad6: u32,
+    /// (address, mask) of the IPv6 entries, each four network-order words.
+    pub trusted6: [[[u32; 4]; 2]; MAX_TRUSTED],
 }
 
 // SAFETY: RawConfig is repr(C), Copy, has no padding (every field is naturally aligned and
@@ -241,6 +281,9 @@ impl Params {
             n_ports: 0,
             trusted4: [[0; 2]; MAX_TRUSTED],
             ports: [0; 2048],
+            n_trusted6: 0,
+            pad6: 0,
+            trusted6: [[[0; 4]; 2]; MAX_TRUSTED],
         });
         for &k in &self.ipv4_kinds {
             c.ipv4_kinds[usize::from(k >> 5)] |= 1 << (k & 31);
@@ -248,10 +291,21 @@ impl Params {
         for &k in &self.nat64_kinds {
             c.nat64_kinds[usize::from(k >> 5)] |= 1 << (k & 31);
         }
-        for (slot, n) in c.trusted4.iter_mut().zip(&self.trusted_sources) {
-            *slot = [u32::from(n.addr).to_be(), mask(n.prefix).to_be()];
+        let (mut n4, mut n6) = (0usize, 0usize);
+        for n in self.trusted_sources.iter().take(MAX_TRUSTED) {
+            match n.addr {
+                IpAddr::V4(a) => {
+                    c.trusted4[n4] = [u32::from(a).to_be(), mask(n.prefix).to_be()];
+                    n4 += 1;
+                }
+                IpAddr::V6(a) => {
+                    c.trusted6[n6] = [words6(u128::from(a)), words6(mask6(n.prefix))];
+                    n6 += 1;
+                }
+            }
         }
-        c.n_trusted = self.trusted_sources.len().min(MAX_TRUSTED) as u32;
+        c.n_trusted = n4 as u32;
+        c.n_trusted6 = n6 as u32;
         c.n_ports = self.ports.len().min(MAX_PORT_RANGES) as u16;
         for &(lo, hi) in &self.ports {
             for p in lo..=hi {
@@ -265,13 +319,17 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn raw_config_has_the_c_layout() {
-        // 32 + 32 + 4 + 1 + 1 + 2 + 64 * 8 + 2048 * 4, the sizeof of struct toa_config.
-        assert_eq!(std::mem::size_of::<RawConfig>(), 8776);
+        // 32 + 32 + 4 + 1 + 1 + 2 + 64 * 8 + 2048 * 4 + 4 + 4 + 64 * 32, the sizeof of
+        // struct toa_config.
+        assert_eq!(std::mem::size_of::<RawConfig>(), 10832);
         assert_eq!(std::mem::offset_of!(RawConfig, trusted4), 72);
         assert_eq!(std::mem::offset_of!(RawConfig, ports), 584);
+        assert_eq!(std::mem::offset_of!(RawConfig, n_trusted6), 8776);
+        assert_eq!(std::mem::offset_of!(RawConfig, trusted6), 8784);
     }
 
     #[test]
@@ -294,20 +352,75 @@ mod tests {
         assert_eq!(
             parse_trusted("10.0.0.0/8,192.0.2.7"),
             Ok(vec![
-                Cidr4 {
-                    addr: Ipv4Addr::new(10, 0, 0, 0),
+                Cidr {
+                    addr: Ipv4Addr::new(10, 0, 0, 0).into(),
                     prefix: 8
                 },
-                Cidr4 {
-                    addr: Ipv4Addr::new(192, 0, 2, 7),
+                Cidr {
+                    addr: Ipv4Addr::new(192, 0, 2, 7).into(),
                     prefix: 32
                 },
             ])
         );
         let e = parse_trusted("10.0.0.1/8").unwrap_err();
         assert!(e.to_string().contains("write the network address"), "{e}");
-        assert!(parse_trusted("fd00::/64").is_err());
         assert!(parse_trusted("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn trusted_takes_ipv6_cidrs_like_the_module() {
+        assert_eq!(
+            parse_trusted("fd00::/120, 2001:db8::7"),
+            Ok(vec![
+                Cidr {
+                    addr: "fd00::".parse::<Ipv6Addr>().expect("v6").into(),
+                    prefix: 120
+                },
+                Cidr {
+                    addr: "2001:db8::7".parse::<Ipv6Addr>().expect("v6").into(),
+                    prefix: 128
+                },
+            ])
+        );
+        let e = parse_trusted("fd00::1/64").unwrap_err();
+        assert!(e.to_string().contains("write the network address"), "{e}");
+        let e = parse_trusted("fd00::/129").unwrap_err();
+        assert!(e.to_string().contains("above 128"), "{e}");
+        assert!(parse_trusted("fd00::/1x").is_err());
+        assert!(parse_trusted("fd00:::1").is_err());
+    }
+
+    #[test]
+    fn raw_config_splits_ipv4_and_ipv6_sources() {
+        let p = Params {
+            trusted_sources: parse_trusted("10.0.0.0/16,fd00::/120,192.0.2.7,fd00:10::/64")
+                .unwrap_or_default(),
+            ..Params::default()
+        };
+        let raw = p.to_raw();
+        assert_eq!((raw.n_trusted, raw.n_trusted6), (2, 2));
+        assert_eq!(
+            raw.trusted4[1],
+            [u32::from_ne_bytes([192, 0, 2, 7]), u32::MAX]
+        );
+        // fd00::/120: words in network order, the mask's last word 0xffffff00.
+        assert_eq!(
+            raw.trusted6[0],
+            [
+                [u32::from_ne_bytes([0xfd, 0, 0, 0]), 0, 0, 0],
+                [
+                    u32::MAX,
+                    u32::MAX,
+                    u32::MAX,
+                    u32::from_ne_bytes([0xff, 0xff, 0xff, 0])
+                ]
+            ]
+        );
+        assert_eq!(
+            raw.trusted6[1][1],
+            [u32::MAX, u32::MAX, 0, 0],
+            "fd00:10::/64's mask"
+        );
     }
 
     #[test]

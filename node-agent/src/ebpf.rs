@@ -32,11 +32,7 @@ pub fn params(m: &ModuleSettings) -> Result<toa_ebpf::Params, SettingsRefused> {
 /// The parameters as the self-test's planner reads the module's (`/sys/module/toa/parameters`
 /// syntax), so that the eBPF backend is tested with a balancer and port in its scope.
 pub fn self_test_params(p: &toa_ebpf::Params) -> crate::selftest::plan::ModuleParams {
-    let trusted: Vec<String> = p
-        .trusted_sources
-        .iter()
-        .map(|c| format!("{}/{}", c.addr, c.prefix))
-        .collect();
+    let trusted: Vec<String> = p.trusted_sources.iter().map(ToString::to_string).collect();
     crate::selftest::plan::ModuleParams {
         ipv4_kinds: Some(joined(&p.ipv4_kinds)),
         nat64_kinds: Some(joined(&p.nat64_kinds)),
@@ -62,11 +58,7 @@ fn ports_text(ports: &[(u16, u16)]) -> String {
 
 /// The parameters as the status message shows them (the module's parameter syntax).
 pub fn describe(p: &toa_ebpf::Params) -> String {
-    let trusted: Vec<String> = p
-        .trusted_sources
-        .iter()
-        .map(|c| format!("{}/{}", c.addr, c.prefix))
-        .collect();
+    let trusted: Vec<String> = p.trusted_sources.iter().map(ToString::to_string).collect();
     format!(
         "ipv4_kinds={} nat64_kinds={} trusted_sources={} accept_any_source={} ports={}",
         joined(&p.ipv4_kinds),
@@ -144,14 +136,32 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_trusted_sources_are_refused_with_the_fix() {
+    fn ipv6_trusted_sources_carry_over() {
         let m = ModuleSettings {
-            trusted_sources: vec!["2001:db8::/32".into()],
+            trusted_sources: vec!["10.0.0.0/24".into(), "fd00:10::/64".into()],
             ..ModuleSettings::default()
         };
-        let e = params(&m).expect_err("IPv6 source");
+        let p = params(&m).expect("IPv4 and IPv6 sources");
+        assert_eq!(p.trusted_sources.len(), 2);
+        assert!(
+            describe(&p).contains("trusted_sources=10.0.0.0/24,fd00:10::/64"),
+            "{}",
+            describe(&p)
+        );
+        // The self-test plans its IPv4 handshakes from the IPv4 entry.
+        let plan = crate::selftest::plan::plan(&self_test_params(&p)).expect("a plan");
+        assert_eq!(plan.balancer.octets()[..3], [10, 0, 0]);
+    }
+
+    #[test]
+    fn bad_trusted_sources_are_refused_with_the_fix() {
+        let m = ModuleSettings {
+            trusted_sources: vec!["2001:db8::1/32".into()],
+            ..ModuleSettings::default()
+        };
+        let e = params(&m).expect_err("host bits");
         let text = e.to_string();
-        assert!(text.contains("2001:db8::/32"), "{text}");
-        assert!(text.contains("backend Module"), "{text}");
+        assert!(text.contains("2001:db8::1/32"), "{text}");
+        assert!(text.contains("write the network address"), "{text}");
     }
 }

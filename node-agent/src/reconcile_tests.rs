@@ -784,18 +784,30 @@ fn ebpf_parameters_change_at_runtime() {
 }
 
 #[test]
-fn ebpf_refuses_ipv6_trusted_sources_with_the_fix() {
+fn ebpf_takes_ipv6_trusted_sources() {
+    // The eBPF backend matches IPv6 balancers against IPv6 entries, like the module.
     let e = env();
     let mut d = ebpf(DesiredState::Loaded);
-    d.spec.module.trusted_sources = vec!["2001:db8::/32".into()];
+    d.spec.module.trusted_sources = vec!["10.0.0.0/8".into(), "2001:db8::/32".into()];
+    let (pass, _) = run(&mut e.agent(), &d);
+    assert_eq!(pass.status.phase, Phase::Loaded, "{:?}", pass.status);
+    let host = e.host.lock();
+    let p = host.ebpf.as_ref().expect("attached");
+    assert_eq!(p.trusted_sources.len(), 2);
+    assert_eq!(p.trusted_sources[1].to_string(), "2001:db8::/32");
+}
+
+#[test]
+fn ebpf_refuses_bad_trusted_sources_with_the_fix() {
+    let e = env();
+    let mut d = ebpf(DesiredState::Loaded);
+    d.spec.module.trusted_sources = vec!["2001:db8::1/32".into()];
     let (pass, _) = run(&mut e.agent(), &d);
     assert_eq!(pass.status.phase, Phase::Failed);
     assert_eq!(pass.status.reason, Some(Reason::ParametersRejected));
-    assert!(pass
-        .status
-        .message
-        .unwrap_or_default()
-        .contains("backend Module"),);
+    let msg = pass.status.message.unwrap_or_default();
+    assert!(msg.contains("2001:db8::1/32"), "{msg}");
+    assert!(msg.contains("write the network address"), "{msg}");
     assert!(e.host.lock().ebpf.is_none(), "nothing attached");
 }
 
@@ -995,19 +1007,31 @@ fn auto_falls_back_to_the_module_when_attaching_fails() {
 fn auto_picks_the_module_for_settings_ebpf_cannot_take() {
     let e = env();
     let mut d = auto(DesiredState::Loaded);
-    d.spec.module.trusted_sources = vec!["2001:db8::/32".into()];
+    d.spec.module.trusted_sources = vec!["2001:db8::1/32".into()];
     let mut agent = e.agent();
     let (pass, _) = run(&mut agent, &d);
     let s = &pass.status;
-    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
-    assert_eq!(s.backend, Some(Backend::Module));
+    assert_eq!(s.backend, Some(Backend::Module), "{s:?}");
     let msg = s.message.as_deref().unwrap_or("");
     assert!(
         msg.contains("[Auto picked Module: the EBPF backend cannot take"),
         "{msg}"
     );
-    assert!(msg.contains("2001:db8::/32"), "{msg}");
+    assert!(msg.contains("2001:db8::1/32"), "{msg}");
     assert_eq!(e.host.lock().ebpf_probes, 0, "no probe needed");
+}
+
+#[test]
+fn auto_picks_ebpf_with_ipv6_trusted_sources() {
+    // IPv6 entries no longer send Auto to the module: the eBPF backend takes them.
+    let e = env();
+    let mut d = auto(DesiredState::Loaded);
+    d.spec.module.trusted_sources = vec!["2001:db8::/32".into()];
+    let (pass, _) = run(&mut e.agent(), &d);
+    let s = &pass.status;
+    assert_eq!(s.phase, Phase::Loaded, "{s:?}");
+    assert_eq!(s.backend, Some(Backend::Ebpf), "{s:?}");
+    assert_eq!(e.host.lock().ebpf_probes, 1);
 }
 
 #[test]

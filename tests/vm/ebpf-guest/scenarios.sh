@@ -188,6 +188,154 @@ malformed_before_toa malformed_length_1_before_the_toa --syn-opts "6301$A"
 check toa_before_malformed_structure_still_counts toatest conn --count 1 --syn-opts "${A}6301" --addr 203.0.113.7
 expect_delta counters_toa_malformed_structure toa_malformed "$b_mal" $((3 - dropped))
 
+# ---- IPv6 transport (the module suite's v6_* scenarios): the balancer fd00::2 talks IPv6 to
+# the guest's fd00::1, AF_INET6 listeners (dual-stack 8081, IPV6_V6ONLY 8083). An IPv4 option
+# shows as [::ffff:a.b.c.d], a NAT64 option (kind 253) as the IPv6 client itself, also from
+# getsockopt(IPPROTO_IP, 4096). IPv6 balancers are matched against IPv6 trusted_sources only.
+TRUST46="$TRUST,fd00::/120"
+out=$(attach --trusted-sources "$TRUST46" 2>&1)
+case $out in *"Adopted in"*) ok "v6_param_trusted_sources_ipv4_and_ipv6_balancers" ;; *) notok "v6_param_trusted_sources_ipv4_and_ipv6_balancers" "$out" ;; esac
+b_ok=$(stat_of getname_toa_ok)
+b_alloc4=$(stat_of ip4_address_alloc)
+b_toa=$(stat_of syn_recv_sock_toa)
+b_syn=$(stat_of syn_pending_stored)
+b_ack=$(stat_of ack_pending_stored)
+check v6_ipv4_kind200_syn_only_v4mapped toatest conn --count 2 --v6 --where syn
+expect_delta v6_counters_syn_pending_stored syn_pending_stored "$b_syn" 2
+check v6_ipv4_kind200_ack_only_v4mapped toatest conn --count 1 --v6 --where ack
+expect_delta v6_counters_ack_pending_stored ack_pending_stored "$b_ack" 1
+check v6_v6only_listener_ipv4_ack_v4mapped toatest conn --count 1 --v6only --where ack
+expect_delta v6_counters_syn_recv_sock_toa syn_recv_sock_toa "$b_toa" 4
+expect_delta v6_counters_ip4_address_alloc ip4_address_alloc "$b_alloc4" 4
+expect_delta v6_counters_getname_toa_ok_v4mapped getname_toa_ok "$b_ok" 8
+# An IPv4 entry over IPv6 transport: getsockopt has no NAT64 entry (ENOENT from 5.18).
+out=$(toatest conn --count 1 --v6 2>&1)
+case $out in
+*"getpeername=[::ffff:203.0.113.7]:4242"*"getsockopt=No such file or directory"*) ok "v6_ipv4_entry_getsockopt_ENOENT" ;;
+*"getpeername=[::ffff:203.0.113.7]:4242"*"getsockopt=Protocol not available"*)
+	if [ "$(uname -r | cut -d. -f1)" -lt 6 ] && [ "$(uname -r | cut -d. -f2)" -lt 18 ]; then
+		ok "v6_ipv4_entry_getsockopt_ENOPROTOOPT_before_5.18"
+	else
+		notok "v6_ipv4_entry_getsockopt_ENOENT" "$out"
+	fi
+	;;
+*) notok "v6_ipv4_entry_getsockopt_ENOENT" "$out" ;;
+esac
+echo "$out" | sed 's/^/#   /'
+
+b_ok=$(stat_of getname_toa_ok)
+b_mis=$(stat_of getname_toa_mismatch)
+b_alloc6=$(stat_of ip6_address_alloc)
+b_so=$(stat_of getsockopt_ok)
+check v6_nat64_kind253_syn_only_peer_is_ipv6_client toatest conn --count 2 --v6 --nat64 2001:db8::7
+check v6_nat64_kind253_ack_only toatest conn --count 1 --v6 --nat64 2001:db8::8 --where ack
+check v6_v6only_listener_nat64_syn toatest conn --count 1 --v6only --nat64 2001:db8::9
+expect_delta v6_counters_ip6_address_alloc ip6_address_alloc "$b_alloc6" 4
+expect_delta v6_counters_getsockopt_ok getsockopt_ok "$b_so" 4
+expect_delta v6_counters_getname_toa_ok_nat64 getname_toa_ok "$b_ok" 8
+expect_delta v6_counters_no_getname_toa_mismatch getname_toa_mismatch "$b_mis" 0
+# Over IPv4 the same NAT64 entry still leaves getpeername alone (mismatch), as before.
+b_mis=$(stat_of getname_toa_mismatch)
+check nat64_over_ipv4_dual_stack_still_mismatch toatest conn --count 1 --nat64 2001:db8::a --dual
+expect_delta counters_nat64_over_ipv4_mismatch getname_toa_mismatch "$b_mis" 2
+
+b_empty=$(stat_of getname_toa_empty)
+check_fails v6_no_option_dualstack_listener_balancer_address "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --syn-opts ""
+check_fails v6_no_option_v6only_listener_balancer_address "getpeername=[fd00::2]:" toatest conn --count 1 --v6only --syn-opts ""
+expect_delta v6_counters_getname_toa_empty getname_toa_empty "$b_empty" 4
+
+# several options over IPv6 (N: a kind-253 option, [2001:db8::77]:4242)
+N=fd14109220010db8000000000000000000000077
+b_amb=$(stat_of toa_ambiguous)
+check_fails v6_duplicate_toa_default_reject_ambiguous_counted "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --syn-opts "$A$B"
+check_fails v6_duplicate_nat64_and_ipv4_default_reject "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --ack-opts "$N$A"
+expect_delta v6_counters_toa_ambiguous toa_ambiguous "$b_amb" 2
+check v6_nat64_syn_and_ipv4_ack_ack_wins toatest conn --count 1 --v6 --syn-opts "$N" --ack-opts "$A" --addr 203.0.113.7
+check v6_ipv4_syn_and_nat64_ack_ack_wins toatest conn --count 1 --v6 --syn-opts "$A" --ack-opts "$N" --addr 2001:db8::77
+check v6_toa_last_bytes_of_the_syn toatest conn --count 1 --v6 --syn-opts "$FILL$A" --addr 203.0.113.7
+check v6_nat64_after_nops_and_unknown_kind toatest conn --count 1 --v6only --syn-opts "010101016304aabb$N" --addr 2001:db8::77
+
+b_mal=$(stat_of toa_malformed)
+check_fails v6_malformed_wrong_length_kind253_len8 "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --kind 253 --where ack
+check_fails v6_malformed_wrong_length_kind200_len20 "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --kind 200 --nat64 2001:db8::5
+check_fails v6_malformed_len1_on_ack "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --ack-opts "6301"
+expect_delta v6_counters_toa_malformed toa_malformed "$b_mal" 3
+
+b_ref=$(stat_of toa_refused_address)
+check_fails v6_refused_ipv4_loopback "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --addr 127.0.0.1
+check_fails v6_refused_nat64_unspecified "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --nat64 ::
+check_fails v6_refused_nat64_loopback "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --nat64 ::1
+check_fails v6_refused_nat64_multicast "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --nat64 ff02::1
+check_fails v6_refused_nat64_v4mapped "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --nat64 ::ffff:203.0.113.125
+expect_delta v6_counters_toa_refused_address toa_refused_address "$b_ref" 5
+
+# trust: IPv6 balancers against the IPv6 entries only, IPv4 ones against the IPv4 entries only.
+b_un=$(stat_of toa_untrusted)
+check_fails v6_untrusted_source_outside_ipv6_cidr_rejected "getpeername=[fd00::5:2]:" toatest conn --count 1 --v6 --balancer fd00::5:2 --nat64 2001:db8::7
+check_fails v6_untrusted_source_ipv4_option_on_ack_rejected "getpeername=[fd00::5:2]:" toatest conn --count 1 --v6 --balancer fd00::5:2 --where ack
+attach --trusted-sources "$TRUST" >/dev/null 2>&1
+check_fails v6_ipv4_only_trusted_list_rejects_ipv6_balancer "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --nat64 2001:db8::7
+attach --trusted-sources "fd00::/120" >/dev/null 2>&1
+check_fails ipv6_only_trusted_list_rejects_ipv4_balancer "getpeername=10.0.0.2:" toatest conn --count 1
+check v6_ipv6_only_trusted_list_accepts_ipv6_balancer toatest conn --count 1 --v6 --nat64 2001:db8::7
+expect_delta v6_counters_toa_untrusted toa_untrusted "$b_un" 4
+attach --trusted-sources "$TRUST,fd00::5:0/112" >/dev/null 2>&1
+check v6_trusted_ipv6_cidr_accepts_second_balancer toatest conn --count 1 --v6 --balancer fd00::5:2 --nat64 2001:db8::7
+check_fails v6_first_balancer_outside_the_new_cidr_rejected "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --nat64 2001:db8::7
+attach --accept-any-source >/dev/null 2>&1
+check v6_accept_any_source_accepts_any_ipv6_source toatest conn --count 1 --v6 --balancer fd00::9:2 --nat64 2001:db8::7
+
+# ports scope over IPv6.
+attach --trusted-sources "$TRUST46" --ports 8083 >/dev/null 2>&1
+check_fails v6_ports_listener_8081_out_of_scope_not_parsed "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --nat64 2001:db8::7
+check v6_ports_listener_8083_in_scope toatest conn --count 1 --v6only --nat64 2001:db8::7
+attach --trusted-sources "$TRUST46" >/dev/null 2>&1
+
+# ---- TCP_DEFER_ACCEPT (nginx `listen ... deferred`): the kernel drops the bare final ACK and
+# makes the child from the first data segment. The SYN's option (saved SYN) is used; a bare
+# ACK's option never reaches a BPF program (difference from the module, which keeps it), so
+# the first data segment's options are walked in its place.
+b_syn=$(stat_of syn_pending_stored)
+check defer_accept_syn_toa_kept_until_data toatest conn --count 1 --defer --where syn
+check v6_defer_accept_syn_toa_kept_until_data toatest conn --count 1 --defer --v6 --nat64 2001:db8:6::71 --where syn
+expect_delta counters_defer_accept_syn_pending_stored syn_pending_stored "$b_syn" 2
+check defer_accept_toa_on_the_first_data_segment toatest conn --count 1 --defer --syn-opts "" --data-opts "$A" --addr 203.0.113.7
+check v6_defer_accept_toa_on_the_first_data_segment toatest conn --count 1 --defer --v6 --syn-opts "" --data-opts "$N" --addr 2001:db8::77
+check_fails defer_accept_bare_ack_toa_not_seen_by_ebpf "getpeername=10.0.0.2:" toatest conn --count 1 --defer --where ack
+
+# ---- TCP Fast Open: the child is made from the SYN (with data); its option is the SYN's
+# (counted syn_pending_stored), the later ACK is a later segment (ignored), as in the module.
+b_syn=$(stat_of syn_pending_stored)
+b_ack=$(stat_of ack_pending_stored)
+check tfo_syn_toa toatest conn --count 2 --tfo --where syn
+check v6_tfo_nat64_syn_toa toatest conn --count 1 --tfo --v6 --nat64 2001:db8::7f
+expect_delta counters_tfo_syn_pending_stored syn_pending_stored "$b_syn" 3
+check_fails tfo_ack_only_toa_ignored "getpeername=10.0.0.2:" toatest conn --count 1 --tfo --where ack
+expect_delta counters_tfo_no_ack_pending_stored ack_pending_stored "$b_ack" 0
+# The SYN is walked once: a malformed option on it is counted once, not also from the saved SYN.
+b_mal=$(stat_of toa_malformed)
+check_fails tfo_malformed_syn "getpeername=10.0.0.2:" toatest conn --count 1 --tfo --kind 253
+expect_delta counters_tfo_malformed_counted_once toa_malformed "$b_mal" 1
+# ---- stress: 5 rounds of 200 handshakes in flight at once (TOA on the SYN, on the final ACK
+# for every odd one), each round held open together, while a thread loops getpeername() on a
+# TOA connection: every connection exact, the counters exact.
+b_toa=$(stat_of syn_recv_sock_toa)
+b_syn=$(stat_of syn_pending_stored)
+b_ack=$(stat_of ack_pending_stored)
+b_no=$(stat_of syn_recv_sock_no_toa)
+check stress_1000_connections_200_in_flight_with_a_getpeername_loop toatest burst --count 200 --rounds 5
+expect_delta stress_counters_syn_recv_sock_toa syn_recv_sock_toa "$b_toa" 1001
+expect_delta stress_counters_syn_pending_stored syn_pending_stored "$b_syn" 501
+expect_delta stress_counters_ack_pending_stored ack_pending_stored "$b_ack" 500
+expect_delta stress_counters_no_syn_recv_sock_no_toa syn_recv_sock_no_toa "$b_no" 0
+# Every entry of these sections was freed with its connection.
+for t in ip4 ip6; do
+	a=$(stat_of ${t}_address_alloc)
+	f=$(stat_of ${t}_address_free)
+	if [ "$a" -eq "$f" ]; then ok "${t}_alloc_equals_free_after_ipv6_defer_tfo_stress"; else notok "${t}_alloc_equals_free_after_ipv6_defer_tfo_stress" "alloc $a free $f"; fi
+done
+attach --trusted-sources "$TRUST" >/dev/null 2>&1
+
 # ---- configurable kinds: adopt the pinned backend with new parameters.
 out=$(attach --trusted-sources "$TRUST" --ipv4-kinds 254 --nat64-kinds 254 2>&1)
 case $out in *"Adopted in"*) ok "second_attach_adopts_the_pins" ;; *) notok "second_attach_adopts_the_pins" "$out" ;; esac
@@ -223,6 +371,24 @@ else
 	notok "open_connections_keep_their_address_across_adopt_and_reload" "$(tail -n 2 /tmp/held.log)"
 fi
 sed 's/^/#   /' /tmp/held.log
+
+# ---- upgrade from a version whose toa_config had another layout (before the IPv6 entries:
+# 8776-byte values): not adopted (its programs could not take these parameters) but loaded
+# again (Repaired) with a new toa_config; toa_stats (and toa_sk) are kept.
+b_toa=$(stat_of syn_recv_sock_toa)
+rm -f /sys/fs/bpf/toa/toa_config
+if out=$(toatest bpf-pin-array /sys/fs/bpf/toa/toa_config 8776 2>&1); then
+	out=$(attach --trusted-sources "$TRUST46" 2>&1)
+	case $out in
+	*"Repaired in"*) ok "older_toa_config_layout_is_reloaded_not_adopted" ;;
+	*) notok "older_toa_config_layout_is_reloaded_not_adopted" "$out" ;;
+	esac
+else
+	notok "older_toa_config_layout_is_reloaded_not_adopted" "$out"
+fi
+check after_layout_reload_ipv6_rewrites toatest conn --count 1 --v6 --nat64 2001:db8::7
+expect_delta counters_kept_across_layout_reload syn_recv_sock_toa "$b_toa" 1
+attach --trusted-sources "$TRUST" >/dev/null 2>&1
 
 # ---- bad parameters are refused with the parameter named.
 if out=$(attach --trusted-sources 10.0.0.1/8 2>&1); then

@@ -26,6 +26,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
@@ -3514,16 +3515,29 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: toatest suite [--module PATH] [--dup PATH_OF_TOA_BUILT_AS_toa_dup]\n"
 		"       toatest conn [--count N] [--kind K] [--addr IPV4] [--nat64 IPV6] [--port P]\n"
-		"                    [--where syn|ack] [--dual] [--balancer IPV4] [--hold-until PATH]\n"
-		"                    [--syn-opts HEX] [--ack-opts HEX]\n"
+		"                    [--where syn|ack] [--dual] [--balancer IP] [--hold-until PATH]\n"
+		"                    [--syn-opts HEX] [--ack-opts HEX] [--v6|--v6only] [--defer|--tfo]\n"
+		"                    [--data-opts HEX]\n"
 		"         N handshakes through tun0 with a TOA option against the module loaded now;\n"
 		"         prints `conn I accept=A getpeername=P getsockname=L getsockopt=S` per\n"
 		"         connection and exits 0 when every connection showed the real address;\n"
 		"         --syn-opts/--ack-opts HEX: these option bytes on the SYN / final ACK instead\n"
 		"         of one generated TOA (--addr: the address the application should see)\n"
+		"         --v6 / --v6only: IPv6 transport (balancer " BAL_IP6 ", or --balancer IPv6)\n"
+		"         to the dual-stack / IPV6_V6ONLY listener: the peer is [::ffff:a.b.c.d] or,\n"
+		"         with --nat64, the IPv6 client (also from getsockopt)\n"
+		"         --defer: a TCP_DEFER_ACCEPT listener (8082): nothing may be accepted before\n"
+		"         the first data segment (--data-opts HEX: its options)\n"
+		"         --tfo: TCP Fast Open (8084): the SYN carries data and makes the child\n"
 		"         --hold-until (IPv4, N <= 64): keeps the accepted sockets open until PATH\n"
 		"         exists, then prints `held I getpeername=P` for each and\n"
 		"         `held: K of N open connections still showed the real address`\n"
+		"       toatest burst [--count N] [--rounds R]\n"
+		"         R rounds of N <= 256 handshakes in flight at once (TOA on the SYN, on the\n"
+		"         final ACK for odd ones), held open together, while a thread loops\n"
+		"         getpeername() on a TOA connection; exits 0 when every one was exact\n"
+		"       toatest bpf-pin-array PATH VALUE_SIZE\n"
+		"         pins a new one-element BPF array map (VALUE_SIZE-byte values) at PATH\n"
 		"       toatest stats\n"
 		"       toatest bench [--module PATH] [--secs N] [--ebpf-attach CMD --ebpf-detach CMD]\n");
 	exit(2);
@@ -3559,10 +3573,66 @@ static void o_hex(struct opts *o, const char *flag, const char *hex)
 		die("%s: odd number of hex digits", flag);
 }
 
+/*
+ * TCP Fast Open for `toatest conn --tfo`: the server takes data in the SYN without a cookie
+ * (net.ipv4.tcp_fastopen 0x202 | client 1), so the balancer's SYN with data makes the child
+ * socket at once. Port of its listener:
+ */
+#define PORT_TFO 8084
+static int tfo_listener(int v6)
+{
+	int fd, qlen = 16;
+
+	if (write_file("/proc/sys/net/ipv4/tcp_fastopen", "515"))
+		die("cannot enable TCP Fast Open (net.ipv4.tcp_fastopen)");
+	fd = listen_on(v6 ? 1 : 0, PORT_TFO);
+	if (setsockopt(fd, IPPROTO_TCP, TCP_FASTOPEN, &qlen, sizeof(qlen)))
+		die("TCP_FASTOPEN: %s", strerror(errno));
+	return fd;
+}
+
+/* The SYN with DLEN bytes of data and its SYN-ACK, which must acknowledge the data (TFO). */
+static int flow_connect_tfo(struct flow *f, const uint8_t *synopt, int synlen, const uint8_t *ackopt,
+			    int acklen, const char *data, int dlen, struct result *r)
+{
+	double end = now_s() + 3.0, resend = now_s() + 1.0;
+	struct seg sg;
+
+	send_seg(f, F_SYN, synopt, synlen, data, dlen);
+	while (now_s() < end) {
+		if (recv_seg(&sg, 100) < 0) {
+			if (now_s() > resend) {
+				send_seg(f, F_SYN, synopt, synlen, data, dlen);
+				resend = now_s() + 1.0;
+			}
+			continue;
+		}
+		if (!seg_matches(f, &sg))
+			continue;
+		if ((sg.flags & (F_SYN | F_ACK)) == (F_SYN | F_ACK)) {
+			if (sg.ack != f->snd_nxt + 1 + (uint32_t)dlen) {
+				res_fail(r, "SYN-ACK did not acknowledge the SYN's data (no TCP Fast Open)");
+				return -1;
+			}
+			flow_take_synack(f, &sg);
+			f->snd_nxt += (uint32_t)dlen;
+			send_seg(f, F_ACK, ackopt, acklen, NULL, 0);
+			return 0;
+		}
+		if (sg.flags & F_RST) {
+			res_fail(r, "RST instead of SYN-ACK for port %u", f->sport);
+			return -1;
+		}
+	}
+	res_fail(r, "no SYN-ACK within 3 s (SYN dropped by the stack?)");
+	return -1;
+}
+
 static int cmd_conn(int argc, char **argv)
 {
 	int count = 1, kind = -1, dual = 0, on_syn = 1, i, bad = 0, raw = 0;
-	struct opts raw_syn = { .n = 0 }, raw_ack = { .n = 0 };
+	int v6 = 0, v6only = 0, defer = 0, tfo = 0, lfd;
+	struct opts raw_syn = { .n = 0 }, raw_ack = { .n = 0 }, data_opt = { .n = 0 };
 	const char *addr = "203.0.113.7", *nat64 = NULL, *bal = BAL_IP, *hold = NULL;
 	uint16_t port = 4242;
 	int held_fd[64];
@@ -3574,6 +3644,19 @@ static int cmd_conn(int argc, char **argv)
 
 		if (!strcmp(a, "--dual")) {
 			dual = 1;
+			continue;
+		}
+		if (!strcmp(a, "--v6") || !strcmp(a, "--v6only")) {
+			v6 = 1;
+			v6only |= !strcmp(a, "--v6only");
+			continue;
+		}
+		if (!strcmp(a, "--defer")) {
+			defer = 1;
+			continue;
+		}
+		if (!strcmp(a, "--tfo")) {
+			tfo = 1;
 			continue;
 		}
 		if (!v)
@@ -3600,21 +3683,41 @@ static int cmd_conn(int argc, char **argv)
 		} else if (!strcmp(a, "--ack-opts")) {
 			o_hex(&raw_ack, a, v);
 			raw = 1;
+		} else if (!strcmp(a, "--data-opts")) {
+			o_hex(&data_opt, a, v);
 		} else
 			usage();
 		i++;
 	}
 	if (count < 1 || count > 10000)
 		usage();
-	if (hold && (count > 64 || nat64 || dual))
+	if (hold && (count > 64 || nat64 || dual || v6 || defer || tfo))
 		usage();
 	if (raw && nat64)
 		usage();
+	if ((defer && tfo) || (v6only && (defer || tfo)) || (data_opt.n && !defer))
+		usage();
+	if (v6)
+		dual = 1;	/* IPv6 transport reaches AF_INET6 listeners only */
+	if (!strcmp(bal, BAL_IP) && v6)
+		bal = BAL_IP6;
 	if (kind < 0)
 		kind = nat64 ? 253 : 200;
 	tun_setup();
 	lfd_v4 = listen_on(0, PORT_V4);
 	lfd_dual = listen_on(1, PORT_DUAL);
+	lfd = dual ? lfd_dual : lfd_v4;
+	if (v6only)
+		lfd = lfd_v6only = listen_on(2, PORT_V6ONLY);
+	if (defer) {
+		int secs = 5;
+
+		lfd = listen_on(dual, PORT_DEFER);
+		if (setsockopt(lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)))
+			die("TCP_DEFER_ACCEPT: %s", strerror(errno));
+	}
+	if (tfo)
+		lfd = tfo_listener(dual);
 	for (i = 0; i < count; i++) {
 		struct result r = { .bad = 0 };
 		struct opts o = { .n = 0 }, none = { .n = 0 };
@@ -3626,18 +3729,58 @@ static int cmd_conn(int argc, char **argv)
 			o_nat64(&o, kind, nat64, port);
 		else
 			o_toa4(&o, kind, addr, port);
-		flow_init(&f, bal, dual ? PORT_DUAL : PORT_V4);
-		if ((raw ? flow_connect(&f, raw_syn.b, raw_syn.n, raw_ack.b, raw_ack.n, &r)
-			 : flow_connect(&f, on_syn ? o.b : none.b, on_syn ? o.n : 0, on_syn ? none.b : o.b,
-					on_syn ? 0 : o.n, &r)) < 0 ||
-		    server_accept(dual ? lfd_dual : lfd_v4, &ob, &r) < 0) {
-			printf("conn %d error=%s\n", i, r.msg);
-			bad++;
-			continue;
+		{
+			uint16_t dport = tfo ? PORT_TFO : defer ? PORT_DEFER : v6only ? PORT_V6ONLY :
+					 dual ? PORT_DUAL : PORT_V4;
+			const struct opts *so = raw ? &raw_syn : on_syn ? &o : &none;
+			const struct opts *ao = raw ? &raw_ack : on_syn ? &none : &o;
+			int rc;
+
+			if (v6)
+				flow_init6(&f, bal, dport);
+			else
+				flow_init(&f, bal, dport);
+			if (tfo)
+				rc = flow_connect_tfo(&f, so->b, so->n, ao->b, ao->n, "toa-tfo", 7, &r);
+			else
+				rc = flow_connect(&f, so->b, so->n, ao->b, ao->n, &r);
+			if (rc == 0 && defer) {
+				struct pollfd p = { .fd = lfd, .events = POLLIN };
+
+				/* deferred: nothing to accept before the first data segment */
+				if (poll(&p, 1, 300) > 0) {
+					res_fail(&r, "TCP_DEFER_ACCEPT listener accepted before any data");
+					rc = -1;
+				} else {
+					flow_data(&f, "toa-data", 8, data_opt.b, data_opt.n);
+				}
+			}
+			if (rc < 0 || server_accept(lfd, &ob, &r) < 0) {
+				printf("conn %d error=%s\n", i, r.msg);
+				if (rc == 0)
+					flow_rst(&f);
+				bad++;
+				continue;
+			}
 		}
 		printf("conn %d accept=%s getpeername=%s getsockname=%s getsockopt=%s\n", i, ob.acc, ob.peer,
 		       ob.local, ob.so_rc ? strerror(ob.so_errno) : ob.so_addr);
-		if (nat64) {
+		if (nat64 && v6) {
+			/* IPv6 transport, AF_INET6 socket: the NAT64 client is the peer itself */
+			char ip6[INET6_ADDRSTRLEN];
+			struct in6_addr a6;
+
+			inet_pton(AF_INET6, nat64, &a6);
+			inet_ntop(AF_INET6, &a6, ip6, sizeof(ip6));
+			snprintf(want, sizeof(want), "[%s]:%u", ip6, port);
+			if (ob.so_rc || strcmp(ob.so_addr, want) || strcmp(ob.peer, want) || strcmp(ob.acc, want))
+				bad++;
+		} else if (raw && strchr(addr, ':')) {
+			/* --addr IPv6 (raw NAT64 options over IPv6 transport) */
+			snprintf(want, sizeof(want), "[%s]:%u", addr, port);
+			if (strcmp(ob.peer, want) || strcmp(ob.acc, want))
+				bad++;
+		} else if (nat64) {
 			char ip6[INET6_ADDRSTRLEN];
 			struct in6_addr a6;
 
@@ -3695,6 +3838,154 @@ static int cmd_conn(int argc, char **argv)
 			bad++;
 	}
 	return bad ? 1 : 0;
+}
+
+/*
+ * `toatest burst`: the stress run for a backend without /proc/net/toa_stats (eBPF; its
+ * counters are checked by the caller). ROUNDS rounds of N handshakes in flight at once
+ * (burst_handshakes: the TOA on the SYN, on the final ACK for every odd one), all accepted and
+ * held open together, while a second thread calls getpeername() in a loop on a TOA connection
+ * opened before the first round. Every connection must show its own real address from
+ * accept() and getpeername(), and the looped one its address on every call.
+ */
+struct gpn_loop {
+	volatile int stop;
+	int fd;
+	long calls, wrong;
+};
+
+#define BURST_HELD_PEER "203.0.113.99:9999"
+static void *gpn_loop_main(void *arg)
+{
+	struct gpn_loop *l = arg;
+
+	while (!l->stop) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		char pe[80];
+
+		if (getpeername(l->fd, (struct sockaddr *)&ss, &len) < 0) {
+			l->wrong++;
+			continue;
+		}
+		fmt_addr(&ss, pe, sizeof(pe));
+		if (strcmp(pe, BURST_HELD_PEER))
+			l->wrong++;
+		l->calls++;
+	}
+	return NULL;
+}
+
+static int cmd_burst(int argc, char **argv)
+{
+	static struct flow fl[BURST_MAX];
+	static int got[BURST_MAX], fds[BURST_MAX];
+	int n = 100, rounds = 4, i, round, total = 0, good = 0, bad = 0;
+	struct gpn_loop loop = { .stop = 0, .calls = 0, .wrong = 0 };
+	struct result r = { .bad = 0 };
+	struct opts o = { .n = 0 }, none = { .n = 0 };
+	struct flow held;
+	pthread_t th;
+	double t0;
+
+	for (i = 0; i + 1 < argc; i += 2) {
+		if (!strcmp(argv[i], "--count"))
+			n = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--rounds"))
+			rounds = atoi(argv[i + 1]);
+		else
+			usage();
+	}
+	if (i != argc || n < 1 || n > BURST_MAX || rounds < 1 || rounds > 100)
+		usage();
+	tun_setup();
+	lfd_v4 = listen_on(0, PORT_V4);
+	o_toa4(&o, 200, "203.0.113.99", 9999);
+	if (open_conn(&o, &none, &loop.fd, &held, &r) < 0)
+		die("burst: the looped connection: %s", r.msg);
+	if (pthread_create(&th, NULL, gpn_loop_main, &loop))
+		die("pthread_create");
+	t0 = now_s();
+	for (round = 0; round < rounds; round++) {
+		int base = round * n, seen, accepted = 0;
+		double end;
+
+		seen = burst_handshakes(fl, got, n, base, 10000, 1);
+		if (seen < n)
+			printf("burst round %d: only %d of %d SYN-ACKs arrived\n", round, seen, n);
+		end = now_s() + 10;
+		while (accepted < seen && now_s() < end) {
+			struct sockaddr_storage ss;
+			socklen_t len = sizeof(ss);
+			struct pollfd p = { .fd = lfd_v4, .events = POLLIN };
+			char a[80], pe[80], want[64];
+			int fd, idx;
+
+			if (poll(&p, 1, 200) <= 0)
+				continue;
+			fd = accept(lfd_v4, (struct sockaddr *)&ss, &len);
+			if (fd < 0)
+				continue;
+			fds[accepted++] = fd;
+			fmt_addr(&ss, a, sizeof(a));
+			len = sizeof(ss);
+			getpeername(fd, (struct sockaddr *)&ss, &len);
+			fmt_addr(&ss, pe, sizeof(pe));
+			/* the real port says which connection this is */
+			idx = ntohs(((struct sockaddr_in *)&ss)->sin_port) - 10000 - base;
+			snprintf(want, sizeof(want), "198.51.100.%d:%d", 1 + (base + idx) % 250, 10000 + base + idx);
+			if (idx < 0 || idx >= n || strcmp(a, want) || strcmp(pe, want)) {
+				if (bad++ < 5)
+					printf("burst round %d: accept %s getpeername %s\n", round, a, pe);
+				continue;
+			}
+			good++;
+		}
+		total += n;
+		/* all of this round open at once, then reset from the balancer's side */
+		for (i = 0; i < n; i++)
+			if (got[i])
+				flow_rst(&fl[i]);
+		for (i = 0; i < accepted; i++)
+			close(fds[i]);
+	}
+	loop.stop = 1;
+	pthread_join(th, NULL);
+	flow_rst(&held);
+	close(loop.fd);
+	printf("burst: %d rounds of %d connections in flight in %.1f s: %d of %d showed the real address; "
+	       "getpeername loop %ld calls, %ld wrong\n",
+	       rounds, n, now_s() - t0, good, total, loop.calls, loop.wrong);
+	return good == total && !loop.wrong && loop.calls > 0 ? 0 : 1;
+}
+
+/*
+ * `toatest bpf-pin-array PATH VALUE_SIZE`: creates a one-element BPF array map with values of
+ * VALUE_SIZE bytes and pins it at PATH. The eBPF suite puts a toa_config of an older layout
+ * (another value size) in place this way, as an older version of the backend left it.
+ */
+static int cmd_bpf_pin_array(int argc, char **argv)
+{
+	union bpf_attr a;
+	int fd, vs;
+
+	if (argc != 2 || (vs = atoi(argv[1])) < 1)
+		usage();
+	memset(&a, 0, sizeof(a));
+	a.map_type = BPF_MAP_TYPE_ARRAY;
+	a.key_size = 4;
+	a.value_size = (uint32_t)vs;
+	a.max_entries = 1;
+	fd = (int)syscall(__NR_bpf, BPF_MAP_CREATE, &a, sizeof(a));
+	if (fd < 0)
+		die("BPF_MAP_CREATE (value size %d): %s", vs, strerror(errno));
+	memset(&a, 0, sizeof(a));
+	a.pathname = (uint64_t)(uintptr_t)argv[0];
+	a.bpf_fd = (uint32_t)fd;
+	if (syscall(__NR_bpf, BPF_OBJ_PIN, &a, sizeof(a)) < 0)
+		die("BPF_OBJ_PIN %s: %s", argv[0], strerror(errno));
+	printf("pinned an array map with %d-byte values at %s\n", vs, argv[0]);
+	return 0;
 }
 
 /* Loopback accept rate: one client thread connecting, this thread accepting. */
@@ -3976,6 +4267,10 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "conn"))
 		return cmd_conn(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "bpf-pin-array"))
+		return cmd_bpf_pin_array(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "burst"))
+		return cmd_burst(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "stats"))
 		return cmd_stats();
 	if (!strcmp(argv[1], "bench"))
