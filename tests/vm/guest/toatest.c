@@ -1504,6 +1504,31 @@ static void scen_load_invalid(void)
 #define BURST_MAX 256
 
 /*
+ * Waits up to 200 ms for a connection on the IPv4 listener lfd and accepts it: a and pe get
+ * what accept() and getpeername() returned ("addr:port", size bytes each), *port the
+ * getpeername() port in host order. Returns the new descriptor, or -1 when none came.
+ */
+static int accept_peer(int lfd, char *a, char *pe, size_t size, int *port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	struct pollfd p = { .fd = lfd, .events = POLLIN };
+	int fd;
+
+	if (poll(&p, 1, 200) <= 0)
+		return -1;
+	fd = accept(lfd, (struct sockaddr *)&ss, &len);
+	if (fd < 0)
+		return -1;
+	fmt_addr(&ss, a, size);
+	len = sizeof(ss);
+	getpeername(fd, (struct sockaddr *)&ss, &len);
+	fmt_addr(&ss, pe, size);
+	*port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	return fd;
+}
+
+/*
  * Handshakes for fl[0..n) at once: all SYNs, then each SYN-ACK answered with the final
  * ACK. Connection k = base + i carries the TOA 198.51.100.(1 + k % 250):(port0 + k), on
  * its SYN, or with ack_toa on its final ACK when k is odd. got[i] is set for the flows
@@ -2629,22 +2654,13 @@ static void scen_kprobe_stress(void)
 			res_fail(&r, "batch %d: only %d of %d SYN-ACKs arrived", b, seen, STRESS_BATCH);
 		end = now_s() + 10;
 		while (accepted < seen && now_s() < end) {
-			struct sockaddr_storage ss;
-			socklen_t len = sizeof(ss);
-			struct pollfd p = { .fd = lfd_v4, .events = POLLIN };
 			char a[80], pe[80], want[64];
-			int fd, idx;
+			int fd, idx, port;
 
-			if (poll(&p, 1, 200) <= 0)
-				continue;
-			fd = accept(lfd_v4, (struct sockaddr *)&ss, &len);
+			fd = accept_peer(lfd_v4, a, pe, sizeof(a), &port);
 			if (fd < 0)
 				continue;
-			fmt_addr(&ss, a, sizeof(a));
-			len = sizeof(ss);
-			getpeername(fd, (struct sockaddr *)&ss, &len);
-			fmt_addr(&ss, pe, sizeof(pe));
-			idx = ntohs(((struct sockaddr_in *)&ss)->sin_port) - 30000 - b * STRESS_BATCH;
+			idx = port - 30000 - b * STRESS_BATCH;
 			accepted++;
 			conns++;
 			if (idx < 0 || idx >= STRESS_BATCH) {
@@ -3915,24 +3931,15 @@ static int cmd_burst(int argc, char **argv)
 			printf("burst round %d: only %d of %d SYN-ACKs arrived\n", round, seen, n);
 		end = now_s() + 10;
 		while (accepted < seen && now_s() < end) {
-			struct sockaddr_storage ss;
-			socklen_t len = sizeof(ss);
-			struct pollfd p = { .fd = lfd_v4, .events = POLLIN };
 			char a[80], pe[80], want[64];
-			int fd, idx;
+			int fd, idx, port;
 
-			if (poll(&p, 1, 200) <= 0)
-				continue;
-			fd = accept(lfd_v4, (struct sockaddr *)&ss, &len);
+			fd = accept_peer(lfd_v4, a, pe, sizeof(a), &port);
 			if (fd < 0)
 				continue;
 			fds[accepted++] = fd;
-			fmt_addr(&ss, a, sizeof(a));
-			len = sizeof(ss);
-			getpeername(fd, (struct sockaddr *)&ss, &len);
-			fmt_addr(&ss, pe, sizeof(pe));
 			/* the real port says which connection this is */
-			idx = ntohs(((struct sockaddr_in *)&ss)->sin_port) - 10000 - base;
+			idx = port - 10000 - base;
 			snprintf(want, sizeof(want), "198.51.100.%d:%d", 1 + (base + idx) % 250, 10000 + base + idx);
 			if (idx < 0 || idx >= n || strcmp(a, want) || strcmp(pe, want)) {
 				if (bad++ < 5)
