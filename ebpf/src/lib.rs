@@ -239,13 +239,20 @@ pub fn attach(t: &Target, params: &Params) -> Result<Outcome, Error> {
     })
 }
 
-/// True when `path` is a pinned map whose value is not `struct toa_config` of this version.
+/// True when `path` exists and is not a pinned map whose value is `struct toa_config` of this
+/// version: an older layout, or a leftover that does not open as a map at all (either way the
+/// backend is loaded again with a new one).
 fn config_layout_differs(path: &Path) -> Result<bool, Error> {
     if !path.exists() {
         return Ok(false);
     }
-    let info = aya::maps::MapInfo::from_pin(path).map_err(pin_err(path))?;
-    Ok(info.value_size() as usize != std::mem::size_of::<params::RawConfig>())
+    match aya::maps::MapInfo::from_pin(path) {
+        Ok(info) => Ok(info.value_size() as usize != std::mem::size_of::<params::RawConfig>()),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "toa_config pin does not open as a map: replaced");
+            Ok(true)
+        }
+    }
 }
 
 fn load_and_attach(t: &Target, params: &Params) -> Result<(), Error> {
@@ -603,6 +610,17 @@ mod tests {
             probe_dir(Path::new("/sys/fs/bpf/toa")),
             PathBuf::from("/sys/fs/bpf/toa-probe")
         );
+    }
+
+    /// A `toa_config` leftover that does not open as a pinned map (a plain file here) is
+    /// replaced, not an error that blocks the repair; an absent one is no reason to reload.
+    #[test]
+    fn a_config_pin_that_is_no_map_is_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pin = dir.path().join("toa_config");
+        assert!(!config_layout_differs(&pin).expect("absent"));
+        fs::write(&pin, b"not a map").expect("write");
+        assert!(config_layout_differs(&pin).expect("a plain file"));
     }
 
     #[test]

@@ -5,7 +5,9 @@ use crate::desired::ModuleSettings;
 
 /// Settings the eBPF backend cannot take (the message names the setting and the fix).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("the EBPF backend cannot take these module settings: {0}; change the policy's module settings or use backend Module")]
+#[error(
+    "the EBPF backend cannot take these module settings: {0}; change the policy's module settings"
+)]
 pub struct SettingsRefused(#[from] toa_ebpf::ParamError);
 
 fn joined<T: ToString>(items: &[T]) -> String {

@@ -1003,8 +1003,12 @@ fn auto_falls_back_to_the_module_when_attaching_fails() {
     assert!(e.host.lock().ebpf_attaches.is_empty());
 }
 
+/// Settings the eBPF loader refuses (an address with bits beyond its prefix) send Auto to the
+/// module without a probe, and the status says why. The module then judges them itself (the
+/// real one refuses this value too: ParametersRejected, tests/vm/kmod.sh; the fake host here
+/// loads anything).
 #[test]
-fn auto_picks_the_module_for_settings_ebpf_cannot_take() {
+fn auto_picks_the_module_when_ebpf_refuses_the_settings() {
     let e = env();
     let mut d = auto(DesiredState::Loaded);
     d.spec.module.trusted_sources = vec!["2001:db8::1/32".into()];
@@ -1018,7 +1022,9 @@ fn auto_picks_the_module_for_settings_ebpf_cannot_take() {
         "{msg}"
     );
     assert!(msg.contains("2001:db8::1/32"), "{msg}");
+    assert!(msg.contains("write the network address"), "{msg}");
     assert_eq!(e.host.lock().ebpf_probes, 0, "no probe needed");
+    assert!(e.host.lock().ebpf_attaches.is_empty());
 }
 
 #[test]

@@ -59,10 +59,7 @@ nok() {
 }
 
 MIRROR_PID=
-cleanup() {
-	if [ -n "$MIRROR_PID" ]; then kill "$MIRROR_PID" 2>/dev/null || true; fi
-}
-trap cleanup EXIT
+trap 'mirror_stop "$WORK/mirror"' EXIT
 
 rm -rf "$WORK"
 mkdir -p "$WORK/node/etc/apt/sources.list.d" "$WORK/node/etc/apt/trusted.gpg.d" \

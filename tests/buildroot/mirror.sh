@@ -14,7 +14,8 @@
 #   mirror_export_key WORK FILE [UID] the signing key (or the key of UID) as a binary keyring
 #   mirror_other_key WORK FILE        a second key that signs nothing, as a keyring
 #   mirror_serve WORK                 python3 -m http.server on a free loopback port; sets
-#                                     MIRROR_PORT and MIRROR_PID (the caller kills it)
+#                                     MIRROR_PORT and MIRROR_PID
+#   mirror_stop [WORK]                stops that server (MIRROR_PID) and WORK's gpg-agent
 #   mirror_free_port                  a loopback port nothing listens on (at the time of asking)
 
 mirror_needs() {
@@ -59,8 +60,13 @@ mirror_build() {
 		suite_root "$suite" >/dev/null || _mirror_die "suite_root $suite failed" || return 1
 	fi
 	cp "${debs[@]}" "$work/repo/pool/" || _mirror_die "cannot copy the packages of linux-headers-$kver" || return 1
-	find "$TOA_CACHE_DIR/debootstrap-debs/$suite" -maxdepth 1 -name '*.deb' -exec cp -n -t "$work/repo/pool/" {} + ||
-		_mirror_die "cannot copy the $suite packages" || return 1
+	# The minbase packages the closure does not already hold (cp -n's exit status for a
+	# skipped file differs between coreutils releases: test, then copy).
+	local f
+	for f in "$TOA_CACHE_DIR/debootstrap-debs/$suite"/*.deb; do
+		[ -e "$work/repo/pool/${f##*/}" ] || cp "$f" "$work/repo/pool/" ||
+			_mirror_die "cannot copy $f" || return 1
+	done
 	# shellcheck disable=SC2034 # the caller's
 	MIRROR_DEBS=$(find "$work/repo/pool" -name '*.deb' | wc -l)
 	mkdir -p "$work/repo/dists/$suite/main/binary-amd64"
@@ -72,7 +78,8 @@ mirror_build() {
 		-o APT::FTPArchive::Release::Components=main -o APT::FTPArchive::Release::Architectures=amd64 \
 		release . >Release.new) || _mirror_die "apt-ftparchive release failed" || return 1
 	mv "$work/repo/dists/$suite/Release.new" "$work/repo/dists/$suite/Release" || return 1
-	# A signing key for this run only; nodes trust it through signed-by.
+	# A signing key for this run only; nodes trust it through signed-by. gpg starts an agent
+	# for this home: mirror_stop ends it.
 	GNUPGHOME=$work/gnupg gpg --batch --quiet --pinentry-mode loopback --passphrase '' \
 		--quick-gen-key "toa build-root test mirror <mirror@example.invalid>" ed25519 sign 1d ||
 		_mirror_die "gpg --quick-gen-key failed" || return 1
@@ -97,6 +104,18 @@ mirror_other_key() {
 		--quick-gen-key "toa other key <other@example.invalid>" ed25519 sign 1d ||
 		_mirror_die "gpg --quick-gen-key (other) failed" || return 1
 	mirror_export_key "$work" "$out" other@example.invalid
+}
+
+mirror_stop() {
+	local work=${1:-}
+	if [ -n "${MIRROR_PID:-}" ]; then
+		kill "$MIRROR_PID" 2>/dev/null || true
+		wait "$MIRROR_PID" 2>/dev/null || true
+	fi
+	MIRROR_PID='' MIRROR_PORT=''
+	if [ -n "$work" ] && [ -d "$work/gnupg" ]; then
+		GNUPGHOME=$work/gnupg gpgconf --kill gpg-agent 2>/dev/null || true
+	fi
 }
 
 mirror_serve() {

@@ -12,12 +12,14 @@
 # operator's DaemonSet pod spec (mounts, privileges, env, args). Where the image can build for
 # the kernel (its compiler, named by CONFIG_CC_VERSION_TEXT, is among images/node-agent.packages)
 # it builds against the node's headers (path image). Otherwise (5.10: gcc-10, 7.2: gcc-16; path
-# build-root) the node has no headers and its apt sources name only a local signed mirror of its
-# suite (tests/buildroot/mirror.sh, served on the host's loopback, reached from the guest through
+# buildroot) the node's apt sources name only a local signed mirror of its suite
+# (tests/buildroot/mirror.sh, served on the host's loopback, reached from the guest through
 # QEMU's user network in restricted mode with one guestfwd): the suite checks CompilerMismatch
-# (agent.buildRoot false) and MirrorUnreachable (an unreachable agent.buildRootMirror), then the
-# image's agent goes from Pending to Loaded with a build root fetched from that mirror
-# (mmdebstrap, apt's signature checks against the node's keys) and runs every check from there.
+# (agent.buildRoot false) and MirrorUnreachable (an unreachable agent.buildRootMirror), then
+# removes the node's headers, and the image's agent goes to Loaded with a build root fetched
+# from that mirror (mmdebstrap, apt's signature checks against the node's keys); every check
+# runs from there (the headers come back for the headers-missing section, which removes them
+# itself).
 # TOA_AGENT_RUN=direct runs the agent directly in the node's userspace everywhere instead.
 # In the guest the agent runs standalone (--desired FILE, --status-file FILE) and the suite
 # checks: cold start builds + loads (source Built); SIGTERM leaves the module; a restart
@@ -88,8 +90,8 @@ toa_deps_step agent_suite_needs
 
 RUN_DIR="$TOA_CACHE_DIR/vm-run"
 # The local mirror of a build-root kernel's suite (mirror_serve), stopped when the suite ends.
-MIRROR_PID=
-trap '[ -z "$MIRROR_PID" ] || kill "$MIRROR_PID" 2>/dev/null || true' EXIT
+AGENT_MIRROR_DIR=
+trap 'mirror_stop "$AGENT_MIRROR_DIR"' EXIT
 
 # agent_serial_tap SERIAL_LOG [METRICS_FILE]: the guest's TAP lines, prefixed with the kernel
 # release, plus console failures (panic, Oops, BUG, guest errors and kernel log lines the guest
@@ -187,16 +189,17 @@ run_kernel() {
 		AGENT_RUN=buildroot
 		echo "# kernel $KVER: built with $cc, which the agent image (images/node-agent.packages) does not have: the image's agent must build in a build root from the node's $KERNEL_SUITE mirror (a local signed mirror, the node's only apt source)"
 		local tm=$SECONDS
+		# Read by host.sh (_agent_mirror_node_files) and the EXIT trap.
+		AGENT_MIRROR_DIR=$work/mirror
 		if ! mirror_build "$KERNEL_SUITE" "$KVER" "$work/mirror" >"$work/mirror.log" 2>&1 ||
 			! mirror_serve "$work/mirror" >>"$work/mirror.log" 2>&1; then
+			mirror_stop "$work/mirror"
 			sed 's/^/#   /' "$work/mirror.log" | tail -n 20
 			echo "not ok - [$KVER] the local $KERNEL_SUITE mirror: see $work/mirror.log"
 			K_FAIL=1
 			return
 		fi
 		echo "# kernel $KVER: mirror of $KERNEL_SUITE ($MIRROR_DEBS packages, signed) on 127.0.0.1:$MIRROR_PORT, guest address http://$AGENT_MIRROR_GUEST_ADDR/ ($((SECONDS - tm))s)"
-		# shellcheck disable=SC2034 # read by host.sh (_agent_mirror_node_files)
-		AGENT_MIRROR_DIR=$work/mirror
 	else
 		echo "# kernel $KVER: agent runs from the image root under crun ($cc is in the image)"
 	fi
@@ -213,7 +216,9 @@ run_kernel() {
 			fails=$((fails + 1))
 		fi
 	fi
-	if ! agent_guest_initrd "$series" "$work" "$RUN_DIR/toa-node-agent-musl" >"$work/initrd.log" 2>&1; then
+	# A subshell: toa_die there ends only it, and the `not ok` line below names the log.
+	if ! (agent_guest_initrd "$series" "$work" "$RUN_DIR/toa-node-agent-musl") >"$work/initrd.log" 2>&1; then
+		[ "$AGENT_RUN" != buildroot ] || mirror_stop "$work/mirror"
 		sed 's/^/#   /' "$work/initrd.log" | tail -n 20
 		echo "not ok - [$KVER] guest initramfs: see $work/initrd.log"
 		K_FAIL=1
@@ -225,11 +230,7 @@ run_kernel() {
 	local knob=toaknob=0
 	[ "$series" = "${kernels[0]}" ] && knob=toaknob=1
 	agent_guest_boot "$work" suite "$GUEST_TIMEOUT" "$knob" || rc=$?
-	if [ -n "$MIRROR_PID" ]; then
-		kill "$MIRROR_PID" 2>/dev/null || true
-		wait "$MIRROR_PID" 2>/dev/null || true
-		MIRROR_PID='' MIRROR_PORT=''
-	fi
+	[ "$AGENT_RUN" != buildroot ] || mirror_stop "$work/mirror"
 	: >"$work/metrics.prom"
 	agent_serial_tap "$work/serial.log" "$work/metrics.prom"
 

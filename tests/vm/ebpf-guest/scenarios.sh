@@ -59,6 +59,13 @@ expect_delta() {
 	fi
 }
 attach() { toa-ebpf attach --object "$OBJ" "$@"; }
+# reattach ARGS...: new parameters for the scenarios that follow (they rely on them): a
+# refusal is a failure of its own, with the loader's output, not a puzzle further down.
+reattach() {
+	if ! out=$(attach "$@" 2>&1); then
+		notok "reattach" "toa-ebpf attach $*: $out"
+	fi
+}
 
 mkdir -p /sys/fs/cgroup /sys/fs/bpf
 mount -t cgroup2 none /sys/fs/cgroup || notok mount_cgroup2 "mount -t cgroup2 failed"
@@ -147,11 +154,11 @@ FILL=6320000000000000000000000000000000000000000000000000000000000000	# kind 99,
 b_amb=$(stat_of toa_ambiguous)
 check_fails duplicates_on_syn_rejected "getpeername=10.0.0.2:" toatest conn --count 1 --syn-opts "$A$B"
 expect_delta counters_toa_ambiguous toa_ambiguous "$b_amb" 1
-attach --trusted-sources "$TRUST" --dup-rule first >/dev/null 2>&1
+reattach --trusted-sources "$TRUST" --dup-rule first
 check duplicates_dup_rule_first toatest conn --count 1 --syn-opts "$A$B" --addr 203.0.113.7
-attach --trusted-sources "$TRUST" --dup-rule last >/dev/null 2>&1
+reattach --trusted-sources "$TRUST" --dup-rule last
 check duplicates_dup_rule_last toatest conn --count 1 --syn-opts "$A$B" --addr 198.51.100.9
-attach --trusted-sources "$TRUST" >/dev/null 2>&1
+reattach --trusted-sources "$TRUST"
 expect_delta counters_toa_ambiguous_only_for_reject toa_ambiguous "$b_amb" 1
 b_ack=$(stat_of ack_pending_stored)
 check syn_and_ack_the_ack_wins toatest conn --count 1 --syn-opts "$B" --ack-opts "$A" --addr 203.0.113.7
@@ -273,23 +280,23 @@ expect_delta v6_counters_toa_refused_address toa_refused_address "$b_ref" 5
 b_un=$(stat_of toa_untrusted)
 check_fails v6_untrusted_source_outside_ipv6_cidr_rejected "getpeername=[fd00::5:2]:" toatest conn --count 1 --v6 --balancer fd00::5:2 --nat64 2001:db8::7
 check_fails v6_untrusted_source_ipv4_option_on_ack_rejected "getpeername=[fd00::5:2]:" toatest conn --count 1 --v6 --balancer fd00::5:2 --where ack
-attach --trusted-sources "$TRUST" >/dev/null 2>&1
+reattach --trusted-sources "$TRUST"
 check_fails v6_ipv4_only_trusted_list_rejects_ipv6_balancer "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --nat64 2001:db8::7
-attach --trusted-sources "fd00::/120" >/dev/null 2>&1
+reattach --trusted-sources "fd00::/120"
 check_fails ipv6_only_trusted_list_rejects_ipv4_balancer "getpeername=10.0.0.2:" toatest conn --count 1
 check v6_ipv6_only_trusted_list_accepts_ipv6_balancer toatest conn --count 1 --v6 --nat64 2001:db8::7
 expect_delta v6_counters_toa_untrusted toa_untrusted "$b_un" 4
-attach --trusted-sources "$TRUST,fd00::5:0/112" >/dev/null 2>&1
+reattach --trusted-sources "$TRUST,fd00::5:0/112"
 check v6_trusted_ipv6_cidr_accepts_second_balancer toatest conn --count 1 --v6 --balancer fd00::5:2 --nat64 2001:db8::7
 check_fails v6_first_balancer_outside_the_new_cidr_rejected "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --nat64 2001:db8::7
-attach --accept-any-source >/dev/null 2>&1
+reattach --accept-any-source
 check v6_accept_any_source_accepts_any_ipv6_source toatest conn --count 1 --v6 --balancer fd00::9:2 --nat64 2001:db8::7
 
 # ports scope over IPv6.
-attach --trusted-sources "$TRUST46" --ports 8083 >/dev/null 2>&1
+reattach --trusted-sources "$TRUST46" --ports 8083
 check_fails v6_ports_listener_8081_out_of_scope_not_parsed "getpeername=[fd00::2]:" toatest conn --count 1 --v6 --nat64 2001:db8::7
 check v6_ports_listener_8083_in_scope toatest conn --count 1 --v6only --nat64 2001:db8::7
-attach --trusted-sources "$TRUST46" >/dev/null 2>&1
+reattach --trusted-sources "$TRUST46"
 
 # ---- TCP_DEFER_ACCEPT (nginx `listen ... deferred`): the kernel drops the bare final ACK and
 # makes the child from the first data segment. The SYN's option (saved SYN) is used; a bare
@@ -334,7 +341,7 @@ for t in ip4 ip6; do
 	f=$(stat_of ${t}_address_free)
 	if [ "$a" -eq "$f" ]; then ok "${t}_alloc_equals_free_after_ipv6_defer_tfo_stress"; else notok "${t}_alloc_equals_free_after_ipv6_defer_tfo_stress" "alloc $a free $f"; fi
 done
-attach --trusted-sources "$TRUST" >/dev/null 2>&1
+reattach --trusted-sources "$TRUST"
 
 # ---- configurable kinds: adopt the pinned backend with new parameters.
 out=$(attach --trusted-sources "$TRUST" --ipv4-kinds 254 --nat64-kinds 254 2>&1)
@@ -344,10 +351,10 @@ check kind254_nat64 toatest conn --count 1 --kind 254 --nat64 2001:db8::254
 check_fails kind200_no_longer_a_toa_kind "getpeername=10.0.0.2:" toatest conn --count 1 --kind 200
 
 # ---- ports scope: only the listed local ports are parsed (toatest listens on 8080/8081).
-attach --trusted-sources "$TRUST" --ports 8081 >/dev/null 2>&1
+reattach --trusted-sources "$TRUST" --ports 8081
 check_fails port_out_of_scope "getpeername=10.0.0.2:" toatest conn --count 1
 check port_in_scope toatest conn --count 1 --dual
-attach --trusted-sources "$TRUST" >/dev/null 2>&1
+reattach --trusted-sources "$TRUST"
 
 # ---- agent restart / upgrade: open connections keep their address across an adoption and
 # across a new load that reuses the maps pinned by name (one link pin lost: Repaired).
@@ -388,7 +395,7 @@ else
 fi
 check after_layout_reload_ipv6_rewrites toatest conn --count 1 --v6 --nat64 2001:db8::7
 expect_delta counters_kept_across_layout_reload syn_recv_sock_toa "$b_toa" 1
-attach --trusted-sources "$TRUST" >/dev/null 2>&1
+reattach --trusted-sources "$TRUST"
 
 # ---- bad parameters are refused with the parameter named.
 if out=$(attach --trusted-sources 10.0.0.1/8 2>&1); then

@@ -1506,7 +1506,9 @@ static void scen_load_invalid(void)
 /*
  * Waits up to 200 ms for a connection on the IPv4 listener lfd and accepts it: a and pe get
  * what accept() and getpeername() returned ("addr:port", size bytes each), *port the
- * getpeername() port in host order. Returns the new descriptor, or -1 when none came.
+ * getpeername() port in host order. A failed getpeername() gives pe "getpeername: <error>"
+ * and *port -1 (never accept()'s address, which would pass for it). Returns the new
+ * descriptor, or -1 when none came.
  */
 static int accept_peer(int lfd, char *a, char *pe, size_t size, int *port)
 {
@@ -1522,7 +1524,12 @@ static int accept_peer(int lfd, char *a, char *pe, size_t size, int *port)
 		return -1;
 	fmt_addr(&ss, a, size);
 	len = sizeof(ss);
-	getpeername(fd, (struct sockaddr *)&ss, &len);
+	memset(&ss, 0, sizeof(ss));
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0) {
+		snprintf(pe, size, "getpeername: %s", strerror(errno));
+		*port = -1;
+		return fd;
+	}
 	fmt_addr(&ss, pe, size);
 	*port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	return fd;
