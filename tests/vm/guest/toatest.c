@@ -2560,8 +2560,9 @@ static void scen_pending_flood(int v6)
 #define STRESS_BATCH 24
 #define STRESS_ENTRY_BYTES 128	/* a socket entry and a pending entry: kmalloc-128 each */
 
+/* A thread calling getpeername() on fd in a loop (pinned to cpu unless it is -1); every answer must be want. */
 struct peer_spin {
-	int fd;
+	int fd, cpu;
 	const char *want;
 	volatile int stop;
 	long calls, wrong;
@@ -2580,7 +2581,8 @@ static void *peer_spin_main(void *arg)
 {
 	struct peer_spin *ps = arg;
 
-	pin_self(0);
+	if (ps->cpu >= 0)
+		pin_self(ps->cpu);
 	while (!ps->stop) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
@@ -2607,7 +2609,7 @@ static void scen_kprobe_stress(void)
 {
 	struct result r = { .bad = 0 };
 	struct stats before, now, after;
-	struct peer_spin ps = { .fd = -1, .want = "203.0.113.99:1099" };
+	struct peer_spin ps = { .fd = -1, .cpu = 0, .want = "203.0.113.99:1099" };
 	struct opts syn0 = { .n = 0 }, none = { .n = 0 };
 	struct flow loopf, fl[STRESS_BATCH];
 	int fds[STRESS_BATCH], got[STRESS_BATCH];
@@ -3871,40 +3873,12 @@ static int cmd_conn(int argc, char **argv)
  * opened before the first round. Every connection must show its own real address from
  * accept() and getpeername(), and the looped one its address on every call.
  */
-struct gpn_loop {
-	volatile int stop;
-	int fd;
-	long calls, wrong;
-};
-
-#define BURST_HELD_PEER "203.0.113.99:9999"
-static void *gpn_loop_main(void *arg)
-{
-	struct gpn_loop *l = arg;
-
-	while (!l->stop) {
-		struct sockaddr_storage ss;
-		socklen_t len = sizeof(ss);
-		char pe[80];
-
-		if (getpeername(l->fd, (struct sockaddr *)&ss, &len) < 0) {
-			l->wrong++;
-			continue;
-		}
-		fmt_addr(&ss, pe, sizeof(pe));
-		if (strcmp(pe, BURST_HELD_PEER))
-			l->wrong++;
-		l->calls++;
-	}
-	return NULL;
-}
-
 static int cmd_burst(int argc, char **argv)
 {
 	static struct flow fl[BURST_MAX];
 	static int got[BURST_MAX], fds[BURST_MAX];
 	int n = 100, rounds = 4, i, round, total = 0, good = 0, bad = 0;
-	struct gpn_loop loop = { .stop = 0, .calls = 0, .wrong = 0 };
+	struct peer_spin loop = { .fd = -1, .cpu = -1, .want = "203.0.113.99:9999" };
 	struct result r = { .bad = 0 };
 	struct opts o = { .n = 0 }, none = { .n = 0 };
 	struct flow held;
@@ -3926,7 +3900,7 @@ static int cmd_burst(int argc, char **argv)
 	o_toa4(&o, 200, "203.0.113.99", 9999);
 	if (open_conn(&o, &none, &loop.fd, &held, &r) < 0)
 		die("burst: the looped connection: %s", r.msg);
-	if (pthread_create(&th, NULL, gpn_loop_main, &loop))
+	if (pthread_create(&th, NULL, peer_spin_main, &loop))
 		die("pthread_create");
 	t0 = now_s();
 	for (round = 0; round < rounds; round++) {
