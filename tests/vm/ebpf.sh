@@ -52,7 +52,7 @@ EOT
 kernel_parse_args "${TOA_EBPF_KERNELS:-5.10 6.1 6.12 7.2}" "$@"
 toa_deps_step ebpf_suite_needs
 
-RUN_DIR="$TOA_CACHE_DIR/vm-run"
+RUN_DIR=${TOA_RUN_DIR:-$TOA_CACHE_DIR/vm-run}
 mkdir -p "$RUN_DIR"
 
 qemu_prepare

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Cost of the two TOA backends on the hot paths, measured in one guest boot (TCG): no TOA at
-# all, the module (kmod/), and the eBPF backend (ebpf/, attached by the toa-ebpf loader as
-# tests/vm/ebpf.sh does) --
+# all, the module (kmod/), the eBPF backend (ebpf/, attached by the toa-ebpf loader as
+# tests/vm/ebpf.sh does), and the eBPF backend's floor: programs at the same hooks that return
+# at once (tests/vm/guest/hook_floor.bpf.c), what the kernel charges for any program there --
 #   accepts/s      loopback TCP connect+accept loop (same binary, a few seconds each), over
 #                  IPv4 (127.0.0.1) and over IPv6 transport ([::1], AF_INET6 listener)
 #   getpeername/s  getpeername() loop on one connection that carried a TOA option, and on a
 #                  plain loopback connection without one
-# each without TOA, with the module and with the eBPF backend (a warm-up, then the three
-# alternating, best of three), as ratios backend / no TOA beside the goals (0.97 accepts,
+# each without TOA, with the module, with the eBPF backend and with its floor (a warm-up, then
+# the four alternating, best of three), as ratios backend / no TOA beside the goals (0.97 accepts,
 # 0.90 getpeername). Prints, does not assert: TCG timing is noisy; the suites that assert
 # behaviour are tests/vm/kmod.sh and tests/vm/ebpf.sh.
 #
@@ -62,6 +63,7 @@ kernel_prepare "$series"
 kernel_build_kmod "$KMOD_SRC" "$work/kmod" || toa_die "module build failed: $work/kmod/build.log"
 toatest_build "$RUN_DIR/toatest"
 "$TOA_REPO_DIR/ebpf/bpf/build.sh" "$work/toa.bpf.o"
+"$TOA_REPO_DIR/ebpf/bpf/build.sh" "$work/hook_floor.bpf.o" "$HERE/guest/hook_floor.bpf.c"
 toa_log "building toa-ebpf (release, static, $MUSL)"
 (cd "$TOA_REPO_DIR" && cargo build -q --release --target "$MUSL" -p toa-ebpf) ||
 	toa_die "cargo build of toa-ebpf for $MUSL failed"
@@ -73,6 +75,7 @@ initramfs_add_kmod "$ird" tun
 initramfs_add_file "$ird" "$work/kmod/toa.ko" toa.ko 0644
 initramfs_add_file "$ird" "$RUN_DIR/toatest" bin/toatest 0755
 initramfs_add_file "$ird" "$work/toa.bpf.o" toa.bpf.o 0644
+initramfs_add_file "$ird" "$work/hook_floor.bpf.o" hook_floor.bpf.o 0644
 initramfs_add_file "$ird" "$LOADER" bin/toa-ebpf 0755
 # The eBPF backend attaches to the root cgroup v2 and pins under bpffs, as in tests/vm/ebpf.sh;
 # the loader logs the verifier's work on toa_sockops (kernels >= 5.16) at debug level.
@@ -83,14 +86,16 @@ mount -t cgroup2 none /sys/fs/cgroup || echo "TOA-GUEST-ERROR mount -t cgroup2 f
 mount -t bpf bpf /sys/fs/bpf || echo "TOA-GUEST-ERROR mount -t bpf failed"
 exec /bin/toatest bench --module /toa.ko --secs $secs \\
 	--ebpf-attach "RUST_LOG=toa_ebpf=debug toa-ebpf attach --object /toa.bpf.o --trusted-sources 10.0.0.0/16 2>&1" \\
-	--ebpf-detach "RUST_LOG=toa_ebpf=debug toa-ebpf detach"
+	--ebpf-detach "RUST_LOG=toa_ebpf=debug toa-ebpf detach" \\
+	--floor-attach "toa-ebpf attach --object /hook_floor.bpf.o --trusted-sources 10.0.0.0/16 2>&1" \\
+	--floor-detach "toa-ebpf detach"
 EOS
 initramfs_add_file "$ird" "$work/bench.sh" bench.sh 0755
 guest_write_init "$ird" /bin/sh /bench.sh
 initramfs_pack "$ird" "$work/initramfs.cpio.gz"
 rc=0
-# 10 rounds (a warm-up, then 3 x none/module/ebpf) of four measurements each
-qemu_run "$VMLINUX" "$work/initramfs.cpio.gz" 1024 $((90 + 48 * secs)) "$work/serial.log" || rc=$?
+# 13 rounds (a warm-up, then 3 x none/module/ebpf/ebpf-floor) of four measurements each
+qemu_run "$VMLINUX" "$work/initramfs.cpio.gz" 1024 $((90 + 64 * secs)) "$work/serial.log" || rc=$?
 
 release=$(sed -n 's/.*TOA-GUEST-KERNEL \([^[:space:]]*\).*/\1/p' "$work/serial.log" | head -n1)
 grep -E '^# bench round|^attach: |^detach: |WARN|verified_insns|verified and attached' "$work/serial.log" | tr -d '\r' || true

@@ -346,6 +346,21 @@ check kind254_ipv4 toatest conn --count 1 --kind 254
 check kind254_nat64 toatest conn --count 1 --kind 254 --nat64 2001:db8::254
 check_fails kind200_no_longer_a_toa_kind "getpeername=10.0.0.2:" toatest conn --count 1 --kind 200
 
+# ---- the SYN every Linux client sends (MSS, SACK permitted, timestamps, NOP, window scale)
+# is not walked (toa.bpf.c) unless one of its kinds is a TOA kind: then, as in the module,
+# that option is a TOA option with the wrong length, counted malformed.
+STD_SYN=020405b40402080a000000010000000001030307
+reattach --trusted-sources "$TRUST"
+b_mal=$(stat_of toa_malformed)
+check_fails standard_syn_no_toa "getpeername=10.0.0.2:" toatest conn --count 1 --syn-opts "$STD_SYN"
+expect_delta standard_syn_nothing_malformed toa_malformed "$b_mal" 0
+for k in 2 3 4 8; do
+	reattach --trusted-sources "$TRUST" --ipv4-kinds "200,$k"
+	b_mal=$(stat_of toa_malformed)
+	check_fails "standard_syn_kind${k}_configured_no_toa" "getpeername=10.0.0.2:" toatest conn --count 1 --syn-opts "$STD_SYN"
+	expect_delta "standard_syn_kind${k}_configured_malformed" toa_malformed "$b_mal" 1
+done
+
 # ---- ports scope: only the listed local ports are parsed (toatest listens on 8080/8081).
 reattach --trusted-sources "$TRUST" --ports 8081
 check_fails port_out_of_scope "getpeername=10.0.0.2:" toatest conn --count 1

@@ -19,8 +19,10 @@
  *                                  loaded now (for the agent suite), see usage()
  *   toatest stats                  /proc/net/toa_stats summed over CPUs, `name value` lines
  *   toatest bench [--module PATH] [--secs N] [--ebpf-attach CMD --ebpf-detach CMD]
- *                                  accepts/s and getpeername/s without TOA, with the module
- *                                  and (given the commands) with the eBPF backend
+ *                 [--floor-attach CMD --floor-detach CMD]
+ *                                  accepts/s and getpeername/s without TOA, with the module,
+ *                                  (given the commands) with the eBPF backend and with empty
+ *                                  programs at the eBPF backend's hooks (the hooks' own cost)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -3564,7 +3566,8 @@ static void usage(void)
 		"       toatest bpf-pin-array PATH VALUE_SIZE\n"
 		"         pins a new one-element BPF array map (VALUE_SIZE-byte values) at PATH\n"
 		"       toatest stats\n"
-		"       toatest bench [--module PATH] [--secs N] [--ebpf-attach CMD --ebpf-detach CMD]\n");
+		"       toatest bench [--module PATH] [--secs N] [--ebpf-attach CMD --ebpf-detach CMD]\n"
+		"                     [--floor-attach CMD --floor-detach CMD]\n");
 	exit(2);
 }
 
@@ -4081,38 +4084,41 @@ static int bench_toa_conn(struct flow *f)
 	return fd;
 }
 
-/* --ebpf-attach / --ebpf-detach: shell commands that attach and detach the eBPF backend. */
-static const char *ebpf_attach_cmd, *ebpf_detach_cmd;
+/*
+ * The bench's backends. ebpf-floor is the eBPF backend's hooks with programs that return at
+ * once (tests/vm/guest/hook_floor.bpf.c): what the kernel charges for running any program
+ * there, the best ratio any eBPF backend at those hooks can reach.
+ */
+enum { BENCH_NONE, BENCH_MODULE, BENCH_EBPF, BENCH_FLOOR, BENCH_N };
+static const char *const bench_name[BENCH_N] = { "none", "module", "ebpf", "ebpf-floor" };
 
-enum { BENCH_NONE, BENCH_MODULE, BENCH_EBPF, BENCH_N };
-static const char *const bench_name[BENCH_N] = { "none", "module", "ebpf" };
+/* --ebpf-attach/--ebpf-detach, --floor-attach/--floor-detach: shell commands, per backend. */
+static const char *bench_attach_cmd[BENCH_N], *bench_detach_cmd[BENCH_N];
 
-static void bench_backend_on(int b)
+static void bench_run(const char *cmd)
 {
 	int rc;
 
+	fflush(stdout);
+	rc = system(cmd);
+	if (rc != 0)
+		die("bench: `%s` failed (status %d)", cmd, rc);
+}
+
+static void bench_backend_on(int b)
+{
 	if (b == BENCH_MODULE && mod_load("trusted_sources=10.0.0.0/16"))
 		die("bench: cannot load %s", module_path);
-	if (b == BENCH_EBPF) {
-		fflush(stdout);
-		rc = system(ebpf_attach_cmd);
-		if (rc != 0)
-			die("bench: `%s` failed (status %d)", ebpf_attach_cmd, rc);
-	}
+	if (bench_attach_cmd[b])
+		bench_run(bench_attach_cmd[b]);
 }
 
 static void bench_backend_off(int b)
 {
-	int rc;
-
 	if (b == BENCH_MODULE && mod_unload(100))
 		die("bench: cannot unload the module");
-	if (b == BENCH_EBPF) {
-		fflush(stdout);
-		rc = system(ebpf_detach_cmd);
-		if (rc != 0)
-			die("bench: `%s` failed (status %d)", ebpf_detach_cmd, rc);
-	}
+	if (bench_detach_cmd[b])
+		bench_run(bench_detach_cmd[b]);
 }
 
 static int bench_listen(int v6)
@@ -4135,13 +4141,15 @@ static int bench_listen(int v6)
 	return fd;
 }
 
-static void bench_ratio_line(const char *what, const double *best, int nb, const char *goal, const char *note)
+static void bench_ratio_line(const char *what, const double *best, const int *order, int nb,
+			     const char *goal, const char *note)
 {
-	int b;
+	int i;
 
 	printf("bench %s: none %.0f", what, best[BENCH_NONE]);
-	for (b = 1; b < nb; b++)
-		printf(", %s %.0f ratio %.3f", bench_name[b], best[b], best[b] / best[BENCH_NONE]);
+	for (i = 1; i < nb; i++)
+		printf(", %s %.0f ratio %.3f", bench_name[order[i]], best[order[i]],
+		       best[order[i]] / best[BENCH_NONE]);
 	printf(" (goal >= %s)%s\n", goal, note);
 }
 
@@ -4153,26 +4161,35 @@ static void bench_ratio_line(const char *what, const double *best, int nb, const
  */
 static int cmd_bench(double secs)
 {
-	int nb = ebpf_attach_cmd ? BENCH_N : BENCH_EBPF, round, rounds, fd, cfd, pfd, lb, lb6;
+	int order[BENCH_N], nb = 0, round, rounds, fd, cfd, pfd, lb, lb6;
 	double acc[BENCH_N] = { 0 }, acc6[BENCH_N] = { 0 }, gpn[BENCH_N] = { 0 }, gpl[BENCH_N] = { 0 };
 	double a, a6, g, gp;
 	struct sockaddr_in a4 = { .sin_family = AF_INET, .sin_port = htons(9090) };
 	struct flow f;
 
-	if (!!ebpf_attach_cmd != !!ebpf_detach_cmd)
+	if (!!bench_attach_cmd[BENCH_EBPF] != !!bench_detach_cmd[BENCH_EBPF])
 		die("bench: --ebpf-attach and --ebpf-detach go together");
+	if (!!bench_attach_cmd[BENCH_FLOOR] != !!bench_detach_cmd[BENCH_FLOOR])
+		die("bench: --floor-attach and --floor-detach go together");
+	order[nb++] = BENCH_NONE;
+	order[nb++] = BENCH_MODULE;
+	if (bench_attach_cmd[BENCH_EBPF])
+		order[nb++] = BENCH_EBPF;
+	if (bench_attach_cmd[BENCH_FLOOR])
+		order[nb++] = BENCH_FLOOR;
 	inet_pton(AF_INET, "127.0.0.1", &a4.sin_addr);
 	tun_setup();
 	if (mod_loaded() && mod_unload(100))
 		die("cannot unload the module before the baseline");
 	/*
 	 * Round 0 warms up (TCG translates the hot code once) and is not counted; then the
-	 * backends (none, module[, ebpf]) alternate three times and the best of each is kept,
+	 * backends (none, module[, ebpf][, ebpf-floor]) alternate three times and the best of each is kept,
 	 * which removes most of the noise of an emulated, shared machine.
 	 */
 	rounds = 1 + 3 * nb;
 	for (round = 0; round < rounds; round++) {
-		int b = round ? (round - 1) % nb : BENCH_NONE;
+		int b = round ? order[(round - 1) % nb] : BENCH_NONE;
+		int rewrites = b == BENCH_MODULE || b == BENCH_EBPF;
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
 		char peer[80];
@@ -4185,7 +4202,7 @@ static int cmd_bench(double secs)
 		if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
 			die("bench getpeername: %s", strerror(errno));
 		fmt_addr(&ss, peer, sizeof(peer));
-		if ((b != BENCH_NONE) != !strcmp(peer, BENCH_TOA_PEER))
+		if (rewrites != !strcmp(peer, BENCH_TOA_PEER))
 			die("bench: with backend %s the TOA connection's peer is %s", bench_name[b], peer);
 		a = bench_accepts(lb, 0, secs);
 		a6 = bench_accepts(lb6, 1, secs);
@@ -4220,10 +4237,10 @@ static int cmd_bench(double secs)
 		if (gp > gpl[b])
 			gpl[b] = gp;
 	}
-	bench_ratio_line("accepts/s", acc, nb, "0.97", "");
-	bench_ratio_line("accepts/s IPv6", acc6, nb, "0.97", " [[::1] loopback, AF_INET6 listener]");
-	bench_ratio_line("getpeername/s", gpn, nb, "0.90", " [connection with a TOA entry]");
-	bench_ratio_line("getpeername/s plain", gpl, nb, "0.90", " [loopback connection, no TOA]");
+	bench_ratio_line("accepts/s", acc, order, nb, "0.97", "");
+	bench_ratio_line("accepts/s IPv6", acc6, order, nb, "0.97", " [[::1] loopback, AF_INET6 listener]");
+	bench_ratio_line("getpeername/s", gpn, order, nb, "0.90", " [connection with a TOA entry]");
+	bench_ratio_line("getpeername/s plain", gpl, order, nb, "0.90", " [loopback connection, no TOA]");
 	return 0;
 }
 
@@ -4245,9 +4262,13 @@ int main(int argc, char **argv)
 		if (!strcmp(argv[i], "--secs"))
 			secs = atof(argv[i + 1]);
 		if (!strcmp(argv[i], "--ebpf-attach"))
-			ebpf_attach_cmd = argv[i + 1];
+			bench_attach_cmd[BENCH_EBPF] = argv[i + 1];
 		if (!strcmp(argv[i], "--ebpf-detach"))
-			ebpf_detach_cmd = argv[i + 1];
+			bench_detach_cmd[BENCH_EBPF] = argv[i + 1];
+		if (!strcmp(argv[i], "--floor-attach"))
+			bench_attach_cmd[BENCH_FLOOR] = argv[i + 1];
+		if (!strcmp(argv[i], "--floor-detach"))
+			bench_detach_cmd[BENCH_FLOOR] = argv[i + 1];
 	}
 	if (!strcmp(argv[1], "suite")) {
 		suite();
