@@ -59,22 +59,24 @@ expect_delta() {
 	fi
 }
 attach() { toa-ebpf attach --object "$OBJ" "$@"; }
-# expect_enoent BASE NEED OUT: `toatest conn` output OUT (which must contain NEED) shows
-# getsockopt(4096) failing with ENOENT (check BASE + ENOENT); before 5.18 a program may only
-# clear the error, so ENOPROTOOPT passes there (BASE + ENOPROTOOPT_before_5.18).
-expect_enoent() {
-	case $3 in
-	*"$2"*"getsockopt=No such file or directory"*) ok "${1}ENOENT" ;;
-	*"$2"*"getsockopt=Protocol not available"*)
+# expect_so_error ERRNO TEXT BASE NEED OUT: `toatest conn` output OUT (which must contain
+# NEED) shows getsockopt(4096) failing with ERRNO, whose strerror() is TEXT (check BASE +
+# ERRNO); before 5.18 a program may only clear the error, so ENOPROTOOPT passes there (BASE +
+# ENOPROTOOPT_before_5.18).
+expect_so_error() {
+	case $5 in
+	*"$4"*"getsockopt=$2"*) ok "${3}$1" ;;
+	*"$4"*"getsockopt=Protocol not available"*)
 		if [ "$(uname -r | cut -d. -f1)" -lt 6 ] && [ "$(uname -r | cut -d. -f2)" -lt 18 ]; then
-			ok "${1}ENOPROTOOPT_before_5.18"
+			ok "${3}ENOPROTOOPT_before_5.18"
 		else
-			notok "${1}ENOENT" "$3"
+			notok "${3}$1" "$5"
 		fi
 		;;
-	*) notok "${1}ENOENT" "$3" ;;
+	*) notok "${3}$1" "$5" ;;
 	esac
 }
+expect_enoent() { expect_so_error ENOENT "No such file or directory" "$@"; }
 # reattach ARGS...: new parameters for the scenarios that follow (they rely on them): a
 # refusal is a failure of its own, with the loader's output, not a puzzle further down.
 reattach() {
@@ -134,6 +136,15 @@ check nat64_getsockopt_dual toatest conn --count 1 --nat64 2001:db8::9 --dual --
 # A connection without NAT64 entry: ENOENT on kernels >= 5.18 (ENOPROTOOPT before).
 out=$(toatest conn --count 1 --addr 203.0.113.9 2>&1)
 expect_enoent getsockopt_without_nat64_entry_is_ "" "$out"
+# A length below struct toa_nat64_peer's 20 bytes: EINVAL, as from the module, and not counted
+# (getsockopt_ok counts only the full-length call every accepted connection gets first).
+b_so=$(stat_of getsockopt_ok)
+b_soe=$(stat_of getsockopt_empty)
+out=$(toatest conn --count 1 --nat64 2001:db8::7 --so-len 19 2>&1 || true)
+echo "$out" | sed 's/^/#   /'
+expect_so_error EINVAL "Invalid argument" nat64_getsockopt_short_length_is_ "" "$out"
+expect_delta nat64_getsockopt_short_length_not_counted_ok getsockopt_ok "$b_so" 1
+expect_delta nat64_getsockopt_short_length_not_counted_empty getsockopt_empty "$b_soe" 0
 
 # ---- trust: a balancer outside trusted_sources is ignored and counted.
 b_un=$(stat_of toa_untrusted)

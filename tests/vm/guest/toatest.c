@@ -3544,7 +3544,7 @@ static void usage(void)
 		"       toatest conn [--count N] [--kind K] [--addr IPV4] [--nat64 IPV6] [--port P]\n"
 		"                    [--where syn|ack] [--dual] [--balancer IP] [--hold-until PATH]\n"
 		"                    [--syn-opts HEX] [--ack-opts HEX] [--v6|--v6only] [--defer|--tfo]\n"
-		"                    [--data-opts HEX]\n"
+		"                    [--data-opts HEX] [--so-len N]\n"
 		"         N handshakes through tun0 with a TOA option against the module loaded now;\n"
 		"         prints `conn I accept=A getpeername=P getsockname=L getsockopt=S` per\n"
 		"         connection and exits 0 when every connection showed the real address;\n"
@@ -3556,6 +3556,7 @@ static void usage(void)
 		"         --defer: a TCP_DEFER_ACCEPT listener (8082): nothing may be accepted before\n"
 		"         the first data segment (--data-opts HEX: its options)\n"
 		"         --tfo: TCP Fast Open (8084): the SYN carries data and makes the child\n"
+		"         --so-len N: getsockopt(IPPROTO_IP, 4096) with length N (below 20: EINVAL)\n"
 		"         --hold-until (IPv4, N <= 64): keeps the accepted sockets open until PATH\n"
 		"         exists, then prints `held I getpeername=P` for each and\n"
 		"         `held: K of N open connections still showed the real address`\n"
@@ -3663,6 +3664,7 @@ static int cmd_conn(int argc, char **argv)
 	struct opts raw_syn = { .n = 0 }, raw_ack = { .n = 0 }, data_opt = { .n = 0 };
 	const char *addr = "203.0.113.7", *nat64 = NULL, *bal = BAL_IP, *hold = NULL;
 	uint16_t port = 4242;
+	socklen_t so_len = 0;	/* --so-len: the getsockopt length, 0 for the struct's */
 	int held_fd[64];
 	struct flow held_flow[64];
 	int n_held = 0;
@@ -3713,6 +3715,10 @@ static int cmd_conn(int argc, char **argv)
 			raw = 1;
 		} else if (!strcmp(a, "--data-opts")) {
 			o_hex(&data_opt, a, v);
+		} else if (!strcmp(a, "--so-len")) {
+			so_len = (socklen_t)atoi(v);
+			if (!so_len || so_len > sizeof(struct toa_nat64_peer))
+				usage();
 		} else
 			usage();
 		i++;
@@ -3790,6 +3796,8 @@ static int cmd_conn(int argc, char **argv)
 				bad++;
 				continue;
 			}
+			if (so_len)
+				observe_sockopt(ob.fd, &ob, so_len);
 		}
 		printf("conn %d accept=%s getpeername=%s getsockname=%s getsockopt=%s\n", i, ob.acc, ob.peer,
 		       ob.local, ob.so_rc ? strerror(ob.so_errno) : ob.so_addr);
