@@ -9,34 +9,11 @@
 #include <linux/bpf.h>
 #include <linux/types.h>
 #include <bpf/bpf_helpers.h>
-#include "toa_ebpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 /* The loader writes the parameters into toa_config and pins all three maps. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct toa_config);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} toa_config SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, TOA_CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} toa_stats SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct toa_sk_entry);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} toa_sk SEC(".maps");
+#include "toa_maps.h"
 
 SEC("sockops")
 int toa_sockops(struct bpf_sock_ops *skops __attribute__((unused)))
