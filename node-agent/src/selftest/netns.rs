@@ -540,3 +540,52 @@ fn read_packet(tun: &mut File, deadline: Instant) -> io::Result<Option<Vec<u8>>>
     buf.truncate(n);
     Ok(Some(buf))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn in6_rtmsg_has_the_kernel_layout() {
+        // include/uapi/linux/ipv6_route.h on 64-bit: 3 x 16 address bytes, type, dst_len,
+        // src_len, metric, 4 bytes of padding, info (unsigned long), flags, ifindex.
+        assert_eq!(std::mem::size_of::<In6RtMsg>(), 80);
+        assert_eq!(std::mem::offset_of!(In6RtMsg, info), 64);
+        assert_eq!(std::mem::offset_of!(In6RtMsg, ifindex), 76);
+        assert_eq!(std::mem::size_of::<libc::in6_ifreq>(), 24);
+    }
+
+    #[test]
+    fn the_expected_peer_is_what_the_backends_return_per_transport() {
+        let plan = |balancer: &str| Plan {
+            balancer: balancer.parse().expect("address"),
+            node: "198.51.100.1".parse().expect("address"),
+            port: 80,
+            handshakes: Vec::new(),
+        };
+        let v4 = Handshake {
+            kind: 200,
+            nat64: false,
+        };
+        let nat64 = Handshake {
+            kind: 253,
+            nat64: true,
+        };
+        let text = |hs: &Handshake, p: &Plan| expected_peer(hs, p).map(|a| a.to_string());
+        assert_eq!(
+            text(&v4, &plan("10.0.0.1")).as_deref(),
+            Some("192.0.2.77:40077")
+        );
+        // Over IPv4 a NAT64 entry leaves the peer alone: only getsockopt 4096 is checked.
+        assert_eq!(text(&nat64, &plan("10.0.0.1")), None);
+        assert_eq!(
+            text(&v4, &plan("fd00:10::1")).as_deref(),
+            Some("[::ffff:192.0.2.77]:40077")
+        );
+        assert_eq!(
+            text(&nat64, &plan("fd00:10::1")).as_deref(),
+            Some("[2001:db8::77]:40077")
+        );
+    }
+}
