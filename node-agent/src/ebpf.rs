@@ -129,7 +129,7 @@ mod tests {
         assert_eq!(sp.ports.as_deref(), Some("8000-8100"));
         let plan = crate::selftest::plan::plan(&sp).expect("a plan");
         assert_eq!(plan.port, 8000);
-        assert!(plan.balancer.octets()[..2] == [10, 9], "{}", plan.balancer);
+        assert_eq!(plan.balancer_text(), "10.9.0.1");
         assert_eq!(plan.handshakes.len(), 2);
         assert_eq!(plan.handshakes[0].kind, 254);
         // Nothing trusted: skipped, for the same reason as the module's.
@@ -152,7 +152,26 @@ mod tests {
         );
         // The self-test plans its IPv4 handshakes from the IPv4 entry.
         let plan = crate::selftest::plan::plan(&self_test_params(&p)).expect("a plan");
-        assert_eq!(plan.balancer.octets()[..3], [10, 0, 0]);
+        assert_eq!(plan.balancer_text(), "10.0.0.1");
+        assert_eq!(plan.transport(), "IPv4");
+    }
+
+    #[test]
+    fn ipv6_only_trusted_sources_get_a_self_test_over_ipv6() {
+        // This used to plan nothing (Skipped: "no IPv4 network in trusted_sources").
+        let m = ModuleSettings {
+            ipv4_option_kinds: vec![254],
+            nat64_option_kinds: vec![253],
+            trusted_sources: vec!["fd00:10::/64".into()],
+            ..ModuleSettings::default()
+        };
+        let p = params(&m).expect("IPv6 sources");
+        let sp = self_test_params(&p);
+        assert_eq!(sp.trusted_sources.as_deref(), Some("fd00:10::/64"));
+        let plan = crate::selftest::plan::plan(&sp).expect("a plan over IPv6");
+        assert_eq!(plan.transport(), "IPv6");
+        assert_eq!(plan.balancer_text(), "[fd00:10::1]");
+        assert_eq!(plan.handshakes.len(), 2);
     }
 
     #[test]

@@ -686,6 +686,26 @@ fn skipped_self_test_does_not_fail_the_node() {
 }
 
 #[test]
+fn ipv6_only_trusted_sources_self_test_the_module_over_ipv6() {
+    let e = env();
+    let d = with_module(ModuleSettings {
+        trusted_sources: vec!["fd00:10::/64".into()],
+        ..Default::default()
+    });
+    let (p, _) = run(&mut e.agent(), &d);
+    assert_eq!(p.status.phase, Phase::Loaded, "{:?}", p.status);
+    let st = p.status.self_test.expect("reported");
+    assert_eq!(st.result, SelfTestResult::Passed, "{}", st.message);
+    // Planned from the module's trusted_sources as sysfs prints it (was Skipped: "no IPv4
+    // network in trusted_sources").
+    let plans = e.host.lock().self_test_plans.clone();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].transport(), "IPv6");
+    assert_eq!(plans[0].balancer.to_string(), "fd00:10::1");
+    assert_eq!(plans[0].node.to_string(), "2001:db8::1");
+}
+
+#[test]
 fn nothing_trusted_skips_the_self_test_with_the_reason() {
     let e = env();
     let (p, _) = run(&mut e.agent(), &want(DesiredState::Loaded));
@@ -1111,6 +1131,16 @@ fn ebpf_self_test_runs_after_attach_and_is_reported() {
     let plans = e.host.lock().self_test_plans.clone();
     assert_eq!(plans.len(), 2);
     assert_eq!(plans[1].balancer.to_string(), "10.7.0.1");
+    // Only an IPv6 network trusted: the test runs over IPv6 transport (was Skipped).
+    d.spec.module.trusted_sources = vec!["fd00:10::/64".into()];
+    let (p, _) = run(&mut agent, &d);
+    assert_eq!(p.status.phase, Phase::Loaded);
+    let st = p.status.self_test.expect("self test reported");
+    assert_eq!(st.result, SelfTestResult::Passed, "{}", st.message);
+    let plans = e.host.lock().self_test_plans.clone();
+    assert_eq!(plans.len(), 3);
+    assert_eq!(plans[2].balancer.to_string(), "fd00:10::1");
+    assert_eq!(plans[2].transport(), "IPv6");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //!
 //! - [`plan`] decides, from the loaded module's parameters, which option kinds, balancer
 //!   address and listening port the test must use so the module is in scope (pure).
-//! - [`packet`] builds and parses the IPv4/TCP segments (pure).
+//!   The transport is IPv4, or IPv6 when the trusted sources are IPv6 networks only.
+//! - [`packet`] builds and parses the IPv4/TCP and IPv6/TCP segments (pure).
 //! - [`netns`] runs the handshakes through a TUN device in a network namespace of its own
 //!   thread, so nothing is visible to (or left in) the node's namespaces.
 //!

@@ -3,6 +3,11 @@
 //! there, plays the balancer through it and reads what `accept()`, `getpeername()` and
 //! `getsockopt(IPPROTO_IP, 4096)` return on the server side. When the thread ends, its
 //! sockets (closed with RST), the device and the namespace go with it.
+//!
+//! Over IPv6 transport (a plan whose balancer is IPv6) the device gets the node's IPv6 address
+//! and a host route to the balancer, and the listener is an `AF_INET6` socket: an IPv4 client
+//! then shows as `[::ffff:a.b.c.d]:port`, and a NAT64 client is the peer itself (kmod/README.md,
+//! "What an application sees"; the eBPF backend returns the same).
 
 use super::packet::{self, Segment, FLAG_ACK, FLAG_RST, FLAG_SYN};
 use super::plan::{Handshake, Plan, CLIENT_PORT, CLIENT_V4, CLIENT_V6};
@@ -103,12 +108,16 @@ fn in_private_namespace(plan: &Plan, timeout: Duration) -> Result<Vec<String>, E
         )));
     }
     let tun = open_tun()?;
-    configure(plan.node, plan.balancer)?;
-    let listener = TcpListener::bind(SocketAddr::new(IpAddr::V4(plan.node), plan.port))
-        .map_err(setup("cannot listen in the self-test namespace"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(setup("cannot make the listener non-blocking"))?;
+    match (plan.node, plan.balancer) {
+        (IpAddr::V4(node), IpAddr::V4(balancer)) => configure(node, balancer)?,
+        (IpAddr::V6(node), IpAddr::V6(balancer)) => configure_v6(node, balancer)?,
+        (node, balancer) => {
+            return Err(Error::Setup(format!(
+                "the node address {node} and the balancer {balancer} are of different families"
+            )))
+        }
+    }
+    let listener = listen(SocketAddr::new(plan.node, plan.port), timeout)?;
     let mut tun = tun;
     let mut checks = Vec::new();
     for (i, hs) in plan.handshakes.iter().enumerate() {
@@ -188,6 +197,126 @@ fn configure(node: Ipv4Addr, balancer: Ipv4Addr) -> Result<(), Error> {
     Ok(())
 }
 
+/// `struct in6_rtmsg` (include/uapi/linux/ipv6_route.h; the libc crate keeps its fields
+/// private).
+#[repr(C)]
+struct In6RtMsg {
+    dst: libc::in6_addr,
+    src: libc::in6_addr,
+    gateway: libc::in6_addr,
+    kind: u32,
+    dst_len: u16,
+    src_len: u16,
+    metric: u32,
+    info: libc::c_ulong,
+    flags: u32,
+    ifindex: libc::c_int,
+}
+
+/// Over IPv6 transport: brings the device up, gives it the node's address (/128) and routes
+/// the balancer's /128 through it. A TUN device has `IFF_NOARP`, so the kernel skips duplicate
+/// address detection (net/ipv6/addrconf.c, `addrconf_dad_begin`); [`listen`] still waits out
+/// the moment the address is tentative, as newer kernels complete it from a work queue.
+/// IPv6 disabled on the node (no `AF_INET6` sockets, or no address on the device) is a setup
+/// error: the test is Skipped, with the reason.
+fn configure_v6(node: Ipv6Addr, balancer: Ipv6Addr) -> Result<(), Error> {
+    // SAFETY: plain socket creation; the fd is owned by `sock` below.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(Error::Setup(
+            if e.raw_os_error() == Some(libc::EAFNOSUPPORT) {
+                format!(
+                    "IPv6 is disabled on this node ({e}), and the trusted sources are IPv6 networks only: the self-test over IPv6 transport cannot run"
+                )
+            } else {
+                format!("cannot open an IPv6 configuration socket: {e}")
+            },
+        ));
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let sock: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    let mut up = IfReq::with_flags((libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short);
+    // SAFETY: SIOCSIFFLAGS reads a struct ifreq that lives across the call.
+    if unsafe { ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut up) } != 0 {
+        return Err(Error::Setup(format!(
+            "cannot bring the TUN device up: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    let name = IfReq::new().name;
+    // SAFETY: `name` is NUL-terminated (DEVICE is shorter than IFNAMSIZ).
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr().cast()) };
+    if ifindex == 0 {
+        return Err(Error::Setup(format!(
+            "cannot find the TUN device's index: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    let ifindex = libc::c_int::try_from(ifindex)
+        .map_err(|_| Error::Setup(format!("the TUN device's index {ifindex} is out of range")))?;
+    let mut addr = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr {
+            s6_addr: node.octets(),
+        },
+        ifr6_prefixlen: 128,
+        ifr6_ifindex: ifindex,
+    };
+    // SAFETY: SIOCSIFADDR on an AF_INET6 socket reads a struct in6_ifreq that lives across it.
+    if unsafe { ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &mut addr) } != 0 {
+        return Err(Error::Setup(format!(
+            "cannot give the TUN device the IPv6 address {node} (is IPv6 disabled on this node, net.ipv6.conf.*.disable_ipv6?): {}",
+            io::Error::last_os_error()
+        )));
+    }
+    let zero = libc::in6_addr { s6_addr: [0; 16] };
+    let mut route = In6RtMsg {
+        dst: libc::in6_addr {
+            s6_addr: balancer.octets(),
+        },
+        src: zero,
+        gateway: zero,
+        kind: 0,
+        dst_len: 128,
+        src_len: 0,
+        metric: 1,
+        info: 0,
+        flags: libc::RTF_UP as u32,
+        ifindex,
+    };
+    // SAFETY: SIOCADDRT on an AF_INET6 socket reads a struct in6_rtmsg that lives across it.
+    if unsafe { ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &mut route) } != 0 {
+        return Err(Error::Setup(format!(
+            "cannot route {balancer} through the TUN device: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// The listener on the node address; while an IPv6 address is still tentative, `bind()` says
+/// EADDRNOTAVAIL, so that is retried until the deadline.
+fn listen(addr: SocketAddr, timeout: Duration) -> Result<TcpListener, Error> {
+    let deadline = Instant::now() + timeout;
+    let listener = loop {
+        match TcpListener::bind(addr) {
+            Ok(l) => break l,
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => {
+                return Err(Error::Setup(format!(
+                    "cannot listen on {addr} in the self-test namespace: {e}"
+                )))
+            }
+        }
+    };
+    listener
+        .set_nonblocking(true)
+        .map_err(setup("cannot make the listener non-blocking"))?;
+    Ok(listener)
+}
+
 /// A `struct sockaddr_in` in the generic `struct sockaddr` shape that rtentry holds.
 fn sockaddr_v4(addr: Ipv4Addr) -> libc::sockaddr {
     // SAFETY: sockaddr is plain old data.
@@ -226,18 +355,21 @@ fn handshake(
         flags: FLAG_SYN,
         options: packet::syn_options(&toa),
     };
-    tun.write_all(&packet::build(&seg))
+    tun.write_all(&packet::build(&seg).map_err(Error::Setup)?)
         .map_err(setup("cannot write the SYN to the TUN device"))?;
     let deadline = Instant::now() + timeout;
     let synack = loop {
         let Some(buf) = read_packet(tun, deadline).map_err(setup("cannot read the TUN device"))?
         else {
             return Err(Error::Seen(format!(
-                "no SYN-ACK within {timeout:?} for a SYN from {}:{sport} to {}:{}",
-                plan.balancer, plan.node, plan.port
+                "no SYN-ACK within {timeout:?} for a SYN over {} from {} to {}",
+                plan.transport(),
+                SocketAddr::new(plan.balancer, sport),
+                SocketAddr::new(plan.node, plan.port)
             )));
         };
         match packet::parse(&buf) {
+            Some(r) if r.dst != plan.balancer || r.src != plan.node => continue,
             Some(r) if r.dport == sport && r.flags & FLAG_RST != 0 => {
                 return Err(Error::Seen(format!(
                     "the listener answered the SYN with a reset (port {})",
@@ -256,7 +388,7 @@ fn handshake(
     seg.ack = synack.seq.wrapping_add(1);
     seg.flags = FLAG_ACK;
     seg.options = packet::pad(toa);
-    tun.write_all(&packet::build(&seg))
+    tun.write_all(&packet::build(&seg).map_err(Error::Setup)?)
         .map_err(setup("cannot write the final ACK to the TUN device"))?;
     loop {
         match listener.accept() {
@@ -274,45 +406,67 @@ fn handshake(
     }
 }
 
-/// Checks what the server application sees; Ok is the line for the status message.
+/// What `accept()`/`getpeername()` must return for the client of `hs`: over IPv4 the IPv4
+/// client; over IPv6 (an `AF_INET6` socket) the IPv4 client as `::ffff:a.b.c.d`, or the NAT64
+/// client itself (kmod/README.md, "What an application sees"); None where the peer stays the
+/// balancer (a NAT64 entry over IPv4: read with getsockopt 4096 only).
+fn expected_peer(hs: &Handshake, plan: &Plan) -> Option<SocketAddr> {
+    match (plan.balancer, hs.nat64) {
+        (IpAddr::V4(_), false) => Some(SocketAddr::new(IpAddr::V4(CLIENT_V4), CLIENT_PORT)),
+        (IpAddr::V4(_), true) => None,
+        (IpAddr::V6(_), false) => Some(SocketAddr::new(
+            IpAddr::V6(CLIENT_V4.to_ipv6_mapped()),
+            CLIENT_PORT,
+        )),
+        (IpAddr::V6(_), true) => Some(SocketAddr::new(IpAddr::V6(CLIENT_V6), CLIENT_PORT)),
+    }
+}
+
+/// Checks what the server application sees; Ok is the line for the status message, such as
+/// "kind 200 over IPv4 from 10.0.0.1: accept() and getpeername() returned 192.0.2.77:40077".
 fn judge(
     conn: &TcpStream,
     accepted: SocketAddr,
     hs: &Handshake,
     plan: &Plan,
 ) -> Result<String, Error> {
+    let what = format!(
+        "kind {}{} over {} from {}",
+        hs.kind,
+        if hs.nat64 { " (NAT64)" } else { "" },
+        plan.transport(),
+        plan.balancer_text()
+    );
+    let mut seen = Vec::new();
     if hs.nat64 {
         let want = SocketAddr::new(IpAddr::V6(CLIENT_V6), CLIENT_PORT);
-        return match nat64_peer(conn.as_raw_fd()) {
-            Ok(got) if got == want => Ok(format!(
-                "kind {} (NAT64): getsockopt 4096 returned {got}",
-                hs.kind
-            )),
-            Ok(got) => Err(Error::Seen(format!(
-                "kind {} (NAT64): getsockopt(IPPROTO_IP, 4096) returned {got}, expected {want}",
-                hs.kind
-            ))),
-            Err(e) => Err(Error::Seen(format!(
-                "kind {} (NAT64): getsockopt(IPPROTO_IP, 4096) failed ({e}), expected {want}",
-                hs.kind
-            ))),
-        };
+        match nat64_peer(conn.as_raw_fd()) {
+            Ok(got) if got == want => seen.push(format!("getsockopt 4096 returned {got}")),
+            Ok(got) => {
+                return Err(Error::Seen(format!(
+                    "{what}: getsockopt(IPPROTO_IP, 4096) returned {got}, expected {want}"
+                )))
+            }
+            Err(e) => {
+                return Err(Error::Seen(format!(
+                    "{what}: getsockopt(IPPROTO_IP, 4096) failed ({e}), expected {want}"
+                )))
+            }
+        }
     }
-    let want = SocketAddr::new(IpAddr::V4(CLIENT_V4), CLIENT_PORT);
-    let peer = conn
-        .peer_addr()
-        .map_err(|e| Error::Seen(format!("getpeername() failed: {e}")))?;
-    if accepted == want && peer == want {
-        Ok(format!(
-            "kind {}: accept() and getpeername() returned {want}",
-            hs.kind
-        ))
-    } else {
-        Err(Error::Seen(format!(
-            "kind {}: accept() returned {accepted} and getpeername() {peer}, expected {want} (the balancer was {}:{})",
-            hs.kind, plan.balancer, BALANCER_PORT
-        )))
+    if let Some(want) = expected_peer(hs, plan) {
+        let peer = conn
+            .peer_addr()
+            .map_err(|e| Error::Seen(format!("{what}: getpeername() failed: {e}")))?;
+        if accepted != want || peer != want {
+            return Err(Error::Seen(format!(
+                "{what}: accept() returned {accepted} and getpeername() {peer}, expected {want} (the balancer was {})",
+                SocketAddr::new(plan.balancer, BALANCER_PORT)
+            )));
+        }
+        seen.push(format!("accept() and getpeername() returned {want}"));
     }
+    Ok(format!("{what}: {}", seen.join(", ")))
 }
 
 /// `getsockopt(fd, IPPROTO_IP, 4096)`: `struct toa_nat64_peer { struct in6_addr; u16 sport; }`.
@@ -385,4 +539,53 @@ fn read_packet(tun: &mut File, deadline: Instant) -> io::Result<Option<Vec<u8>>>
     let n = tun.read(&mut buf)?;
     buf.truncate(n);
     Ok(Some(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn in6_rtmsg_has_the_kernel_layout() {
+        // include/uapi/linux/ipv6_route.h on 64-bit: 3 x 16 address bytes, type, dst_len,
+        // src_len, metric, 4 bytes of padding, info (unsigned long), flags, ifindex.
+        assert_eq!(std::mem::size_of::<In6RtMsg>(), 80);
+        assert_eq!(std::mem::offset_of!(In6RtMsg, info), 64);
+        assert_eq!(std::mem::offset_of!(In6RtMsg, ifindex), 76);
+        assert_eq!(std::mem::size_of::<libc::in6_ifreq>(), 24);
+    }
+
+    #[test]
+    fn the_expected_peer_is_what_the_backends_return_per_transport() {
+        let plan = |balancer: &str| Plan {
+            balancer: balancer.parse().expect("address"),
+            node: "198.51.100.1".parse().expect("address"),
+            port: 80,
+            handshakes: Vec::new(),
+        };
+        let v4 = Handshake {
+            kind: 200,
+            nat64: false,
+        };
+        let nat64 = Handshake {
+            kind: 253,
+            nat64: true,
+        };
+        let text = |hs: &Handshake, p: &Plan| expected_peer(hs, p).map(|a| a.to_string());
+        assert_eq!(
+            text(&v4, &plan("10.0.0.1")).as_deref(),
+            Some("192.0.2.77:40077")
+        );
+        // Over IPv4 a NAT64 entry leaves the peer alone: only getsockopt 4096 is checked.
+        assert_eq!(text(&nat64, &plan("10.0.0.1")), None);
+        assert_eq!(
+            text(&v4, &plan("fd00:10::1")).as_deref(),
+            Some("[::ffff:192.0.2.77]:40077")
+        );
+        assert_eq!(
+            text(&nat64, &plan("fd00:10::1")).as_deref(),
+            Some("[2001:db8::77]:40077")
+        );
+    }
 }

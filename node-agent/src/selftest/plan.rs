@@ -2,8 +2,12 @@
 //! (`/sys/module/toa/parameters/*`, as kmod/toa_params.c prints them), so that the test
 //! connection is in the module's scope: a trusted balancer address, an in-scope port and the
 //! first configured option kind of each family.
+//!
+//! The transport (the balancer's family) follows `trusted_sources`: IPv4 when it has an IPv4
+//! network (or trusts every source), else IPv6 from its first IPv6 network, so that a policy
+//! that trusts only IPv6 balancers is tested too.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The real client the test's "balancer" claims: documentation addresses (RFC 5737,
 /// RFC 3849), which no real client has and the module does not refuse.
@@ -17,6 +21,13 @@ const NODE_CANDIDATES: [Ipv4Addr; 2] = [
     Ipv4Addr::new(198, 51, 100, 1),
     Ipv4Addr::new(198, 51, 100, 2),
 ];
+/// Node addresses over IPv6 transport, the first one that is not the balancer (RFC 3849).
+const NODE_CANDIDATES_V6: [Ipv6Addr; 2] = [
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2),
+];
+/// The balancer when the module accepts every source (RFC 5737).
+const ANY_BALANCER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 
 /// The loaded module's parameters as text, one field per `/sys/module/toa/parameters` file;
 /// `None` where the file is absent (an older module without that parameter).
@@ -42,22 +53,51 @@ pub struct Handshake {
 /// Everything the test needs; built by [`plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Source address of the test's segments: inside the first trusted IPv4 network.
-    pub balancer: Ipv4Addr,
-    /// Address of the TUN device (the "node").
-    pub node: Ipv4Addr,
+    /// Source address of the test's segments: inside the first trusted IPv4 network, else
+    /// inside the first trusted IPv6 network (IPv6 transport).
+    pub balancer: IpAddr,
+    /// Address of the TUN device (the "node"), of the balancer's family.
+    pub node: IpAddr,
     /// Listening port, inside the module's `ports` scope.
     pub port: u16,
     pub handshakes: Vec<Handshake>,
 }
 
+impl Plan {
+    /// "IPv4" or "IPv6": the family of the test's segments.
+    pub fn transport(&self) -> &'static str {
+        match self.balancer {
+            IpAddr::V4(_) => "IPv4",
+            IpAddr::V6(_) => "IPv6",
+        }
+    }
+
+    /// The balancer as the status message names it (`10.0.0.1`, `[fd00:10::1]`).
+    pub fn balancer_text(&self) -> String {
+        match self.balancer {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        }
+    }
+}
+
 /// Decides the test, or says why none can run (then the outcome is Skipped).
 pub fn plan(p: &ModuleParams) -> Result<Plan, String> {
     let balancer = balancer_address(p)?;
-    let node = NODE_CANDIDATES
-        .into_iter()
-        .find(|a| *a != balancer)
-        .unwrap_or(NODE_CANDIDATES[0]);
+    let node = match balancer {
+        IpAddr::V4(b) => IpAddr::V4(
+            NODE_CANDIDATES
+                .into_iter()
+                .find(|a| *a != b)
+                .unwrap_or(NODE_CANDIDATES[0]),
+        ),
+        IpAddr::V6(b) => IpAddr::V6(
+            NODE_CANDIDATES_V6
+                .into_iter()
+                .find(|a| *a != b)
+                .unwrap_or(NODE_CANDIDATES_V6[0]),
+        ),
+    };
     let port = first_port(p.ports.as_deref().unwrap_or(""))?;
     let mut handshakes = Vec::new();
     if let Some(kind) = first_kind(p.ipv4_kinds.as_deref().unwrap_or(""))? {
@@ -84,34 +124,71 @@ fn truthy(s: &str) -> bool {
 }
 
 /// A balancer address the module trusts: the first address of the first IPv4 network in
-/// `trusted_sources` (its network address for a /31 or /32), or any address when the module
-/// accepts every source (older modules: an empty list meant every source).
-fn balancer_address(p: &ModuleParams) -> Result<Ipv4Addr, String> {
+/// `trusted_sources` (its network address for a /31 or /32); else, when the module accepts
+/// every source (older modules: an empty list meant every source) and trusts no IPv6 network,
+/// any IPv4 address; else the first address of the first IPv6 network (its network address
+/// for a /127 or /128), which makes the test's transport IPv6.
+fn balancer_address(p: &ModuleParams) -> Result<IpAddr, String> {
     let list = p.trusted_sources.as_deref().unwrap_or("").trim();
     let any = match &p.accept_any_source {
         Some(v) => truthy(v),
         None => list.is_empty(),
     };
+    let mut first_v6 = None;
     for tok in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let (addr, len) = tok.split_once('/').unwrap_or((tok, "32"));
-        let (Ok(addr), Ok(len)) = (addr.parse::<Ipv4Addr>(), len.parse::<u8>()) else {
-            continue; // an IPv6 network: the test's transport is IPv4
-        };
-        if len > 32 {
-            return Err(format!("trusted_sources has an invalid prefix in {tok:?}"));
+        match network(tok)? {
+            IpAddr::V4(a) => return Ok(IpAddr::V4(a)),
+            IpAddr::V6(a) => {
+                first_v6.get_or_insert(a);
+            }
         }
-        let base = u32::from(addr);
-        return Ok(if len >= 31 {
-            addr
+    }
+    match first_v6 {
+        Some(a) => Ok(IpAddr::V6(a)),
+        None if any => Ok(IpAddr::V4(ANY_BALANCER)),
+        None => Err(
+            "trusted_sources is empty and accept_any_source is off: no balancer can be trusted"
+                .into(),
+        ),
+    }
+}
+
+/// The balancer address inside one `trusted_sources` entry ("10.0.0.0/16", "fd00::/64", or an
+/// address alone): the network address + 1, or the network address itself when the network
+/// has no room for more (/31, /32, /127, /128).
+fn network(tok: &str) -> Result<IpAddr, String> {
+    let (addr, len) = match tok.split_once('/') {
+        Some((a, l)) => (a.trim(), Some(l.trim())),
+        None => (tok, None),
+    };
+    let prefix = |max: u8| -> Result<u8, String> {
+        let Some(l) = len else { return Ok(max) };
+        match l.parse::<u8>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(format!(
+                "trusted_sources has an invalid prefix in {tok:?}: the prefix length must be 0 to {max}"
+            )),
+        }
+    };
+    if let Ok(a) = addr.parse::<Ipv4Addr>() {
+        let len = prefix(32)?;
+        return Ok(IpAddr::V4(if len >= 31 {
+            a
         } else {
-            Ipv4Addr::from(base.wrapping_add(1))
-        });
+            Ipv4Addr::from(u32::from(a).wrapping_add(1))
+        }));
     }
-    if any {
-        Ok(Ipv4Addr::new(203, 0, 113, 10))
-    } else {
-        Err("no IPv4 network in trusted_sources and accept_any_source is off: no IPv4 balancer can be trusted".into())
+    if let Ok(a) = addr.parse::<Ipv6Addr>() {
+        let len = prefix(128)?;
+        return Ok(IpAddr::V6(if len >= 127 {
+            a
+        } else {
+            Ipv6Addr::from(u128::from(a).wrapping_add(1))
+        }));
     }
+    Err(format!(
+        "trusted_sources has an entry that is neither an IPv4 nor an IPv6 network: {tok:?} (expected CIDRs such as 10.0.0.0/16 or fd00::/64)"
+    ))
 }
 
 /// The first port of `ports` ("80,443,30000-32767"; empty = every port).
@@ -162,7 +239,8 @@ mod tests {
             "8443,30000-32767",
         ))
         .expect("plan");
-        assert_eq!(p.balancer, Ipv4Addr::new(10, 20, 0, 1));
+        assert_eq!(p.balancer, IpAddr::V4(Ipv4Addr::new(10, 20, 0, 1)));
+        assert_eq!(p.transport(), "IPv4");
         assert_eq!(p.port, 8443);
         assert_eq!(
             p.handshakes,
@@ -182,15 +260,15 @@ mod tests {
         assert_eq!(p.handshakes.len(), 1);
         // A single trusted balancer (/32) is used as is, and the node address avoids it.
         let p = plan(&params("200", "", "198.51.100.1/32", Some("0"), "")).expect("single");
-        assert_eq!(p.balancer, Ipv4Addr::new(198, 51, 100, 1));
-        assert_eq!(p.node, Ipv4Addr::new(198, 51, 100, 2));
+        assert_eq!(p.balancer, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)));
+        assert_eq!(p.node, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)));
         assert_eq!(p.port, 80);
     }
 
     #[test]
     fn nothing_trusted_or_nothing_accepted_skips_with_the_reason() {
-        let e = plan(&params("200", "253", "fd00::/64", Some("0"), "")).expect_err("no v4");
-        assert!(e.contains("trusted_sources"), "{e}");
+        let e = plan(&params("200", "253", "", Some("0"), "")).expect_err("nothing trusted");
+        assert!(e.contains("trusted_sources is empty"), "{e}");
         let e = plan(&params("", "", "", Some("1"), "")).expect_err("no kinds");
         assert!(e.contains("no option kind"), "{e}");
         assert!(plan(&params("x", "", "", Some("1"), "")).is_err());
@@ -202,6 +280,56 @@ mod tests {
         let mut p = params("200", "253", "", None, "");
         p.ports = None;
         let plan = plan(&p).expect("old module");
-        assert_eq!(plan.balancer, Ipv4Addr::new(203, 0, 113, 10));
+        assert_eq!(plan.balancer, IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)));
+    }
+
+    #[test]
+    fn only_ipv6_networks_trusted_plans_ipv6_transport() {
+        // This used to be Skipped ("no IPv4 network in trusted_sources").
+        let p = plan(&params("200", "253", "fd00:10::/64", Some("0"), "")).expect("v6");
+        assert_eq!(p.transport(), "IPv6");
+        assert_eq!(p.balancer, "fd00:10::1".parse::<IpAddr>().expect("addr"));
+        assert_eq!(p.node, "2001:db8::1".parse::<IpAddr>().expect("addr"));
+        assert_eq!(p.balancer_text(), "[fd00:10::1]");
+        assert_eq!(p.handshakes.len(), 2, "both kinds are tested over IPv6");
+        // /127 and /128: the address itself; the node avoids it.
+        let p = plan(&params("200", "", "2001:db8::1/128", Some("0"), "")).expect("/128");
+        assert_eq!(p.balancer, "2001:db8::1".parse::<IpAddr>().expect("addr"));
+        assert_eq!(p.node, "2001:db8::2".parse::<IpAddr>().expect("addr"));
+        let p = plan(&params("200", "", "fd00::a/127", Some("0"), "")).expect("/127");
+        assert_eq!(p.balancer, "fd00::a".parse::<IpAddr>().expect("addr"));
+        // An IPv6 network wins over accept_any: with a non-empty list, accept_any does not
+        // apply (the module and the eBPF backend), so an IPv4 balancer would not be trusted.
+        let p = plan(&params("200", "", "fd00::/64", Some("1"), "")).expect("v6 + any");
+        assert_eq!(p.transport(), "IPv6");
+        // An IPv4 network anywhere in the list keeps the IPv4 transport.
+        let p = plan(&params(
+            "200",
+            "",
+            "fd00::/64,fd01::/64,10.1.0.0/16",
+            Some("0"),
+            "",
+        ))
+        .expect("v4 last");
+        assert_eq!(p.transport(), "IPv4");
+        assert_eq!(p.balancer_text(), "10.1.0.1");
+    }
+
+    #[test]
+    fn bad_trusted_sources_name_the_entry() {
+        let e = plan(&params("200", "", "fd00::/129", Some("0"), "")).expect_err("prefix");
+        assert!(
+            e.contains("\"fd00::/129\"") && e.contains("0 to 128"),
+            "{e}"
+        );
+        let e = plan(&params("200", "", "10.0.0.0/33", Some("0"), "")).expect_err("prefix");
+        assert!(
+            e.contains("\"10.0.0.0/33\"") && e.contains("0 to 32"),
+            "{e}"
+        );
+        let e = plan(&params("200", "", "fd00::/x", Some("0"), "")).expect_err("prefix");
+        assert!(e.contains("invalid prefix"), "{e}");
+        let e = plan(&params("200", "", "balancer.example", Some("0"), "")).expect_err("name");
+        assert!(e.contains("neither an IPv4 nor an IPv6 network"), "{e}");
     }
 }

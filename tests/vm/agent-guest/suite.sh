@@ -245,6 +245,37 @@ k254=$(toatest conn --count 1 --kind 254 2>&1)
 check "runtime parameters: kind 254 now carries the real address" "$(tail -n 2 <<<"$k254")" \
 	grep -q "1 of 1 connections showed the real address" <<<"$k254"
 
+# ---------------------------------------------------------------- self-test over IPv6 transport
+# Only an IPv6 network trusted: the parameter change's self-test sends over IPv6 (balancer
+# fd00:10::1, the network's first address, to the node 2001:db8::1 on an AF_INET6 listener),
+# where the IPv4 client shows as ::ffff: and the NAT64 client is the peer itself. Then back.
+# wait_self_test TEXT TIMEOUT_S: until status.selfTest.message contains the fixed string TEXT.
+wait_self_test() {
+	local end msg
+	end=$(($(date +%s) + $2))
+	while [ "$(date +%s)" -lt "$end" ]; do
+		msg=$(status_field .selfTest.message)
+		if grep -qF -- "$1" <<<"$msg"; then return 0; fi
+		sleep 0.1
+	done
+	return 1
+}
+v6_peer='kind 200 over IPv6 from [fd00:10::1]: accept() and getpeername() returned [::ffff:192.0.2.77]:40077'
+v6_nat64='kind 253 (NAT64) over IPv6 from [fd00:10::1]: getsockopt 4096 returned [2001:db8::77]:40077, accept() and getpeername() returned [2001:db8::77]:40077'
+write_desired Loaded "module:" "  ipv4OptionKinds: [200, 254]" "  trustedSources: [fd00:10::/64]"
+wait_self_test "$v6_peer" 60 || true
+check "self-test over IPv6: only fd00:10::/64 trusted, Passed with both checks over IPv6" \
+	"trusted_sources=$(cat /sys/module/toa/parameters/trusted_sources) $(jq -c .selfTest "$STATUS")" \
+	test "$(status_field .selfTest.result)" = Passed -a "$(status_field .phase)" = Loaded \
+	-a "$(tr -d ' \n' </sys/module/toa/parameters/trusted_sources)" = "fd00:10::/64" \
+	-a -n "$(grep -F -- "$v6_peer" <<<"$(status_field .selfTest.message)" | grep -F -- "$v6_nat64")"
+write_desired Loaded "module:" "  ipv4OptionKinds: [200, 254]" "  trustedSources: [10.0.0.0/16]"
+wait_self_test 'kind 200 over IPv4 from 10.0.0.1: accept() and getpeername() returned 192.0.2.77:40077' 60 || true
+check "self-test over IPv6: back to 10.0.0.0/16, Passed over IPv4 again, no reload" \
+	"loads $(loads_logged) $(jq -c .selfTest "$STATUS")" \
+	test "$(status_field .selfTest.result)" = Passed -a "$(loads_logged)" -eq 1 \
+	-a -n "$(grep -F 'over IPv4 from 10.0.0.1' <<<"$(status_field .selfTest.message)")"
+
 # ---------------------------------------------------------------- SIGTERM + restart: adopt
 rc=0
 stop_agent || rc=$?

@@ -15,13 +15,14 @@ STATUS=$AGENT_DIR/status.json
 METRICS=http://127.0.0.1:9101/metrics
 
 toa-ebpf detach >/dev/null 2>&1
-# write_desired STATE [BACKEND]: the desired-state file (backend EBPF unless given).
+# write_desired STATE [BACKEND [TRUSTED]]: the desired-state file (backend EBPF and the
+# trusted network $TRUST unless given).
 write_desired() {
 	cat >"$DESIRED.tmp" <<EOT
 desiredState: $1
 backend: ${2:-EBPF}
 module:
-  trustedSources: ["$TRUST"]
+  trustedSources: ["${3:-$TRUST}"]
 EOT
 	mv "$DESIRED.tmp" "$DESIRED"
 }
@@ -35,6 +36,19 @@ start_agent() {
 stop_agent() {
 	kill "$agent_pid" 2>/dev/null
 	wait "$agent_pid" 2>/dev/null
+}
+# wait_status TEXT POLLS: polls the status file every 50 ms until it contains the fixed string
+# TEXT (true) or POLLS polls passed (false).
+wait_status() {
+	i=0
+	while [ "$i" -lt "$2" ]; do
+		if grep -qF -- "$1" "$STATUS" 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.05
+		i=$((i + 1))
+	done
+	return 1
 }
 # wait_phase PHASE POLLS: polls the status file every 50 ms until its phase is PHASE (true) or
 # POLLS polls passed (false; 600 polls = 30 s).
@@ -121,6 +135,30 @@ if grep -q 'backend="module"' "$AGENT_DIR/metrics.txt"; then
 else
 	ok "agent_metrics_no_module_backend"
 fi
+
+# ---- only an IPv6 network trusted: the self-test runs over IPv6 transport (balancer
+# fd00:10::1, the first address of the network, to the node 2001:db8::1 on an AF_INET6
+# listener): the IPv4 client shows as ::ffff:, the NAT64 client is the peer itself.
+write_desired Loaded EBPF fd00:10::/64
+v6_peer='kind 200 over IPv6 from [fd00:10::1]: accept() and getpeername() returned [::ffff:192.0.2.77]:40077'
+v6_nat64='kind 253 (NAT64) over IPv6 from [fd00:10::1]: getsockopt 4096 returned [2001:db8::77]:40077, accept() and getpeername() returned [2001:db8::77]:40077'
+if wait_status 'trusted_sources=fd00:10::/64 ' 600 && wait_status '"result": "Passed"' 1; then
+	ok "agent_ebpf_self_test_ipv6_only_trust_passed"
+else
+	notok "agent_ebpf_self_test_ipv6_only_trust_passed" "$(cat "$STATUS" 2>/dev/null)"
+fi
+if grep -qF -- "$v6_peer" "$STATUS" && grep -qF -- "$v6_nat64" "$STATUS"; then
+	ok "agent_ebpf_self_test_both_checks_over_ipv6"
+else
+	notok "agent_ebpf_self_test_both_checks_over_ipv6" "no '$v6_peer' / '$v6_nat64' in $(grep -F '"message"' "$STATUS" 2>/dev/null)"
+fi
+write_desired Loaded
+if wait_status "trusted_sources=$TRUST " 600 && wait_status 'kind 200 over IPv4 from 10.0.0.1: accept() and getpeername() returned 192.0.2.77:40077' 600; then
+	ok "agent_ebpf_self_test_back_over_ipv4"
+else
+	notok "agent_ebpf_self_test_back_over_ipv4" "$(cat "$STATUS" 2>/dev/null)"
+fi
+check agent_ebpf_restored_trust_rewrites toatest conn --count 1
 
 # ---- agent restart: the pinned backend is adopted (no detach), connections still rewritten.
 stop_agent
