@@ -454,7 +454,7 @@ static __always_inline void handle_established(struct bpf_sock_ops *skops, int l
 		 * malformed, so it is neither copied nor walked, whatever the configured kinds (as
 		 * in the module, kmod/toa_skb.c toa_tcp_may_matter()).
 		 */
-		x = n ^ 12;
+		x = (n ^ 12) | ((data[13] >> 1) & 1);	/* not a SYN (TCP Fast Open), as in the module */
 		if (data + 24 <= end)
 			x |= (data[20] ^ TCP_OPT_NOP) | (data[21] ^ TCP_OPT_NOP) | (data[22] ^ 8) |
 			     (data[23] ^ 10);

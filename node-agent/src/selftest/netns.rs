@@ -147,36 +147,45 @@ fn open_tun() -> Result<File, Error> {
     Ok(tun)
 }
 
-/// Gives the device the node address, brings it up and routes the balancer's address
-/// through it (a host route: the SYN-ACK must leave through the device).
-fn configure(node: Ipv4Addr, balancer: Ipv4Addr) -> Result<(), Error> {
-    // SAFETY: plain socket creation; the fd is owned by `sock` below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+/// A datagram socket of `family` for the device ioctls (SIOCSIFADDR, SIOCSIFFLAGS, SIOCADDRT
+/// act on the family of the socket they are issued on).
+fn config_socket(family: libc::c_int) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: plain socket creation; the fd is owned by the OwnedFd below.
+    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+/// Brings the TUN device up (SIOCSIFFLAGS: IFF_UP | IFF_RUNNING).
+fn bring_up(sock: &std::os::fd::OwnedFd) -> Result<(), Error> {
+    let mut up = IfReq::with_flags((libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short);
+    // SAFETY: SIOCSIFFLAGS reads a struct ifreq that lives across the call.
+    if unsafe { ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut up) } != 0 {
         return Err(Error::Setup(format!(
-            "cannot open a configuration socket: {}",
+            "cannot bring the TUN device up: {}",
             io::Error::last_os_error()
         )));
     }
-    // SAFETY: fd is a fresh descriptor that nothing else owns.
-    let sock: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
-    let steps: [(libc::c_ulong, IfReq, &str); 2] = [
-        (libc::SIOCSIFADDR, IfReq::with_ipv4(node), "set the address"),
-        (
-            libc::SIOCSIFFLAGS,
-            IfReq::with_flags((libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short),
-            "bring the device up",
-        ),
-    ];
-    for (request, mut req, what) in steps {
-        // SAFETY: each request reads a struct ifreq that lives across the call.
-        if unsafe { ioctl(sock.as_raw_fd(), request, &mut req) } != 0 {
-            return Err(Error::Setup(format!(
-                "cannot {what} of the TUN device: {}",
-                io::Error::last_os_error()
-            )));
-        }
+    Ok(())
+}
+
+/// Gives the device the node address, brings it up and routes the balancer's address
+/// through it (a host route: the SYN-ACK must leave through the device).
+fn configure(node: Ipv4Addr, balancer: Ipv4Addr) -> Result<(), Error> {
+    let sock = config_socket(libc::AF_INET)
+        .map_err(|e| Error::Setup(format!("cannot open a configuration socket: {e}")))?;
+    let mut addr = IfReq::with_ipv4(node);
+    // SAFETY: SIOCSIFADDR reads a struct ifreq that lives across the call.
+    if unsafe { ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &mut addr) } != 0 {
+        return Err(Error::Setup(format!(
+            "cannot set the address of the TUN device: {}",
+            io::Error::last_os_error()
+        )));
     }
+    bring_up(&sock)?;
     let mut dev = [0 as libc::c_char; libc::IFNAMSIZ];
     for (d, s) in dev.iter_mut().zip(DEVICE) {
         *d = *s as libc::c_char;
@@ -220,30 +229,16 @@ struct In6RtMsg {
 /// IPv6 disabled on the node (no `AF_INET6` sockets, or no address on the device) is a setup
 /// error: the test is Skipped, with the reason.
 fn configure_v6(node: Ipv6Addr, balancer: Ipv6Addr) -> Result<(), Error> {
-    // SAFETY: plain socket creation; the fd is owned by `sock` below.
-    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return Err(Error::Setup(
-            if e.raw_os_error() == Some(libc::EAFNOSUPPORT) {
-                format!(
-                    "IPv6 is disabled on this node ({e}), and the trusted sources are IPv6 networks only: the self-test over IPv6 transport cannot run"
-                )
-            } else {
-                format!("cannot open an IPv6 configuration socket: {e}")
-            },
-        ));
-    }
-    // SAFETY: fd is a fresh descriptor that nothing else owns.
-    let sock: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
-    let mut up = IfReq::with_flags((libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short);
-    // SAFETY: SIOCSIFFLAGS reads a struct ifreq that lives across the call.
-    if unsafe { ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut up) } != 0 {
-        return Err(Error::Setup(format!(
-            "cannot bring the TUN device up: {}",
-            io::Error::last_os_error()
-        )));
-    }
+    let sock = config_socket(libc::AF_INET6).map_err(|e| {
+        Error::Setup(if e.raw_os_error() == Some(libc::EAFNOSUPPORT) {
+            format!(
+                "IPv6 is disabled on this node ({e}), and the trusted sources are IPv6 networks only: the self-test over IPv6 transport cannot run"
+            )
+        } else {
+            format!("cannot open an IPv6 configuration socket: {e}")
+        })
+    })?;
+    bring_up(&sock)?;
     let name = IfReq::new().name;
     // SAFETY: `name` is NUL-terminated (DEVICE is shorter than IFNAMSIZ).
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr().cast()) };

@@ -135,8 +135,14 @@ fn balancer_address(p: &ModuleParams) -> Result<IpAddr, String> {
         None => list.is_empty(),
     };
     let mut first_v6 = None;
+    let mut unusable = Vec::new();
     for tok in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        match network(tok)? {
+        let a = network(tok)?;
+        if !can_send_from(a) {
+            unusable.push(tok);
+            continue;
+        }
+        match a {
             IpAddr::V4(a) => return Ok(IpAddr::V4(a)),
             IpAddr::V6(a) => {
                 first_v6.get_or_insert(a);
@@ -145,11 +151,34 @@ fn balancer_address(p: &ModuleParams) -> Result<IpAddr, String> {
     }
     match first_v6 {
         Some(a) => Ok(IpAddr::V6(a)),
+        None if !unusable.is_empty() => Err(format!(
+            "no entry of trusted_sources gives an address a test balancer can send from ({} would be unspecified, loopback, multicast or IPv4-mapped, which the kernel drops as a source)",
+            unusable.join(", ")
+        )),
         None if any => Ok(IpAddr::V4(ANY_BALANCER)),
         None => Err(
             "trusted_sources is empty and accept_any_source is off: no balancer can be trusted"
                 .into(),
         ),
+    }
+}
+
+/// Whether a segment from `a` can reach a listener through the TUN device: the kernel drops
+/// unspecified, "this network" (0/8), loopback and multicast sources on input
+/// (ip_route_input_slow() martians; ip6_rcv_core()), and tcp_v6_conn_request() drops SYNs
+/// from IPv4-mapped IPv6 sources, which neither backend would match against IPv6 entries
+/// anyway.
+fn can_send_from(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(a) => {
+            a.octets()[0] != 0 && !a.is_loopback() && !a.is_multicast() && !a.is_broadcast()
+        }
+        IpAddr::V6(a) => {
+            !a.is_unspecified()
+                && !a.is_loopback()
+                && !a.is_multicast()
+                && a.to_ipv4_mapped().is_none()
+        }
     }
 }
 
@@ -331,5 +360,42 @@ mod tests {
         assert!(e.contains("invalid prefix"), "{e}");
         let e = plan(&params("200", "", "balancer.example", Some("0"), "")).expect_err("name");
         assert!(e.contains("neither an IPv4 nor an IPv6 network"), "{e}");
+    }
+
+    #[test]
+    fn entries_no_segment_can_come_from_are_passed_over() {
+        // IPv4-mapped, multicast, loopback: skipped for the next entry that is usable.
+        let p = plan(&params(
+            "200",
+            "",
+            "::ffff:10.0.0.0/104,ff02::/16,::1/128,fd00:10::/64",
+            Some("0"),
+            "",
+        ))
+        .expect("the usable entry");
+        assert_eq!(p.balancer_text(), "[fd00:10::1]");
+        let p = plan(&params(
+            "200",
+            "",
+            "0.0.0.0/8,127.0.0.0/8,10.2.0.0/16",
+            Some("0"),
+            "",
+        ))
+        .expect("the usable IPv4 entry");
+        assert_eq!(p.balancer_text(), "10.2.0.1");
+        // Only unusable entries: Skipped with the reason, naming them (not a Failed test).
+        for list in [
+            "::ffff:10.0.0.0/104",
+            "ff02::/16",
+            "::1/128",
+            "::/128",
+            "224.0.0.0/4",
+        ] {
+            let e = plan(&params("200", "253", list, Some("0"), "")).expect_err(list);
+            assert!(
+                e.contains(list) && e.contains("kernel drops"),
+                "{list}: {e}"
+            );
+        }
     }
 }

@@ -142,7 +142,9 @@ fi
 write_desired Loaded EBPF fd00:10::/64
 v6_peer='kind 200 over IPv6 from [fd00:10::1]: accept() and getpeername() returned [::ffff:192.0.2.77]:40077'
 v6_nat64='kind 253 (NAT64) over IPv6 from [fd00:10::1]: getsockopt 4096 returned [2001:db8::77]:40077, accept() and getpeername() returned [2001:db8::77]:40077'
-if wait_status 'trusted_sources=fd00:10::/64 ' 600 && wait_status '"result": "Passed"' 1; then
+# The message and the result are written in one status: the IPv6 line, then Passed.
+if wait_status 'trusted_sources=fd00:10::/64 ' 600 && wait_status "$v6_peer" 600 &&
+	wait_status '"result": "Passed"' 1; then
 	ok "agent_ebpf_self_test_ipv6_only_trust_passed"
 else
 	notok "agent_ebpf_self_test_ipv6_only_trust_passed" "$(cat "$STATUS" 2>/dev/null)"

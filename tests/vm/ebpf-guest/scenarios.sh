@@ -142,7 +142,8 @@ b_so=$(stat_of getsockopt_ok)
 b_soe=$(stat_of getsockopt_empty)
 out=$(toatest conn --count 1 --nat64 2001:db8::7 --so-len 19 2>&1 || true)
 echo "$out" | sed 's/^/#   /'
-expect_so_error EINVAL "Invalid argument" nat64_getsockopt_short_length_is_ "" "$out"
+expect_so_error EINVAL "Invalid argument" nat64_getsockopt_short_length_is_ \
+	"accept=10.0.0.2:" "$out"
 expect_delta nat64_getsockopt_short_length_not_counted_ok getsockopt_ok "$b_so" 1
 expect_delta nat64_getsockopt_short_length_not_counted_empty getsockopt_empty "$b_soe" 0
 
@@ -366,11 +367,18 @@ b_mal=$(stat_of toa_malformed)
 check_fails standard_syn_no_toa "getpeername=10.0.0.2:" toatest conn --count 1 --syn-opts "$STD_SYN"
 expect_delta standard_syn_nothing_malformed toa_malformed "$b_mal" 0
 for k in 2 3 4 8; do
-	reattach --trusted-sources "$TRUST" --ipv4-kinds "200,$k"
-	b_mal=$(stat_of toa_malformed)
-	check_fails "standard_syn_kind${k}_configured_no_toa" "getpeername=10.0.0.2:" toatest conn --count 1 --syn-opts "$STD_SYN"
-	expect_delta "standard_syn_kind${k}_configured_malformed" toa_malformed "$b_mal" 1
+	for fam in ipv4 nat64; do
+		if [ $fam = ipv4 ]; then
+			reattach --trusted-sources "$TRUST" --ipv4-kinds "200,$k"
+		else
+			reattach --trusted-sources "$TRUST" --nat64-kinds "253,$k"
+		fi
+		b_mal=$(stat_of toa_malformed)
+		check_fails "standard_syn_${fam}_kind${k}_configured_no_toa" "getpeername=10.0.0.2:" toatest conn --count 1 --syn-opts "$STD_SYN"
+		expect_delta "standard_syn_${fam}_kind${k}_configured_malformed" toa_malformed "$b_mal" 1
+	done
 done
+reattach --trusted-sources "$TRUST"
 
 # ---- ports scope: only the listed local ports are parsed (toatest listens on 8080/8081).
 reattach --trusted-sources "$TRUST" --ports 8081
