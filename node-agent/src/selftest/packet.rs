@@ -277,20 +277,13 @@ mod tests {
         assert_eq!(parse(&p[..30]), None);
     }
 
+    /// The same SYN over IPv6 transport (the IPv4 client's option).
     fn syn6() -> Segment {
         Segment {
             src: "fd00:10::1".parse().expect("addr"),
             dst: "2001:db8::1".parse().expect("addr"),
-            sport: 50000,
-            dport: 80,
             seq: 0x1000_c350,
-            ack: 0,
-            flags: FLAG_SYN,
-            options: syn_options(&toa_option(
-                200,
-                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77)),
-                40077,
-            )),
+            ..syn()
         }
     }
 
