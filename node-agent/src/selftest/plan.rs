@@ -84,19 +84,15 @@ impl Plan {
 /// Decides the test, or says why none can run (then the outcome is Skipped).
 pub fn plan(p: &ModuleParams) -> Result<Plan, String> {
     let balancer = balancer_address(p)?;
-    let node = match balancer {
-        IpAddr::V4(b) => IpAddr::V4(
-            NODE_CANDIDATES
-                .into_iter()
-                .find(|a| *a != b)
-                .unwrap_or(NODE_CANDIDATES[0]),
-        ),
-        IpAddr::V6(b) => IpAddr::V6(
-            NODE_CANDIDATES_V6
-                .into_iter()
-                .find(|a| *a != b)
-                .unwrap_or(NODE_CANDIDATES_V6[0]),
-        ),
+    let candidates = match balancer {
+        IpAddr::V4(_) => NODE_CANDIDATES.map(IpAddr::V4),
+        IpAddr::V6(_) => NODE_CANDIDATES_V6.map(IpAddr::V6),
+    };
+    // Two candidates: at most one is the balancer.
+    let node = if candidates[0] == balancer {
+        candidates[1]
+    } else {
+        candidates[0]
     };
     let port = first_port(p.ports.as_deref().unwrap_or(""))?;
     let mut handshakes = Vec::new();
@@ -136,10 +132,12 @@ fn balancer_address(p: &ModuleParams) -> Result<IpAddr, String> {
     };
     let mut first_v6 = None;
     let mut unusable = Vec::new();
-    for tok in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let a = network(tok)?;
+    // The module's own syntax, parsed as the eBPF backend parses it (host bits refused too).
+    let networks = toa_ebpf::params::parse_trusted(list).map_err(|e| e.to_string())?;
+    for net in &networks {
+        let a = first_address(net);
         if !can_send_from(a) {
-            unusable.push(tok);
+            unusable.push(net.to_string());
             continue;
         }
         match a {
@@ -182,42 +180,14 @@ fn can_send_from(a: IpAddr) -> bool {
     }
 }
 
-/// The balancer address inside one `trusted_sources` entry ("10.0.0.0/16", "fd00::/64", or an
-/// address alone): the network address + 1, or the network address itself when the network
-/// has no room for more (/31, /32, /127, /128).
-fn network(tok: &str) -> Result<IpAddr, String> {
-    let (addr, len) = match tok.split_once('/') {
-        Some((a, l)) => (a.trim(), Some(l.trim())),
-        None => (tok, None),
-    };
-    let prefix = |max: u8| -> Result<u8, String> {
-        let Some(l) = len else { return Ok(max) };
-        match l.parse::<u8>() {
-            Ok(n) if n <= max => Ok(n),
-            _ => Err(format!(
-                "trusted_sources has an invalid prefix in {tok:?}: the prefix length must be 0 to {max}"
-            )),
-        }
-    };
-    if let Ok(a) = addr.parse::<Ipv4Addr>() {
-        let len = prefix(32)?;
-        return Ok(IpAddr::V4(if len >= 31 {
-            a
-        } else {
-            Ipv4Addr::from(u32::from(a).wrapping_add(1))
-        }));
+/// The balancer address inside one `trusted_sources` network: the network address + 1, or
+/// the network address itself when the network has no room for more (/31, /32, /127, /128).
+fn first_address(net: &toa_ebpf::params::Cidr) -> IpAddr {
+    match net.addr {
+        IpAddr::V4(a) if net.prefix < 31 => IpAddr::V4(Ipv4Addr::from(u32::from(a) + 1)),
+        IpAddr::V6(a) if net.prefix < 127 => IpAddr::V6(Ipv6Addr::from(u128::from(a) + 1)),
+        a => a,
     }
-    if let Ok(a) = addr.parse::<Ipv6Addr>() {
-        let len = prefix(128)?;
-        return Ok(IpAddr::V6(if len >= 127 {
-            a
-        } else {
-            Ipv6Addr::from(u128::from(a).wrapping_add(1))
-        }));
-    }
-    Err(format!(
-        "trusted_sources has an entry that is neither an IPv4 nor an IPv6 network: {tok:?} (expected CIDRs such as 10.0.0.0/16 or fd00::/64)"
-    ))
 }
 
 /// The first port of `ports` ("80,443,30000-32767"; empty = every port).
@@ -348,18 +318,18 @@ mod tests {
     fn bad_trusted_sources_name_the_entry() {
         let e = plan(&params("200", "", "fd00::/129", Some("0"), "")).expect_err("prefix");
         assert!(
-            e.contains("\"fd00::/129\"") && e.contains("0 to 128"),
+            e.contains("\"fd00::/129\"") && e.contains("above 128"),
             "{e}"
         );
         let e = plan(&params("200", "", "10.0.0.0/33", Some("0"), "")).expect_err("prefix");
         assert!(
-            e.contains("\"10.0.0.0/33\"") && e.contains("0 to 32"),
+            e.contains("\"10.0.0.0/33\"") && e.contains("above 32"),
             "{e}"
         );
         let e = plan(&params("200", "", "fd00::/x", Some("0"), "")).expect_err("prefix");
-        assert!(e.contains("invalid prefix"), "{e}");
+        assert!(e.contains("bad prefix length"), "{e}");
         let e = plan(&params("200", "", "balancer.example", Some("0"), "")).expect_err("name");
-        assert!(e.contains("neither an IPv4 nor an IPv6 network"), "{e}");
+        assert!(e.contains("not an IPv4 or IPv6 address"), "{e}");
     }
 
     #[test]
